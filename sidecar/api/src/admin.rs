@@ -1,0 +1,175 @@
+//! Admin API (`/admin/v1/…`, bearer token): status, membership, snapshots (spec §5).
+//! The operator drives clusters with these types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::{MemberRole, PartitionState};
+
+/// Raft role of a node, or `removed` once it learned it is no longer a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Leader,
+    Candidate,
+    Follower,
+    Learner,
+    /// Not yet a member of any cluster (fresh data dir, waiting to be added or initialized).
+    Uninitialized,
+    /// Was a member; a committed configuration removed it. Raft is shut down.
+    Removed,
+    /// Shutting down.
+    Stopping,
+}
+
+/// Answer of `GET /admin/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub name: String,
+    pub cluster_id: String,
+    pub initialized: bool,
+    pub role: NodeRole,
+    pub term: u64,
+    pub leader_id: Option<String>,
+    pub leader_node_id: Option<String>,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+    pub partition_state: PartitionState,
+    /// How this node is reached by peers.
+    pub peer_address: String,
+    /// How the operator reaches this node's admin API.
+    pub admin_address: String,
+}
+
+/// A member to add, or one of the members given to `initialize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSpec {
+    /// Node id, as printed by `/admin/v1/status` (decimal string or number).
+    #[serde(with = "node_id_string")]
+    pub node_id: u64,
+    pub name: String,
+    /// Peer address (`host:port` of the WebSocket transport).
+    pub address: String,
+    /// Admin address (`host:port`), so followers can point callers at the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_address: Option<String>,
+}
+
+/// Body of `POST /admin/v1/initialize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitializeRequest {
+    pub members: Vec<MemberSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializeResult {
+    /// `false` when the same initialization had already happened (the call is a no-op).
+    pub initialized: bool,
+}
+
+/// One member in `GET /admin/v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMember {
+    pub node_id: String,
+    pub name: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_address: Option<String>,
+    pub role: MemberRole,
+    pub healthy: bool,
+    pub matched_index: Option<u64>,
+    /// Raft log entries this member is behind the leader's last log index.
+    pub lag: Option<u64>,
+    pub last_contact_ms: Option<u64>,
+}
+
+/// Answer of `GET /admin/v1/cluster`: membership from the leader's view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    pub leader_id: Option<String>,
+    pub leader_node_id: Option<String>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    /// A joint configuration (membership change half done) is in effect.
+    pub joint: bool,
+    pub members: Vec<ClusterMember>,
+}
+
+/// Answer of membership calls (`add`, `promote`, `remove`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipResult {
+    /// Whether the call changed the membership (false: it already was as asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<bool>,
+    /// Raft log index of the committed configuration.
+    pub log_index: u64,
+}
+
+/// Answer of `POST /admin/v1/snapshot`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotResult {
+    pub snapshot_index: u64,
+    pub purged_up_to: Option<u64>,
+}
+
+mod node_id_string {
+    //! Node ids are u64 but travel as decimal strings (JavaScript cannot hold a u64); accept both.
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Num(u64),
+            Str(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Num(n) => Ok(n),
+            Either::Str(s) => s
+                .parse()
+                .map_err(|_| D::Error::custom(format!("bad node id {s:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_node_ids_travel_as_strings_and_accept_numbers() {
+        let m: MemberSpec =
+            serde_json::from_str(r#"{"nodeId": 42, "name": "a", "address": "h:1"}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.node_id, 42);
+        let m: MemberSpec = serde_json::from_str(
+            r#"{"nodeId": "18446744073709551615", "name": "a", "address": "h:1"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.node_id, u64::MAX);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap_or_default()["nodeId"],
+            "18446744073709551615"
+        );
+        assert!(
+            serde_json::from_str::<MemberSpec>(r#"{"nodeId": "x", "name": "a", "address": "h"}"#)
+                .is_err()
+        );
+    }
+}

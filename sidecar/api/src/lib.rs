@@ -1,0 +1,14 @@
+//! Wire types of the raft-sidecar's two HTTP APIs: the daemon API (loopback, `/v1/…`) and the
+//! admin API (`/admin/v1/…`). They are shared by the sidecar (which serves them), its `ctl`
+//! client, the operator and the test harnesses, so none of those link openraft or RocksDB.
+//!
+//! JSON field names are camelCase, exactly as `shared/spec/sidecar.md` §4 and §5 define them.
+
+pub mod admin;
+pub mod daemon;
+pub mod error;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+
+#[cfg(feature = "client")]
+pub mod client;

@@ -1,0 +1,331 @@
+//! The admin API (spec §5) on `--admin-addr`: open probes and metrics, and token-protected
+//! `/admin/v1/…` for status, membership and snapshots. Membership calls go to the leader; a
+//! follower answers `421 NOT_LEADER` naming the leader and its admin address (no forwarding).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::ServerState;
+use raft_api::ErrorCode;
+use raft_api::admin::{
+    ClusterMember, ClusterView, InitializeRequest, InitializeResult, MemberSpec, NodeRole,
+    NodeStatus, SnapshotResult,
+};
+use raft_api::daemon::MemberRole;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::error::ApiError;
+use crate::raft::node::{Lifecycle, Node};
+use crate::transport::token_matches;
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: u64 = 64 * 1024;
+
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(body) => warp::reply::json(&body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("malformed request JSON: {e}")))
+}
+
+fn parse_node_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::invalid(format!("{raw:?} is not a node id")))
+}
+
+/// Bearer-token check for `/admin/v1/…`; with `--insecure` everything passes.
+fn authorized(token: Option<String>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |presented: Option<String>| {
+            let token = token.clone();
+            async move {
+                let Some(expected) = token else { return Ok(()) };
+                let given = presented
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if token_matches(&expected, given) {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "missing or wrong bearer token",
+                    )))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+pub fn routes(
+    node: Arc<Node>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let with_node = {
+        let node = node.clone();
+        warp::any().map(move || node.clone())
+    };
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|n: Arc<Node>| {
+            if n.lifecycle() == Lifecycle::Stopping {
+                warp::reply::with_status("stopping", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response()
+            } else {
+                warp::reply::with_status("ready", StatusCode::OK).into_response()
+            }
+        });
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|n: Arc<Node>| {
+            warp::reply::with_header(
+                n.metrics.render(),
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .into_response()
+        });
+    let admin = warp::path("admin")
+        .and(warp::path("v1"))
+        .and(authorized(node.cfg.token.clone()));
+    let body = warp::body::content_length_limit(MAX_ADMIN_BODY).and(warp::body::bytes());
+
+    let status = warp::path!("status")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|n: Arc<Node>| warp::reply::json(&node_status(&n)).into_response());
+    let cluster = warp::path!("cluster")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|n: Arc<Node>| respond(cluster_view(&n)));
+    let initialize = warp::path!("initialize")
+        .and(warp::post())
+        .and(body.clone())
+        .and(with_node.clone())
+        .then(|body: Bytes, n: Arc<Node>| async move {
+            let result = async {
+                let req: InitializeRequest = parse(&body)?;
+                let initialized = n.initialize(&req.members).await?;
+                Ok(InitializeResult { initialized })
+            }
+            .await;
+            respond(result)
+        });
+    let add = warp::path!("members")
+        .and(warp::post())
+        .and(body)
+        .and(with_node.clone())
+        .then(|body: Bytes, n: Arc<Node>| async move {
+            let result = async {
+                let spec: MemberSpec = parse(&body)?;
+                Ok(n.add_learner(&spec).await?)
+            }
+            .await;
+            respond(result)
+        });
+    let promote = warp::path!("members" / String / "promote")
+        .and(warp::post())
+        .and(with_node.clone())
+        .then(|id: String, n: Arc<Node>| async move {
+            let result = async { Ok(n.promote(parse_node_id(&id)?).await?) }.await;
+            respond(result)
+        });
+    let remove = warp::path!("members" / String)
+        .and(warp::delete())
+        .and(with_node.clone())
+        .then(|id: String, n: Arc<Node>| async move {
+            let result = async { Ok(n.remove_member(parse_node_id(&id)?).await?) }.await;
+            respond(result)
+        });
+    let snapshot_now = warp::path!("snapshot")
+        .and(warp::post())
+        .and(with_node.clone())
+        .then(|n: Arc<Node>| async move { respond(snapshot_now(&n).await) });
+    let snapshot_get = warp::path!("snapshot")
+        .and(warp::get())
+        .and(with_node)
+        .then(|n: Arc<Node>| async move {
+            match n.raft.get_snapshot().await {
+                Ok(Some(s)) => {
+                    let id = s.meta.snapshot_id.clone();
+                    let reply = warp::reply::with_header(
+                        s.snapshot.into_inner(),
+                        "content-type",
+                        "application/octet-stream",
+                    );
+                    warp::reply::with_header(reply, "x-raft-snapshot-id", id).into_response()
+                }
+                Ok(None) => ApiError::new(
+                    ErrorCode::NotFound,
+                    "no snapshot yet; POST /admin/v1/snapshot builds one",
+                )
+                .into_response(),
+                Err(e) => ApiError::internal(e).into_response(),
+            }
+        });
+    let protected = status
+        .or(cluster)
+        .unify()
+        .or(initialize)
+        .unify()
+        .or(add)
+        .unify()
+        .or(promote)
+        .unify()
+        .or(remove)
+        .unify()
+        .or(snapshot_now)
+        .unify()
+        .or(snapshot_get)
+        .unify();
+    healthz
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(admin.and(protected))
+        .unify()
+}
+
+/// `GET /admin/v1/status`.
+pub fn node_status(node: &Node) -> NodeStatus {
+    let m = node.raft_metrics();
+    let member = node.is_member(&m);
+    let role = match node.lifecycle() {
+        Lifecycle::Removed => NodeRole::Removed,
+        Lifecycle::Stopping => NodeRole::Stopping,
+        Lifecycle::Running if !member => NodeRole::Uninitialized,
+        Lifecycle::Running => match m.state {
+            ServerState::Leader => NodeRole::Leader,
+            ServerState::Candidate => NodeRole::Candidate,
+            ServerState::Learner => NodeRole::Learner,
+            ServerState::Follower | ServerState::Shutdown => NodeRole::Follower,
+        },
+    };
+    NodeStatus {
+        node_id: node.id.to_string(),
+        name: node.cfg.name.clone(),
+        cluster_id: node.cfg.cluster_id.clone(),
+        initialized: member,
+        role,
+        term: m.current_term,
+        leader_id: node.leader_name(&m),
+        leader_node_id: m.current_leader.map(|l| l.to_string()),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_applied_index: m.last_applied.map_or(0, |l| l.index),
+        partition_state: node.health().partition,
+        peer_address: node.cfg.advertise_peer.clone(),
+        admin_address: node.cfg.advertise_admin.clone(),
+    }
+}
+
+/// `GET /admin/v1/cluster`: only the leader has replication progress, so followers send the
+/// caller to it.
+fn cluster_view(node: &Node) -> Result<ClusterView, ApiError> {
+    let m = node.raft_metrics();
+    if !node.is_leader(&m) {
+        let leader = m.current_leader.and_then(|l| node.member(&m, l));
+        return Err(crate::raft::membership::MembershipError::NotLeader { leader }.into());
+    }
+    let health = node.health();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let last = m.last_log_index.unwrap_or(0);
+    let replication = m.replication.clone().unwrap_or_default();
+    let healthy: std::collections::HashMap<u64, bool> = node
+        .voter_health(&m)
+        .into_iter()
+        .map(|v| (v.id, v.healthy))
+        .collect();
+    let members = membership
+        .nodes()
+        .map(|(id, member)| {
+            let matched = if *id == node.id {
+                Some(last)
+            } else {
+                replication.get(id).copied().flatten().map(|l| l.index)
+            };
+            let contact = health.last_contact.get(id).copied();
+            ClusterMember {
+                node_id: id.to_string(),
+                name: member.name.clone(),
+                address: member.peer_addr.clone(),
+                admin_address: Some(member.admin_addr.clone()).filter(|a| !a.is_empty()),
+                role: if voters.contains(id) {
+                    MemberRole::Voter
+                } else {
+                    MemberRole::Learner
+                },
+                healthy: healthy
+                    .get(id)
+                    .copied()
+                    .unwrap_or_else(|| contact.is_some_and(|d| d <= node.cfg.partition_detection)),
+                matched_index: matched,
+                lag: matched.map(|mi| last.saturating_sub(mi)),
+                last_contact_ms: if *id == node.id {
+                    Some(0)
+                } else {
+                    contact.map(|d| d.as_millis() as u64)
+                },
+            }
+        })
+        .collect();
+    Ok(ClusterView {
+        leader_id: node.leader_name(&m),
+        leader_node_id: m.current_leader.map(|l| l.to_string()),
+        term: m.current_term,
+        last_log_index: last,
+        commit_index: m.last_applied.map_or(0, |l| l.index),
+        joint: m.membership_config.membership().get_joint_config().len() > 1,
+        members,
+    })
+}
+
+/// `POST /admin/v1/snapshot`: build a snapshot of everything applied now and wait for it.
+async fn snapshot_now(node: &Node) -> Result<SnapshotResult, ApiError> {
+    let m = node.raft_metrics();
+    if !node.is_member(&m) {
+        return Err(ApiError::new(
+            ErrorCode::NotInitialized,
+            "node is not a member of a cluster",
+        ));
+    }
+    let target = m.last_applied.map_or(0, |l| l.index);
+    node.raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(ApiError::internal)?;
+    let mut rx = node.raft.metrics();
+    let built = tokio::time::timeout(
+        Duration::from_secs(30),
+        rx.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= target)),
+    )
+    .await;
+    match built {
+        Ok(Ok(m)) => Ok(SnapshotResult {
+            snapshot_index: m.snapshot.map_or(0, |s| s.index),
+            purged_up_to: m.purged.map(|p| p.index),
+        }),
+        Ok(Err(_)) => Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "Raft stopped while building the snapshot",
+        )),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::Timeout,
+            "snapshot not built within 30 s",
+        )),
+    }
+}

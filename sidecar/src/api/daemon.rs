@@ -1,0 +1,507 @@
+//! The daemon API (spec §4), loopback only by default: operations, journal, journal watch,
+//! consensus state and events. Handlers translate HTTP to `Node` calls and back; the rules live
+//! in `raft` and `journal`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use raft_api::ErrorCode;
+use raft_api::daemon::{
+    ConsensusState, JournalEntry, JournalPage, MemberRole, MemberState, Operation, OperationState,
+    OperationStatus, SubmitResult,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use warp::Filter;
+use warp::reply::{Reply, Response};
+
+use super::error::ApiError;
+use super::sse;
+use crate::journal::{JournalRecord, StoredOperation};
+use crate::raft::node::Node;
+
+/// Longest accepted operation id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Largest journal page.
+pub const MAX_PAGE: usize = 1000;
+/// Failures remembered for `GET /v1/operations/{id}`.
+const RECENT_FAILURES: usize = 10_000;
+
+/// What this node knows about operations it is handling or recently refused.
+#[derive(Default)]
+pub struct Tracker {
+    inflight: Mutex<HashMap<String, usize>>,
+    failures: Mutex<(HashMap<String, String>, VecDeque<String>)>,
+}
+
+impl Tracker {
+    fn begin(&self, id: &str) {
+        let mut map = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(id.to_string()).or_default() += 1;
+    }
+
+    fn end(&self, id: &str, failure: Option<String>) {
+        {
+            let mut map = self
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = map.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(id);
+                }
+            }
+        }
+        let mut guard = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (reasons, order) = &mut *guard;
+        match failure {
+            Some(reason) => {
+                if reasons.insert(id.to_string(), reason).is_none() {
+                    order.push_back(id.to_string());
+                }
+                while order.len() > RECENT_FAILURES {
+                    if let Some(old) = order.pop_front() {
+                        reasons.remove(&old);
+                    }
+                }
+            }
+            None => {
+                reasons.remove(id);
+            }
+        }
+    }
+
+    fn status(&self, id: &str) -> Option<OperationState> {
+        let inflight = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(id);
+        if inflight {
+            return Some(state(id, OperationStatus::Pending, None, None, None));
+        }
+        let guard = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.0.get(id).map(|reason| {
+            state(
+                id,
+                OperationStatus::Failed,
+                None,
+                None,
+                Some(reason.clone()),
+            )
+        })
+    }
+}
+
+fn state(
+    id: &str,
+    status: OperationStatus,
+    index: Option<u64>,
+    term: Option<u64>,
+    reason: Option<String>,
+) -> OperationState {
+    OperationState {
+        operation_id: id.to_string(),
+        status,
+        log_index: index,
+        term,
+        reason,
+    }
+}
+
+/// JSON text with object keys sorted at every level and no whitespace: two payloads are the
+/// same operation content exactly when these strings are equal.
+pub fn canonical_json(value: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    if let Some(inner) = map.get(k) {
+                        write(inner, out);
+                    }
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// Parse and validate a submitted operation (400 INVALID_OPERATION with the reason otherwise).
+pub fn parse_operation(body: &[u8], max_bytes: usize) -> Result<StoredOperation, ApiError> {
+    if body.len() > max_bytes {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "operation is {} bytes; the limit (--max-operation-bytes) is {max_bytes}",
+                body.len()
+            ),
+        ));
+    }
+    let op: Operation = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("malformed operation JSON: {e}")))?;
+    if op.id.is_empty() {
+        return Err(ApiError::invalid("`id` must not be empty"));
+    }
+    if op.id.len() > MAX_ID_BYTES {
+        return Err(ApiError::invalid(format!(
+            "`id` is {} bytes; at most {MAX_ID_BYTES} allowed",
+            op.id.len()
+        )));
+    }
+    if op.op_type.is_empty() {
+        return Err(ApiError::invalid("`type` must not be empty"));
+    }
+    Ok(StoredOperation {
+        payload: op.payload.as_ref().map(canonical_json),
+        id: op.id,
+        op_type: op.op_type,
+        daemon_id: op.daemon_id,
+        timestamp: op.timestamp,
+    })
+}
+
+/// A journal record as the API shows it.
+pub fn journal_entry(index: u64, record: JournalRecord) -> Result<JournalEntry, ApiError> {
+    let op = record.operation;
+    let payload = match op.payload {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            ApiError::internal(format!(
+                "journal entry {index} holds an undecodable payload: {e}"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(JournalEntry {
+        log_index: index,
+        term: record.term,
+        operation: Operation {
+            id: op.id,
+            op_type: op.op_type,
+            payload,
+            daemon_id: op.daemon_id,
+            timestamp: op.timestamp,
+        },
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct JournalQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Reject a `from` below the oldest retained index with 410 COMPACTED.
+pub fn check_compacted(from: u64, first_index: u64) -> Result<(), ApiError> {
+    if from.max(1) < first_index {
+        let mut err = ApiError::new(
+            ErrorCode::Compacted,
+            format!(
+                "index {from} was compacted; the journal starts at {first_index}: resynchronise and resume from there"
+            ),
+        );
+        err.0.error.first_index = Some(first_index);
+        return Err(err);
+    }
+    Ok(())
+}
+
+pub fn routes(
+    node: Arc<Node>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let tracker = Arc::new(Tracker::default());
+    let with_node = {
+        let node = node.clone();
+        warp::any().map(move || node.clone())
+    };
+    let with_tracker = warp::any().map(move || tracker.clone());
+    let limit = u64::try_from(node.cfg.max_operation_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(64 * 1024);
+
+    let submit = warp::path!("v1" / "operations")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(limit))
+        .and(warp::body::bytes())
+        .and(with_node.clone())
+        .and(with_tracker.clone())
+        .then(submit);
+    let get_op = warp::path!("v1" / "operations" / String)
+        .and(warp::get())
+        .and(with_node.clone())
+        .and(with_tracker)
+        .then(get_operation);
+    let journal = warp::path!("v1" / "journal")
+        .and(warp::get())
+        .and(warp::query::<JournalQuery>())
+        .and(with_node.clone())
+        .then(journal_page);
+    let watch = warp::path!("v1" / "journal" / "watch")
+        .and(warp::get())
+        .and(warp::query::<JournalQuery>())
+        .and(warp::header::optional::<u64>("last-event-id"))
+        .and(with_node.clone())
+        .then(
+            |q: JournalQuery, last: Option<u64>, node: Arc<Node>| async move {
+                let from = last.map(|l| l + 1).or(q.from);
+                sse::journal_watch(node, from)
+            },
+        );
+    let state = warp::path!("v1" / "state")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|n: Arc<Node>| warp::reply::json(&consensus_state(&n)).into_response());
+    let events = warp::path!("v1" / "events")
+        .and(warp::get())
+        .and(with_node)
+        .map(sse::events);
+    submit
+        .or(get_op)
+        .unify()
+        .or(journal)
+        .unify()
+        .or(watch)
+        .unify()
+        .or(state)
+        .unify()
+        .or(events)
+        .unify()
+}
+
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(body) => warp::reply::json(&body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response {
+    let op = match parse_operation(&body, node.cfg.max_operation_bytes) {
+        Ok(op) => op,
+        Err(e) => {
+            node.metrics.count_failure(e.code());
+            return e.into_response();
+        }
+    };
+    let id = op.id.clone();
+    tracker.begin(&id);
+    let result = node.submit(op).await;
+    tracker.end(
+        &id,
+        result
+            .as_ref()
+            .err()
+            .filter(|f| !f.code.is_retryable())
+            .map(|f| f.to_string()),
+    );
+    respond(result.map_err(ApiError::from).map(|s| SubmitResult {
+        operation_id: id,
+        status: OperationStatus::Committed,
+        replicated: true,
+        committed: true,
+        log_index: s.index,
+        term: s.term,
+        duplicate: s.duplicate,
+    }))
+}
+
+async fn get_operation(id: String, node: Arc<Node>, tracker: Arc<Tracker>) -> Response {
+    let result = match node.journal.lookup(id.clone()).await {
+        Ok(Some(rec)) => Ok(state(
+            &id,
+            OperationStatus::Committed,
+            Some(rec.index),
+            Some(rec.term),
+            None,
+        )),
+        Ok(None) => tracker.status(&id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no operation with id {id:?} is known"),
+            )
+        }),
+        Err(e) => Err(ApiError::internal(e)),
+    };
+    respond(result)
+}
+
+async fn journal_page(q: JournalQuery, node: Arc<Node>) -> Response {
+    let applied = node.journal.applied().journal;
+    let from = q.from.unwrap_or(applied.first_index).max(1);
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let result = async {
+        check_compacted(from, applied.first_index)?;
+        let records = node
+            .journal
+            .page(from, limit)
+            .await
+            .map_err(ApiError::internal)?;
+        let next_index = records.last().map_or(from.max(1), |(i, _)| i + 1);
+        let entries = records
+            .into_iter()
+            .map(|(i, r)| journal_entry(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JournalPage {
+            entries,
+            next_index,
+            first_index: applied.first_index,
+            commit_index: applied.last_index(),
+        })
+    }
+    .await;
+    respond(result)
+}
+
+/// `GET /v1/state`: the seed's `getConsensusState()`.
+pub fn consensus_state(node: &Node) -> ConsensusState {
+    let m = node.raft_metrics();
+    let health = node.health();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let replication = m.replication.clone().unwrap_or_default();
+    let members = membership
+        .nodes()
+        .map(|(id, member)| MemberState {
+            node_id: id.to_string(),
+            name: member.name.clone(),
+            address: member.peer_addr.clone(),
+            role: if voters.contains(id) {
+                MemberRole::Voter
+            } else {
+                MemberRole::Learner
+            },
+            healthy: *id == node.id
+                || health
+                    .last_contact
+                    .get(id)
+                    .is_some_and(|d| *d <= node.cfg.partition_detection),
+            matched_index: replication.get(id).copied().flatten().map(|l| l.index),
+            last_contact_ms: health
+                .last_contact
+                .get(id)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        })
+        .collect();
+    let last = m.last_log_index.unwrap_or(0);
+    let purged = m.purged.map(|p| p.index + 1).unwrap_or(0);
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    ConsensusState {
+        node_id: node.id.to_string(),
+        node_name: node.cfg.name.clone(),
+        cluster_id: node.cfg.cluster_id.clone(),
+        leader_id: node.leader_name(&m),
+        is_leader: node.is_leader(&m),
+        current_term: m.current_term,
+        partition_state: health.partition,
+        log_size: if m.last_log_index.is_some() {
+            last + 1 - purged.min(last + 1)
+        } else {
+            0
+        },
+        last_log_index: last,
+        // openraft 0.9 does not publish the commit index in its metrics; everything applied is
+        // committed, so this is the applied index (a lower bound of the commit index).
+        commit_index: applied,
+        applied_index: applied,
+        snapshot_index: m.snapshot.map_or(0, |s| s.index),
+        quorum_available: health.quorum_available,
+        members,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": null}}"#)
+                .unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":null,"y":[1,{"c":3,"d":2}]},"b":1}"#
+        );
+        let b: Value =
+            serde_json::from_str(r#"{"a": {"x": null, "y": [1, {"c": 3, "d": 2}]}, "b": 1}"#)
+                .unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(canonical_json(&Value::String("q\"".into())), r#""q\"""#);
+    }
+
+    #[test]
+    fn operations_are_validated_with_clear_reasons() {
+        let ok =
+            parse_operation(br#"{"id":"t-1","type":"x","payload":{"b":2,"a":1}}"#, 1024).unwrap();
+        assert_eq!(ok.payload.as_deref(), Some(r#"{"a":1,"b":2}"#));
+        let cases: [(&[u8], &str); 5] = [
+            (b"not json", "malformed"),
+            (br#"{"type":"x"}"#, "malformed"),
+            (br#"{"id":"","type":"x"}"#, "`id`"),
+            (br#"{"id":"a","type":""}"#, "`type`"),
+            (br#"{"id":"a"}"#, "malformed"),
+        ];
+        for (body, needle) in cases {
+            let err = parse_operation(body, 1024).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidOperation);
+            assert!(
+                err.0.error.message.contains(needle),
+                "{}",
+                err.0.error.message
+            );
+        }
+        let long_id = format!(r#"{{"id":"{}","type":"x"}}"#, "a".repeat(257));
+        assert!(
+            parse_operation(long_id.as_bytes(), 4096)
+                .unwrap_err()
+                .0
+                .error
+                .message
+                .contains("256")
+        );
+        let big = parse_operation(&[b' '; 2048], 1024).unwrap_err();
+        assert_eq!(big.code(), ErrorCode::PayloadTooLarge);
+    }
+
+    #[test]
+    fn reading_below_the_first_index_is_compacted() {
+        assert!(check_compacted(0, 1).is_ok());
+        assert!(check_compacted(1, 1).is_ok());
+        assert!(check_compacted(5, 3).is_ok());
+        let err = check_compacted(2, 3).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Compacted);
+        assert_eq!(err.0.error.first_index, Some(3));
+    }
+}

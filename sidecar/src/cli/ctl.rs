@@ -1,0 +1,185 @@
+//! `raft-sidecar ctl`: a command-line client for one sidecar, like etcdctl. Prints JSON answers;
+//! an error answer is printed to stderr and exits 1.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use futures_util::StreamExt;
+use raft_api::admin::MemberSpec;
+use raft_api::client::{ClientError, SidecarClient};
+use raft_api::daemon::Operation;
+
+use super::run::Failure;
+
+#[derive(Debug, Clone, Args)]
+pub struct CtlArgs {
+    /// Daemon API of the sidecar.
+    #[arg(long, env = "RAFT_API", default_value = "127.0.0.1:7080")]
+    pub api: String,
+    /// Admin API of the sidecar.
+    #[arg(long, env = "RAFT_ADMIN", default_value = "127.0.0.1:7090")]
+    pub admin: String,
+    /// File holding the admin token (default: `raft-dev/token` when present).
+    #[arg(long, env = "RAFT_AUTH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Deadline of each request.
+    #[arg(long, env = "RAFT_CTL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// Consensus state of the node (`GET /v1/state`).
+    State,
+    /// Submit an operation.
+    Submit {
+        #[arg(long)]
+        id: String,
+        #[arg(long = "type")]
+        op_type: String,
+        /// JSON payload.
+        #[arg(long)]
+        payload: Option<String>,
+    },
+    /// Status of one operation.
+    Get { id: String },
+    /// Read the journal.
+    Log {
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Follow the journal (Ctrl-C to stop).
+    Watch {
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Membership from the leader's view.
+    Members,
+    /// Add a learner (on the leader).
+    AddLearner {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        name: String,
+        /// Peer address `host:port`.
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        admin_address: Option<String>,
+    },
+    /// Promote a caught-up learner to voter.
+    Promote { node_id: u64 },
+    /// Gracefully remove a member.
+    Remove { node_id: u64 },
+    /// Build a snapshot and compact now.
+    Snapshot,
+    /// Download the current snapshot to FILE.
+    Backup { file: PathBuf },
+    /// Node status (`GET /admin/v1/status`).
+    Status,
+}
+
+fn print(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn failed(e: ClientError) -> Failure {
+    Failure::Runtime(e.to_string())
+}
+
+pub async fn run(args: CtlArgs) -> Result<(), Failure> {
+    let token_file = args.token_file.clone().or_else(|| {
+        let dev = PathBuf::from("raft-dev/token");
+        dev.exists().then_some(dev)
+    });
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    Failure::Config(format!("cannot read token file {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let client = SidecarClient::new(Some(&args.api), Some(&args.admin), token, args.timeout);
+    match args.command {
+        CtlCommand::State => print(&client.state().await.map_err(failed)?),
+        CtlCommand::Status => print(&client.status().await.map_err(failed)?),
+        CtlCommand::Submit {
+            id,
+            op_type,
+            payload,
+        } => {
+            let payload = match payload {
+                Some(p) => Some(
+                    serde_json::from_str(&p)
+                        .map_err(|e| Failure::Config(format!("--payload is not JSON: {e}")))?,
+                ),
+                None => None,
+            };
+            let op = Operation {
+                id,
+                op_type,
+                payload,
+                daemon_id: None,
+                timestamp: None,
+            };
+            print(&client.submit(&op).await.map_err(failed)?);
+        }
+        CtlCommand::Get { id } => print(&client.operation(&id).await.map_err(failed)?),
+        CtlCommand::Log { from, limit } => {
+            print(&client.journal(from, limit).await.map_err(failed)?)
+        }
+        CtlCommand::Watch { from } => {
+            let path = from.map_or_else(
+                || "/v1/journal/watch".to_string(),
+                |f| format!("/v1/journal/watch?from={f}"),
+            );
+            let resp = client.stream(&path).await.map_err(failed)?;
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| Failure::Runtime(format!("watch ended: {e}")))?;
+                for line in String::from_utf8_lossy(&chunk).lines() {
+                    if let Some(data) = line.strip_prefix("data:") {
+                        println!("{}", data.trim());
+                    }
+                }
+            }
+        }
+        CtlCommand::Members => print(&client.cluster().await.map_err(failed)?),
+        CtlCommand::AddLearner {
+            node_id,
+            name,
+            address,
+            admin_address,
+        } => {
+            let spec = MemberSpec {
+                node_id,
+                name,
+                address,
+                admin_address,
+            };
+            print(&client.add_learner(&spec).await.map_err(failed)?);
+        }
+        CtlCommand::Promote { node_id } => print(&client.promote(node_id).await.map_err(failed)?),
+        CtlCommand::Remove { node_id } => print(&client.remove(node_id).await.map_err(failed)?),
+        CtlCommand::Snapshot => print(&client.snapshot().await.map_err(failed)?),
+        CtlCommand::Backup { file } => {
+            let bytes = client.download_snapshot().await.map_err(failed)?;
+            std::fs::write(&file, &bytes)
+                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
+            println!("wrote {} bytes to {}", bytes.len(), file.display());
+        }
+    }
+    Ok(())
+}

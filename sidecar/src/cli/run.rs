@@ -1,0 +1,76 @@
+//! `raft-sidecar run`: start one node and its APIs, then on SIGTERM/SIGINT stop admitting
+//! operations, let in-flight ones finish within the grace period, close peers, flush RocksDB.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::RunArgs;
+use crate::metrics::Metrics;
+use crate::raft::node::{Node, NodeError};
+use crate::store::StoreError;
+
+/// How a subcommand failed: bad configuration (exit 64) or a runtime failure (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    Config(String),
+    Runtime(String),
+}
+
+pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    let cfg = args
+        .validate()
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    let grace = cfg.shutdown_grace;
+    let node = Node::start(cfg, Arc::new(Metrics::new()))
+        .await
+        .map_err(|e| match e {
+            NodeError::Store(StoreError::ClusterMismatch { .. }) | NodeError::RaftConfig(_) => {
+                Failure::Config(e.to_string())
+            }
+            other => Failure::Runtime(other.to_string()),
+        })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let servers = crate::api::serve(node.clone(), stop_rx)
+        .await
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    tracing::info!(
+        node_id = node.id,
+        name = %node.cfg.name,
+        api = %servers.daemon_addr,
+        admin = %servers.admin_addr,
+        peer = %node.cfg.peer_listen,
+        advertise = %node.cfg.advertise_peer,
+        "raft-sidecar running"
+    );
+    wait_for_signal().await.map_err(Failure::Runtime)?;
+    tracing::info!(
+        ?grace,
+        "stopping: refusing new operations, draining in-flight ones"
+    );
+    node.begin_shutdown();
+    stop_tx.send_replace(true);
+    let drain = futures_util::future::join_all(servers.tasks);
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests did not finish within the grace period"
+        );
+    }
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

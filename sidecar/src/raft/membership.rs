@@ -1,0 +1,348 @@
+//! Membership changes for the admin API: initialize, add learner, promote, graceful remove.
+//! Every blocking openraft call is wrapped in a deadline; removals that would leave fewer than
+//! a quorum of healthy, caught-up voters (in the old or the new configuration, since joint
+//! consensus needs both) are refused before anything is proposed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use raft_api::admin::{MemberSpec, MembershipResult};
+
+use super::node::Node;
+use super::types::{Member, NodeId, RaftMetrics};
+use crate::transport::frame::PeerRequest;
+
+/// A learner more than this many entries behind the leader is not promoted.
+pub const PROMOTE_MAX_LAG: u64 = 100;
+/// Deadline of every membership call.
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<Member> },
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "the change did not complete within {MEMBERSHIP_TIMEOUT:?}; it may still complete, repeat the call"
+    )]
+    Timeout,
+    #[error("no leader is known")]
+    NoLeader,
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The facts a removal is judged on; built from metrics, judged by [`removal_is_safe`].
+#[derive(Debug, Clone)]
+pub struct VoterHealth {
+    pub id: NodeId,
+    /// Reachable recently and within [`PROMOTE_MAX_LAG`] of the leader.
+    pub healthy: bool,
+}
+
+/// Removing `target` is safe when both the current voters and the voters after removal keep
+/// a majority of healthy, caught-up members (joint consensus needs both majorities).
+pub fn removal_is_safe(voters: &[VoterHealth], target: NodeId) -> Result<(), String> {
+    let healthy_old = voters.iter().filter(|v| v.healthy).count();
+    let old_quorum = voters.len() / 2 + 1;
+    let remaining: Vec<&VoterHealth> = voters.iter().filter(|v| v.id != target).collect();
+    if remaining.is_empty() {
+        return Err("refusing to remove the last voter".into());
+    }
+    let healthy_new = remaining.iter().filter(|v| v.healthy).count();
+    let new_quorum = remaining.len() / 2 + 1;
+    if healthy_old < old_quorum {
+        return Err(format!(
+            "only {healthy_old} of {} voters are healthy and caught up; the current configuration has no safe quorum",
+            voters.len()
+        ));
+    }
+    if healthy_new < new_quorum {
+        return Err(format!(
+            "after removal only {healthy_new} of {} voters would be healthy and caught up (quorum {new_quorum})",
+            remaining.len()
+        ));
+    }
+    Ok(())
+}
+
+impl Node {
+    fn require_leader(&self) -> Result<RaftMetrics, MembershipError> {
+        let m = self.raft_metrics();
+        if self.is_leader(&m) {
+            Ok(m)
+        } else {
+            Err(MembershipError::NotLeader {
+                leader: m.current_leader.and_then(|l| self.member(&m, l)),
+            })
+        }
+    }
+
+    /// Health of each voter as the leader sees it.
+    pub fn voter_health(&self, m: &RaftMetrics) -> Vec<VoterHealth> {
+        let last = m.last_log_index.unwrap_or(0);
+        let contact = self.peer_contact();
+        let replication = m.replication.clone().unwrap_or_default();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| {
+                let healthy = id == self.id || {
+                    let fresh = contact
+                        .get(&id)
+                        .is_some_and(|d| *d <= self.cfg.partition_detection);
+                    let matched = replication
+                        .get(&id)
+                        .copied()
+                        .flatten()
+                        .map_or(0, |l| l.index);
+                    fresh && last.saturating_sub(matched) <= PROMOTE_MAX_LAG
+                };
+                VoterHealth { id, healthy }
+            })
+            .collect()
+    }
+
+    /// `POST /admin/v1/initialize`: bootstrap once; the same call again is a no-op.
+    pub async fn initialize(&self, members: &[MemberSpec]) -> Result<bool, MembershipError> {
+        if !members.iter().any(|m| m.node_id == self.id) {
+            return Err(MembershipError::Refused(format!(
+                "the member list must include this node (node id {})",
+                self.id
+            )));
+        }
+        let wanted: BTreeMap<NodeId, Member> =
+            members.iter().map(|s| (s.node_id, member_of(s))).collect();
+        if wanted.len() != members.len() {
+            return Err(MembershipError::Refused(
+                "the member list names a node id twice".into(),
+            ));
+        }
+        let m = self.raft_metrics();
+        if m.membership_config.log_id().is_some() {
+            return self.same_initial_membership(&m, &wanted);
+        }
+        match deadline(self.raft.initialize(wanted.clone())).await? {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                self.same_initial_membership(&self.raft_metrics(), &wanted)
+            }
+            Err(e) => Err(MembershipError::Internal(e.to_string())),
+        }
+    }
+
+    fn same_initial_membership(
+        &self,
+        m: &RaftMetrics,
+        wanted: &BTreeMap<NodeId, Member>,
+    ) -> Result<bool, MembershipError> {
+        let current: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let asked: BTreeSet<NodeId> = wanted.keys().copied().collect();
+        if current == asked {
+            Ok(false)
+        } else {
+            Err(MembershipError::Refused(format!(
+                "already initialized with voters {current:?}; refusing a different initialization {asked:?}"
+            )))
+        }
+    }
+
+    /// `POST /admin/v1/members`: add a learner (idempotent). Returns (added, log index).
+    pub async fn add_learner(
+        &self,
+        spec: &MemberSpec,
+    ) -> Result<MembershipResult, MembershipError> {
+        let m = self.require_leader()?;
+        let membership = m.membership_config.membership();
+        if let Some(existing) = membership.get_node(&spec.node_id) {
+            if existing.peer_addr == spec.address {
+                return Ok(result_added(
+                    false,
+                    m.membership_config.log_id().map_or(0, |l| l.index),
+                ));
+            }
+            return Err(MembershipError::Refused(format!(
+                "node {} is already a member at {}, not {}",
+                spec.node_id, existing.peer_addr, spec.address
+            )));
+        }
+        let resp = deadline(self.raft.add_learner(spec.node_id, member_of(spec), false))
+            .await?
+            .map_err(write_error)?;
+        Ok(result_added(true, resp.log_id.index))
+    }
+
+    /// `POST /admin/v1/members/{id}/promote`: make a caught-up learner a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<MembershipResult, MembershipError> {
+        let m = self.require_leader()?;
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().any(|v| v == id) {
+            let index = m.membership_config.log_id().map_or(0, |l| l.index);
+            return Ok(MembershipResult {
+                added: None,
+                promoted: Some(false),
+                removed: None,
+                log_index: index,
+            });
+        }
+        if membership.get_node(&id).is_none() {
+            return Err(MembershipError::Refused(format!(
+                "node {id} is not a learner; add it first"
+            )));
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).copied().flatten())
+            .map_or(0, |l| l.index);
+        let lag = last.saturating_sub(matched);
+        if lag > PROMOTE_MAX_LAG {
+            return Err(MembershipError::Refused(format!(
+                "learner {id} lags {lag} entries behind the leader (limit {PROMOTE_MAX_LAG}); wait for it to catch up"
+            )));
+        }
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        let resp = deadline(self.raft.change_membership(change, false))
+            .await?
+            .map_err(write_error)?;
+        Ok(MembershipResult {
+            added: None,
+            promoted: Some(true),
+            removed: None,
+            log_index: resp.log_id.index,
+        })
+    }
+
+    /// `DELETE /admin/v1/members/{id}`: graceful removal. Answers once the new configuration is
+    /// committed and uniform (openraft's `change_membership` returns then).
+    pub async fn remove_member(&self, id: NodeId) -> Result<MembershipResult, MembershipError> {
+        let m = self.require_leader()?;
+        let membership = m.membership_config.membership();
+        let index = m.membership_config.log_id().map_or(0, |l| l.index);
+        let Some(member) = membership.get_node(&id).cloned() else {
+            return Ok(MembershipResult {
+                added: None,
+                promoted: None,
+                removed: Some(false),
+                log_index: index,
+            });
+        };
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            removal_is_safe(&self.voter_health(&m), id).map_err(MembershipError::Refused)?;
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let resp = deadline(self.raft.change_membership(change, false))
+            .await?
+            .map_err(write_error)?;
+        if id != self.id {
+            // Tell the removed node so it stops at once (best effort; it also learns it by itself).
+            let link = self.links.get(id, &member.peer_addr);
+            let term = m.current_term;
+            tokio::spawn(async move {
+                let _ = link
+                    .call(PeerRequest::Removed { term }, Duration::from_secs(2))
+                    .await;
+            });
+            self.links.retain(|peer| *peer != id);
+        }
+        Ok(MembershipResult {
+            added: None,
+            promoted: None,
+            removed: Some(true),
+            log_index: resp.log_id.index,
+        })
+    }
+}
+
+fn member_of(spec: &MemberSpec) -> Member {
+    Member {
+        name: spec.name.clone(),
+        peer_addr: spec.address.clone(),
+        admin_addr: spec.admin_address.clone().unwrap_or_default(),
+    }
+}
+
+fn result_added(added: bool, log_index: u64) -> MembershipResult {
+    MembershipResult {
+        added: Some(added),
+        promoted: None,
+        removed: None,
+        log_index,
+    }
+}
+
+async fn deadline<T>(fut: impl Future<Output = T>) -> Result<T, MembershipError> {
+    tokio::time::timeout(MEMBERSHIP_TIMEOUT, fut)
+        .await
+        .map_err(|_| MembershipError::Timeout)
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> MembershipError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader {
+            leader: f.leader_node,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            MembershipError::Refused(c.to_string())
+        }
+        RaftError::Fatal(f) => MembershipError::Internal(f.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(health: &[(NodeId, bool)]) -> Vec<VoterHealth> {
+        health
+            .iter()
+            .map(|(id, healthy)| VoterHealth {
+                id: *id,
+                healthy: *healthy,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn removing_a_healthy_member_of_a_healthy_three_is_safe() {
+        assert!(removal_is_safe(&voters(&[(1, true), (2, true), (3, true)]), 3).is_ok());
+    }
+
+    #[test]
+    fn removing_a_healthy_member_when_another_is_down_is_refused() {
+        // {1,2} would remain with 2 down: quorum of 2 needs both.
+        let err = removal_is_safe(&voters(&[(1, true), (2, false), (3, true)]), 3).unwrap_err();
+        assert!(err.contains("after removal"), "{err}");
+    }
+
+    #[test]
+    fn removing_the_unhealthy_member_is_allowed() {
+        assert!(removal_is_safe(&voters(&[(1, true), (2, false), (3, true)]), 2).is_ok());
+    }
+
+    #[test]
+    fn removal_without_a_current_quorum_is_refused() {
+        let err = removal_is_safe(&voters(&[(1, true), (2, false), (3, false)]), 3).unwrap_err();
+        assert!(err.contains("no safe quorum"), "{err}");
+    }
+
+    #[test]
+    fn the_last_voter_is_never_removed() {
+        assert!(removal_is_safe(&voters(&[(1, true)]), 1).is_err());
+    }
+
+    #[test]
+    fn five_to_four_with_one_down_is_safe() {
+        let v = voters(&[(1, true), (2, true), (3, true), (4, true), (5, false)]);
+        assert!(removal_is_safe(&v, 4).is_ok());
+        assert!(removal_is_safe(&v, 5).is_ok());
+    }
+}

@@ -1,0 +1,344 @@
+//! The write path: daemon operation → (forward to the leader over the peer transport) →
+//! quorum gate → batcher → one `client_write` per batch → each caller gets its own outcome →
+//! the answering node waits until it has applied the operation itself.
+//!
+//! openraft 0.9 appends and fsyncs once per `client_write`, so concurrent operations are
+//! grouped: the batcher takes whatever is queued (up to a count and byte cap) whenever a
+//! proposal slot is free; under load batches grow, alone an operation goes out at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use raft_api::ErrorCode;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::node::{Lifecycle, Node, millis};
+use super::types::Raft;
+use super::write::{WriteFailure, WriteResult};
+use crate::config::NodeConfig;
+use crate::journal::{OpOutcome, Proposal, StoredOperation};
+use crate::metrics::Metrics;
+use crate::transport::frame::{PeerRequest, PeerResponse};
+
+/// Most operations in one Raft entry.
+const MAX_BATCH_OPS: usize = 2048;
+/// A batch stops growing past this many bytes (one larger operation still goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Proposals in flight at once (openraft pipelines them).
+const MAX_IN_FLIGHT: usize = 4;
+
+struct Pending {
+    op: StoredOperation,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// Handle on the batching task.
+pub struct Batcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    pub fn start(raft: Raft, cfg: &NodeConfig, metrics: Arc<Metrics>) -> Batcher {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let window = millis(cfg.dedupe_window);
+        tokio::spawn(run_batcher(raft, rx, cfg.write_timeout, window, metrics));
+        Batcher { tx }
+    }
+}
+
+async fn run_batcher(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    write_timeout: Duration,
+    dedupe_window_ms: u64,
+    metrics: Arc<Metrics>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut bytes = first.op.approx_size();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(next) => {
+                    bytes += next.op.approx_size();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (raft, metrics) = (raft.clone(), metrics.clone());
+        tokio::spawn(async move {
+            propose(&raft, batch, write_timeout, dedupe_window_ms, &metrics).await;
+            drop(permit);
+        });
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| millis(d))
+}
+
+async fn propose(
+    raft: &Raft,
+    batch: Vec<Pending>,
+    timeout: Duration,
+    window_ms: u64,
+    metrics: &Metrics,
+) {
+    let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+    let count = ops.len();
+    let proposal = Proposal {
+        operations: ops,
+        proposed_at_ms: now_ms(),
+        dedupe_window_ms: window_ms,
+    };
+    let started = Instant::now();
+    let result = match tokio::time::timeout(timeout, raft.client_write(proposal)).await {
+        Err(_) => Err(WriteFailure::new(
+            ErrorCode::Timeout,
+            format!(
+                "not committed within {timeout:?}; the outcome is unknown, retry with the same id"
+            ),
+        )),
+        Ok(Ok(resp)) if resp.data.outcomes.len() == count => Ok(resp.data.outcomes),
+        Ok(Ok(resp)) => Err(WriteFailure::new(
+            ErrorCode::Internal,
+            format!(
+                "state machine answered {} outcomes for {count} operations",
+                resp.data.outcomes.len()
+            ),
+        )),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(WriteFailure::new(
+                ErrorCode::NoLeader,
+                "leadership changed before the operation was proposed; retry",
+            )
+            .with_leader(f.leader_node.map(|n| n.name)))
+        }
+        Ok(Err(RaftError::APIError(e))) => {
+            Err(WriteFailure::new(ErrorCode::Internal, e.to_string()))
+        }
+        Ok(Err(RaftError::Fatal(e))) => {
+            Err(WriteFailure::new(ErrorCode::ShuttingDown, e.to_string()))
+        }
+    };
+    match result {
+        Ok(outcomes) => {
+            metrics
+                .commit_latency
+                .observe(started.elapsed().as_secs_f64());
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(failure) => {
+            for reply in replies {
+                let _ = reply.send(Err(failure.clone()));
+            }
+        }
+    }
+}
+
+/// The answer of a submit on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    pub index: u64,
+    pub term: u64,
+    pub duplicate: bool,
+}
+
+impl Node {
+    /// Submit one operation from the local daemon: propose it (or forward it to the leader),
+    /// then wait until this node has applied it. Never waits past `--write-timeout-ms`.
+    pub async fn submit(&self, op: StoredOperation) -> Result<Submitted, WriteFailure> {
+        let deadline = Instant::now() + self.cfg.write_timeout;
+        let result = self.submit_inner(op, deadline).await;
+        match &result {
+            Ok(s) if s.duplicate => {
+                self.metrics.duplicate.inc();
+            }
+            Ok(_) => {
+                self.metrics.replicated.inc();
+                self.metrics.committed.inc();
+            }
+            Err(f) => self.metrics.count_failure(f.code),
+        }
+        result
+    }
+
+    async fn submit_inner(
+        &self,
+        op: StoredOperation,
+        deadline: Instant,
+    ) -> Result<Submitted, WriteFailure> {
+        self.admit()?;
+        let leader = self.await_leader(deadline).await?;
+        let outcome = if leader == self.id {
+            self.propose_as_leader(op).await?
+        } else {
+            self.forward(leader, op, deadline).await?
+        };
+        let submitted = match outcome {
+            OpOutcome::Appended { index, term } => Submitted {
+                index,
+                term,
+                duplicate: false,
+            },
+            OpOutcome::Duplicate { index, term } => Submitted {
+                index,
+                term,
+                duplicate: true,
+            },
+            OpOutcome::Conflict { index } => {
+                return Err(WriteFailure::new(
+                    ErrorCode::IdConflict,
+                    format!(
+                        "operation id already committed at index {index} with a different type or payload"
+                    ),
+                ));
+            }
+        };
+        self.await_applied(submitted.index, deadline).await?;
+        Ok(submitted)
+    }
+
+    /// Refuse at once when this node cannot take operations at all.
+    pub(super) fn admit(&self) -> Result<(), WriteFailure> {
+        match self.lifecycle() {
+            Lifecycle::Stopping => Err(WriteFailure::new(
+                ErrorCode::ShuttingDown,
+                "node is shutting down",
+            )),
+            Lifecycle::Removed => Err(WriteFailure::new(
+                ErrorCode::NotInitialized,
+                "node was removed from the cluster",
+            )),
+            Lifecycle::Running if !self.is_member(&self.raft_metrics()) => Err(WriteFailure::new(
+                ErrorCode::NotInitialized,
+                "node is not a member of a cluster yet",
+            )),
+            Lifecycle::Running => Ok(()),
+        }
+    }
+
+    /// The leader's id; during an election wait (briefly, within the deadline) for one.
+    async fn await_leader(&self, deadline: Instant) -> Result<u64, WriteFailure> {
+        let patience = (self.cfg.election_timeout_max * 3)
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let mut rx = self.raft.metrics();
+        let waited =
+            tokio::time::timeout(patience, rx.wait_for(|m| m.current_leader.is_some())).await;
+        match waited {
+            Ok(Ok(m)) => m
+                .current_leader
+                .ok_or_else(|| WriteFailure::new(ErrorCode::NoLeader, "no leader known")),
+            Ok(Err(_)) => Err(WriteFailure::new(
+                ErrorCode::ShuttingDown,
+                "Raft has stopped",
+            )),
+            Err(_) => Err(WriteFailure::new(
+                ErrorCode::NoLeader,
+                format!(
+                    "no leader known after {patience:?}; an election is under way or this node is cut off"
+                ),
+            )),
+        }
+    }
+
+    /// On the leader: gate on quorum, then hand the operation to the batcher.
+    pub(super) async fn propose_as_leader(&self, op: StoredOperation) -> WriteResult {
+        self.admit()?;
+        self.quorum_gate().await?;
+        let (reply, answer) = oneshot::channel();
+        self.batcher
+            .tx
+            .send(Pending { op, reply })
+            .await
+            .map_err(|_| WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped"))?;
+        answer
+            .await
+            .map_err(|_| WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped"))?
+    }
+
+    /// openraft 0.9 has no CheckQuorum: a leader cut off from the majority would accept writes
+    /// that hang. Refuse them (`NO_QUORUM`) unless a majority acknowledged us recently.
+    async fn quorum_gate(&self) -> Result<(), WriteFailure> {
+        let limit = millis(self.cfg.election_timeout_max);
+        let fresh = |m: &super::types::RaftMetrics| {
+            let voters = m.membership_config.membership().voter_ids().count();
+            voters <= 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms <= limit)
+        };
+        let mut rx = self.raft.metrics();
+        let m = rx.borrow().clone();
+        if !self.is_leader(&m) {
+            return Err(WriteFailure::new(
+                ErrorCode::NoLeader,
+                "this node is no longer the leader",
+            )
+            .with_leader(self.leader_name(&m)));
+        }
+        if fresh(&m) {
+            return Ok(());
+        }
+        // Just elected, or a heartbeat round late: give acknowledgements one timeout to arrive.
+        match tokio::time::timeout(self.cfg.election_timeout_max, rx.wait_for(|m| fresh(m))).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(WriteFailure::new(
+                ErrorCode::NoQuorum,
+                "the leader cannot reach a majority of voters (minority side of a partition?)",
+            )
+            .with_leader(Some(self.cfg.name.clone()))),
+        }
+    }
+
+    /// On a follower: hand the operation to the leader over the peer transport.
+    async fn forward(&self, leader: u64, op: StoredOperation, deadline: Instant) -> WriteResult {
+        let m = self.raft_metrics();
+        let member = self
+            .member(&m, leader)
+            .ok_or_else(|| WriteFailure::new(ErrorCode::NoLeader, "leader unknown"))?;
+        let link = self.links.get(leader, &member.peer_addr);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match link.call(PeerRequest::Forward(op), remaining).await {
+            Ok(PeerResponse::Forward(result)) => result,
+            Ok(other) => Err(WriteFailure::new(
+                ErrorCode::NoLeader,
+                format!("leader could not take the write: {other:?}"),
+            )
+            .with_leader(Some(member.name))),
+            Err(crate::transport::link::CallError::Timeout { .. }) => Err(WriteFailure::new(
+                ErrorCode::Timeout,
+                "the leader did not answer in time; the outcome is unknown, retry with the same id",
+            )),
+            Err(e) => Err(WriteFailure::new(
+                ErrorCode::NoLeader,
+                format!("cannot reach the leader: {e}"),
+            )
+            .with_leader(Some(member.name))),
+        }
+    }
+
+    /// Wait until this node's journal holds `index`.
+    async fn await_applied(&self, index: u64, deadline: Instant) -> Result<(), WriteFailure> {
+        let mut rx = self.journal.subscribe();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, rx.wait_for(|s| s.journal.last_index() >= index))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(WriteFailure::new(
+                ErrorCode::Timeout,
+                format!(
+                    "committed at index {index} but not yet applied on this node; retry with the same id"
+                ),
+            )),
+        }
+    }
+}

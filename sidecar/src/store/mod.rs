@@ -1,0 +1,400 @@
+//! Durable storage: one RocksDB instance per node holding the Raft log, the vote, the committed
+//! id, the state machine (journal + dedupe records) and the current snapshot.
+//!
+//! Data flow: openraft calls [`log::LogStore`] (append, vote, truncate, purge) and
+//! [`state_machine::StateMachineStore`] (apply, snapshots); both are thin adapters over [`Db`].
+//! Vote and log share this instance's write-ahead log, so their order on disk is the order of
+//! the writes. Synced writes run on blocking threads, never on tokio workers. A value that does
+//! not decode is a hard error naming the path, column family and key — never "empty".
+
+pub mod log;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::raft::types::NodeId;
+
+/// The column families; one enum so no string literal names a family anywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    /// Small singletons, keyed by [`MetaKey`].
+    Meta,
+    /// Raft log entries by index (u64 big-endian).
+    Log,
+    /// Journal records by journal index (u64 big-endian).
+    Journal,
+    /// Dedupe records by operation id.
+    Dedupe,
+    /// Expiry index of dedupe records: committed-at ms (u64 BE) ++ operation id.
+    DedupeExpiry,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 5] = [Cf::Meta, Cf::Log, Cf::Journal, Cf::Dedupe, Cf::DedupeExpiry];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Log => "log",
+            Cf::Journal => "journal",
+            Cf::Dedupe => "dedupe",
+            Cf::DedupeExpiry => "dedupe_expiry",
+        }
+    }
+}
+
+/// Keys of [`Cf::Meta`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    ClusterId,
+    NodeId,
+    Vote,
+    Committed,
+    LastPurged,
+    /// The state machine's applied state ([`state_machine::AppliedState`]).
+    Applied,
+    /// The current snapshot: meta and encoded image.
+    Snapshot,
+    /// Set once this node learned a committed configuration removed it.
+    Removed,
+}
+
+impl MetaKey {
+    pub fn key(self) -> &'static [u8] {
+        match self {
+            MetaKey::ClusterId => b"cluster_id",
+            MetaKey::NodeId => b"node_id",
+            MetaKey::Vote => b"vote",
+            MetaKey::Committed => b"committed",
+            MetaKey::LastPurged => b"last_purged",
+            MetaKey::Applied => b"applied",
+            MetaKey::Snapshot => b"snapshot",
+            MetaKey::Removed => b"removed",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data dir {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to open RocksDB at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("RocksDB at {path}: {action} failed: {source}")]
+    Rocks {
+        path: PathBuf,
+        action: &'static str,
+        source: rocksdb::Error,
+    },
+    #[error("corrupt value in RocksDB at {path} (column family {cf}, key {key}): {reason}")]
+    Corrupt {
+        path: PathBuf,
+        cf: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "data dir {path} belongs to cluster {stored:?}, not {wanted:?}: refusing to start \
+         (point --data-dir at an empty directory or use --cluster-id {stored:?})"
+    )]
+    ClusterMismatch {
+        path: PathBuf,
+        stored: String,
+        wanted: String,
+    },
+    #[error("column family {0} missing from RocksDB")]
+    MissingCf(&'static str),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// Who this data dir belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub node_id: NodeId,
+    /// The data dir was initialized by this start.
+    pub fresh: bool,
+}
+
+/// A shared handle on the node's RocksDB instance.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DB>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+impl Db {
+    /// Open (creating when missing) the store under `dir` and check or record the cluster id.
+    /// A fresh dir gets a new random node id.
+    pub fn open(dir: &Path, cluster_id: &str) -> Result<(Db, Identity), StoreError> {
+        let path = dir.join("rocksdb");
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_paranoid_checks(true);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(3);
+        opts.set_max_total_wal_size(64 << 20);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let inner =
+            DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let db = Db {
+            inner: Arc::new(inner),
+            path: Arc::new(path),
+        };
+        let identity = db.check_identity(cluster_id)?;
+        Ok((db, identity))
+    }
+
+    fn check_identity(&self, cluster_id: &str) -> Result<Identity, StoreError> {
+        let stored: Option<String> = self.get(Cf::Meta, MetaKey::ClusterId.key())?;
+        let node_id: Option<NodeId> = self.get(Cf::Meta, MetaKey::NodeId.key())?;
+        match (stored, node_id) {
+            (Some(stored), Some(node_id)) if stored == cluster_id => Ok(Identity {
+                node_id,
+                fresh: false,
+            }),
+            (Some(stored), _) if stored != cluster_id => Err(StoreError::ClusterMismatch {
+                path: self.path.as_ref().clone(),
+                stored,
+                wanted: cluster_id.to_string(),
+            }),
+            (_, Some(_)) | (Some(_), None) => Err(self.corrupt(
+                Cf::Meta,
+                "node_id",
+                "cluster id and node id must be stored together".into(),
+            )),
+            (None, None) => {
+                let node_id = loop {
+                    let candidate: u64 = rand::random();
+                    if candidate != 0 {
+                        break candidate;
+                    }
+                };
+                let mut batch = WriteBatch::default();
+                self.put(
+                    &mut batch,
+                    Cf::Meta,
+                    MetaKey::ClusterId.key(),
+                    &cluster_id.to_string(),
+                )?;
+                self.put(&mut batch, Cf::Meta, MetaKey::NodeId.key(), &node_id)?;
+                self.write(batch, true)?;
+                Ok(Identity {
+                    node_id,
+                    fresh: true,
+                })
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw(&self) -> &DB {
+        &self.inner
+    }
+
+    pub fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StoreError> {
+        self.inner
+            .cf_handle(cf.name())
+            .ok_or(StoreError::MissingCf(cf.name()))
+    }
+
+    pub fn rocks_err(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(rocksdb::Error) -> StoreError + '_ {
+        move |source| StoreError::Rocks {
+            path: self.path.as_ref().clone(),
+            action,
+            source,
+        }
+    }
+
+    pub fn corrupt(&self, cf: Cf, key: impl std::fmt::Display, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.as_ref().clone(),
+            cf: cf.name(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    /// Read and decode one value; `None` only when the key is absent.
+    pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, StoreError> {
+        let handle = self.cf(cf)?;
+        let Some(bytes) = self
+            .inner
+            .get_pinned_cf(handle, key)
+            .map_err(self.rocks_err("read"))?
+        else {
+            return Ok(None);
+        };
+        self.decode(cf, key, &bytes).map(Some)
+    }
+
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| self.corrupt(cf, show_key(key), e.to_string()))
+    }
+
+    pub fn put<T: Serialize>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: Cf,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = encode(value)
+            .map_err(|e| StoreError::Task(format!("encode {}: {e}", show_key(key))))?;
+        batch.put_cf(self.cf(cf)?, key, bytes);
+        Ok(())
+    }
+
+    /// Write a batch atomically; `sync` waits for the WAL to reach the disk.
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.inner
+            .write_opt(batch, &opts)
+            .map_err(self.rocks_err("write"))
+    }
+
+    /// Run storage work on a blocking thread (RocksDB calls block; tokio workers must not).
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Record that this node was removed from the cluster (survives restarts).
+    pub fn mark_removed(&self) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.put(&mut batch, Cf::Meta, MetaKey::Removed.key(), &true)?;
+        self.write(batch, true)
+    }
+
+    pub fn is_removed(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .get::<bool>(Cf::Meta, MetaKey::Removed.key())?
+            .unwrap_or(false))
+    }
+
+    /// Flush memtables so a clean shutdown leaves little WAL to replay.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for cf in Cf::ALL {
+            self.inner
+                .flush_cf(self.cf(cf)?)
+                .map_err(self.rocks_err("flush"))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(value)
+}
+
+/// Big-endian u64 keys sort numerically.
+pub fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub fn parse_index_key(db: &Db, cf: Cf, key: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = key
+        .try_into()
+        .map_err(|_| db.corrupt(cf, show_key(key), "key is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// A key for messages: UTF-8 when it is, hex otherwise.
+pub fn show_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if s.chars().all(|c| !c.is_control()) => s.to_string(),
+        _ => key.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+impl From<StoreError> for crate::raft::types::StorageError {
+    fn from(e: StoreError) -> Self {
+        openraft::StorageIOError::<NodeId>::write(&e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_keeps_its_node_id_and_refuses_another_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, first) = Db::open(dir.path(), "c-1").unwrap();
+        assert!(first.fresh);
+        drop(db);
+        let (db, again) = Db::open(dir.path(), "c-1").unwrap();
+        assert_eq!(
+            again,
+            Identity {
+                node_id: first.node_id,
+                fresh: false
+            }
+        );
+        drop(db);
+        let err = Db::open(dir.path(), "c-2").unwrap_err();
+        assert!(matches!(err, StoreError::ClusterMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("c-1"), "{err}");
+    }
+
+    #[test]
+    fn an_undecodable_value_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), "c-1").unwrap();
+        let cf = db.cf(Cf::Meta).unwrap();
+        db.raw()
+            .put_cf(cf, MetaKey::Vote.key(), [0xff, 0xff, 0xff])
+            .unwrap();
+        let err = db
+            .get::<crate::raft::types::Vote>(Cf::Meta, MetaKey::Vote.key())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("vote") && msg.contains("rocksdb"), "{msg}");
+    }
+}

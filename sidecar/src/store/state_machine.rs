@@ -1,0 +1,482 @@
+//! openraft's state machine (`RaftStateMachine`) on [`Db`]: applies committed proposals to the
+//! journal through the pure [`crate::journal::apply_operation`], builds and installs snapshots,
+//! and tells readers (journal API, SSE watchers, waiting submitters) what has been applied.
+//!
+//! Each `apply` call is one atomic write batch holding the journal records, dedupe records and
+//! the applied log id, so exactly-once holds across crashes: either the operation and its dedupe
+//! record are both on disk with the applied id, or neither is and the entry is applied again.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::snapshot::SnapshotImage;
+use super::{Cf, Db, MetaKey, StoreError, index_key, parse_index_key, show_key};
+use crate::journal::{self, DedupeRecord, JournalRecord, JournalState, Proposal};
+use crate::raft::types::{
+    ApplyResponse, Entry, LogId, Member, NodeId, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
+};
+
+/// What the state machine has applied; stored under [`MetaKey::Applied`] in every apply batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub journal: JournalState,
+}
+
+/// The stored current snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// Upper bound of every key in the journal, dedupe and expiry families (ids are UTF-8, which
+/// never contains 0xff; index keys are 8 bytes).
+const KEY_END: [u8; 9] = [0xff; 9];
+
+pub struct StateMachineStore {
+    db: Db,
+    state: AppliedState,
+    retention: u64,
+    progress: watch::Sender<AppliedState>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachineStore {
+    /// Load the applied state from `db`; `retention` is `--journal-retention`.
+    pub fn open(db: Db, retention: u64) -> Result<Self, StoreError> {
+        let state: AppliedState = db
+            .get(Cf::Meta, MetaKey::Applied.key())?
+            .unwrap_or_default();
+        let (progress, _) = watch::channel(state.clone());
+        Ok(Self {
+            db,
+            state,
+            retention,
+            progress,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A reader for the daemon API, sharing the store and its progress notifications.
+    pub fn reader(&self) -> JournalReader {
+        JournalReader {
+            db: self.db.clone(),
+            progress: self.progress.subscribe(),
+        }
+    }
+
+    fn publish(&mut self, state: AppliedState) {
+        self.state = state;
+        self.progress.send_replace(self.state.clone());
+    }
+}
+
+/// Apply committed entries to `state`; everything goes into one batch written at the end.
+fn apply_entries(
+    db: &Db,
+    mut state: AppliedState,
+    entries: Vec<Entry>,
+    retention: u64,
+) -> Result<(AppliedState, Vec<ApplyResponse>), StoreError> {
+    let mut batch = WriteBatch::default();
+    // Dedupe changes made earlier in this batch, not yet visible in the DB (None = deleted).
+    let mut overlay: HashMap<String, Option<DedupeRecord>> = HashMap::new();
+    let mut responses = Vec::with_capacity(entries.len());
+    for entry in entries {
+        state.last_applied = Some(entry.log_id);
+        match entry.payload {
+            EntryPayload::Blank => responses.push(ApplyResponse::default()),
+            EntryPayload::Membership(m) => {
+                state.membership = StoredMembership::new(Some(entry.log_id), m);
+                responses.push(ApplyResponse::default());
+            }
+            EntryPayload::Normal(proposal) => {
+                let term = entry.log_id.leader_id.term;
+                let outcomes =
+                    apply_proposal(db, &mut state, &mut batch, &mut overlay, proposal, term)?;
+                let keep_from = state.journal.retained_from(retention);
+                if keep_from > state.journal.first_index {
+                    let cf = db.cf(Cf::Journal)?;
+                    batch.delete_range_cf(
+                        cf,
+                        index_key(state.journal.first_index),
+                        index_key(keep_from),
+                    );
+                    state.journal.first_index = keep_from;
+                }
+                responses.push(ApplyResponse { outcomes });
+            }
+        }
+    }
+    db.put(&mut batch, Cf::Meta, MetaKey::Applied.key(), &state)?;
+    db.write(batch, false)?;
+    Ok((state, responses))
+}
+
+fn apply_proposal(
+    db: &Db,
+    state: &mut AppliedState,
+    batch: &mut WriteBatch,
+    overlay: &mut HashMap<String, Option<DedupeRecord>>,
+    proposal: Proposal,
+    term: u64,
+) -> Result<Vec<journal::OpOutcome>, StoreError> {
+    expire_dedupe(db, batch, overlay, journal::dedupe_horizon_ms(&proposal))?;
+    let mut outcomes = Vec::with_capacity(proposal.operations.len());
+    for op in proposal.operations {
+        let known = match overlay.get(&op.id) {
+            Some(cached) => *cached,
+            None => db.get::<DedupeRecord>(Cf::Dedupe, op.id.as_bytes())?,
+        };
+        let (outcome, record) = journal::apply_operation(
+            &mut state.journal,
+            known.as_ref(),
+            &op,
+            term,
+            proposal.proposed_at_ms,
+        );
+        if let Some(record) = record {
+            db.put(batch, Cf::Dedupe, op.id.as_bytes(), &record)?;
+            batch.put_cf(
+                db.cf(Cf::DedupeExpiry)?,
+                expiry_key(record.committed_at_ms, &op.id),
+                [],
+            );
+            overlay.insert(op.id.clone(), Some(record));
+            db.put(
+                batch,
+                Cf::Journal,
+                &index_key(record.index),
+                &JournalRecord {
+                    term,
+                    operation: op,
+                },
+            )?;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn expiry_key(at_ms: u64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Forget dedupe records committed before `horizon_ms`.
+fn expire_dedupe(
+    db: &Db,
+    batch: &mut WriteBatch,
+    overlay: &mut HashMap<String, Option<DedupeRecord>>,
+    horizon_ms: u64,
+) -> Result<(), StoreError> {
+    let cf = db.cf(Cf::DedupeExpiry)?;
+    for item in db.raw().iterator_cf(cf, IteratorMode::Start) {
+        let (key, _) = item.map_err(db.rocks_err("read dedupe expiry"))?;
+        if key.len() < 8 {
+            return Err(db.corrupt(
+                Cf::DedupeExpiry,
+                show_key(&key),
+                "key shorter than 8 bytes".into(),
+            ));
+        }
+        let at_ms = parse_index_key(db, Cf::DedupeExpiry, &key[..8])?;
+        if at_ms >= horizon_ms {
+            break;
+        }
+        let id = String::from_utf8(key[8..].to_vec())
+            .map_err(|_| db.corrupt(Cf::DedupeExpiry, show_key(&key), "id is not UTF-8".into()))?;
+        let current = match overlay.get(&id) {
+            Some(cached) => *cached,
+            None => db.get::<DedupeRecord>(Cf::Dedupe, id.as_bytes())?,
+        };
+        // Only drop the record this expiry key was written for.
+        if current.is_some_and(|r| r.committed_at_ms == at_ms) {
+            batch.delete_cf(db.cf(Cf::Dedupe)?, id.as_bytes());
+            overlay.insert(id, None);
+        }
+        batch.delete_cf(cf, &key);
+    }
+    Ok(())
+}
+
+fn build_image(db: &Db) -> Result<(SnapshotImage, AppliedState), StoreError> {
+    let snap = db.raw().snapshot();
+    let state: AppliedState = match snap
+        .get_cf(db.cf(Cf::Meta)?, MetaKey::Applied.key())
+        .map_err(db.rocks_err("read applied state"))?
+    {
+        Some(bytes) => db.decode(Cf::Meta, MetaKey::Applied.key(), &bytes)?,
+        None => AppliedState::default(),
+    };
+    let mut records = Vec::new();
+    for item in snap.iterator_cf(db.cf(Cf::Journal)?, IteratorMode::Start) {
+        let (key, value) = item.map_err(db.rocks_err("read journal"))?;
+        records.push((
+            parse_index_key(db, Cf::Journal, &key)?,
+            db.decode(Cf::Journal, &key, &value)?,
+        ));
+    }
+    let mut dedupe = Vec::new();
+    for item in snap.iterator_cf(db.cf(Cf::Dedupe)?, IteratorMode::Start) {
+        let (key, value) = item.map_err(db.rocks_err("read dedupe"))?;
+        let id = String::from_utf8(key.to_vec())
+            .map_err(|_| db.corrupt(Cf::Dedupe, show_key(&key), "id is not UTF-8".into()))?;
+        dedupe.push((id, db.decode(Cf::Dedupe, &key, &value)?));
+    }
+    let image = SnapshotImage {
+        last_applied: state.last_applied,
+        membership: state.membership.clone(),
+        journal: state.journal,
+        records,
+        dedupe,
+    };
+    Ok((image, state))
+}
+
+fn store_snapshot(
+    db: &Db,
+    batch: &mut WriteBatch,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    let stored = StoredSnapshot {
+        meta: meta.clone(),
+        data: data.to_vec(),
+    };
+    db.put(batch, Cf::Meta, MetaKey::Snapshot.key(), &stored)
+}
+
+/// Replace the whole state machine with `image` in one synced, atomic batch.
+fn install_image(
+    db: &Db,
+    meta: &SnapshotMeta,
+    image: SnapshotImage,
+    data: &[u8],
+) -> Result<AppliedState, StoreError> {
+    let mut batch = WriteBatch::default();
+    for cf in [Cf::Journal, Cf::Dedupe, Cf::DedupeExpiry] {
+        batch.delete_range_cf(db.cf(cf)?, &[][..], &KEY_END[..]);
+    }
+    for (index, record) in &image.records {
+        db.put(&mut batch, Cf::Journal, &index_key(*index), record)?;
+    }
+    for (id, record) in &image.dedupe {
+        db.put(&mut batch, Cf::Dedupe, id.as_bytes(), record)?;
+        batch.put_cf(
+            db.cf(Cf::DedupeExpiry)?,
+            expiry_key(record.committed_at_ms, id),
+            [],
+        );
+    }
+    let state = AppliedState {
+        last_applied: image.last_applied,
+        membership: image.membership,
+        journal: image.journal,
+    };
+    db.put(&mut batch, Cf::Meta, MetaKey::Applied.key(), &state)?;
+    store_snapshot(db, &mut batch, meta, data)?;
+    db.write(batch, true)?;
+    Ok(state)
+}
+
+/// Builds snapshots from a RocksDB point-in-time view while `apply` goes on.
+pub struct SnapshotBuilder {
+    db: Db,
+    seq: Arc<AtomicU64>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let (meta, data) = self
+            .db
+            .blocking(move |db| {
+                let (image, state) = build_image(db)?;
+                let data = image
+                    .encode()
+                    .map_err(|e| StoreError::Task(format!("encode snapshot: {e}")))?;
+                let snapshot_id = match state.last_applied {
+                    Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
+                    None => format!("0-0-{seq}"),
+                };
+                let meta = SnapshotMeta {
+                    last_log_id: state.last_applied,
+                    last_membership: state.membership,
+                    snapshot_id,
+                };
+                let mut batch = WriteBatch::default();
+                store_snapshot(db, &mut batch, &meta, &data)?;
+                db.write(batch, false)?;
+                Ok((meta, data))
+            })
+            .await
+            .map_err(|e| StorageIOError::<NodeId>::write_snapshot(None, &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.state.last_applied, self.state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let state = self.state.clone();
+        let retention = self.retention;
+        let (state, responses) = self
+            .db
+            .blocking(move |db| apply_entries(db, state, entries, retention))
+            .await
+            .map_err(|e| StorageIOError::<NodeId>::write_state_machine(&e))?;
+        self.publish(state);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            seq: self.snapshot_seq.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let signature = Some(meta.signature());
+        let image = SnapshotImage::decode(&data)
+            .map_err(|e| StorageIOError::<NodeId>::read_snapshot(signature.clone(), &e))?;
+        if image.last_applied != meta.last_log_id {
+            let e = StoreError::Task(format!(
+                "snapshot {} claims last log id {:?} but its image holds {:?}",
+                meta.snapshot_id, meta.last_log_id, image.last_applied
+            ));
+            return Err(StorageIOError::<NodeId>::read_snapshot(signature, &e).into());
+        }
+        let meta_owned = meta.clone();
+        let state = self
+            .db
+            .blocking(move |db| install_image(db, &meta_owned, image, &data))
+            .await
+            .map_err(|e| StorageIOError::<NodeId>::write_snapshot(signature, &e))?;
+        self.publish(state);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored = self
+            .db
+            .blocking(|db| {
+                let Some(stored) = db.get::<StoredSnapshot>(Cf::Meta, MetaKey::Snapshot.key())?
+                else {
+                    return Ok(None);
+                };
+                SnapshotImage::decode(&stored.data).map_err(|e| {
+                    db.corrupt(Cf::Meta, show_key(MetaKey::Snapshot.key()), e.to_string())
+                })?;
+                Ok(Some(stored))
+            })
+            .await
+            .map_err(|e| StorageIOError::<NodeId>::read_snapshot(None, &e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+/// Read access to the journal for the daemon API; cheap to clone.
+#[derive(Clone)]
+pub struct JournalReader {
+    db: Db,
+    progress: watch::Receiver<AppliedState>,
+}
+
+impl JournalReader {
+    /// What is applied right now.
+    pub fn applied(&self) -> AppliedState {
+        self.progress.borrow().clone()
+    }
+
+    /// Notified after every apply and snapshot install.
+    pub fn subscribe(&self) -> watch::Receiver<AppliedState> {
+        self.progress.clone()
+    }
+
+    /// Up to `limit` journal records from index `from` on.
+    pub async fn page(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, JournalRecord)>, StoreError> {
+        self.db
+            .blocking(move |db| {
+                let cf = db.cf(Cf::Journal)?;
+                let start = index_key(from);
+                let mut out = Vec::with_capacity(limit.min(1024));
+                for item in db
+                    .raw()
+                    .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+                    .take(limit)
+                {
+                    let (key, value) = item.map_err(db.rocks_err("read journal"))?;
+                    out.push((
+                        parse_index_key(db, Cf::Journal, &key)?,
+                        db.decode(Cf::Journal, &key, &value)?,
+                    ));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// The dedupe record of a committed operation id, if remembered.
+    pub async fn lookup(&self, id: String) -> Result<Option<DedupeRecord>, StoreError> {
+        self.db
+            .blocking(move |db| db.get(Cf::Dedupe, id.as_bytes()))
+            .await
+    }
+
+    /// Members from the applied membership (what this node knows without asking the leader).
+    pub fn member(&self, id: NodeId) -> Option<Member> {
+        self.progress
+            .borrow()
+            .membership
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+use openraft::{CommittedLeaderId, Entry as RaftEntry, EntryPayload};
+
+use super::*;
+use crate::journal::{OpOutcome, StoredOperation};
+
+fn op(id: &str, payload: &str) -> StoredOperation {
+    StoredOperation {
+        id: id.into(),
+        op_type: "t".into(),
+        payload: Some(payload.into()),
+        daemon_id: None,
+        timestamp: None,
+    }
+}
+
+fn entry(term: u64, index: u64, ops: Vec<StoredOperation>, at_ms: u64, window_ms: u64) -> Entry {
+    RaftEntry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(Proposal {
+            operations: ops,
+            proposed_at_ms: at_ms,
+            dedupe_window_ms: window_ms,
+        }),
+    }
+}
+
+fn open(dir: &std::path::Path, retention: u64) -> StateMachineStore {
+    let (db, _) = Db::open(dir, "c").unwrap();
+    StateMachineStore::open(db, retention).unwrap()
+}
+
+#[tokio::test]
+async fn applying_the_same_id_twice_across_entries_appends_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 100);
+    let out = sm
+        .apply(vec![entry(
+            1,
+            1,
+            vec![op("a", "1"), op("b", "2")],
+            10,
+            1_000,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![
+            OpOutcome::Appended { index: 1, term: 1 },
+            OpOutcome::Appended { index: 2, term: 1 }
+        ]
+    );
+    let out = sm
+        .apply(vec![entry(
+            2,
+            2,
+            vec![op("a", "1"), op("a", "9")],
+            20,
+            1_000,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![
+            OpOutcome::Duplicate { index: 1, term: 1 },
+            OpOutcome::Conflict { index: 1 }
+        ]
+    );
+    let reader = sm.reader();
+    let page = reader.page(1, 10).await.unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|(i, r)| (*i, r.operation.id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "a"), (2, "b")]
+    );
+    assert_eq!(reader.applied().journal.last_index(), 2);
+}
+
+#[tokio::test]
+async fn applied_state_and_dedupe_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut sm = open(dir.path(), 100);
+        sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
+            .await
+            .unwrap();
+    }
+    let mut sm = open(dir.path(), 100);
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(1));
+    let out = sm
+        .apply(vec![entry(1, 2, vec![op("a", "1")], 20, 1_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![OpOutcome::Duplicate { index: 1, term: 1 }]
+    );
+}
+
+#[tokio::test]
+async fn dedupe_records_expire_after_the_window_of_the_proposing_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 100);
+    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 1_000, 500)])
+        .await
+        .unwrap();
+    // Still inside the window: duplicate.
+    let out = sm
+        .apply(vec![entry(1, 2, vec![op("a", "1")], 1_400, 500)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![OpOutcome::Duplicate { index: 1, term: 1 }]
+    );
+    // Past it: the id is forgotten and appended anew.
+    let out = sm
+        .apply(vec![entry(1, 3, vec![op("a", "1")], 1_600, 500)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![OpOutcome::Appended { index: 2, term: 1 }]
+    );
+}
+
+#[tokio::test]
+async fn retention_drops_the_oldest_journal_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 3);
+    let ops = (0..5).map(|i| op(&format!("op-{i}"), "1")).collect();
+    sm.apply(vec![entry(1, 1, ops, 10, 1_000)]).await.unwrap();
+    let reader = sm.reader();
+    assert_eq!(
+        reader.applied().journal,
+        JournalState {
+            next_index: 6,
+            first_index: 3
+        }
+    );
+    let page = reader.page(0, 10).await.unwrap();
+    assert_eq!(
+        page.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    // Dedupe outlives retention: the dropped operation is still known.
+    assert_eq!(
+        reader.lookup("op-0".into()).await.unwrap().map(|r| r.index),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_installed_elsewhere_reproduces_the_journal_and_dedupe() {
+    let src = tempfile::tempdir().unwrap();
+    let mut sm = open(src.path(), 100);
+    sm.apply(vec![entry(
+        1,
+        1,
+        vec![op("a", "1"), op("b", "2")],
+        10,
+        1_000,
+    )])
+    .await
+    .unwrap();
+    let mut builder = sm.get_snapshot_builder().await;
+    let snapshot = builder.build_snapshot().await.unwrap();
+    assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(1));
+    // Applying after the build does not change the built snapshot.
+    sm.apply(vec![entry(1, 2, vec![op("c", "3")], 10, 1_000)])
+        .await
+        .unwrap();
+
+    let dst = tempfile::tempdir().unwrap();
+    let mut other = open(dst.path(), 100);
+    other
+        .apply(vec![entry(1, 1, vec![op("zzz", "1")], 10, 1_000)])
+        .await
+        .unwrap();
+    other
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    let reader = other.reader();
+    let page = reader.page(1, 10).await.unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|(_, r)| r.operation.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    assert!(
+        reader.lookup("zzz".into()).await.unwrap().is_none(),
+        "old state is replaced"
+    );
+    let out = other
+        .apply(vec![entry(1, 2, vec![op("b", "2")], 20, 1_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![OpOutcome::Duplicate { index: 2, term: 1 }]
+    );
+    let current = other.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snapshot.meta);
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 100);
+    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
+        .await
+        .unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bytes = snapshot.snapshot.into_inner();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    let err = sm
+        .install_snapshot(&snapshot.meta, Box::new(Cursor::new(bytes)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert_eq!(sm.reader().page(1, 10).await.unwrap().len(), 1);
+}

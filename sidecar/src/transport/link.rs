@@ -1,0 +1,384 @@
+//! The dialling side of the peer transport: one [`Link`] per peer, a background task owning the
+//! WebSocket. It dials lazily (on the first request), multiplexes requests by id, and after a
+//! failed dial backs off exponentially (capped); during backoff calls fail at once as
+//! [`CallError::Unreachable`], which openraft turns into its own per-peer pause.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::frame::{self, Envelope, PeerRequest, PeerResponse};
+use super::{CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH};
+use crate::raft::types::NodeId;
+
+/// First backoff after a failed dial.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// A dial attempt gives up after this long.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// With requests outstanding and nothing received for this long, the socket is presumed dead.
+const STALL_LIMIT: Duration = Duration::from_secs(5);
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    #[error("peer {addr} unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("peer {addr}: connection failed: {reason}")]
+    Network { addr: String, reason: String },
+    #[error("peer {addr} did not answer within {ms} ms")]
+    Timeout { addr: String, ms: u64 },
+}
+
+/// Who we are when we dial: sent on the upgrade request.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub token: Option<String>,
+    /// Backoff cap (≈ election_timeout_min / 3).
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LinkStatus {
+    Idle,
+    Connecting,
+    Connected,
+    /// The last dial failed; calls fail fast until the backoff ends.
+    BackingOff(String),
+}
+
+struct Outbound {
+    id: u64,
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Result<PeerResponse, CallError>>,
+}
+
+/// A handle on the connection to one peer; cheap to share.
+pub struct Link {
+    addr: String,
+    tx: mpsc::Sender<Outbound>,
+    status: watch::Receiver<LinkStatus>,
+    next_id: AtomicU64,
+    /// Milliseconds since `epoch` of the last frame received from the peer.
+    last_heard: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Link {
+    fn spawn(addr: String, identity: PeerIdentity) -> Link {
+        let (tx, rx) = mpsc::channel(1024);
+        let (status_tx, status) = watch::channel(LinkStatus::Idle);
+        let last_heard = Arc::new(AtomicU64::new(u64::MAX));
+        let epoch = Instant::now();
+        let task = LinkTask {
+            addr: addr.clone(),
+            identity,
+            status: status_tx,
+            last_heard: last_heard.clone(),
+            epoch,
+        };
+        tokio::spawn(task.run(rx));
+        Link {
+            addr,
+            tx,
+            status,
+            next_id: AtomicU64::new(1),
+            last_heard,
+            epoch,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Time since the peer last sent us anything, if it ever did.
+    pub fn since_last_heard(&self) -> Option<Duration> {
+        let at = self.last_heard.load(Ordering::Relaxed);
+        (at != u64::MAX).then(|| {
+            self.epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at))
+        })
+    }
+
+    /// Send one request and wait up to `timeout` for its answer.
+    pub async fn call(
+        &self,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, CallError> {
+        if let LinkStatus::BackingOff(reason) = &*self.status.borrow() {
+            return Err(CallError::Unreachable {
+                addr: self.addr.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes =
+            frame::encode(&Envelope { id, body: request }).map_err(|e| CallError::Network {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            })?;
+        let (reply, answer) = oneshot::channel();
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let send = self.tx.send(Outbound { id, bytes, reply });
+        let outcome = tokio::time::timeout(timeout, async {
+            send.await.map_err(|_| CallError::Network {
+                addr: self.addr.clone(),
+                reason: "link closed".into(),
+            })?;
+            answer.await.map_err(|_| CallError::Network {
+                addr: self.addr.clone(),
+                reason: "connection dropped".into(),
+            })?
+        })
+        .await;
+        outcome.unwrap_or(Err(CallError::Timeout {
+            addr: self.addr.clone(),
+            ms,
+        }))
+    }
+}
+
+struct LinkTask {
+    addr: String,
+    identity: PeerIdentity,
+    status: watch::Sender<LinkStatus>,
+    last_heard: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl LinkTask {
+    async fn run(self, mut rx: mpsc::Receiver<Outbound>) {
+        let mut backoff = BACKOFF_MIN;
+        // Lazy: nothing is dialled until someone has something to send.
+        let Some(mut first) = rx.recv().await else {
+            return;
+        };
+        loop {
+            self.status.send_replace(LinkStatus::Connecting);
+            match self.dial().await {
+                Ok(socket) => {
+                    self.status.send_replace(LinkStatus::Connected);
+                    backoff = BACKOFF_MIN;
+                    let reason = self.serve(socket, &mut rx, first).await;
+                    tracing::debug!(peer = %self.addr, %reason, "peer connection ended");
+                    self.status.send_replace(LinkStatus::Idle);
+                }
+                Err(reason) => {
+                    tracing::debug!(peer = %self.addr, %reason, ?backoff, "peer dial failed");
+                    self.status
+                        .send_replace(LinkStatus::BackingOff(reason.clone()));
+                    let _ = first.reply.send(Err(self.unreachable(&reason)));
+                    if !self.back_off(&mut rx, backoff, &reason).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(self.identity.backoff_max.max(BACKOFF_MIN));
+                    self.status.send_replace(LinkStatus::Idle);
+                }
+            }
+            match rx.recv().await {
+                Some(next) => first = next,
+                None => return,
+            }
+        }
+    }
+
+    fn unreachable(&self, reason: &str) -> CallError {
+        CallError::Unreachable {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Fail requests fast until the backoff ends; false when the link was dropped.
+    async fn back_off(
+        &self,
+        rx: &mut mpsc::Receiver<Outbound>,
+        wait: Duration,
+        reason: &str,
+    ) -> bool {
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                next = rx.recv() => match next {
+                    Some(out) => { let _ = out.reply.send(Err(self.unreachable(reason))); }
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    async fn dial(&self) -> Result<Socket, String> {
+        let mut request = format!("ws://{}{PEER_PATH}", self.addr)
+            .into_client_request()
+            .map_err(|e| format!("bad peer address: {e}"))?;
+        let headers = request.headers_mut();
+        let header =
+            |v: &str| HeaderValue::from_str(v).map_err(|e| format!("bad header value: {e}"));
+        headers.insert(CLUSTER_HEADER, header(&self.identity.cluster_id)?);
+        headers.insert(NODE_HEADER, header(&self.identity.node_id.to_string())?);
+        if let Some(token) = &self.identity.token {
+            headers.insert("authorization", header(&format!("Bearer {token}"))?);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
+            Err(_) => Err(format!("dial timed out after {DIAL_TIMEOUT:?}")),
+            Ok(Err(tungstenite::Error::Http(resp))) => Err(format!(
+                "peer refused the connection with HTTP {}",
+                resp.status()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok((socket, _))) => Ok(socket),
+        }
+    }
+
+    fn heard(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_heard.store(ms, Ordering::Relaxed);
+    }
+
+    /// Pump requests out and answers in until the socket fails; returns why it ended.
+    async fn serve(
+        &self,
+        socket: Socket,
+        rx: &mut mpsc::Receiver<Outbound>,
+        first: Outbound,
+    ) -> String {
+        let (mut sink, mut stream) = socket.split();
+        let mut pending: HashMap<u64, oneshot::Sender<Result<PeerResponse, CallError>>> =
+            HashMap::new();
+        let mut last_rx = Instant::now();
+        let mut tick = tokio::time::interval(TICK);
+        let mut queued = Some(first);
+        let reason = loop {
+            let out = match queued.take() {
+                Some(out) => Some(out),
+                None => tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(out) => Some(out),
+                        None => break "link dropped".to_string(),
+                    },
+                    msg = stream.next() => {
+                        match msg {
+                            Some(Ok(Message::Binary(bytes))) => {
+                                last_rx = Instant::now();
+                                self.heard();
+                                match frame::decode::<PeerResponse>(&bytes) {
+                                    Ok(env) => {
+                                        if let Some(reply) = pending.remove(&env.id) {
+                                            let _ = reply.send(Ok(env.body));
+                                        }
+                                    }
+                                    Err(e) => break format!("undecodable answer: {e}"),
+                                }
+                            }
+                            Some(Ok(Message::Close(_))) | None => break "closed by peer".to_string(),
+                            Some(Ok(_)) => { last_rx = Instant::now(); }
+                            Some(Err(e)) => break e.to_string(),
+                        }
+                        None
+                    }
+                    _ = tick.tick() => {
+                        pending.retain(|_, reply| !reply.is_closed());
+                        if !pending.is_empty() && last_rx.elapsed() > STALL_LIMIT {
+                            break format!("no answer for {STALL_LIMIT:?}");
+                        }
+                        if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                            break "ping failed".to_string();
+                        }
+                        None
+                    }
+                },
+            };
+            if let Some(out) = out {
+                pending.insert(out.id, out.reply);
+                if let Err(e) = sink.send(Message::Binary(out.bytes.into())).await {
+                    break e.to_string();
+                }
+            }
+        };
+        for (_, reply) in pending.drain() {
+            let _ = reply.send(Err(CallError::Network {
+                addr: self.addr.clone(),
+                reason: reason.clone(),
+            }));
+        }
+        let _ = sink.close().await;
+        reason
+    }
+}
+
+/// All links of a node, by peer id. A peer whose address changed gets a fresh link.
+#[derive(Clone)]
+pub struct Links {
+    identity: PeerIdentity,
+    map: Arc<Mutex<HashMap<NodeId, Arc<Link>>>>,
+}
+
+impl Links {
+    pub fn new(identity: PeerIdentity) -> Self {
+        Self {
+            identity,
+            map: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The link to `target` at `addr`; never dials by itself.
+    pub fn get(&self, target: NodeId, addr: &str) -> Arc<Link> {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(link) = map.get(&target).filter(|l| l.addr == addr) {
+            return link.clone();
+        }
+        let link = Arc::new(Link::spawn(addr.to_string(), self.identity.clone()));
+        map.insert(target, link.clone());
+        link
+    }
+
+    /// A link to an address whose node id is not known yet (static bootstrap); not kept.
+    pub fn probe(&self, addr: &str) -> Arc<Link> {
+        Arc::new(Link::spawn(addr.to_string(), self.identity.clone()))
+    }
+
+    /// Time since each peer last answered us.
+    pub fn last_heard(&self) -> HashMap<NodeId, Duration> {
+        let map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter_map(|(id, link)| link.since_last_heard().map(|d| (*id, d)))
+            .collect()
+    }
+
+    /// Drop links to peers that are no longer members (their tasks end).
+    pub fn retain(&self, keep: impl Fn(&NodeId) -> bool) {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|id, _| keep(id));
+    }
+}

@@ -1,0 +1,28 @@
+//! Peer transport: one authenticated, multiplexed WebSocket per peer carrying binary frames.
+//!
+//! `frame` is the wire format, `link` the dialling side (lazy connect, capped exponential
+//! backoff, many requests in flight), `server` the accepting side, and `network` the adapter
+//! openraft calls (`RaftNetworkFactory`). Each node dials each peer it talks to once, so a pair
+//! of nodes shares two sockets, one per direction; requests flow from dialler to listener.
+
+pub mod frame;
+pub mod link;
+pub mod network;
+pub mod server;
+
+/// Largest frame either side accepts. Raft entries are bounded by the batcher and
+/// `max_payload_entries`, snapshots travel in chunks well below this.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// Request header carrying the cluster id; a peer of another cluster is refused.
+pub const CLUSTER_HEADER: &str = "x-raft-cluster-id";
+/// Request header naming the dialling node (for logs and last-contact metrics).
+pub const NODE_HEADER: &str = "x-raft-node-id";
+/// The path peers connect to.
+pub const PEER_PATH: &str = "/raft";
+
+/// Compare secrets in constant time.
+pub fn token_matches(expected: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    expected.as_bytes().ct_eq(presented.as_bytes()).into()
+}

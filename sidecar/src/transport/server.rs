@@ -1,0 +1,155 @@
+//! The accepting side of the peer transport: authenticates the upgrade (cluster token and
+//! cluster id), then answers every request frame concurrently on the same socket.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::frame::{self, Envelope, PeerRequest, PeerResponse};
+use super::{CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH, token_matches};
+use crate::raft::types::NodeId;
+
+/// Answers peer requests; implemented by the node.
+pub trait PeerHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        from: Option<NodeId>,
+        request: PeerRequest,
+    ) -> impl Future<Output = PeerResponse> + Send;
+}
+
+/// What a dialling peer must present.
+#[derive(Debug, Clone)]
+pub struct PeerAuth {
+    pub cluster_id: String,
+    /// `None` only with `--insecure`.
+    pub token: Option<String>,
+}
+
+impl PeerAuth {
+    fn check(&self, req: &Request) -> Result<Option<NodeId>, (StatusCode, &'static str)> {
+        if req.uri().path() != PEER_PATH {
+            return Err((StatusCode::NOT_FOUND, "no such path"));
+        }
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(token) = &self.token {
+            let presented = header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !token_matches(token, presented) {
+                return Err((StatusCode::UNAUTHORIZED, "bad or missing cluster token"));
+            }
+        }
+        if header(CLUSTER_HEADER) != Some(self.cluster_id.as_str()) {
+            return Err((StatusCode::FORBIDDEN, "peer belongs to another cluster"));
+        }
+        Ok(header(NODE_HEADER).and_then(|v| v.parse().ok()))
+    }
+}
+
+/// Accept peers until `shutdown` resolves.
+pub async fn serve<H: PeerHandler>(
+    listener: TcpListener,
+    auth: PeerAuth,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (auth, handler) = (auth.clone(), handler.clone());
+                    tokio::spawn(async move {
+                        if let Err(reason) = connection(stream, auth, handler).await {
+                            tracing::debug!(%remote, %reason, "peer connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn connection<H: PeerHandler>(
+    stream: TcpStream,
+    auth: PeerAuth,
+    handler: Arc<H>,
+) -> Result<(), String> {
+    let mut from = None;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        match auth.check(req) {
+            Ok(id) => {
+                from = id;
+                Ok(resp)
+            }
+            Err((status, why)) => {
+                let mut refusal = ErrorResponse::new(Some(why.to_string()));
+                *refusal.status_mut() = status;
+                Err(refusal)
+            }
+        }
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    let socket = tokio::time::timeout(std::time::Duration::from_secs(5), handshake)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let result = loop {
+        let Some(msg) = stream.next().await else {
+            break Ok(());
+        };
+        match msg.map_err(|e| e.to_string())? {
+            Message::Binary(bytes) => {
+                let env: Envelope<PeerRequest> = match frame::decode(&bytes) {
+                    Ok(env) => env,
+                    Err(e) => break Err(format!("bad frame from peer: {e}")),
+                };
+                let (handler, tx) = (handler.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let body = handler.handle(from, env.body).await;
+                    let encoded = frame::encode(&Envelope { id: env.id, body }).or_else(|e| {
+                        frame::encode(&Envelope {
+                            id: env.id,
+                            body: PeerResponse::Refused(e.to_string()),
+                        })
+                    });
+                    if let Ok(bytes) = encoded {
+                        let _ = tx.send(bytes).await;
+                    }
+                });
+            }
+            Message::Close(_) => break Ok(()),
+            _ => {}
+        }
+    };
+    drop(tx);
+    let _ = writer.await;
+    result
+}
