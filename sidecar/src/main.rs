@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use raft_sidecar::cli::{ctl, dev, run};
+use raft_sidecar::cli::{bench, ctl, dev, run};
 use raft_sidecar::config::RunArgs;
 
 /// Raft consensus sidecar: durable, ordered, exactly-once operations for the daemon beside it.
@@ -24,6 +24,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Talk to a running sidecar, like etcdctl.
     Ctl(ctl::CtlArgs),
+    /// Load generator: throughput, failover time and memory of a local cluster.
+    Bench(bench::BenchArgs),
 }
 
 /// Exit status for bad configuration (EX_USAGE).
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(*args)),
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -112,7 +112,7 @@ pub fn routes(
         .map(|n: Arc<Node>| respond(cluster_view(&n)));
     let initialize = warp::path!("initialize")
         .and(warp::post())
-        .and(body.clone())
+        .and(body)
         .and(with_node.clone())
         .then(|body: Bytes, n: Arc<Node>| async move {
             let result = async {

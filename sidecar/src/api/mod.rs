@@ -6,7 +6,6 @@ pub mod daemon;
 pub mod error;
 mod sse;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,10 +36,8 @@ async fn bind(api: &'static str, addr: SocketAddr) -> Result<TcpListener, BindEr
         .map_err(|source| BindError { api, addr, source })
 }
 
-fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Bind and serve both APIs until `stop` turns true (in-flight requests finish first).

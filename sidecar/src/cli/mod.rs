@@ -1,5 +1,6 @@
 //! The subcommands behind `main`: `run` (one node), `dev` (a local cluster), `ctl` (a client).
 
+pub mod bench;
 pub mod ctl;
 pub mod dev;
 pub mod local_cluster;

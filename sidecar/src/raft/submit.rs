@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use raft_api::ErrorCode;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::node::{Lifecycle, Node, millis};
-use super::types::Raft;
+use super::types::{Member, NodeId, Raft, TypeConfig};
 use super::write::{WriteFailure, WriteResult};
 use crate::config::NodeConfig;
 use crate::journal::{OpOutcome, Proposal, StoredOperation};
@@ -41,17 +42,28 @@ pub struct Batcher {
 impl Batcher {
     pub fn start(raft: Raft, cfg: &NodeConfig, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let window = millis(cfg.dedupe_window);
-        tokio::spawn(run_batcher(raft, rx, cfg.write_timeout, window, metrics));
+        let limits = Limits {
+            write_timeout: cfg.write_timeout,
+            dedupe_window_ms: millis(cfg.dedupe_window),
+            quorum_limit_ms: millis(cfg.election_timeout_max),
+        };
+        tokio::spawn(run_batcher(raft, rx, limits, metrics));
         Batcher { tx }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    write_timeout: Duration,
+    dedupe_window_ms: u64,
+    /// A leader without a quorum acknowledgement for longer than this has lost its quorum.
+    quorum_limit_ms: u64,
 }
 
 async fn run_batcher(
     raft: Raft,
     mut rx: mpsc::Receiver<Pending>,
-    write_timeout: Duration,
-    dedupe_window_ms: u64,
+    limits: Limits,
     metrics: Arc<Metrics>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -73,7 +85,7 @@ async fn run_batcher(
         }
         let (raft, metrics) = (raft.clone(), metrics.clone());
         tokio::spawn(async move {
-            propose(&raft, batch, write_timeout, dedupe_window_ms, &metrics).await;
+            propose(&raft, batch, limits, &metrics).await;
             drop(permit);
         });
     }
@@ -82,52 +94,48 @@ async fn run_batcher(
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| millis(d))
+        .map_or(0, millis)
 }
 
-async fn propose(
-    raft: &Raft,
-    batch: Vec<Pending>,
-    timeout: Duration,
-    window_ms: u64,
-    metrics: &Metrics,
-) {
+/// Resolves when the leader has gone without a quorum acknowledgement for longer than
+/// `limit_ms` (or stopped leading): a write in flight then has an unknown outcome.
+async fn quorum_lost(raft: &Raft, limit_ms: u64) {
+    let mut rx = raft.metrics();
+    let _ = rx
+        .wait_for(|m| {
+            let voters = m.membership_config.membership().voter_ids().count();
+            let acked = voters <= 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms <= limit_ms);
+            !acked || m.current_leader != Some(m.id)
+        })
+        .await;
+}
+
+async fn propose(raft: &Raft, batch: Vec<Pending>, limits: Limits, metrics: &Metrics) {
     let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
     let count = ops.len();
     let proposal = Proposal {
         operations: ops,
         proposed_at_ms: now_ms(),
-        dedupe_window_ms: window_ms,
+        dedupe_window_ms: limits.dedupe_window_ms,
     };
     let started = Instant::now();
-    let result = match tokio::time::timeout(timeout, raft.client_write(proposal)).await {
-        Err(_) => Err(WriteFailure::new(
+    let timeout = limits.write_timeout;
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, raft.client_write(proposal)) => Some(r),
+        () = quorum_lost(raft, limits.quorum_limit_ms) => None,
+    };
+    let result = match outcome {
+        None => Err(WriteFailure::new(
+            ErrorCode::Timeout,
+            "the leader lost its quorum while the write was in flight; the outcome is unknown, retry with the same id",
+        )),
+        Some(Err(_)) => Err(WriteFailure::new(
             ErrorCode::Timeout,
             format!(
                 "not committed within {timeout:?}; the outcome is unknown, retry with the same id"
             ),
         )),
-        Ok(Ok(resp)) if resp.data.outcomes.len() == count => Ok(resp.data.outcomes),
-        Ok(Ok(resp)) => Err(WriteFailure::new(
-            ErrorCode::Internal,
-            format!(
-                "state machine answered {} outcomes for {count} operations",
-                resp.data.outcomes.len()
-            ),
-        )),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            Err(WriteFailure::new(
-                ErrorCode::NoLeader,
-                "leadership changed before the operation was proposed; retry",
-            )
-            .with_leader(f.leader_node.map(|n| n.name)))
-        }
-        Ok(Err(RaftError::APIError(e))) => {
-            Err(WriteFailure::new(ErrorCode::Internal, e.to_string()))
-        }
-        Ok(Err(RaftError::Fatal(e))) => {
-            Err(WriteFailure::new(ErrorCode::ShuttingDown, e.to_string()))
-        }
+        Some(Ok(r)) => classify(r, count),
     };
     match result {
         Ok(outcomes) => {
@@ -143,6 +151,30 @@ async fn propose(
                 let _ = reply.send(Err(failure.clone()));
             }
         }
+    }
+}
+
+type ClientWriteResult =
+    Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, Member>>>;
+
+/// Map openraft's answer for a batch of `count` operations.
+fn classify(r: ClientWriteResult, count: usize) -> Result<Vec<OpOutcome>, WriteFailure> {
+    match r {
+        Ok(resp) if resp.data.outcomes.len() == count => Ok(resp.data.outcomes),
+        Ok(resp) => Err(WriteFailure::new(
+            ErrorCode::Internal,
+            format!(
+                "state machine answered {} outcomes for {count} operations",
+                resp.data.outcomes.len()
+            ),
+        )),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WriteFailure::new(
+            ErrorCode::NoLeader,
+            "leadership changed before the operation was proposed; retry",
+        )
+        .with_leader(f.leader_node.map(|n| n.name))),
+        Err(RaftError::APIError(e)) => Err(WriteFailure::new(ErrorCode::Internal, e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(WriteFailure::new(ErrorCode::ShuttingDown, e.to_string())),
     }
 }
 
@@ -306,7 +338,17 @@ impl Node {
             .ok_or_else(|| WriteFailure::new(ErrorCode::NoLeader, "leader unknown"))?;
         let link = self.links.get(leader, &member.peer_addr);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match link.call(PeerRequest::Forward(op), remaining).await {
+        let mut metrics = self.raft.metrics();
+        let answer = tokio::select! {
+            answer = link.call(PeerRequest::Forward(op), remaining) => answer,
+            _ = metrics.wait_for(|m| m.current_leader != Some(leader)) => {
+                return Err(WriteFailure::new(
+                    ErrorCode::Timeout,
+                    "the leader changed while the write was forwarded; the outcome is unknown, retry with the same id",
+                ));
+            }
+        };
+        match answer {
             Ok(PeerResponse::Forward(result)) => result,
             Ok(other) => Err(WriteFailure::new(
                 ErrorCode::NoLeader,

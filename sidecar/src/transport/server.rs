@@ -90,6 +90,10 @@ async fn connection<H: PeerHandler>(
     handler: Arc<H>,
 ) -> Result<(), String> {
     let mut from = None;
+    #[expect(
+        clippy::result_large_err,
+        reason = "the handshake callback signature is tungstenite's"
+    )]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         match auth.check(req) {
             Ok(id) => {

@@ -1,0 +1,628 @@
+//! Cluster tests: real `raft-sidecar` processes on loopback, driven through their HTTP APIs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{TestCluster, op, wait_for};
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+use raft_api::ErrorCode;
+use raft_api::admin::{MemberSpec, NodeRole};
+use raft_api::daemon::PartitionState;
+
+const SECS_20: Duration = Duration::from_secs(20);
+
+fn others(n: usize, but: &[usize]) -> Vec<usize> {
+    (0..n).filter(|i| !but.contains(i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_accept_writes_on_leader_and_follower_and_keep_identical_journals()
+ {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let follower = others(3, &[leader])[0];
+
+    let on_leader = t.client(leader).submit(&op("a")).await.unwrap();
+    assert!(on_leader.committed && on_leader.replicated && !on_leader.duplicate);
+    let on_follower = t.client(follower).submit(&op("b")).await.unwrap();
+    assert_eq!(
+        on_follower.log_index,
+        on_leader.log_index + 1,
+        "journal indices are dense"
+    );
+
+    // The follower answered once the operation was applied on the follower itself.
+    let page = t
+        .client(follower)
+        .journal(Some(on_follower.log_index), None)
+        .await
+        .unwrap();
+    assert_eq!(page.entries[0].operation.id, "b");
+
+    let journal = t.journals_agree(&[0, 1, 2], 2, SECS_20).await;
+    assert_eq!(journal, vec![(1, "a".to_string()), (2, "b".to_string())]);
+
+    let state = wait_for(
+        "the follower to see the leader and a quorum",
+        SECS_20,
+        || async {
+            t.client(follower)
+                .state()
+                .await
+                .ok()
+                .filter(|s| s.quorum_available)
+        },
+    )
+    .await;
+    assert!(!state.is_leader);
+    assert_eq!(
+        state.leader_id.as_deref(),
+        Some(t.c.nodes[leader].name.as_str())
+    );
+    assert_eq!(state.members.len(), 3);
+    assert_eq!(state.partition_state, PartitionState::Healthy);
+
+    // A clean SIGTERM exits 0.
+    let code =
+        t.c.terminate(follower, Duration::from_secs(15))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_bad_input_gets_its_error_code_and_the_node_keeps_serving() {
+    let mut t = TestCluster::start(3, &["--max-operation-bytes", "4KiB"]).await;
+    let leader = t.leader(SECS_20).await;
+    let api = format!("http://{}", t.c.nodes[leader].api);
+    let admin = format!("http://{}", t.c.nodes[leader].admin);
+    let http = reqwest::Client::new();
+    let post = |body: String| {
+        http.post(format!("{api}/v1/operations"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let expect = |resp: reqwest::Response, status: u16, code: &'static str| async move {
+        assert_eq!(resp.status().as_u16(), status, "expected {code}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        body
+    };
+    expect(
+        post("{not json".into()).await.unwrap(),
+        400,
+        "INVALID_OPERATION",
+    )
+    .await;
+    expect(
+        post(r#"{"type":"x"}"#.into()).await.unwrap(),
+        400,
+        "INVALID_OPERATION",
+    )
+    .await;
+    expect(
+        post(r#"{"id":"a"}"#.into()).await.unwrap(),
+        400,
+        "INVALID_OPERATION",
+    )
+    .await;
+    let long_id = format!(r#"{{"id":"{}","type":"x"}}"#, "i".repeat(257));
+    expect(post(long_id).await.unwrap(), 400, "INVALID_OPERATION").await;
+    let big = format!(
+        r#"{{"id":"big","type":"x","payload":"{}"}}"#,
+        "p".repeat(8 * 1024)
+    );
+    expect(post(big).await.unwrap(), 413, "PAYLOAD_TOO_LARGE").await;
+    let huge = format!(
+        r#"{{"id":"huge","type":"x","payload":"{}"}}"#,
+        "p".repeat(200 * 1024)
+    );
+    expect(post(huge).await.unwrap(), 413, "PAYLOAD_TOO_LARGE").await;
+    let resp = http
+        .get(format!("{api}/v1/operations/never-submitted"))
+        .send()
+        .await
+        .unwrap();
+    expect(resp, 404, "NOT_FOUND").await;
+    let resp = http
+        .get(format!("{api}/v1/journal?from=abc"))
+        .send()
+        .await
+        .unwrap();
+    expect(resp, 400, "INVALID_OPERATION").await;
+
+    t.client(leader).submit(&op("dup")).await.unwrap();
+    let mut conflicting = op("dup");
+    conflicting.payload = Some(serde_json::json!({"other": true}));
+    let err = t.client(leader).submit(&conflicting).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::IdConflict));
+
+    // The admin API refuses requests without the token, or with a wrong one.
+    let resp = http
+        .get(format!("{admin}/admin/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    expect(resp, 401, "UNAUTHORIZED").await;
+    let resp = http
+        .get(format!("{admin}/admin/v1/cluster"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    expect(resp, 401, "UNAUTHORIZED").await;
+    let resp = http
+        .delete(format!("{admin}/admin/v1/members/1"))
+        .send()
+        .await
+        .unwrap();
+    expect(resp, 401, "UNAUTHORIZED").await;
+    let resp = http
+        .post(format!("{admin}/admin/v1/members"))
+        .bearer_auth(&t.c.token)
+        .body("nope")
+        .send()
+        .await
+        .unwrap();
+    expect(resp, 400, "INVALID_OPERATION").await;
+    // Probes and metrics need no token.
+    assert!(
+        http.get(format!("{admin}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        http.get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("consensus_operations_failed_total{code=\"INVALID_OPERATION\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("consensus_is_leader 1"), "{metrics}");
+
+    // Membership calls on a follower point at the leader.
+    let follower = others(3, &[leader])[0];
+    let err = t.client(follower).remove(1).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotLeader));
+
+    // Still serving.
+    let ok = t
+        .client(leader)
+        .submit(&op("after-bad-input"))
+        .await
+        .unwrap();
+    assert!(ok.committed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_loses_no_ack_duplicates_nothing_and_the_old_leader_catches_up()
+ {
+    let mut t = TestCluster::start(3, &[]).await;
+    let old = t.leader(SECS_20).await;
+    let survivors = others(3, &[old]);
+    let mut events = t
+        .client(survivors[0])
+        .stream("/v1/events")
+        .await
+        .unwrap()
+        .bytes_stream();
+
+    // Writers submit to the leader until it dies, then retry the same ids on the survivors.
+    let acked = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let client_nodes: Vec<usize> = std::iter::once(old)
+            .chain(survivors.iter().copied())
+            .collect();
+        let clients: Vec<_> = client_nodes.iter().map(|i| t.client(*i)).collect();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for k in 0..30 {
+                let o = op(&format!("w{w}-{k}"));
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut attempt = 0;
+                let result = loop {
+                    match clients[attempt % clients.len()].submit(&o).await {
+                        Ok(r) => break r,
+                        Err(e) if common::retryable(&e) && Instant::now() < deadline => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("{} failed for good: {e}", o.id),
+                    }
+                };
+                acked.lock().await.push((o.id.clone(), result.log_index));
+            }
+        }));
+    }
+    wait_for("some writes before the kill", SECS_20, || async {
+        (acked.lock().await.len() >= 40).then_some(())
+    })
+    .await;
+    let killed_at = Instant::now();
+    t.c.kill9(old).await.unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let new_leader = t.leader(SECS_20).await;
+    assert_ne!(new_leader, old);
+    eprintln!(
+        "writes resumed and finished {:?} after the kill",
+        killed_at.elapsed()
+    );
+
+    let acked = acked.lock().await.clone();
+    assert_eq!(acked.len(), 240);
+    let journal = t.journals_agree(&survivors, 240, SECS_20).await;
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for (index, id) in &journal {
+        assert!(
+            seen.insert(id.clone(), *index).is_none(),
+            "{id} appears twice in the journal"
+        );
+    }
+    for (id, index) in &acked {
+        assert_eq!(
+            seen.get(id),
+            Some(index),
+            "acknowledged {id} at {index} is not there exactly"
+        );
+    }
+    let indices: Vec<u64> = journal.iter().map(|(i, _)| *i).collect();
+    assert!(
+        indices.windows(2).all(|w| w[1] == w[0] + 1),
+        "indices strictly increase without gaps"
+    );
+
+    // A survivor saw the new leader being elected.
+    let elected = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = events.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event:consensus:leader_elected")
+                || text.contains("event: consensus:leader_elected")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        elected,
+        Ok(true),
+        "no consensus:leader_elected event on a survivor"
+    );
+
+    // The old leader restarts from its data dir and catches up.
+    t.c.start(old).unwrap();
+    let all = t.journals_agree(&[0, 1, 2], 240, SECS_20).await;
+    assert_eq!(all, journal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_fell_behind_compaction_catches_up_by_snapshot() {
+    let args = [
+        "--snapshot-interval",
+        "50",
+        "--log-compaction-threshold",
+        "10",
+        "--max-log-size",
+        "100",
+        "--journal-retention",
+        "120",
+    ];
+    let mut t = TestCluster::start(3, &args).await;
+    let leader = t.leader(SECS_20).await;
+    let lagging = others(3, &[leader])[0];
+    let up: Vec<usize> = others(3, &[lagging]);
+    t.c.kill9(lagging).await.unwrap();
+    for k in 0..300 {
+        t.submit_retrying(&up, &op(&format!("c{k}")), SECS_20).await;
+    }
+    t.client(leader).snapshot().await.unwrap();
+    let state = t.client(leader).state().await.unwrap();
+    assert!(
+        state.snapshot_index >= 250,
+        "snapshot at {}",
+        state.snapshot_index
+    );
+    assert!(
+        state.log_size <= 100 + 50,
+        "log compacted to {} entries",
+        state.log_size
+    );
+
+    // Reading below the retained journal answers COMPACTED with firstIndex.
+    let err = t.client(leader).journal(Some(1), None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Compacted));
+
+    t.c.start(lagging).unwrap();
+    let caught_up = wait_for(
+        "the lagging follower to install a snapshot and catch up",
+        SECS_20,
+        || async {
+            let s = t.client(lagging).state().await.ok()?;
+            (s.applied_index >= state.applied_index && s.snapshot_index > 0).then_some(s)
+        },
+    )
+    .await;
+    assert!(caught_up.snapshot_index > 0);
+    let page_leader = t.client(leader).journal(None, Some(1000)).await.unwrap();
+    let page_lagging = t.client(lagging).journal(None, Some(1000)).await.unwrap();
+    assert_eq!(page_lagging.entries, page_leader.entries);
+    assert_eq!(page_lagging.commit_index, 300);
+    // A duplicate submitted to the caught-up node is still recognised (dedupe came with the snapshot).
+    let dup = t.client(lagging).submit(&op("c5")).await.unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.log_index, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_as_learners_promoted_and_removed_including_the_leader() {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    for k in 0..20 {
+        t.submit_retrying(&[leader], &op(&format!("m{k}")), SECS_20)
+            .await;
+    }
+    // A new node starts uninitialized and is Ready but refuses writes.
+    let new = t.c.plan_node(false).unwrap();
+    t.c.start(new).unwrap();
+    let status = wait_for("the new node's admin API", SECS_20, || async {
+        t.client(new).status().await.ok()
+    })
+    .await;
+    assert_eq!(status.role, NodeRole::Uninitialized);
+    let err = t.client(new).submit(&op("early")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotInitialized));
+
+    let spec = MemberSpec {
+        node_id: status.node_id.parse().unwrap(),
+        name: t.c.nodes[new].name.clone(),
+        address: t.c.nodes[new].peer.to_string(),
+        admin_address: Some(t.c.nodes[new].admin.to_string()),
+    };
+    let added = t.client(leader).add_learner(&spec).await.unwrap();
+    assert_eq!(added.added, Some(true));
+    assert_eq!(
+        t.client(leader).add_learner(&spec).await.unwrap().added,
+        Some(false),
+        "idempotent"
+    );
+    wait_for("the learner to catch up", SECS_20, || async {
+        let view = t.client(leader).cluster().await.ok()?;
+        let m = view.members.iter().find(|m| m.node_id == status.node_id)?;
+        (m.lag == Some(0)).then_some(())
+    })
+    .await;
+    let promoted = t.client(leader).promote(spec.node_id).await.unwrap();
+    assert_eq!(promoted.promoted, Some(true));
+    t.journals_agree(&[0, 1, 2, new], 20, SECS_20).await;
+
+    // Remove a follower: it learns it was removed and refuses writes.
+    let follower = others(3, &[leader])[0];
+    let follower_id: u64 = t
+        .client(follower)
+        .status()
+        .await
+        .unwrap()
+        .node_id
+        .parse()
+        .unwrap();
+    let removed = t.client(leader).remove(follower_id).await.unwrap();
+    assert_eq!(removed.removed, Some(true));
+    let again = t.client(leader).remove(follower_id).await.unwrap();
+    assert_eq!(
+        again.removed,
+        Some(false),
+        "removing a non-member is a no-op"
+    );
+    wait_for(
+        "the removed follower to report `removed`",
+        SECS_20,
+        || async {
+            let s = t.client(follower).status().await.ok()?;
+            (s.role == NodeRole::Removed).then_some(())
+        },
+    )
+    .await;
+    let err = t
+        .client(follower)
+        .submit(&op("to-removed"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotInitialized));
+
+    // Remove the leader itself: the rest elect a new one and keep committing.
+    let leader_id: u64 = t
+        .client(leader)
+        .status()
+        .await
+        .unwrap()
+        .node_id
+        .parse()
+        .unwrap();
+    let removed = t.client(leader).remove(leader_id).await.unwrap();
+    assert_eq!(removed.removed, Some(true));
+    let remaining: Vec<usize> = others(4, &[leader, follower]);
+    let new_leader = wait_for("a leader among the remaining members", SECS_20, || async {
+        for i in &remaining {
+            if let Ok(s) = t.client(*i).state().await
+                && s.is_leader
+            {
+                return Some(*i);
+            }
+        }
+        None
+    })
+    .await;
+    let view = t.client(new_leader).cluster().await.unwrap();
+    assert_eq!(view.members.len(), 2);
+    assert!(!view.joint);
+    t.submit_retrying(&remaining, &op("after-removals"), SECS_20)
+        .await;
+    t.journals_agree(&remaining, 21, SECS_20).await;
+
+    // With two voters left, removing one while the other is down would lose quorum: refused.
+    let other = remaining
+        .iter()
+        .copied()
+        .find(|i| *i != new_leader)
+        .unwrap();
+    t.c.signal(other, Signal::SIGSTOP).unwrap();
+    wait_for(
+        "the leader to see the frozen member as unhealthy",
+        SECS_20,
+        || async {
+            let view = t.client(new_leader).cluster().await.ok()?;
+            view.members.iter().any(|m| !m.healthy).then_some(())
+        },
+    )
+    .await;
+    let new_leader_id: u64 = t
+        .client(new_leader)
+        .status()
+        .await
+        .unwrap()
+        .node_id
+        .parse()
+        .unwrap();
+    let err = t
+        .client(new_leader)
+        .remove(new_leader_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Refused), "{err}");
+    t.c.signal(other, Signal::SIGCONT).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_answers_no_quorum_or_no_leader_within_three_seconds_and_recovers() {
+    let mut t = TestCluster::start(3, &["--partition-detection-ms", "1000"]).await;
+    let leader = t.leader(SECS_20).await;
+    let followers = others(3, &[leader]);
+    let mut events = t
+        .client(leader)
+        .stream("/v1/events")
+        .await
+        .unwrap()
+        .bytes_stream();
+
+    // Freeze both followers (SIGSTOP: alive to TCP, silent to Raft): the leader is a minority.
+    for f in &followers {
+        t.c.signal(*f, Signal::SIGSTOP).unwrap();
+    }
+    // A write caught in flight by the partition ends quickly, with an unknown outcome.
+    let started = Instant::now();
+    let err = t
+        .client(leader)
+        .submit(&op("minority-0"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err.code(), Some(ErrorCode::NoQuorum | ErrorCode::Timeout)),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(3), "first answer took {took:?}");
+
+    let state = wait_for(
+        "the leader to report a minority partition",
+        SECS_20,
+        || async {
+            let s = t.client(leader).state().await.ok()?;
+            (s.partition_state == PartitionState::Minority).then_some(s)
+        },
+    )
+    .await;
+    assert!(!state.quorum_available);
+    let started = Instant::now();
+    let err = t
+        .client(leader)
+        .submit(&op("minority-1"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Some(ErrorCode::NoQuorum), "{err}");
+    assert!(took < Duration::from_secs(3), "NO_QUORUM took {took:?}");
+
+    for f in &followers {
+        t.c.signal(*f, Signal::SIGCONT).unwrap();
+    }
+    let new_leader = t.leader(SECS_20).await;
+    t.submit_retrying(&[new_leader], &op("healed"), SECS_20)
+        .await;
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = events.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("partition:detected") && text.contains("partition:recovered") {
+                return text;
+            }
+        }
+        text
+    })
+    .await
+    .unwrap_or_default();
+    assert!(
+        seen.contains("partition:detected") && seen.contains("partition:recovered"),
+        "events seen: {seen}"
+    );
+
+    // Now isolate a follower: it answers NO_LEADER (or NO_QUORUM) quickly instead of hanging.
+    let leader = t.leader(SECS_20).await;
+    let lone = others(3, &[leader])[0];
+    let rest = others(3, &[lone]);
+    for r in &rest {
+        t.c.signal(*r, Signal::SIGSTOP).unwrap();
+    }
+    wait_for(
+        "the lone follower to notice it is cut off",
+        SECS_20,
+        || async {
+            let s = t.client(lone).state().await.ok()?;
+            (s.partition_state != PartitionState::Healthy).then_some(())
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let err = t.client(lone).submit(&op("lone")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err.code(), Some(ErrorCode::NoLeader | ErrorCode::NoQuorum)),
+        "lone follower answered {err}"
+    );
+    assert!(took < Duration::from_secs(3), "answer took {took:?}");
+    for r in &rest {
+        t.c.signal(*r, Signal::SIGCONT).unwrap();
+    }
+    t.leader(SECS_20).await;
+}

@@ -1,0 +1,166 @@
+//! Shared fixtures of the cluster tests: a cluster of real `raft-sidecar` processes in a temp
+//! dir, operation builders, and waits that name their condition and have a deadline.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use raft_api::client::{ClientError, SidecarClient};
+use raft_api::daemon::{Operation, SubmitResult};
+use raft_sidecar::cli::local_cluster::{LocalCluster, Ports};
+use tempfile::TempDir;
+
+/// Cluster tests start several processes each; on a 2-core machine they run one at a time.
+static GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct TestCluster {
+    pub c: LocalCluster,
+    _gate: tokio::sync::MutexGuard<'static, ()>,
+    _dir: TempDir,
+}
+
+impl TestCluster {
+    /// Start `n` nodes bootstrapped with `--initial-members` and wait for a leader.
+    pub async fn start(n: usize, extra_args: &[&str]) -> TestCluster {
+        let gate = GATE.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Path::new(env!("CARGO_BIN_EXE_raft-sidecar"));
+        let mut c = LocalCluster::new(bin, dir.path(), n, Ports::Free, extra_args).unwrap();
+        c.start_all().unwrap();
+        let mut cluster = TestCluster {
+            c,
+            _gate: gate,
+            _dir: dir,
+        };
+        cluster.leader(Duration::from_secs(20)).await;
+        cluster
+    }
+
+    pub fn client(&self, i: usize) -> SidecarClient {
+        self.c.client(i)
+    }
+
+    /// The agreed leader's index, waiting up to `within`.
+    pub async fn leader(&mut self, within: Duration) -> usize {
+        match self.c.wait_for_leader(within).await {
+            Ok(i) => i,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Submit `op` to the given nodes in turn, retrying retryable answers and connection
+    /// failures with the same id until one commits.
+    pub async fn submit_retrying(
+        &self,
+        nodes: &[usize],
+        op: &Operation,
+        within: Duration,
+    ) -> SubmitResult {
+        let deadline = Instant::now() + within;
+        let mut attempt = 0usize;
+        loop {
+            let i = nodes[attempt % nodes.len()];
+            attempt += 1;
+            match self.client(i).submit(op).await {
+                Ok(r) => return r,
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("submit {} to node {i} failed for good: {e}", op.id),
+            }
+        }
+    }
+
+    /// Every journal entry of node `i` as (logIndex, operation id), reading all pages.
+    pub async fn journal(&self, i: usize) -> Result<Vec<(u64, String)>, ClientError> {
+        let mut out = Vec::new();
+        let mut from = None;
+        loop {
+            let page = self.client(i).journal(from, Some(1000)).await?;
+            if page.entries.is_empty() {
+                return Ok(out);
+            }
+            out.extend(
+                page.entries
+                    .into_iter()
+                    .map(|e| (e.log_index, e.operation.id)),
+            );
+            from = Some(page.next_index);
+        }
+    }
+
+    /// Wait until the journals of `nodes` are identical and hold `len` entries.
+    pub async fn journals_agree(
+        &self,
+        nodes: &[usize],
+        len: usize,
+        within: Duration,
+    ) -> Vec<(u64, String)> {
+        let nodes = nodes.to_vec();
+        wait_for(
+            &format!("journals of {nodes:?} to agree on {len} entries"),
+            within,
+            || async {
+                let first = self.journal(nodes[0]).await.ok()?;
+                for i in &nodes[1..] {
+                    if self.journal(*i).await.ok()? != first {
+                        return None;
+                    }
+                }
+                (first.len() == len).then_some(first)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.c.nodes.len() {
+                eprintln!(
+                    "----- {} (last 40 log lines) -----\n{}",
+                    self.c.nodes[i].name,
+                    self.c.log_tail(i, 40)
+                );
+            }
+        }
+    }
+}
+
+pub fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Api { code, .. } => code.is_retryable(),
+        ClientError::Http { .. } => true,
+        _ => false,
+    }
+}
+
+/// An operation with a 100-byte payload.
+pub fn op(id: &str) -> Operation {
+    Operation {
+        id: id.to_string(),
+        op_type: "test".into(),
+        payload: Some(serde_json::json!({ "data": "x".repeat(88) })),
+        daemon_id: Some("test-daemon".into()),
+        timestamp: None,
+    }
+}
+
+/// Poll `probe` until it yields a value, failing the test after `within` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
