@@ -85,6 +85,9 @@ pub struct RunArgs {
     pub shutdown_grace_ms: u64,
 }
 
+/// The largest `--max-operation-bytes` accepted: bounds Raft entries and peer frames.
+pub const MAX_OPERATION_BYTES_LIMIT: usize = 4 << 20;
+
 /// Parse `1048576`, `512KiB`, `1MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -169,6 +172,8 @@ pub enum ConfigError {
     ElectionRange { min: u64, max: u64 },
     #[error("--heartbeat-ms ({heartbeat}) must be less than --election-timeout-min-ms ({min})")]
     Heartbeat { heartbeat: u64, min: u64 },
+    #[error("--max-operation-bytes ({0}) must be at most 4MiB")]
+    OperationTooLarge(usize),
     #[error("--{flag} must be greater than 0")]
     Zero { flag: &'static str },
     #[error("--max-log-size ({max}) must be at least --log-compaction-threshold ({threshold})")]
@@ -222,6 +227,9 @@ impl RunArgs {
             if v == 0 {
                 return Err(ConfigError::Zero { flag });
             }
+        }
+        if self.max_operation_bytes > MAX_OPERATION_BYTES_LIMIT {
+            return Err(ConfigError::OperationTooLarge(self.max_operation_bytes));
         }
         if min >= max {
             return Err(ConfigError::ElectionRange { min, max });

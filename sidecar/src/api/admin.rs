@@ -313,19 +313,44 @@ async fn snapshot_now(node: &Node) -> Result<SnapshotResult, ApiError> {
         Duration::from_secs(30),
         rx.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= target)),
     )
-    .await;
-    match built {
-        Ok(Ok(m)) => Ok(SnapshotResult {
-            snapshot_index: m.snapshot.map_or(0, |s| s.index),
-            purged_up_to: m.purged.map(|p| p.index),
-        }),
-        Ok(Err(_)) => Err(ApiError::new(
-            ErrorCode::ShuttingDown,
-            "Raft stopped while building the snapshot",
-        )),
-        Err(_) => Err(ApiError::new(
-            ErrorCode::Timeout,
-            "snapshot not built within 30 s",
-        )),
-    }
+    .await
+    // Clone out of the watch at once: holding its guard across an await can stall Raft.
+    .map(|r| r.map(|m| m.snapshot.map_or(0, |s| s.index)));
+    let snapshot_index = match built {
+        Ok(Ok(index)) => index,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::ShuttingDown,
+                "Raft stopped while building the snapshot",
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorCode::Timeout,
+                "snapshot not built within 30 s",
+            ));
+        }
+    };
+    // Compact now: purge the log up to the snapshot (openraft delays the purge while a
+    // replication stream still reads those entries; lagging followers then get the snapshot).
+    node.raft
+        .trigger()
+        .purge_log(snapshot_index)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut rx = node.raft.metrics();
+    let purged = tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|m| m.purged.is_some_and(|p| p.index >= snapshot_index)),
+    )
+    .await
+    .map(|r| r.map(|m| m.purged.map(|p| p.index)));
+    let purged_up_to = match purged {
+        Ok(Ok(index)) => index,
+        _ => node.raft_metrics().purged.map(|p| p.index),
+    };
+    Ok(SnapshotResult {
+        snapshot_index,
+        purged_up_to,
+    })
 }

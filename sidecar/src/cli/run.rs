@@ -26,9 +26,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let node = Node::start(cfg, Arc::new(Metrics::new()))
         .await
         .map_err(|e| match e {
-            NodeError::Store(StoreError::ClusterMismatch { .. }) | NodeError::RaftConfig(_) => {
-                Failure::Config(e.to_string())
-            }
+            NodeError::Store(StoreError::ClusterMismatch { .. })
+            | NodeError::RaftConfig(_)
+            | NodeError::PeerListen { .. } => Failure::Config(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         })?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -49,14 +49,22 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         ?grace,
         "stopping: refusing new operations, draining in-flight ones"
     );
+    // New submits answer 503 SHUTTING_DOWN while the listeners stay up; in-flight ones finish.
     node.begin_shutdown();
-    stop_tx.send_replace(true);
-    let drain = futures_util::future::join_all(servers.tasks);
-    if tokio::time::timeout(grace, drain).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, node.drained())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             ?grace,
-            "in-flight requests did not finish within the grace period"
+            "in-flight operations did not finish within the grace period"
         );
+    }
+    stop_tx.send_replace(true);
+    let closing = futures_util::future::join_all(servers.tasks);
+    if tokio::time::timeout_at(deadline, closing).await.is_err() {
+        tracing::warn!("HTTP connections still open at the end of the grace period");
     }
     node.shutdown().await;
     tracing::info!("stopped");

@@ -75,6 +75,8 @@ impl Node {
         let m = self.raft_metrics();
         if self.is_leader(&m) {
             Ok(m)
+        } else if m.current_leader.is_none() {
+            Err(MembershipError::NoLeader)
         } else {
             Err(MembershipError::NotLeader {
                 leader: m.current_leader.and_then(|l| self.member(&m, l)),

@@ -8,7 +8,7 @@
 //! - the compaction cap (`--max-log-size`);
 //! - events (`/v1/events`) and gauges from state transitions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ struct Seen {
     term: u64,
     partition: Option<PartitionState>,
     purged: Option<u64>,
-    members: BTreeSet<NodeId>,
+    members: BTreeMap<NodeId, String>,
     leaderless_since: Option<Instant>,
     last_membership_probe: Option<Instant>,
     /// This node has appeared in an applied (hence committed) membership since it started.
@@ -198,23 +198,30 @@ fn emit_transitions(node: &Node, m: &RaftMetrics, health: &Health, seen: &mut Se
         });
     }
     seen.purged = purged;
-    let members: BTreeSet<NodeId> = m
+    // Members by id with their names (events name members; ids are internal).
+    let members: BTreeMap<NodeId, String> = m
         .membership_config
         .membership()
         .nodes()
-        .map(|(id, _)| *id)
+        .map(|(id, member)| (*id, member.name.clone()))
         .collect();
     if !seen.members.is_empty() || m.membership_config.log_id().is_some() {
-        for id in members.difference(&seen.members) {
-            let name = node
-                .member(m, *id)
-                .map_or_else(|| id.to_string(), |mem| mem.name);
-            send(ConsensusEvent::MemberJoined { node_id: name });
+        for (id, name) in &members {
+            if !seen.members.contains_key(id) {
+                send(ConsensusEvent::MemberJoined {
+                    node_id: name.clone(),
+                });
+            }
         }
-        for id in seen.members.difference(&members) {
-            send(ConsensusEvent::MemberRemoved {
-                node_id: id.to_string(),
-            });
+        for (id, name) in &seen.members {
+            if !members.contains_key(id) {
+                send(ConsensusEvent::MemberRemoved {
+                    node_id: name.clone(),
+                });
+                let label = PeerLabel { peer: name.clone() };
+                node.metrics.peer_last_contact.remove(&label);
+                node.metrics.replication_lag.remove(&label);
+            }
         }
     }
     seen.members = members;

@@ -24,6 +24,11 @@ use crate::transport::link::{Links, PeerIdentity};
 use crate::transport::network::Network;
 use crate::transport::server::{self, PeerAuth, PeerHandler};
 
+/// Raft entries per AppendEntries RPC. An entry holds at most ~1 MiB of batched operations plus
+/// one operation of at most [`crate::config::MAX_OPERATION_BYTES_LIMIT`], so one RPC stays far
+/// below the transport's frame limit.
+const MAX_PAYLOAD_ENTRIES: u64 = 8;
+
 /// Where the node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
@@ -82,6 +87,8 @@ pub struct Node {
     pub(super) lifecycle: watch::Sender<Lifecycle>,
     /// When each peer last sent us a request.
     pub(super) inbound: Mutex<HashMap<NodeId, Instant>>,
+    /// Daemon submits being handled right now (shutdown waits for them).
+    pub(super) inflight: watch::Sender<usize>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -98,7 +105,7 @@ impl Node {
             election_timeout_min: millis(cfg.election_timeout_min),
             election_timeout_max: millis(cfg.election_timeout_max),
             install_snapshot_timeout: 5_000,
-            max_payload_entries: 64,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_interval),
             max_in_snapshot_log_to_keep: cfg.log_compaction_threshold,
             snapshot_max_chunk_size: 1 << 20,
@@ -154,6 +161,7 @@ impl Node {
             })
             .0,
             inbound: Mutex::new(HashMap::new()),
+            inflight: watch::channel(0).0,
             shutdown,
         });
         if removed {
@@ -206,6 +214,12 @@ impl Node {
             }
             changed
         });
+    }
+
+    /// Resolves when no daemon submit is in flight.
+    pub async fn drained(&self) {
+        let mut rx = self.inflight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Finish: stop Raft, close peer listeners, flush RocksDB.
@@ -337,7 +351,10 @@ impl PeerHandler for Node {
             PeerRequest::InstallSnapshot(rpc) => {
                 PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
             }
-            PeerRequest::Forward(op) => PeerResponse::Forward(self.propose_as_leader(op).await),
+            PeerRequest::Forward(op) => {
+                let deadline = Instant::now() + self.cfg.write_timeout;
+                PeerResponse::Forward(self.propose_as_leader(op, deadline).await)
+            }
             PeerRequest::Removed { term } => {
                 let m = self.raft_metrics();
                 // Only believe a leader at least as recent as what we know.

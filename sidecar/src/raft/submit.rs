@@ -178,6 +178,22 @@ fn classify(r: ClientWriteResult, count: usize) -> Result<Vec<OpOutcome>, WriteF
     }
 }
 
+/// Counts a submit as in flight until dropped (also when the client goes away mid-request).
+struct InFlight<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// The answer of a submit on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Submitted {
@@ -191,6 +207,7 @@ impl Node {
     /// then wait until this node has applied it. Never waits past `--write-timeout-ms`.
     pub async fn submit(&self, op: StoredOperation) -> Result<Submitted, WriteFailure> {
         let deadline = Instant::now() + self.cfg.write_timeout;
+        let _counted = InFlight::enter(&self.inflight);
         let result = self.submit_inner(op, deadline).await;
         match &result {
             Ok(s) if s.duplicate => {
@@ -213,7 +230,7 @@ impl Node {
         self.admit()?;
         let leader = self.await_leader(deadline).await?;
         let outcome = if leader == self.id {
-            self.propose_as_leader(op).await?
+            self.propose_as_leader(op, deadline).await?
         } else {
             self.forward(leader, op, deadline).await?
         };
@@ -285,23 +302,35 @@ impl Node {
     }
 
     /// On the leader: gate on quorum, then hand the operation to the batcher.
-    pub(super) async fn propose_as_leader(&self, op: StoredOperation) -> WriteResult {
+    pub(super) async fn propose_as_leader(
+        &self,
+        op: StoredOperation,
+        deadline: Instant,
+    ) -> WriteResult {
         self.admit()?;
-        self.quorum_gate().await?;
+        self.quorum_gate(deadline).await?;
         let (reply, answer) = oneshot::channel();
-        self.batcher
-            .tx
-            .send(Pending { op, reply })
-            .await
-            .map_err(|_| WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped"))?;
-        answer
-            .await
-            .map_err(|_| WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped"))?
+        let stopped = || WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped");
+        let queued = async {
+            self.batcher
+                .tx
+                .send(Pending { op, reply })
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        match tokio::time::timeout_at(deadline.into(), queued).await {
+            Ok(result) => result,
+            Err(_) => Err(WriteFailure::new(
+                ErrorCode::Timeout,
+                "not committed before the write deadline; the outcome is unknown, retry with the same id",
+            )),
+        }
     }
 
     /// openraft 0.9 has no CheckQuorum: a leader cut off from the majority would accept writes
     /// that hang. Refuse them (`NO_QUORUM`) unless a majority acknowledged us recently.
-    async fn quorum_gate(&self) -> Result<(), WriteFailure> {
+    async fn quorum_gate(&self, deadline: Instant) -> Result<(), WriteFailure> {
         let limit = millis(self.cfg.election_timeout_max);
         let fresh = |m: &super::types::RaftMetrics| {
             let voters = m.membership_config.membership().voter_ids().count();
@@ -319,8 +348,12 @@ impl Node {
         if fresh(&m) {
             return Ok(());
         }
+        let patience = self
+            .cfg
+            .election_timeout_max
+            .min(deadline.saturating_duration_since(Instant::now()));
         // Just elected, or a heartbeat round late: give acknowledgements one timeout to arrive.
-        match tokio::time::timeout(self.cfg.election_timeout_max, rx.wait_for(|m| fresh(m))).await {
+        match tokio::time::timeout(patience, rx.wait_for(|m| fresh(m))).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(WriteFailure::new(
                 ErrorCode::NoQuorum,
