@@ -98,6 +98,10 @@ pub struct JournalState {
     pub next_index: u64,
     /// Oldest index still retained (== `next_index` when empty).
     pub first_index: u64,
+    /// Dedupe records committed before this instant are forgotten. Only ever moves forward
+    /// (leaders' clocks may disagree), so whether a record is live depends on the entries
+    /// applied, never on how they were grouped or when its garbage was collected.
+    pub dedupe_horizon_ms: u64,
 }
 
 impl Default for JournalState {
@@ -105,6 +109,7 @@ impl Default for JournalState {
         Self {
             next_index: 1,
             first_index: 1,
+            dedupe_horizon_ms: 0,
         }
     }
 }
@@ -124,8 +129,9 @@ impl JournalState {
 
 /// Apply one operation committed in a Raft entry of `term`.
 ///
-/// `known` is the dedupe record of `op.id` if one is live (the caller has already dropped
-/// expired ones). Returns the outcome and, for `Appended`, the record to store under the id.
+/// `known` is the stored dedupe record of `op.id`, if any; one committed before the state's
+/// dedupe horizon counts as forgotten. Returns the outcome and, for `Appended`, the record to
+/// store under the id.
 pub fn apply_operation(
     state: &mut JournalState,
     known: Option<&DedupeRecord>,
@@ -134,7 +140,8 @@ pub fn apply_operation(
     committed_at_ms: u64,
 ) -> (OpOutcome, Option<DedupeRecord>) {
     let digest = op.content_digest();
-    match known {
+    let live = known.filter(|rec| rec.committed_at_ms >= state.dedupe_horizon_ms);
+    match live {
         Some(rec) if rec.digest == digest => (
             OpOutcome::Duplicate {
                 index: rec.index,
@@ -157,11 +164,13 @@ pub fn apply_operation(
     }
 }
 
-/// The instant before which dedupe records expire for an entry proposed at `proposal`.
-pub fn dedupe_horizon_ms(proposal: &Proposal) -> u64 {
-    proposal
+/// Advance the dedupe horizon for an entry proposed at `proposal`; it never moves backwards.
+pub fn advance_dedupe_horizon(state: &mut JournalState, proposal: &Proposal) -> u64 {
+    let horizon = proposal
         .proposed_at_ms
-        .saturating_sub(proposal.dedupe_window_ms)
+        .saturating_sub(proposal.dedupe_window_ms);
+    state.dedupe_horizon_ms = state.dedupe_horizon_ms.max(horizon);
+    state.dedupe_horizon_ms
 }
 
 #[cfg(test)]
@@ -281,29 +290,56 @@ mod tests {
         let state = JournalState {
             next_index: 101,
             first_index: 1,
+            ..JournalState::default()
         };
         assert_eq!(state.retained_from(10), 91);
         assert_eq!(state.retained_from(1_000), 1);
         let state = JournalState {
             next_index: 101,
             first_index: 95,
+            ..JournalState::default()
         };
         assert_eq!(state.retained_from(10), 95, "never moves backwards");
     }
 
     #[test]
-    fn the_dedupe_horizon_follows_the_leaders_clock_and_window() {
-        let p = Proposal {
+    fn the_dedupe_horizon_follows_the_leaders_clock_and_never_moves_back() {
+        let proposal = |at, window| Proposal {
             operations: vec![],
-            proposed_at_ms: 10_000,
-            dedupe_window_ms: 3_000,
+            proposed_at_ms: at,
+            dedupe_window_ms: window,
         };
-        assert_eq!(dedupe_horizon_ms(&p), 7_000);
-        let p = Proposal {
-            operations: vec![],
-            proposed_at_ms: 10,
-            dedupe_window_ms: 3_000,
+        let mut state = JournalState::default();
+        assert_eq!(
+            advance_dedupe_horizon(&mut state, &proposal(10_000, 3_000)),
+            7_000
+        );
+        // A later leader whose clock is behind does not resurrect forgotten ids.
+        assert_eq!(
+            advance_dedupe_horizon(&mut state, &proposal(9_000, 3_000)),
+            7_000
+        );
+        assert_eq!(
+            advance_dedupe_horizon(&mut JournalState::default(), &proposal(10, 3_000)),
+            0
+        );
+    }
+
+    #[test]
+    fn a_stored_record_older_than_the_horizon_counts_as_forgotten() {
+        let mut state = JournalState {
+            dedupe_horizon_ms: 2_000,
+            ..JournalState::default()
         };
-        assert_eq!(dedupe_horizon_ms(&p), 0);
+        let a = op("a", "1");
+        let stale = DedupeRecord {
+            index: 1,
+            term: 1,
+            digest: a.content_digest(),
+            committed_at_ms: 1_000,
+        };
+        let (out, rec) = apply_operation(&mut state, Some(&stale), &a, 2, 3_000);
+        assert_eq!(out, OpOutcome::Appended { index: 1, term: 2 });
+        assert!(rec.is_some());
     }
 }

@@ -250,7 +250,10 @@ impl Node {
             let term = m.current_term;
             tokio::spawn(async move {
                 let _ = link
-                    .call(PeerRequest::Removed { term }, Duration::from_secs(2))
+                    .call(
+                        PeerRequest::Removed { term, target: id },
+                        Duration::from_secs(2),
+                    )
                     .await;
             });
             self.links.retain(|peer| *peer != id);

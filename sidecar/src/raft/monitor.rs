@@ -35,6 +35,8 @@ struct Seen {
     last_membership_probe: Option<Instant>,
     /// This node has appeared in an applied (hence committed) membership since it started.
     was_member: bool,
+    /// When this node became the leader (None while it is not).
+    leading_since: Option<Instant>,
 }
 
 pub async fn run(node: Arc<Node>) {
@@ -54,7 +56,15 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         let m = node.raft_metrics();
-        let health = assess(&node, &m);
+        if node.is_leader(&m) {
+            seen.leading_since.get_or_insert_with(Instant::now);
+        } else {
+            seen.leading_since = None;
+        }
+        let health = assess(&node, &m, seen.leading_since.map(|t| t.elapsed()));
+        // Forget links to peers that are no longer members (their sockets close).
+        let membership = m.membership_config.membership();
+        node.links.retain(|id| membership.get_node(id).is_some());
         emit_transitions(&node, &m, &health, &mut seen);
         update_gauges(&node, &m, &health);
         node.health.send_if_modified(|h| {
@@ -68,7 +78,8 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
-fn assess(node: &Node, m: &RaftMetrics) -> Health {
+/// `leading_for`: how long this node has been the leader (None when it is not).
+fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>) -> Health {
     let detection = node.cfg.partition_detection;
     let contact = node.peer_contact();
     let membership = m.membership_config.membership();
@@ -95,9 +106,12 @@ fn assess(node: &Node, m: &RaftMetrics) -> Health {
     let reachable_voters = voters.iter().filter(|v| **v == node.id || heard(v)).count();
     let all_heard = peers.iter().all(heard);
     let (partition, quorum) = if node.is_leader(m) {
+        // Right after an election no acknowledgement has arrived yet: not a partition.
         let acked = voters.len() <= 1
-            || m.millis_since_quorum_ack
-                .is_some_and(|ms| ms <= super::node::millis(detection));
+            || match m.millis_since_quorum_ack {
+                Some(ms) => ms <= super::node::millis(detection),
+                None => leading_for.is_none_or(|d| d <= detection),
+            };
         match (acked, all_heard) {
             (false, _) => (PartitionState::Minority, false),
             (true, true) => (PartitionState::Healthy, true),

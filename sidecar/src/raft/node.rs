@@ -168,6 +168,7 @@ impl Node {
             let _ = node.raft.shutdown().await;
         }
         let auth = PeerAuth {
+            node_id: identity.node_id,
             cluster_id: cfg.cluster_id.clone(),
             token: cfg.token.clone(),
         };
@@ -340,7 +341,8 @@ impl PeerHandler for Node {
                 PeerResponse::Membership(MembershipView {
                     leader: m.current_leader,
                     term: m.current_term,
-                    membership: m.membership_config.as_ref().clone(),
+                    // The applied membership is committed; the effective one may not be.
+                    membership: self.journal.applied().membership,
                 })
             }
             _ if removed => PeerResponse::Refused("this node was removed from the cluster".into()),
@@ -355,10 +357,16 @@ impl PeerHandler for Node {
                 let deadline = Instant::now() + self.cfg.write_timeout;
                 PeerResponse::Forward(self.propose_as_leader(op, deadline).await)
             }
-            PeerRequest::Removed { term } => {
+            PeerRequest::Removed { term, target } => {
                 let m = self.raft_metrics();
-                // Only believe a leader at least as recent as what we know.
-                if term >= m.current_term && from.is_some_and(|f| f != self.id) {
+                // Only the named node, only if it was a committed member, only from a leader
+                // at least as recent as what we know.
+                let was_member = self.journal.applied().membership.log_id().is_some();
+                if target == self.id
+                    && was_member
+                    && term >= m.current_term
+                    && from.is_some_and(|f| f != self.id)
+                {
                     self.become_removed("the leader reported our removal").await;
                 }
                 PeerResponse::Ack

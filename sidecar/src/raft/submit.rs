@@ -392,11 +392,18 @@ impl Node {
                 ErrorCode::Timeout,
                 "the leader did not answer in time; the outcome is unknown, retry with the same id",
             )),
+            // Never sent: safe to report as "no leader reachable".
+            Err(e @ crate::transport::link::CallError::Unreachable { .. }) => Err(
+                WriteFailure::new(ErrorCode::NoLeader, format!("cannot reach the leader: {e}"))
+                    .with_leader(Some(member.name)),
+            ),
+            // Sent, then the connection failed: the leader may have committed it.
             Err(e) => Err(WriteFailure::new(
-                ErrorCode::NoLeader,
-                format!("cannot reach the leader: {e}"),
-            )
-            .with_leader(Some(member.name))),
+                ErrorCode::Timeout,
+                format!(
+                    "connection to the leader failed mid-request ({e}); the outcome is unknown, retry with the same id"
+                ),
+            )),
         }
     }
 

@@ -89,6 +89,7 @@ mod tests {
             journal: JournalState {
                 next_index: 2,
                 first_index: 1,
+                dedupe_horizon_ms: 0,
             },
             records: vec![(
                 1,

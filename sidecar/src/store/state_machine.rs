@@ -50,6 +50,9 @@ pub struct StateMachineStore {
     retention: u64,
     progress: watch::Sender<AppliedState>,
     snapshot_seq: Arc<AtomicU64>,
+    /// Serialises "store the current snapshot" between builds and installs, so a slow build
+    /// never replaces a newer installed snapshot.
+    snapshot_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl StateMachineStore {
@@ -65,6 +68,7 @@ impl StateMachineStore {
             retention,
             progress,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            snapshot_lock: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
@@ -132,7 +136,10 @@ fn apply_proposal(
     proposal: Proposal,
     term: u64,
 ) -> Result<Vec<journal::OpOutcome>, StoreError> {
-    expire_dedupe(db, batch, overlay, journal::dedupe_horizon_ms(&proposal))?;
+    let horizon = journal::advance_dedupe_horizon(&mut state.journal, &proposal);
+    // Garbage collection only: whether a record is live is decided by the horizon in
+    // `apply_operation`, so it does not depend on how entries were grouped into calls.
+    expire_dedupe(db, batch, overlay, horizon)?;
     let mut outcomes = Vec::with_capacity(proposal.operations.len());
     for op in proposal.operations {
         let known = match overlay.get(&op.id) {
@@ -297,11 +304,13 @@ fn install_image(
 pub struct SnapshotBuilder {
     db: Db,
     seq: Arc<AtomicU64>,
+    lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let lock = self.lock.clone();
         let (meta, data) = self
             .db
             .blocking(move |db| {
@@ -318,9 +327,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     last_membership: state.membership,
                     snapshot_id,
                 };
-                let mut batch = WriteBatch::default();
-                store_snapshot(db, &mut batch, &meta, &data)?;
-                db.write(batch, false)?;
+                let _guard = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let stored: Option<StoredSnapshot> = db.get(Cf::Meta, MetaKey::Snapshot.key())?;
+                let newer_stored = stored.is_some_and(|s| s.meta.last_log_id >= meta.last_log_id);
+                if !newer_stored {
+                    let mut batch = WriteBatch::default();
+                    store_snapshot(db, &mut batch, &meta, &data)?;
+                    db.write(batch, false)?;
+                }
                 Ok((meta, data))
             })
             .await
@@ -360,6 +376,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             db: self.db.clone(),
             seq: self.snapshot_seq.clone(),
+            lock: self.snapshot_lock.clone(),
         }
     }
 
@@ -384,9 +401,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Err(StorageIOError::<NodeId>::read_snapshot(signature, &e).into());
         }
         let meta_owned = meta.clone();
+        let lock = self.snapshot_lock.clone();
         let state = self
             .db
-            .blocking(move |db| install_image(db, &meta_owned, image, &data))
+            .blocking(move |db| {
+                let _guard = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                install_image(db, &meta_owned, image, &data)
+            })
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_snapshot(signature, &e))?;
         self.publish(state);

@@ -28,6 +28,7 @@ pub enum PeerRequest {
     /// The leader tells a node that a committed configuration removed it.
     Removed {
         term: u64,
+        target: NodeId,
     },
 }
 
@@ -40,7 +41,8 @@ pub struct NodeIdentity {
     pub initialized: bool,
 }
 
-/// A node's view of the cluster, answered to [`PeerRequest::Membership`].
+/// A node's view of the cluster, answered to [`PeerRequest::Membership`]: its leader and its
+/// *applied* (hence committed) membership.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MembershipView {
     pub leader: Option<NodeId>,

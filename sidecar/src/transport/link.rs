@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
-use super::{CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH};
+use super::{CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH, TARGET_HEADER};
 use crate::raft::types::NodeId;
 
 /// First backoff after a failed dial.
@@ -76,7 +76,8 @@ pub struct Link {
 }
 
 impl Link {
-    fn spawn(addr: String, identity: PeerIdentity) -> Link {
+    /// `target` is the node id we expect at `addr` (`None` only for bootstrap probes).
+    fn spawn(addr: String, identity: PeerIdentity, target: Option<NodeId>) -> Link {
         let (tx, rx) = mpsc::channel(1024);
         let (status_tx, status) = watch::channel(LinkStatus::Idle);
         let last_heard = Arc::new(AtomicU64::new(u64::MAX));
@@ -84,6 +85,7 @@ impl Link {
         let task = LinkTask {
             addr: addr.clone(),
             identity,
+            target,
             status: status_tx,
             last_heard: last_heard.clone(),
             epoch,
@@ -155,6 +157,7 @@ impl Link {
 struct LinkTask {
     addr: String,
     identity: PeerIdentity,
+    target: Option<NodeId>,
     status: watch::Sender<LinkStatus>,
     last_heard: Arc<AtomicU64>,
     epoch: Instant,
@@ -234,6 +237,9 @@ impl LinkTask {
             |v: &str| HeaderValue::from_str(v).map_err(|e| format!("bad header value: {e}"));
         headers.insert(CLUSTER_HEADER, header(&self.identity.cluster_id)?);
         headers.insert(NODE_HEADER, header(&self.identity.node_id.to_string())?);
+        if let Some(target) = self.target {
+            headers.insert(TARGET_HEADER, header(&target.to_string())?);
+        }
         if let Some(token) = &self.identity.token {
             headers.insert("authorization", header(&format!("Bearer {token}"))?);
         }
@@ -310,7 +316,7 @@ impl LinkTask {
                     }
                 },
             };
-            if let Some(out) = out {
+            if let Some(out) = out.filter(|o| !o.reply.is_closed()) {
                 pending.insert(out.id, out.reply);
                 if let Err(e) = sink.send(Message::Binary(out.bytes.into())).await {
                     break e.to_string();
@@ -352,14 +358,18 @@ impl Links {
         if let Some(link) = map.get(&target).filter(|l| l.addr == addr) {
             return link.clone();
         }
-        let link = Arc::new(Link::spawn(addr.to_string(), self.identity.clone()));
+        let link = Arc::new(Link::spawn(
+            addr.to_string(),
+            self.identity.clone(),
+            Some(target),
+        ));
         map.insert(target, link.clone());
         link
     }
 
     /// A link to an address whose node id is not known yet (static bootstrap); not kept.
     pub fn probe(&self, addr: &str) -> Arc<Link> {
-        Arc::new(Link::spawn(addr.to_string(), self.identity.clone()))
+        Arc::new(Link::spawn(addr.to_string(), self.identity.clone(), None))
     }
 
     /// Time since each peer last answered us.

@@ -18,6 +18,10 @@ pub const MAX_FRAME_BYTES: usize = 64 << 20;
 pub const CLUSTER_HEADER: &str = "x-raft-cluster-id";
 /// Request header naming the dialling node (for logs and last-contact metrics).
 pub const NODE_HEADER: &str = "x-raft-node-id";
+/// Request header naming the node the dialler means to reach. A node with another id (say, a
+/// replacement with a fresh volume at the same address) refuses, so it never answers Raft
+/// traffic meant for the member it replaced.
+pub const TARGET_HEADER: &str = "x-raft-target-id";
 /// The path peers connect to.
 pub const PEER_PATH: &str = "/raft";
 

@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
-use super::{CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH, token_matches};
+use super::{
+    CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH, TARGET_HEADER, token_matches,
+};
 use crate::raft::types::NodeId;
 
 /// Answers peer requests; implemented by the node.
@@ -28,6 +30,8 @@ pub trait PeerHandler: Send + Sync + 'static {
 /// What a dialling peer must present.
 #[derive(Debug, Clone)]
 pub struct PeerAuth {
+    /// This node's id: a dialler that means another node is refused.
+    pub node_id: NodeId,
     pub cluster_id: String,
     /// `None` only with `--insecure`.
     pub token: Option<String>,
@@ -49,6 +53,14 @@ impl PeerAuth {
         }
         if header(CLUSTER_HEADER) != Some(self.cluster_id.as_str()) {
             return Err((StatusCode::FORBIDDEN, "peer belongs to another cluster"));
+        }
+        if let Some(target) = header(TARGET_HEADER)
+            && target != self.node_id.to_string()
+        {
+            return Err((
+                StatusCode::CONFLICT,
+                "this address now belongs to another node id",
+            ));
         }
         Ok(header(NODE_HEADER).and_then(|v| v.parse().ok()))
     }
@@ -156,4 +168,59 @@ async fn connection<H: PeerHandler>(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::http;
+
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut b = http::Request::builder().uri(PEER_PATH);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn auth() -> PeerAuth {
+        PeerAuth {
+            node_id: 7,
+            cluster_id: "c".into(),
+            token: Some("t".into()),
+        }
+    }
+
+    #[test]
+    fn a_peer_with_the_token_cluster_and_our_id_is_accepted() {
+        let req = request(&[
+            ("authorization", "Bearer t"),
+            (CLUSTER_HEADER, "c"),
+            (NODE_HEADER, "3"),
+            (TARGET_HEADER, "7"),
+        ]);
+        assert_eq!(auth().check(&req), Ok(Some(3)));
+    }
+
+    #[test]
+    fn a_dial_meant_for_another_node_id_is_refused() {
+        // A replacement node at a lost member's address must not answer as that member.
+        let req = request(&[
+            ("authorization", "Bearer t"),
+            (CLUSTER_HEADER, "c"),
+            (TARGET_HEADER, "8"),
+        ]);
+        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn wrong_token_or_cluster_is_refused() {
+        let req = request(&[("authorization", "Bearer x"), (CLUSTER_HEADER, "c")]);
+        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        let req = request(&[(CLUSTER_HEADER, "c")]);
+        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        let req = request(&[("authorization", "Bearer t"), (CLUSTER_HEADER, "other")]);
+        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::FORBIDDEN);
+    }
 }

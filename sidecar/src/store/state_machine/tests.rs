@@ -138,7 +138,8 @@ async fn retention_drops_the_oldest_journal_records() {
         reader.applied().journal,
         JournalState {
             next_index: 6,
-            first_index: 3
+            first_index: 3,
+            dedupe_horizon_ms: 0,
         }
     );
     let page = reader.page(0, 10).await.unwrap();
@@ -230,4 +231,44 @@ async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
         .unwrap_err();
     assert!(err.to_string().contains("checksum"), "{err}");
     assert_eq!(sm.reader().page(1, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn dedupe_outcomes_do_not_depend_on_how_entries_are_grouped_into_apply_calls() {
+    let entries = || {
+        vec![
+            entry(1, 1, vec![op("a", "1")], 1_000, 500),
+            entry(1, 2, vec![op("b", "1")], 1_200, 500),
+            entry(1, 3, vec![op("a", "1")], 1_600, 500),
+        ]
+    };
+    let together = tempfile::tempdir().unwrap();
+    let mut one_call = open(together.path(), 100);
+    let all_at_once: Vec<_> = one_call
+        .apply(entries())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.outcomes)
+        .collect();
+
+    let apart = tempfile::tempdir().unwrap();
+    let mut many_calls = open(apart.path(), 100);
+    let mut one_by_one = Vec::new();
+    for e in entries() {
+        one_by_one.extend(
+            many_calls
+                .apply(vec![e])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.outcomes),
+        );
+    }
+    assert_eq!(all_at_once, one_by_one);
+    assert_eq!(
+        one_by_one[2],
+        vec![OpOutcome::Appended { index: 3, term: 1 }],
+        "a is past the window"
+    );
 }
