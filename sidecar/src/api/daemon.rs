@@ -28,10 +28,14 @@ pub const MAX_PAGE: usize = 1000;
 /// Failures remembered for `GET /v1/operations/{id}`.
 const RECENT_FAILURES: usize = 10_000;
 
+/// Submits of one id in flight on this node, and (journal index, term) once the leader
+/// committed it.
+type InFlightOp = (usize, Option<(u64, u64)>);
+
 /// What this node knows about operations it is handling or recently refused.
 #[derive(Default)]
 pub struct Tracker {
-    inflight: Mutex<HashMap<String, usize>>,
+    inflight: Mutex<HashMap<String, InFlightOp>>,
     failures: Mutex<(HashMap<String, String>, VecDeque<String>)>,
 }
 
@@ -41,7 +45,18 @@ impl Tracker {
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(id.to_string()).or_default() += 1;
+        map.entry(id.to_string()).or_default().0 += 1;
+    }
+
+    /// The leader committed `id` at journal `index` in `term`; not yet applied here.
+    fn replicated(&self, id: &str, index: u64, term: u64) {
+        let mut map = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = map.get_mut(id) {
+            entry.1 = Some((index, term));
+        }
     }
 
     fn end(&self, id: &str, failure: Option<String>) {
@@ -50,7 +65,7 @@ impl Tracker {
                 .inflight
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(n) = map.get_mut(id) {
+            if let Some((n, _)) = map.get_mut(id) {
                 *n -= 1;
                 if *n == 0 {
                     map.remove(id);
@@ -84,9 +99,20 @@ impl Tracker {
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(id);
-        if inflight {
-            return Some(state(id, OperationStatus::Pending, None, None, None));
+            .get(id)
+            .map(|(_, replicated)| *replicated);
+        match inflight {
+            Some(Some((index, term))) => {
+                return Some(state(
+                    id,
+                    OperationStatus::Replicated,
+                    Some(index),
+                    Some(term),
+                    None,
+                ));
+            }
+            Some(None) => return Some(state(id, OperationStatus::Pending, None, None, None)),
+            None => {}
         }
         let guard = self
             .failures
@@ -317,7 +343,9 @@ async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response
     };
     let id = op.id.clone();
     tracker.begin(&id);
-    let result = node.submit(op).await;
+    let result = node
+        .submit(op, |s| tracker.replicated(&id, s.index, s.term))
+        .await;
     tracker.end(
         &id,
         result

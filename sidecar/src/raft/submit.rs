@@ -205,10 +205,16 @@ pub struct Submitted {
 impl Node {
     /// Submit one operation from the local daemon: propose it (or forward it to the leader),
     /// then wait until this node has applied it. Never waits past `--write-timeout-ms`.
-    pub async fn submit(&self, op: StoredOperation) -> Result<Submitted, WriteFailure> {
+    /// `on_committed` runs once the leader has committed it, before this node applied it
+    /// (the `REPLICATED` status).
+    pub async fn submit(
+        &self,
+        op: StoredOperation,
+        on_committed: impl FnOnce(Submitted) + Send,
+    ) -> Result<Submitted, WriteFailure> {
         let deadline = Instant::now() + self.cfg.write_timeout;
         let _counted = InFlight::enter(&self.inflight);
-        let result = self.submit_inner(op, deadline).await;
+        let result = self.submit_inner(op, deadline, on_committed).await;
         match &result {
             Ok(s) if s.duplicate => {
                 self.metrics.duplicate.inc();
@@ -226,6 +232,7 @@ impl Node {
         &self,
         op: StoredOperation,
         deadline: Instant,
+        on_committed: impl FnOnce(Submitted) + Send,
     ) -> Result<Submitted, WriteFailure> {
         self.admit()?;
         let leader = self.await_leader(deadline).await?;
@@ -254,6 +261,7 @@ impl Node {
                 ));
             }
         };
+        on_committed(submitted);
         self.await_applied(submitted.index, deadline).await?;
         Ok(submitted)
     }
