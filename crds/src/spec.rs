@@ -1,0 +1,307 @@
+//! Desired state: the `RaftCluster` resource itself (via the `CustomResource` derive) and its
+//! spec. Every rule that must hold for *any* writer, `kubectl scale` included, is a CEL rule
+//! here, so the API server refuses bad input before the operator ever sees it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::status::RaftClusterStatus;
+
+/// Longest accepted `metadata.name`.
+///
+/// The StatefulSet is named after the cluster and stamps every pod with the label
+/// `controller-revision-hash: <name>-<hash>`, where the hash takes up to 10 characters; label
+/// values are limited to 63, so 52 is Kubernetes' own ceiling (longer StatefulSets cannot create
+/// pods). We keep 2 more characters for the `-<ordinal>` suffix (replicas ≤ 9, one digit), so
+/// that `<name>-<ordinal>` plus `-<hash>` still fits 63: per-member names can carry the same kind
+/// of revision label.
+pub const MAX_NAME_LENGTH: usize = 50;
+
+/// Desired state of a Raft consensus cluster: the sidecars (and optionally the user's daemon) in
+/// a StatefulSet, their volumes and Raft settings.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "consensus.unrdf.io",
+    version = "v1alpha1",
+    kind = "RaftCluster",
+    namespaced,
+    shortname = "rc",
+    status = "RaftClusterStatus",
+    derive = "PartialEq",
+    doc = "A Raft consensus cluster managed by raft-operator",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Term", type_ = "integer", json_path = ".status.term"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(format!("self.metadata.name.size() <= {MAX_NAME_LENGTH}")).message(
+        Message::Message(format!(
+            "metadata.name must be at most {MAX_NAME_LENGTH} characters: pod names and the StatefulSet revision label derive from it"
+        ))
+    ),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): it names the headless Service"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftClusterSpec {
+    /// Number of voting members: odd, 1 to 9 (1 only for development). Also what `kubectl scale`
+    /// sets; the operator changes membership one member at a time towards it.
+    #[serde(default = "default_replicas")]
+    #[x_kube(
+        validation = Rule::new("self >= 1 && self <= 9").message("replicas must be between 1 and 9"),
+        validation = Rule::new("self % 2 == 1").message(
+            "replicas must be odd: an even-sized Raft cluster tolerates no more failures than the odd size below it"
+        )
+    )]
+    pub replicas: i32,
+
+    /// The user's container, run beside the sidecar in every pod (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonSpec>,
+
+    /// The raft-sidecar container.
+    #[serde(default)]
+    pub sidecar: SidecarSpec,
+
+    /// One persistent volume per member, for the Raft log and snapshots.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// Raft timing and log limits; each maps to the sidecar flag of the same name.
+    #[serde(default)]
+    pub raft: RaftSpec,
+
+    /// Extra metadata and scheduling for the pods.
+    #[serde(default)]
+    pub pod_template: PodTemplateOverrides,
+
+    /// Stop all membership changes and rolling restarts (manual recovery).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Default for `spec.replicas`: the smallest size that survives one failure.
+pub const DEFAULT_REPLICAS: i32 = 3;
+
+fn default_replicas() -> i32 {
+    DEFAULT_REPLICAS
+}
+
+impl Default for RaftClusterSpec {
+    fn default() -> Self {
+        Self {
+            replicas: DEFAULT_REPLICAS,
+            daemon: None,
+            sidecar: SidecarSpec::default(),
+            storage: StorageSpec::default(),
+            raft: RaftSpec::default(),
+            pod_template: PodTemplateOverrides::default(),
+            paused: false,
+        }
+    }
+}
+
+/// The user's daemon container. It reaches its sidecar at `RAFT_API=http://127.0.0.1:7080`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSpec {
+    /// Container image of the daemon.
+    pub image: String,
+    /// Arguments passed to the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables, in addition to `RAFT_API`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Compute resources of the daemon container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Image the sidecar runs when `spec.sidecar.image` is unset: the operator's own version.
+pub const DEFAULT_SIDECAR_IMAGE: &str = concat!("raft-sidecar:", env!("CARGO_PKG_VERSION"));
+
+/// The raft-sidecar container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// Container image of the sidecar; unset means the operator's own version, so upgrading
+    /// the operator rolls the sidecars too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Compute resources of the sidecar container (no CPU limit unless given here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl SidecarSpec {
+    /// The image to run: the one given, or [`DEFAULT_SIDECAR_IMAGE`].
+    pub fn image_or_default(&self) -> &str {
+        self.image.as_deref().unwrap_or(DEFAULT_SIDECAR_IMAGE)
+    }
+}
+
+/// Per-member persistent volume. Immutable: the StatefulSet's volume claim templates cannot
+/// change after creation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each member's volume.
+    #[serde(default = "default_storage_size")]
+    #[schemars(schema_with = "storage_size_schema")]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("storage.size is immutable")
+            .reason(Reason::FieldValueForbidden),
+        validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() == 1")
+            .message("storage.size must be a positive quantity such as 1Gi")
+    )]
+    pub size: Quantity,
+    /// StorageClass of the volumes; unset means the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("storage.storageClassName is immutable")
+        .reason(Reason::FieldValueForbidden))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Default for `spec.storage.size`.
+pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
+
+fn default_storage_size() -> Quantity {
+    Quantity(DEFAULT_STORAGE_SIZE.to_owned())
+}
+
+/// A quantity that may be left out (it has a default) but never set to `null`: kube marks every
+/// optional int-or-string as nullable, and the API server keeps an explicit `null` instead of
+/// defaulting it, which would leave an object the operator cannot read.
+fn storage_size_schema(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = generator.subschema_for::<Quantity>();
+    schema.insert("nullable".to_owned(), false.into());
+    schema
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+/// Raft timing and log limits. Defaults equal the sidecar's flag defaults; the same ordering
+/// rules the sidecar checks at start-up are enforced here, so a bad value is refused at
+/// `kubectl apply` instead of crash-looping pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.electionTimeoutMinMs < self.electionTimeoutMaxMs")
+        .message("raft.electionTimeoutMinMs must be less than raft.electionTimeoutMaxMs"),
+    validation = Rule::new("self.heartbeatMs < self.electionTimeoutMinMs")
+        .message("raft.heartbeatMs must be less than raft.electionTimeoutMinMs"),
+    validation = Rule::new("self.logCompactionThreshold <= self.maxLogSize")
+        .message("raft.maxLogSize must be at least raft.logCompactionThreshold")
+)]
+pub struct RaftSpec {
+    /// Leader heartbeat interval (`--heartbeat-ms`).
+    #[serde(default = "raft_defaults::heartbeat_ms")]
+    #[schemars(range(min = 1))]
+    pub heartbeat_ms: i32,
+    /// Lower bound of the randomized election timeout (`--election-timeout-min-ms`).
+    #[serde(default = "raft_defaults::election_timeout_min_ms")]
+    #[schemars(range(min = 1))]
+    pub election_timeout_min_ms: i32,
+    /// Upper bound of the randomized election timeout (`--election-timeout-max-ms`).
+    #[serde(default = "raft_defaults::election_timeout_max_ms")]
+    #[schemars(range(min = 1))]
+    pub election_timeout_max_ms: i32,
+    /// Time without quorum contact before a node reports a partition (`--partition-detection-ms`).
+    #[serde(default = "raft_defaults::partition_detection_ms")]
+    #[schemars(range(min = 1))]
+    pub partition_detection_ms: i32,
+    /// Log entries between snapshots (`--snapshot-interval`).
+    #[serde(default = "raft_defaults::snapshot_interval")]
+    #[schemars(range(min = 1))]
+    pub snapshot_interval: i64,
+    /// Log entries kept before compaction (`--log-compaction-threshold`).
+    #[serde(default = "raft_defaults::log_compaction_threshold")]
+    #[schemars(range(min = 0))]
+    pub log_compaction_threshold: i64,
+    /// Largest log kept, in entries (`--max-log-size`).
+    #[serde(default = "raft_defaults::max_log_size")]
+    #[schemars(range(min = 0))]
+    pub max_log_size: i64,
+}
+
+/// The sidecar's flag defaults (`raft-sidecar run --help`), in one place.
+mod raft_defaults {
+    pub(super) fn heartbeat_ms() -> i32 {
+        50
+    }
+    pub(super) fn election_timeout_min_ms() -> i32 {
+        200
+    }
+    pub(super) fn election_timeout_max_ms() -> i32 {
+        400
+    }
+    pub(super) fn partition_detection_ms() -> i32 {
+        3000
+    }
+    pub(super) fn snapshot_interval() -> i64 {
+        5000
+    }
+    pub(super) fn log_compaction_threshold() -> i64 {
+        5000
+    }
+    pub(super) fn max_log_size() -> i64 {
+        10_000
+    }
+}
+
+impl Default for RaftSpec {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: raft_defaults::heartbeat_ms(),
+            election_timeout_min_ms: raft_defaults::election_timeout_min_ms(),
+            election_timeout_max_ms: raft_defaults::election_timeout_max_ms(),
+            partition_detection_ms: raft_defaults::partition_detection_ms(),
+            snapshot_interval: raft_defaults::snapshot_interval(),
+            log_compaction_threshold: raft_defaults::log_compaction_threshold(),
+            max_log_size: raft_defaults::max_log_size(),
+        }
+    }
+}
+
+/// Additions to the pods the operator builds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra pod labels (the operator's own selector labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node selector of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the pods (for example anti-affinity across nodes or zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}

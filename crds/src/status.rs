@@ -1,0 +1,156 @@
+//! Observed state: what the operator last saw of a cluster and the one membership step it has
+//! in flight. Written only by the operator, through the status subresource.
+//!
+//! Raft terms and indexes are `u64` in the sidecar; they are `i64` here because Kubernetes
+//! schemas know only `int32`/`int64` (unsigned formats draw warnings and are not enforced).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Status of a `RaftCluster`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftClusterStatus {
+    /// `metadata.generation` of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Summary of the cluster's state.
+    #[serde(default)]
+    pub phase: ClusterPhase,
+    /// Pods of the StatefulSet (the scale subresource's status replicas).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods that are Ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the pods, in string form (used by the scale subresource and HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Identity of the Raft cluster, set once at bootstrap and never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Pod name of the current leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Raft term of the current leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<i64>,
+    /// Leader's commit index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_index: Option<i64>,
+    /// Committed membership, as the leader reports it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// The one membership step in flight, recorded before it is acted on so a restarted
+    /// operator resumes it instead of starting another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationStatus>,
+    /// Available, LeaderElected, QuorumAvailable, PartitionDetected, Degraded, Progressing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Summary of a cluster's state (the `Phase` column).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClusterPhase {
+    /// Created; nothing is running yet.
+    #[default]
+    Pending,
+    /// Pods are starting and the cluster is being initialized.
+    Bootstrapping,
+    /// Membership equals the desired size and every voter is healthy.
+    Running,
+    /// A member is being added or removed.
+    Scaling,
+    /// Pods are being restarted onto a new revision.
+    Updating,
+    /// The cluster has quorum but a voter is unhealthy or lagging.
+    Degraded,
+    /// No majority of voters is reachable: writes are impossible.
+    QuorumLost,
+}
+
+/// One member of the committed membership.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Pod name.
+    pub name: String,
+    /// Raft node id (stable for the life of the member's volume).
+    pub node_id: String,
+    /// Voter or learner.
+    pub role: MemberRole,
+    /// Whether the leader hears from the member.
+    pub healthy: bool,
+    /// Highest log index the leader knows is replicated on the member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<i64>,
+}
+
+/// Role of a member in the committed membership.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Voter,
+    Learner,
+}
+
+/// The membership step in flight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    /// What the step does.
+    pub kind: OperationKind,
+    /// Pod the step is about.
+    pub name: String,
+    /// Raft node id the step is about, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// How far the step has got.
+    pub phase: OperationPhase,
+    /// When the step was recorded.
+    pub started_at: Time,
+}
+
+/// Kinds of membership step (one at a time per cluster).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationKind {
+    /// Initialize the cluster on the lowest ordinal with all initial pods.
+    Initialize,
+    /// Add the next ordinal as a learner, then promote it to voter.
+    AddMember,
+    /// Remove the highest ordinal (or a replaced member's old node id).
+    RemoveMember,
+    /// Delete an outdated pod so it restarts on the new revision.
+    RestartMember,
+}
+
+/// Progress of the step in flight (spec: operator.md §4).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationPhase {
+    /// Recorded, not acted on yet.
+    Recorded,
+    /// Changing the StatefulSet's replica count.
+    ResizingStatefulSet,
+    /// Waiting for the pod to become Ready.
+    AwaitingPod,
+    /// Asking the leader to add the member as a learner.
+    AddingLearner,
+    /// Waiting for the learner to catch up with the leader's log.
+    AwaitingCatchUp,
+    /// Asking the leader to promote the learner to voter.
+    Promoting,
+    /// Asking the leader to remove the member.
+    RemovingMember,
+    /// Waiting for the membership change to commit and leave joint configuration.
+    AwaitingCommit,
+    /// Deleting the removed member's volume claim.
+    DeletingVolume,
+    /// Deleting an outdated pod.
+    DeletingPod,
+    /// Waiting for the restarted member to rejoin and catch up.
+    AwaitingRejoin,
+}

@@ -1,0 +1,196 @@
+//! The CEL rules of the CRD, evaluated offline with kube's client-side validator: the same rules
+//! the API server applies to every create, update and `/scale` write.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::core::cel::{ErrorKind, ValidationErrors, validate_cel, validate_cel_update};
+use raft_crds::{MAX_NAME_LENGTH, RaftCluster, RaftClusterSpec};
+
+fn cluster(name: &str, replicas: i32) -> RaftCluster {
+    RaftCluster::new(
+        name,
+        RaftClusterSpec {
+            replicas,
+            ..RaftClusterSpec::default()
+        },
+    )
+}
+
+/// Rules that evaluated to false; any other kind of failure (a rule that does not compile or
+/// cannot be evaluated) fails the test, since the API server would reject the CRD or the object
+/// for a different reason than the one under test.
+fn refused_rules(result: Result<(), ValidationErrors>) -> Vec<String> {
+    let Err(errors) = result else {
+        return Vec::new();
+    };
+    for error in &errors {
+        assert_eq!(error.kind, ErrorKind::ValidationFailure, "{error:?}");
+    }
+    errors.iter().map(|e| e.rule.clone()).collect()
+}
+
+fn assert_accepted(result: Result<(), ValidationErrors>) {
+    assert_eq!(refused_rules(result), Vec::<String>::new());
+}
+
+fn assert_refused_by(result: Result<(), ValidationErrors>, rule: &str) {
+    let refused = refused_rules(result);
+    assert!(
+        refused.iter().any(|r| r == rule),
+        "expected rule `{rule}` to refuse, refused: {refused:?}"
+    );
+}
+
+#[test]
+fn three_replicas_with_default_settings_are_accepted() {
+    assert_accepted(validate_cel(&cluster("prod-cluster", 3)));
+}
+
+#[test]
+fn one_and_nine_replicas_are_accepted() {
+    for replicas in [1, 9] {
+        assert_accepted(validate_cel(&cluster("dev", replicas)));
+    }
+}
+
+#[test]
+fn even_replica_counts_are_refused() {
+    for replicas in [2, 4, 8] {
+        assert_refused_by(
+            validate_cel(&cluster("prod-cluster", replicas)),
+            "self % 2 == 1",
+        );
+    }
+}
+
+#[test]
+fn replica_counts_outside_one_to_nine_are_refused() {
+    for replicas in [-1, 0, 11] {
+        assert_refused_by(
+            validate_cel(&cluster("prod-cluster", replicas)),
+            "self >= 1 && self <= 9",
+        );
+    }
+}
+
+#[test]
+fn scaling_three_to_five_is_accepted() {
+    let old = cluster("prod-cluster", 3);
+    let new = cluster("prod-cluster", 5);
+    assert_accepted(validate_cel_update(&new, &old));
+}
+
+#[test]
+fn scaling_three_to_four_is_refused_as_kubectl_scale_would_be() {
+    // `/scale` writes spec.replicas and the API server validates the whole object again.
+    let old = cluster("prod-cluster", 3);
+    let new = cluster("prod-cluster", 4);
+    assert_refused_by(validate_cel_update(&new, &old), "self % 2 == 1");
+}
+
+#[test]
+fn changing_the_storage_size_is_refused() {
+    let old = cluster("prod-cluster", 3);
+    let mut new = old.clone();
+    new.spec.storage.size = Quantity("2Gi".to_owned());
+    let errors = validate_cel_update(&new, &old).expect_err("size change must be refused");
+    assert!(
+        errors.iter().any(|e| e.rule == "self == oldSelf"
+            && e.field_path.contains("storage.size")
+            && e.reason.as_deref() == Some("FieldValueForbidden")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn changing_the_storage_class_is_refused() {
+    let mut old = cluster("prod-cluster", 3);
+    old.spec.storage.storage_class_name = Some("fast".to_owned());
+    let mut new = old.clone();
+    new.spec.storage.storage_class_name = Some("slow".to_owned());
+    assert_refused_by(validate_cel_update(&new, &old), "self == oldSelf");
+}
+
+#[test]
+fn storage_size_that_is_not_a_positive_quantity_is_refused() {
+    for size in ["banana", "0", "-1Gi"] {
+        let mut rc = cluster("prod-cluster", 3);
+        rc.spec.storage.size = Quantity(size.to_owned());
+        assert_refused_by(
+            validate_cel(&rc),
+            "isQuantity(string(self)) && quantity(string(self)).sign() == 1",
+        );
+    }
+}
+
+#[test]
+fn other_spec_changes_are_accepted_with_the_storage_unchanged() {
+    let old = cluster("prod-cluster", 3);
+    let mut new = old.clone();
+    new.spec.paused = true;
+    new.spec.raft.heartbeat_ms = 100;
+    new.spec.raft.election_timeout_min_ms = 500;
+    new.spec.raft.election_timeout_max_ms = 1000;
+    assert_accepted(validate_cel_update(&new, &old));
+}
+
+#[test]
+fn election_timeout_min_not_below_max_is_refused() {
+    for (min, max) in [(400, 400), (500, 400)] {
+        let mut rc = cluster("prod-cluster", 3);
+        rc.spec.raft.election_timeout_min_ms = min;
+        rc.spec.raft.election_timeout_max_ms = max;
+        assert_refused_by(
+            validate_cel(&rc),
+            "self.electionTimeoutMinMs < self.electionTimeoutMaxMs",
+        );
+    }
+}
+
+#[test]
+fn heartbeat_not_below_election_timeout_min_is_refused() {
+    let mut rc = cluster("prod-cluster", 3);
+    rc.spec.raft.heartbeat_ms = 200;
+    assert_refused_by(
+        validate_cel(&rc),
+        "self.heartbeatMs < self.electionTimeoutMinMs",
+    );
+}
+
+#[test]
+fn max_log_size_below_the_compaction_threshold_is_refused() {
+    let mut rc = cluster("prod-cluster", 3);
+    rc.spec.raft.max_log_size = 1000;
+    assert_refused_by(
+        validate_cel(&rc),
+        "self.logCompactionThreshold <= self.maxLogSize",
+    );
+}
+
+#[test]
+fn names_up_to_the_limit_are_accepted_and_longer_ones_refused() {
+    let longest = "a".repeat(MAX_NAME_LENGTH);
+    assert_accepted(validate_cel(&cluster(&longest, 3)));
+
+    let too_long = "a".repeat(MAX_NAME_LENGTH + 1);
+    assert_refused_by(
+        validate_cel(&cluster(&too_long, 3)),
+        &format!("self.metadata.name.size() <= {MAX_NAME_LENGTH}"),
+    );
+}
+
+#[test]
+fn longest_name_leaves_room_for_ordinal_and_revision_hash_label() {
+    // `<name>-<ordinal>-<hash>`: one digit of ordinal (replicas ≤ 9), up to 10 of hash, and
+    // label values are at most 63 characters.
+    assert!(MAX_NAME_LENGTH + "-8".len() + "-".len() + 10 <= 63);
+}
+
+#[test]
+fn names_that_cannot_name_a_service_are_refused() {
+    for name in ["1cluster", "prod.cluster", "prod-"] {
+        assert_refused_by(
+            validate_cel(&cluster(name, 3)),
+            "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        );
+    }
+}
