@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{TestCluster, op, wait_for};
-use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use raft_api::ErrorCode;
 use raft_api::admin::{MemberSpec, NodeRole};
@@ -302,23 +301,14 @@ async fn killing_the_leader_elects_another_loses_no_ack_duplicates_nothing_and_t
     );
 
     // A survivor saw the new leader being elected.
-    let elected = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut text = String::new();
-        while let Some(Ok(chunk)) = events.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if text.contains("event:consensus:leader_elected")
-                || text.contains("event: consensus:leader_elected")
-            {
-                return true;
-            }
-        }
-        false
+    let seen = common::sse_until(&mut events, Duration::from_secs(5), |text| {
+        text.contains("event:consensus:leader_elected")
+            || text.contains("event: consensus:leader_elected")
     })
     .await;
-    assert_eq!(
-        elected,
-        Ok(true),
-        "no consensus:leader_elected event on a survivor"
+    assert!(
+        seen.contains("consensus:leader_elected"),
+        "no consensus:leader_elected event on a survivor: {seen}"
     );
 
     // The old leader restarts from its data dir and catches up.
@@ -580,18 +570,10 @@ async fn a_minority_answers_no_quorum_or_no_leader_within_three_seconds_and_reco
     let new_leader = t.leader(SECS_20).await;
     t.submit_retrying(&[new_leader], &op("healed"), SECS_20)
         .await;
-    let seen = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut text = String::new();
-        while let Some(Ok(chunk)) = events.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if text.contains("partition:detected") && text.contains("partition:recovered") {
-                return text;
-            }
-        }
-        text
+    let seen = common::sse_until(&mut events, Duration::from_secs(10), |text| {
+        text.contains("partition:detected") && text.contains("partition:recovered")
     })
-    .await
-    .unwrap_or_default();
+    .await;
     assert!(
         seen.contains("partition:detected") && seen.contains("partition:recovered"),
         "events seen: {seen}"

@@ -164,3 +164,27 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Read an SSE body until `done(text so far)` holds or `within` passes; returns the text read.
+pub async fn sse_until<S, B, E>(
+    events: &mut S,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String
+where
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(chunk)) = events.next().await {
+            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            if done(&text) {
+                return;
+            }
+        }
+    })
+    .await;
+    text
+}
