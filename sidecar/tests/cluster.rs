@@ -608,3 +608,66 @@ async fn a_minority_answers_no_quorum_or_no_leader_within_three_seconds_and_reco
     }
     t.leader(SECS_20).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_was_lost_returns_as_a_new_node_id_and_is_replaced_without_losing_data() {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let victim = others(3, &[leader])[0];
+    let old_id = t.client(victim).status().await.unwrap().node_id;
+    t.submit_retrying(&[leader], &op("before-loss"), SECS_20)
+        .await;
+
+    t.c.kill9(victim).await.unwrap();
+    t.c.wipe(victim).unwrap();
+    t.c.start(victim).unwrap();
+    let fresh = wait_for("the wiped node's admin API", SECS_20, || async {
+        t.client(victim).status().await.ok()
+    })
+    .await;
+    assert_ne!(
+        fresh.node_id, old_id,
+        "a lost volume comes back as a new node id"
+    );
+    assert_eq!(
+        fresh.role,
+        NodeRole::Uninitialized,
+        "it never answers as the old member"
+    );
+
+    // The cluster keeps committing with the old member missing.
+    t.submit_retrying(&[leader], &op("during-loss"), SECS_20)
+        .await;
+    let view = t.client(leader).cluster().await.unwrap();
+    assert!(view.members.iter().any(|m| m.node_id == old_id));
+
+    // Replace it: remove the old id, add the new one as a learner, promote it.
+    let removed = t
+        .client(leader)
+        .remove(old_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(removed.removed, Some(true));
+    let spec = MemberSpec {
+        node_id: fresh.node_id.parse().unwrap(),
+        name: t.c.nodes[victim].name.clone(),
+        address: t.c.nodes[victim].peer.to_string(),
+        admin_address: Some(t.c.nodes[victim].admin.to_string()),
+    };
+    t.client(leader).add_learner(&spec).await.unwrap();
+    wait_for("the replacement to catch up", SECS_20, || async {
+        let view = t.client(leader).cluster().await.ok()?;
+        let m = view.members.iter().find(|m| m.node_id == fresh.node_id)?;
+        (m.lag == Some(0)).then_some(())
+    })
+    .await;
+    t.client(leader).promote(spec.node_id).await.unwrap();
+    let journal = t.journals_agree(&[0, 1, 2], 2, SECS_20).await;
+    assert_eq!(
+        journal,
+        vec![
+            (1, "before-loss".to_string()),
+            (2, "during-loss".to_string())
+        ]
+    );
+}

@@ -269,10 +269,6 @@ impl LocalCluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn token_file(&self) -> &Path {
         &self.token_file
     }

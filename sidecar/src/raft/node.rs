@@ -243,10 +243,6 @@ impl Node {
         self.health.borrow().clone()
     }
 
-    pub fn subscribe_health(&self) -> watch::Receiver<Health> {
-        self.health.subscribe()
-    }
-
     /// A member's entry in the effective membership.
     pub fn member(&self, m: &RaftMetrics, id: NodeId) -> Option<Member> {
         m.membership_config.membership().get_node(&id).cloned()

@@ -59,15 +59,6 @@ impl LogStore {
             }
         }
     }
-
-    /// Number of entries currently in the log (for `logSize`).
-    pub fn len_hint(&self, last_log_index: Option<u64>, last_purged: Option<u64>) -> u64 {
-        match (last_log_index, last_purged) {
-            (Some(last), Some(purged)) => last.saturating_sub(purged),
-            (Some(last), None) => last + 1,
-            _ => 0,
-        }
-    }
 }
 
 fn start_of(range: &impl RangeBounds<u64>) -> u64 {

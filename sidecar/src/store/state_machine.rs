@@ -21,8 +21,8 @@ use super::snapshot::SnapshotImage;
 use super::{Cf, Db, MetaKey, StoreError, index_key, parse_index_key, show_key};
 use crate::journal::{self, DedupeRecord, JournalRecord, JournalState, Proposal};
 use crate::raft::types::{
-    ApplyResponse, Entry, LogId, Member, NodeId, Snapshot, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    ApplyResponse, Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 
 /// What the state machine has applied; stored under [`MetaKey::Applied`] in every apply batch.
@@ -488,16 +488,6 @@ impl JournalReader {
         self.db
             .blocking(move |db| db.get(Cf::Dedupe, id.as_bytes()))
             .await
-    }
-
-    /// Members from the applied membership (what this node knows without asking the leader).
-    pub fn member(&self, id: NodeId) -> Option<Member> {
-        self.progress
-            .borrow()
-            .membership
-            .membership()
-            .get_node(&id)
-            .cloned()
     }
 }
 
