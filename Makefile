@@ -1,5 +1,5 @@
 # One entry point for common tasks; CI (.ci/run) calls `make test` too.
-.PHONY: deps dev test fmt lint unit build
+.PHONY: deps dev test fmt lint unit build js-client
 
 deps: ## Debian packages the build and tests need (libclang-dev for rocksdb, ...)
 	./scripts/install-deps.sh
@@ -19,4 +19,8 @@ lint:
 unit:
 	cargo test --workspace
 
-test: deps fmt lint unit ## everything CI runs
+js-client: ## the JavaScript client's tests, against real sidecar processes
+	cargo build -p raft-sidecar
+	cd sidecar/clients/js && npm test && npm pack --dry-run --silent >/dev/null
+
+test: deps fmt lint unit js-client ## everything CI runs

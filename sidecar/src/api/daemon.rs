@@ -365,7 +365,18 @@ async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response
     }))
 }
 
-async fn get_operation(id: String, node: Arc<Node>, tracker: Arc<Tracker>) -> Response {
+async fn get_operation(raw_id: String, node: Arc<Node>, tracker: Arc<Tracker>) -> Response {
+    // warp hands the path segment over still percent-encoded; ids may hold any character.
+    let id = match percent_encoding::percent_decode_str(&raw_id).decode_utf8() {
+        Ok(id) => id.into_owned(),
+        Err(_) => {
+            return ApiError::new(
+                ErrorCode::InvalidOperation,
+                "operation id in the path is not valid UTF-8 after percent-decoding",
+            )
+            .into_response();
+        }
+    };
     let result = match node.journal.lookup(id.clone()).await {
         Ok(Some(rec)) => Ok(state(
             &id,

@@ -1,0 +1,9 @@
+// Public surface of the client: the seed's ConsensusManager, the apply-loop helpers and the
+// typed errors.
+
+export { ConsensusManager, createConsensusManager, CONSENSUS_EVENTS } from './consensus-manager.js';
+export { OperationHandler } from './operation-handler.js';
+export { FileCheckpoint } from './checkpoint.js';
+export { CompactedError, ErrorCode, SidecarError, SidecarUnavailableError } from './errors.js';
+export { DEFAULT_RETRY, DEFAULT_RETRY_CODES } from './retry.js';
+export { DEFAULT_ENDPOINT } from './endpoint.js';
