@@ -122,8 +122,11 @@ pub enum OperationKind {
     Initialize,
     /// Add the next ordinal as a learner, then promote it to voter.
     AddMember,
-    /// Remove the highest ordinal (or a replaced member's old node id).
+    /// Remove the highest ordinal (scale down), then shrink the StatefulSet and drop its volume.
     RemoveMember,
+    /// Remove the old node id of a pod whose volume was lost; the pod then rejoins through
+    /// `AddMember` under its new node id, at the same size.
+    ReplaceMember,
     /// Delete an outdated pod so it restarts on the new revision.
     RestartMember,
 }

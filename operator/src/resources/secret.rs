@@ -1,0 +1,127 @@
+//! The cluster Secret: the shared auth token (peer and admin traffic) and the cluster id the
+//! sidecars are started with. Both are generated once and then read back, never regenerated:
+//! a new token would lock the running members out, a new cluster id would make every data dir
+//! refuse to open.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use raft_crds::RaftCluster;
+use rand::RngCore;
+
+use super::names::{CLUSTER_ID_KEY, ClusterNames, TOKEN_KEY};
+use super::owned_meta;
+
+/// The contents of the cluster Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret {
+    pub token: String,
+    pub cluster_id: String,
+}
+
+// Never print the token (spec: generated once, never logged).
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSecret")
+            .field("token", &"<redacted>")
+            .field("cluster_id", &self.cluster_id)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {name} has no usable key {key:?} (expected non-empty UTF-8)")]
+    MissingKey { name: String, key: &'static str },
+}
+
+impl ClusterSecret {
+    /// Fresh random token (256 bits) and cluster id.
+    pub fn generate() -> Self {
+        let mut rng = rand::rng();
+        let mut token = [0u8; 32];
+        rng.fill_bytes(&mut token);
+        let mut id = [0u8; 8];
+        rng.fill_bytes(&mut id);
+        Self {
+            token: hex(&token),
+            cluster_id: format!("rc-{}", hex(&id)),
+        }
+    }
+
+    /// Read back an existing Secret. A Secret without the keys is an error, not a reason to
+    /// generate new ones: the members' data dirs already carry the old cluster id.
+    pub fn from_secret(s: &Secret) -> Result<Self, SecretError> {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let get = |key: &'static str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| SecretError::MissingKey {
+                    name: name.clone(),
+                    key,
+                })
+        };
+        Ok(Self {
+            token: get(TOKEN_KEY)?,
+            cluster_id: get(CLUSTER_ID_KEY)?,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn secret(rc: &RaftCluster, names: &ClusterNames, contents: &ClusterSecret) -> Secret {
+    Secret {
+        metadata: owned_meta(rc, names, &names.secret()),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            (
+                TOKEN_KEY.to_owned(),
+                ByteString(contents.token.clone().into_bytes()),
+            ),
+            (
+                CLUSTER_ID_KEY.to_owned(),
+                ByteString(contents.cluster_id.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_secret_reads_back_unchanged_and_never_prints_its_token() {
+        let rc = RaftCluster::new("prod", Default::default());
+        let names = ClusterNames::new("prod", "ns", "cluster.local");
+        let contents = ClusterSecret::generate();
+        assert_eq!(contents.token.len(), 64);
+        let read = ClusterSecret::from_secret(&secret(&rc, &names, &contents)).unwrap();
+        assert_eq!(read, contents);
+        assert!(!format!("{read:?}").contains(&contents.token));
+        assert_ne!(ClusterSecret::generate(), contents);
+    }
+
+    #[test]
+    fn a_secret_missing_a_key_is_an_error_not_a_new_identity() {
+        let s = Secret {
+            metadata: ObjectMeta {
+                name: Some("prod-token".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = ClusterSecret::from_secret(&s).unwrap_err().to_string();
+        assert!(err.contains("prod-token") && err.contains("token"), "{err}");
+    }
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+}

@@ -1,0 +1,440 @@
+//! The StatefulSet running the members: one pod per ordinal with the sidecar (and the user's
+//! daemon), one volume claim per pod.
+//!
+//! Safety-relevant choices (spec/operator.md §2):
+//! - `Parallel` pod management: bootstrap needs every initial pod up before `initialize`, and
+//!   a stuck pod must not block the others;
+//! - `OnDelete` updates: the operator restarts pods itself, one at a time, leader last;
+//! - PVC retention `whenScaled: Delete` (a removed ordinal's node id must never come back) and
+//!   `whenDeleted: Retain` (deleting the resource keeps the data);
+//! - probes are local: neither liveness nor readiness depends on quorum, so a leaderless cluster
+//!   is not restarted into a worse state.
+//!
+//! `replicas` is not taken from the spec: the plan decides it, following committed membership.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use raft_crds::RaftCluster;
+
+use super::names::{
+    ADMIN_PORT, API_PORT, CLUSTER_ID_KEY, ClusterNames, DAEMON_CONTAINER, DATA_DIR, DATA_VOLUME,
+    PEER_PORT, SIDECAR_CONTAINER, TOKEN_DIR, TOKEN_KEY, TOKEN_VOLUME,
+};
+use super::owned_meta;
+
+/// What the StatefulSet needs besides the resource itself.
+#[derive(Debug, Clone)]
+pub struct StatefulSetParams {
+    /// Replica count decided by the plan (follows membership, not `spec.replicas`).
+    pub replicas: i32,
+    /// Sidecar image when the resource names none (the operator's own version).
+    pub default_sidecar_image: String,
+}
+
+/// UID the runtime image runs as (distroless `nonroot`).
+const RUN_AS_USER: i64 = 65532;
+
+pub fn statefulset(
+    rc: &RaftCluster,
+    names: &ClusterNames,
+    params: &StatefulSetParams,
+) -> StatefulSet {
+    let spec = &rc.spec;
+    let mut pod_labels = spec.pod_template.labels.clone();
+    pod_labels.extend(names.labels());
+    let mut containers = Vec::new();
+    if let Some(daemon) = &spec.daemon {
+        containers.push(daemon_container(daemon));
+    }
+    containers.push(sidecar_container(rc, names, params));
+
+    StatefulSet {
+        metadata: owned_meta(rc, names, names.statefulset()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(params.replicas),
+            service_name: Some(names.service().to_owned()),
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_scaled: Some("Delete".to_owned()),
+                    when_deleted: Some("Retain".to_owned()),
+                },
+            ),
+            selector: LabelSelector {
+                match_labels: Some(names.selector_labels()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(spec.pod_template.annotations.clone())
+                        .filter(|a| !a.is_empty()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers,
+                    volumes: Some(vec![Volume {
+                        name: TOKEN_VOLUME.to_owned(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(names.secret()),
+                            default_mode: Some(0o400),
+                            ..SecretVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(RUN_AS_USER),
+                        ..PodSecurityContext::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    node_selector: Some(spec.pod_template.node_selector.clone())
+                        .filter(|s| !s.is_empty()),
+                    tolerations: Some(spec.pod_template.tolerations.clone())
+                        .filter(|t| !t.is_empty()),
+                    affinity: spec.pod_template.affinity.clone(),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(DATA_VOLUME.to_owned()),
+                    labels: Some(names.selector_labels()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                    storage_class_name: spec.storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_owned(),
+                            spec.storage.size.clone(),
+                        )])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            }]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn sidecar_container(
+    rc: &RaftCluster,
+    names: &ClusterNames,
+    params: &StatefulSetParams,
+) -> Container {
+    let raft = &rc.spec.raft;
+    let image = rc
+        .spec
+        .sidecar
+        .image
+        .clone()
+        .unwrap_or_else(|| params.default_sidecar_image.clone());
+    // `$(POD_NAME)` is expanded by the kubelet from the variable defined before it.
+    let pod_host = format!(
+        "$(POD_NAME).{}.{}.svc.{}",
+        names.service(),
+        names.namespace,
+        names.cluster_domain
+    );
+    let env = vec![
+        EnvVar {
+            name: "POD_NAME".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        EnvVar {
+            name: "RAFT_CLUSTER_ID".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: names.secret(),
+                    key: CLUSTER_ID_KEY.to_owned(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        env("RAFT_NODE_NAME", "$(POD_NAME)"),
+        env("RAFT_DATA_DIR", DATA_DIR),
+        env("RAFT_API_ADDR", format!("127.0.0.1:{API_PORT}")),
+        env("RAFT_PEER_ADDR", format!("0.0.0.0:{PEER_PORT}")),
+        env("RAFT_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
+        env("RAFT_ADVERTISE_PEER", format!("{pod_host}:{PEER_PORT}")),
+        env("RAFT_ADVERTISE_ADMIN", format!("{pod_host}:{ADMIN_PORT}")),
+        env("RAFT_AUTH_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_KEY}")),
+        env("RAFT_HEARTBEAT_MS", raft.heartbeat_ms.to_string()),
+        env(
+            "RAFT_ELECTION_TIMEOUT_MIN_MS",
+            raft.election_timeout_min_ms.to_string(),
+        ),
+        env(
+            "RAFT_ELECTION_TIMEOUT_MAX_MS",
+            raft.election_timeout_max_ms.to_string(),
+        ),
+        env(
+            "RAFT_PARTITION_DETECTION_MS",
+            raft.partition_detection_ms.to_string(),
+        ),
+        env("RAFT_SNAPSHOT_INTERVAL", raft.snapshot_interval.to_string()),
+        env(
+            "RAFT_LOG_COMPACTION_THRESHOLD",
+            raft.log_compaction_threshold.to_string(),
+        ),
+        env("RAFT_MAX_LOG_SIZE", raft.max_log_size.to_string()),
+    ];
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(i32::from(ADMIN_PORT)),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    };
+    let port = |name: &str, port: u16| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    };
+    Container {
+        name: SIDECAR_CONTAINER.to_owned(),
+        image: Some(image),
+        args: Some(vec!["run".to_owned()]),
+        env: Some(env),
+        ports: Some(vec![port("peer", PEER_PORT), port("admin", ADMIN_PORT)]),
+        readiness_probe: Some(probe("/readyz", 2, 3)),
+        liveness_probe: Some(probe("/healthz", 10, 6)),
+        resources: Some(
+            rc.spec
+                .sidecar
+                .resources
+                .clone()
+                .unwrap_or_else(default_sidecar_resources),
+        ),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: DATA_DIR.to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: TOKEN_VOLUME.to_owned(),
+                mount_path: TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// Requests sized from the measured idle and loaded RSS (docs/sidecar.md); no CPU limit, since
+/// throttling a Raft node delays heartbeats and causes needless elections.
+fn default_sidecar_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), q("100m")),
+            ("memory".to_owned(), q("64Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), q("512Mi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn daemon_container(daemon: &raft_crds::DaemonSpec) -> Container {
+    let mut env_vars = daemon.env.clone();
+    if !env_vars.iter().any(|e| e.name == "RAFT_API") {
+        env_vars.push(env("RAFT_API", format!("http://127.0.0.1:{API_PORT}")));
+    }
+    Container {
+        name: DAEMON_CONTAINER.to_owned(),
+        image: Some(daemon.image.clone()),
+        args: Some(daemon.args.clone()).filter(|a| !a.is_empty()),
+        env: Some(env_vars),
+        resources: daemon.resources.clone(),
+        ..Container::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_crds::{DaemonSpec, RaftClusterSpec};
+
+    fn build(spec: RaftClusterSpec) -> StatefulSet {
+        let rc = RaftCluster::new("prod", spec);
+        let names = ClusterNames::new("prod", "team-a", "cluster.local");
+        statefulset(
+            &rc,
+            &names,
+            &StatefulSetParams {
+                replicas: 3,
+                default_sidecar_image: "raft-sidecar:9.9.9".into(),
+            },
+        )
+    }
+
+    fn sidecar(sts: &StatefulSet) -> Container {
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers
+            .iter()
+            .find(|c| c.name == SIDECAR_CONTAINER)
+            .unwrap()
+            .clone()
+    }
+
+    fn env_value(c: &Container, name: &str) -> Option<String> {
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn pods_start_in_parallel_update_on_delete_and_drop_volumes_only_when_scaled_down() {
+        let sts = build(RaftClusterSpec::default());
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(
+            spec.update_strategy.unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(spec.service_name.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn probes_are_local_and_the_sidecar_has_no_cpu_limit() {
+        let c = sidecar(&build(RaftClusterSpec::default()));
+        let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+        assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
+        let limits = c.resources.unwrap().limits.unwrap();
+        assert!(!limits.contains_key("cpu"));
+    }
+
+    #[test]
+    fn the_sidecar_advertises_its_stable_dns_name_and_reads_the_token_from_the_secret() {
+        let c = sidecar(&build(RaftClusterSpec::default()));
+        assert_eq!(c.image.as_deref(), Some("raft-sidecar:9.9.9"));
+        assert_eq!(
+            env_value(&c, "RAFT_ADVERTISE_PEER").as_deref(),
+            Some("$(POD_NAME).prod.team-a.svc.cluster.local:7070")
+        );
+        assert_eq!(
+            env_value(&c, "RAFT_AUTH_TOKEN_FILE").as_deref(),
+            Some("/etc/raft/token")
+        );
+        assert_eq!(
+            env_value(&c, "RAFT_API_ADDR").as_deref(),
+            Some("127.0.0.1:7080")
+        );
+        // POD_NAME must be defined before the variables that expand it.
+        let names: Vec<_> = c.env.unwrap().into_iter().map(|e| e.name).collect();
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(pos("POD_NAME") < pos("RAFT_ADVERTISE_PEER"));
+    }
+
+    #[test]
+    fn raft_timing_maps_to_the_sidecar_flags_of_the_same_name() {
+        let mut spec = RaftClusterSpec::default();
+        spec.raft.heartbeat_ms = 70;
+        spec.raft.snapshot_interval = 1234;
+        let c = sidecar(&build(spec));
+        assert_eq!(env_value(&c, "RAFT_HEARTBEAT_MS").as_deref(), Some("70"));
+        assert_eq!(
+            env_value(&c, "RAFT_SNAPSHOT_INTERVAL").as_deref(),
+            Some("1234")
+        );
+    }
+
+    #[test]
+    fn the_daemon_runs_beside_the_sidecar_and_finds_it_through_raft_api() {
+        let spec = RaftClusterSpec {
+            daemon: Some(DaemonSpec {
+                image: "unrdf/daemon:1.4".into(),
+                args: vec!["--verbose".into()],
+                env: vec![],
+                resources: None,
+            }),
+            ..RaftClusterSpec::default()
+        };
+        let sts = build(spec);
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.containers.len(), 2);
+        let daemon = &pod.containers[0];
+        assert_eq!(daemon.name, DAEMON_CONTAINER);
+        assert_eq!(
+            env_value(daemon, "RAFT_API").as_deref(),
+            Some("http://127.0.0.1:7080")
+        );
+    }
+
+    #[test]
+    fn user_labels_never_override_the_selector() {
+        let mut spec = RaftClusterSpec::default();
+        spec.pod_template
+            .labels
+            .insert("app.kubernetes.io/instance".into(), "other".into());
+        spec.pod_template.labels.insert("team".into(), "a".into());
+        let sts = build(spec);
+        let labels = sts.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "prod");
+        assert_eq!(labels["team"], "a");
+    }
+}
