@@ -9,6 +9,7 @@ use raft_api::admin::{ClusterMember, ClusterView, NodeRole, NodeStatus};
 use raft_api::daemon::{MemberRole, PartitionState};
 use raft_crds::OperationStatus;
 
+use super::sidecar_metrics::LeaderHealth;
 use crate::resources::names::ClusterNames;
 
 /// A learner within this many entries of the leader's log counts as caught up (the sidecar
@@ -85,6 +86,8 @@ pub struct LeaderView {
     pub pod: String,
     pub status: NodeStatus,
     pub cluster: ClusterView,
+    /// Replication latency and success rate from its `/metrics` (empty when unreadable).
+    pub health: LeaderHealth,
 }
 
 impl LeaderView {
@@ -239,6 +242,7 @@ pub mod fixtures {
                     joint: false,
                     members,
                 },
+                health: LeaderHealth::default(),
             }),
             now: Timestamp::UNIX_EPOCH,
         }

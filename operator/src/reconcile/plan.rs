@@ -278,12 +278,13 @@ fn bootstrap(o: &Observed) -> Step {
 }
 
 fn continue_initialize(o: &Observed, step: &OperationStatus) -> Step {
-    if let Some(leader) = &o.leader {
-        if !leader.cluster.joint && !leader.cluster.members.is_empty() {
-            return Step::Finish(Outcome::Initialized {
-                cluster_id: leader.status.cluster_id.clone(),
-            });
-        }
+    if let Some(leader) = &o.leader
+        && !leader.cluster.joint
+        && !leader.cluster.members.is_empty()
+    {
+        return Step::Finish(Outcome::Initialized {
+            cluster_id: leader.status.cluster_id.clone(),
+        });
     }
     if o.pods
         .get(&0)
@@ -318,7 +319,7 @@ fn continue_initialize(o: &Observed, step: &OperationStatus) -> Step {
 
 /// The cluster may change: a leader with a recent quorum, no joint configuration, and every
 /// voter except `except` (the member about to be removed) healthy and caught up.
-fn gate<'a>(o: &'a Observed, except: Option<u64>) -> Result<&'a LeaderView, Blocked> {
+fn gate(o: &Observed, except: Option<u64>) -> Result<&LeaderView, Blocked> {
     let leader = o
         .leader
         .as_ref()
@@ -600,16 +601,16 @@ fn continue_add(o: &Observed, step: &OperationStatus, size: u32) -> (u32, Step) 
         );
     }
     // The pod was replaced while being added: drop the learner of its previous identity first.
-    if let Some(old) = recorded_id(step).filter(|old| *old != new_id) {
-        if leader.member_by_id(old).is_some() {
-            return (
-                size,
-                Step::Act {
-                    action: Action::Remove(old),
-                    next: step.clone(),
-                },
-            );
-        }
+    if let Some(old) = recorded_id(step).filter(|old| *old != new_id)
+        && leader.member_by_id(old).is_some()
+    {
+        return (
+            size,
+            Step::Act {
+                action: Action::Remove(old),
+                next: step.clone(),
+            },
+        );
     }
     let step = &OperationStatus {
         node_id: Some(new_id.to_string()),

@@ -634,7 +634,10 @@ fn scaling_3_to_5_to_3_converges_whatever_action_the_operator_crashes_after() {
         w.o.desired_replicas = 3;
         up + w.converge(None)
     };
-    assert_eq!(baseline, 6, "learner + promote per add, one removal per member");
+    assert_eq!(
+        baseline, 6,
+        "learner + promote per add, one removal per member"
+    );
     for crash_at in 0..baseline {
         let mut w = World { o: healthy(3) };
         w.o.desired_replicas = 5;

@@ -1,0 +1,54 @@
+//! The operator's error type. Each variant has a static category used for metric labels and
+//! Event reasons (never the formatted message, which may be unbounded).
+
+use raft_api::client::ClientError;
+
+use crate::resources::SecretError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API call failed: {context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("sidecar {pod} refused or failed {call}: {source}")]
+    Sidecar {
+        pod: String,
+        call: &'static str,
+        #[source]
+        source: ClientError,
+    },
+    #[error("no address for pod {0}: it has no pod IP yet")]
+    NoPodAddress(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("resource has no {0}")]
+    InvalidObject(&'static str),
+    #[error("failed to encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    pub fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Kube { context, source }
+    }
+
+    /// Static category for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "KubeApi",
+            Error::Sidecar { .. } => "Sidecar",
+            Error::NoPodAddress(_) => "NoPodAddress",
+            Error::Secret(_) => "Secret",
+            Error::InvalidObject(_) => "InvalidObject",
+            Error::Encode { .. } => "Encode",
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Kubernetes Events: one for each completed step and each alert transition (leader change,
+//! quorum lost/regained, partition, blocked change), with reasons from fixed sets.
+
+use kube::runtime::events::{Event, EventType};
+use raft_crds::{OperationKind, RaftClusterStatus};
+
+use super::plan::{Outcome, Plan, Step};
+use super::status::{PARTITION_DETECTED, QUORUM_AVAILABLE};
+use crate::error::Error;
+
+fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    }
+}
+
+fn condition_is(status: &RaftClusterStatus, type_: &str, value: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == value)
+}
+
+/// Events for what this reconcile did and what changed since the previous status.
+pub fn announce(plan: &Plan, previous: &RaftClusterStatus, now: &RaftClusterStatus) -> Vec<Event> {
+    let mut out = Vec::new();
+    match &plan.step {
+        Step::Record(op) => {
+            let (reason, what) = match op.kind {
+                OperationKind::Initialize => ("Bootstrapping", "initialize the cluster on"),
+                OperationKind::AddMember => ("AddingMember", "add"),
+                OperationKind::RemoveMember => ("RemovingMember", "remove"),
+                OperationKind::ReplaceMember => ("ReplacingMember", "replace the lost member of"),
+                OperationKind::RestartMember => ("RollingUpdate", "restart"),
+            };
+            out.push(event(
+                EventType::Normal,
+                reason,
+                "RecordStep",
+                format!("recorded step: {what} {}", op.name),
+            ));
+        }
+        Step::Finish(outcome) => {
+            let (reason, note) = match outcome {
+                Outcome::Initialized { cluster_id } => (
+                    "ClusterInitialized",
+                    format!("cluster {cluster_id} initialized"),
+                ),
+                Outcome::MemberAdded { name, node_id } => {
+                    ("MemberAdded", format!("{name} (node {node_id}) is a voter"))
+                }
+                Outcome::MemberRemoved { name, node_id } => (
+                    "MemberRemoved",
+                    format!("{name} (node {node_id}) removed; its volume claim is gone"),
+                ),
+                Outcome::MemberReplaced { name, node_id } => (
+                    "MemberRemoved",
+                    format!(
+                        "old node {node_id} of {name} removed (volume lost); {name} rejoins as a new member"
+                    ),
+                ),
+                Outcome::MemberRestarted { name } => (
+                    "MemberRestarted",
+                    format!("{name} restarted on the new revision and caught up"),
+                ),
+            };
+            out.push(event(EventType::Normal, reason, "FinishStep", note));
+        }
+        Step::Wait {
+            blocked,
+            operation: None,
+        } if blocked.reason.blocks_change() => {
+            out.push(event(
+                EventType::Warning,
+                "ScaleBlocked",
+                "Wait",
+                blocked.message.clone(),
+            ));
+        }
+        _ => {}
+    }
+    if previous.leader.is_some() && now.leader.is_some() && previous.leader != now.leader {
+        out.push(event(
+            EventType::Normal,
+            "LeaderChanged",
+            "Observe",
+            format!(
+                "leader {} → {}",
+                previous.leader.as_deref().unwrap_or("-"),
+                now.leader.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
+    if condition_is(previous, QUORUM_AVAILABLE, "True")
+        && condition_is(now, QUORUM_AVAILABLE, "False")
+    {
+        out.push(event(
+            EventType::Warning,
+            "QuorumLost",
+            "Observe",
+            condition_message(now, QUORUM_AVAILABLE),
+        ));
+    }
+    if condition_is(previous, QUORUM_AVAILABLE, "False")
+        && condition_is(now, QUORUM_AVAILABLE, "True")
+    {
+        out.push(event(
+            EventType::Normal,
+            "QuorumRestored",
+            "Observe",
+            condition_message(now, QUORUM_AVAILABLE),
+        ));
+    }
+    if !condition_is(previous, PARTITION_DETECTED, "True")
+        && condition_is(now, PARTITION_DETECTED, "True")
+    {
+        out.push(event(
+            EventType::Warning,
+            "PartitionDetected",
+            "Observe",
+            condition_message(now, PARTITION_DETECTED),
+        ));
+    }
+    out
+}
+
+fn condition_message(s: &RaftClusterStatus, type_: &str) -> String {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// The Event for a failed reconcile (reason is the error's static category).
+pub fn failure(error: &Error) -> Event {
+    let mut note = error.to_string();
+    // Event notes are limited to 1 kB; cut on a character boundary.
+    let cut = (0..=note.len().min(1000))
+        .rev()
+        .find(|i| note.is_char_boundary(*i))
+        .unwrap_or(0);
+    note.truncate(cut);
+    event(EventType::Warning, error.category(), "Reconcile", note)
+}
