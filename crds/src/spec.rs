@@ -165,7 +165,7 @@ pub struct StorageSpec {
         validation = Rule::new("self == oldSelf")
             .message("storage.size is immutable")
             .reason(Reason::FieldValueForbidden),
-        validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() == 1")
+        validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))")
             .message("storage.size must be a positive quantity such as 1Gi")
     )]
     pub size: Quantity,

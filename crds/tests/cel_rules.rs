@@ -117,7 +117,7 @@ fn storage_size_that_is_not_a_positive_quantity_is_refused() {
         rc.spec.storage.size = Quantity(size.to_owned());
         assert_refused_by(
             validate_cel(&rc),
-            "isQuantity(string(self)) && quantity(string(self)).sign() == 1",
+            "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
         );
     }
 }
