@@ -1,6 +1,7 @@
 //! Kubernetes Events: one for each completed step and each alert transition (leader change,
 //! quorum lost/regained, partition, blocked change), with reasons from fixed sets.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 use raft_crds::{OperationKind, RaftClusterStatus};
 
@@ -18,6 +19,19 @@ fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
     }
 }
 
+/// The member's pod as the Event's related object: the recorder folds Events with the same
+/// reason and related object into one series, so each member keeps its own.
+fn about_pod(mut e: Event, namespace: Option<&str>, pod: &str) -> Event {
+    e.secondary = Some(ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: Some(pod.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        ..ObjectReference::default()
+    });
+    e
+}
+
 fn condition_is(status: &RaftClusterStatus, type_: &str, value: &str) -> bool {
     status
         .conditions
@@ -26,7 +40,12 @@ fn condition_is(status: &RaftClusterStatus, type_: &str, value: &str) -> bool {
 }
 
 /// Events for what this reconcile did and what changed since the previous status.
-pub fn announce(plan: &Plan, previous: &RaftClusterStatus, now: &RaftClusterStatus) -> Vec<Event> {
+pub fn announce(
+    plan: &Plan,
+    namespace: Option<&str>,
+    previous: &RaftClusterStatus,
+    now: &RaftClusterStatus,
+) -> Vec<Event> {
     let mut out = Vec::new();
     match &plan.step {
         Step::Record(op) => {
@@ -37,14 +56,25 @@ pub fn announce(plan: &Plan, previous: &RaftClusterStatus, now: &RaftClusterStat
                 OperationKind::ReplaceMember => ("ReplacingMember", "replace the lost member of"),
                 OperationKind::RestartMember => ("RollingUpdate", "restart"),
             };
-            out.push(event(
-                EventType::Normal,
-                reason,
-                "RecordStep",
-                format!("recorded step: {what} {}", op.name),
+            out.push(about_pod(
+                event(
+                    EventType::Normal,
+                    reason,
+                    "RecordStep",
+                    format!("recorded step: {what} {}", op.name),
+                ),
+                namespace,
+                &op.name,
             ));
         }
         Step::Finish(outcome) => {
+            let pod = match outcome {
+                Outcome::Initialized { .. } => None,
+                Outcome::MemberAdded { name, .. }
+                | Outcome::MemberRemoved { name, .. }
+                | Outcome::MemberReplaced { name, .. }
+                | Outcome::MemberRestarted { name } => Some(name.as_str()),
+            };
             let (reason, note) = match outcome {
                 Outcome::Initialized { cluster_id } => (
                     "ClusterInitialized",
@@ -68,7 +98,11 @@ pub fn announce(plan: &Plan, previous: &RaftClusterStatus, now: &RaftClusterStat
                     format!("{name} restarted on the new revision and caught up"),
                 ),
             };
-            out.push(event(EventType::Normal, reason, "FinishStep", note));
+            let e = event(EventType::Normal, reason, "FinishStep", note);
+            out.push(match pod {
+                Some(pod) => about_pod(e, namespace, pod),
+                None => e,
+            });
         }
         Step::Wait {
             blocked,

@@ -96,7 +96,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     ctx.metrics
         .observe_cluster(&names.namespace, &names.name, rc.spec.replicas, &new_status);
     let reference = rc.object_ref(&());
-    for event in events::announce(&plan, &previous, &new_status) {
+    for event in events::announce(&plan, Some(&names.namespace), &previous, &new_status) {
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             warn!(cluster = %names.name, error = %e, "failed to publish an Event");
         }

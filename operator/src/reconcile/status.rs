@@ -83,9 +83,16 @@ pub fn build(
                     healthy: m.healthy,
                     matched_index: m.matched_index.and_then(|i| i64::try_from(i).ok()),
                 })
-                .collect()
+                .collect::<Vec<_>>()
         },
     );
+    let mut members = members;
+    members.sort_by_key(|m| {
+        (
+            o.names.ordinal_of(&m.name).unwrap_or(u32::MAX),
+            m.name.clone(),
+        )
+    });
     RaftClusterStatus {
         observed_generation: o.generation,
         phase: phase(o, &verdicts, operation.as_ref(), cluster_id.is_some()),
