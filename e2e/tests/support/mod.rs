@@ -1,0 +1,406 @@
+//! Fixtures of the e2e suite: a kube client from `$KUBECONFIG`, the CRD installed, one
+//! throwaway namespace per test with its own operator (a local process watching only that
+//! namespace, or the chart's Deployment on kind), waits that name their condition and have a
+//! deadline, and a dump of pods, events and sidecar logs when a test fails.
+//!
+//! Environment:
+//! - `KUBECONFIG` (required): the cluster (kind, or `e2e/local/cluster up`).
+//! - `E2E_OPERATOR`: `process` (default: run `RAFT_OPERATOR_BIN`, else the workspace build) or
+//!   `deployment` (an operator already installed by the chart; `E2E_OPERATOR_NAMESPACE`, default
+//!   `raft-operator`, label `app.kubernetes.io/name=raft-operator`).
+//! - `E2E_SIDECAR_IMAGE` / `E2E_SIDECAR_IMAGE_NEXT`: the sidecar image and the one a rolling
+//!   update changes to (defaults `raft-sidecar:0.1.0` / `raft-sidecar:0.1.0-next`, which the
+//!   local agent maps to the same binary).
+//! - `E2E_DAEMON_IMAGE`: the example daemon image (default `raft-example-daemon:0.1.0`).
+//! - `E2E_KEEP=1`: keep the namespace of a failed test.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the fixtures"
+)]
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use raft_crds::{RaftCluster, RaftClusterSpec, RaftClusterStatus};
+use tokio::process::{Child, Command};
+
+pub const WAIT: Duration = Duration::from_secs(180);
+
+pub fn sidecar_image() -> String {
+    std::env::var("E2E_SIDECAR_IMAGE").unwrap_or_else(|_| "raft-sidecar:0.1.0".into())
+}
+
+pub fn sidecar_image_next() -> String {
+    std::env::var("E2E_SIDECAR_IMAGE_NEXT").unwrap_or_else(|_| "raft-sidecar:0.1.0-next".into())
+}
+
+pub fn daemon_image() -> String {
+    std::env::var("E2E_DAEMON_IMAGE").unwrap_or_else(|_| "raft-example-daemon:0.1.0".into())
+}
+
+/// Poll `probe` until it returns `Some`, or fail naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The operator serving one test.
+pub enum Operator {
+    Process { child: Child, namespace: String },
+    Deployment { namespace: String },
+}
+
+impl Operator {
+    fn binary() -> PathBuf {
+        if let Ok(p) = std::env::var("RAFT_OPERATOR_BIN") {
+            return p.into();
+        }
+        let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+            |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            PathBuf::from,
+        );
+        target.join("debug/raft-operator")
+    }
+
+    async fn start(watch_namespace: &str) -> Operator {
+        if std::env::var("E2E_OPERATOR").as_deref() == Ok("deployment") {
+            return Operator::Deployment {
+                namespace: std::env::var("E2E_OPERATOR_NAMESPACE")
+                    .unwrap_or_else(|_| "raft-operator".into()),
+            };
+        }
+        let bin = Self::binary();
+        assert!(
+            bin.exists(),
+            "operator binary {} not found: build it (cargo build -p raft-operator) or set RAFT_OPERATOR_BIN",
+            bin.display()
+        );
+        let log = std::env::temp_dir().join(format!("raft-operator-{watch_namespace}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(&bin)
+            .args([
+                "run",
+                "--namespace",
+                watch_namespace,
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Operator::Process {
+            child,
+            namespace: watch_namespace.to_owned(),
+        }
+    }
+
+    /// Kill the operator without warning (a crash at any point of a step).
+    pub async fn crash_and_restart(&mut self, client: &Client) {
+        match self {
+            Operator::Process { child, namespace } => {
+                child.kill().await.unwrap();
+                let ns = namespace.clone();
+                *self = Operator::start(&ns).await;
+            }
+            Operator::Deployment { namespace } => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                };
+                pods.delete_collection(
+                    &dp,
+                    &ListParams::default().labels("app.kubernetes.io/name=raft-operator"),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        match self {
+            Operator::Process { namespace, .. } => {
+                let log = std::env::temp_dir().join(format!("raft-operator-{namespace}.log"));
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            }
+            Operator::Deployment { .. } => {
+                "(operator runs as a Deployment: kubectl logs it)".into()
+            }
+        }
+    }
+}
+
+/// One test's world: a client, its namespace, its operator.
+pub struct Env {
+    pub client: Client,
+    pub ns: String,
+    pub operator: Operator,
+}
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "raftclusters.consensus.unrdf.io",
+        &PatchParams::apply("raft-e2e").force(),
+        &Patch::Apply(RaftCluster::crd()),
+    )
+    .await
+    .unwrap();
+    wait_for("the RaftCluster CRD to be established", WAIT, || async {
+        let crd = crds.get("raftclusters.consensus.unrdf.io").await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Run one scenario in a fresh namespace; on failure dump what helps and re-raise.
+pub async fn scenario<F, Fut>(name: &str, body: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = Env>,
+{
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: start a cluster (e2e/local/cluster up, or kind) and export it"
+    );
+    let client = Client::try_default().await.unwrap();
+    install_crd(&client).await;
+    let suffix: u32 = rand::random::<u32>() % 100_000;
+    let ns = format!("e2e-{name}-{suffix}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut object = Namespace::default();
+    object.metadata.name = Some(ns.clone());
+    namespaces
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    let operator = Operator::start(&ns).await;
+    let env = Env {
+        client: client.clone(),
+        ns: ns.clone(),
+        operator,
+    };
+    let outcome = AssertUnwindSafe(body(env)).catch_unwind().await;
+    match outcome {
+        Ok(env) => {
+            drop(env);
+            let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        }
+        Err(panic) => {
+            dump(&client, &ns).await;
+            if std::env::var("E2E_KEEP").as_deref() != Ok("1") {
+                let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+            }
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Pods, events and the tail of every sidecar's log, to stderr.
+async fn dump(client: &Client, ns: &str) {
+    eprintln!("===== e2e failure dump: namespace {ns} =====");
+    let log = std::env::temp_dir().join(format!("raft-operator-{ns}.log"));
+    if let Ok(text) = std::fs::read_to_string(&log) {
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("--- operator log (last 60 lines of {}) ---", log.display());
+        eprintln!("{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+    }
+    let rcs: Api<RaftCluster> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = rcs.list(&ListParams::default()).await {
+        for rc in list {
+            eprintln!(
+                "--- raftcluster {} status ---\n{}",
+                rc.name_any(),
+                serde_json::to_string_pretty(&rc.status).unwrap_or_default()
+            );
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = pods.list(&ListParams::default()).await {
+        for p in list {
+            let status = p.status.clone().unwrap_or_default();
+            eprintln!(
+                "--- pod {} phase={:?} ip={:?} conditions={:?}",
+                p.name_any(),
+                status.phase,
+                status.pod_ip,
+                status
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| format!("{}={}", c.type_, c.status))
+                    .collect::<Vec<_>>()
+            );
+            for container in ["raft-sidecar", "daemon"] {
+                let lp = LogParams {
+                    container: Some(container.into()),
+                    tail_lines: Some(30),
+                    ..LogParams::default()
+                };
+                if let Ok(text) = pods.logs(&p.name_any(), &lp).await {
+                    eprintln!(
+                        "--- {} / {container} (last 30 lines) ---\n{text}",
+                        p.name_any()
+                    );
+                }
+            }
+        }
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = events.list(&ListParams::default()).await {
+        eprintln!("--- events ---");
+        for e in list {
+            eprintln!(
+                "{} {} {}: {}",
+                e.type_.unwrap_or_default(),
+                e.involved_object.name.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            );
+        }
+    }
+    eprintln!("===== end of dump =====");
+}
+
+impl Env {
+    pub fn clusters(&self) -> Api<RaftCluster> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn spec(&self, replicas: i32) -> RaftClusterSpec {
+        let mut spec = RaftClusterSpec {
+            replicas,
+            ..RaftClusterSpec::default()
+        };
+        spec.sidecar.image = Some(sidecar_image());
+        spec
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        spec: RaftClusterSpec,
+    ) -> Result<RaftCluster, kube::Error> {
+        self.clusters()
+            .create(&PostParams::default(), &RaftCluster::new(name, spec))
+            .await
+    }
+
+    pub async fn status(&self, name: &str) -> RaftClusterStatus {
+        self.clusters()
+            .get(name)
+            .await
+            .ok()
+            .and_then(|rc| rc.status)
+            .unwrap_or_default()
+    }
+
+    /// Wait until a condition has the given status.
+    pub async fn wait_condition(&self, name: &str, type_: &str, want: &str) -> RaftClusterStatus {
+        wait_for(
+            &format!("raftcluster {name} condition {type_}={want}"),
+            WAIT,
+            || async {
+                let s = self.status(name).await;
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.status == want)
+                    .then_some(s)
+            },
+        )
+        .await
+    }
+
+    /// Wait until the cluster is Available with exactly `voters` voters and no step in flight.
+    pub async fn wait_settled(&self, name: &str, voters: usize) -> RaftClusterStatus {
+        wait_for(
+            &format!("raftcluster {name} Available with {voters} voters and idle"),
+            WAIT,
+            || async {
+                let s = self.status(name).await;
+                let available = s
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Available" && c.status == "True");
+                let n = s
+                    .members
+                    .iter()
+                    .filter(|m| m.role == raft_crds::MemberRole::Voter && m.healthy)
+                    .count();
+                (available && n == voters && s.members.len() == voters && s.operation.is_none())
+                    .then_some(s)
+            },
+        )
+        .await
+    }
+
+    pub async fn scale(&self, name: &str, replicas: i32) -> Result<(), kube::Error> {
+        self.clusters()
+            .patch_scale(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.clusters()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn pod_ip(&self, pod: &str) -> Option<String> {
+        self.pods().get(pod).await.ok()?.status?.pod_ip
+    }
+}
