@@ -1,5 +1,5 @@
 # One entry point for common tasks; CI (.ci/run) calls `make test` too.
-.PHONY: deps dev test fmt lint unit build js-client
+.PHONY: deps dev test fmt lint unit build js-client chart e2e
 
 deps: ## Debian packages the build and tests need (libclang-dev for rocksdb, ...)
 	./scripts/install-deps.sh
@@ -23,4 +23,10 @@ js-client: ## the JavaScript client's tests, against real sidecar processes
 	cargo build -p raft-sidecar
 	cd sidecar/clients/js && npm test && npm pack --dry-run --silent >/dev/null
 
-test: deps fmt lint unit js-client ## everything CI runs
+chart: ## helm lint + kubeconform -strict of charts/raft-operator (tools built offline, cached)
+	./scripts/check-chart.sh
+
+e2e: ## Kubernetes end-to-end suite on a local control plane (root; builds it once, cached)
+	./scripts/e2e-local.sh
+
+test: deps fmt lint unit js-client chart e2e ## everything CI runs
