@@ -2,9 +2,18 @@
 //!
 //! Contract (notes/openraft.md): `save_vote` and the append callback only after a synced write;
 //! `truncate` synced; `purge` records `last_purged` in the same batch as the deletion.
+//!
+//! The newest appended entries are also kept in memory ([`TailCache`], bounded by count and
+//! bytes), so replication — which re-reads every entry it sends right after it was appended —
+//! is answered without a blocking-thread hop, a RocksDB iterator and a decode per RPC. The
+//! cache only ever holds entries that are already durable (inserted after the synced write).
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use openraft::EntryPayload;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError};
@@ -13,15 +22,132 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use super::{Cf, Db, MetaKey, StoreError, index_key, parse_index_key};
 use crate::raft::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
-/// The Raft log of one node. Cheap to clone: it is a handle on the shared [`Db`].
+/// Most entries kept in the tail cache.
+const CACHE_MAX_ENTRIES: usize = 1024;
+/// Most (approximate) operation bytes kept in the tail cache.
+const CACHE_MAX_BYTES: usize = 2 << 20;
+
+/// A contiguous run of the newest log entries (a suffix of the log, or empty).
+#[derive(Debug, Default)]
+struct TailCache {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+fn entry_bytes(entry: &Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(p) => {
+            p.operations
+                .iter()
+                .map(|op| op.approx_size())
+                .sum::<usize>()
+                + 64
+        }
+        _ => 256,
+    }
+}
+
+impl TailCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|(e, _)| e.log_id.index)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Entries just made durable, in order, following the cached ones.
+    fn push(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            let index = entry.log_id.index;
+            match self.last_index() {
+                Some(last) if index == last + 1 => {}
+                None => {}
+                // Not contiguous (cannot happen after a proper truncate): start over.
+                Some(_) => self.clear(),
+            }
+            let size = entry_bytes(&entry);
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > CACHE_MAX_ENTRIES
+            || (self.bytes > CACHE_MAX_BYTES && self.entries.len() > 1)
+        {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Drop entries at `index` and after.
+    fn truncate(&mut self, index: u64) {
+        while self.last_index().is_some_and(|last| last >= index) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Drop entries up to and including `index`.
+    fn purge(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// The entries `start..end` when the cache holds all of them (an unbounded end means up
+    /// to the last entry of the log, which the cache holds whenever it is not empty).
+    fn get(&self, start: u64, end: Bound<u64>) -> Option<Vec<Entry>> {
+        let (first, last) = (self.first_index()?, self.last_index()?);
+        let end_incl = match end {
+            Bound::Included(e) => e,
+            Bound::Excluded(0) => return Some(Vec::new()),
+            Bound::Excluded(e) => e - 1,
+            Bound::Unbounded => last,
+        };
+        if start > end_incl {
+            return Some(Vec::new());
+        }
+        if start < first || end_incl > last {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        let to = usize::try_from(end_incl - first).ok()?;
+        Some(
+            self.entries
+                .range(from..=to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The Raft log of one node. Cheap to clone: a handle on the shared [`Db`] and tail cache.
 #[derive(Debug, Clone)]
 pub struct LogStore {
     db: Db,
+    cache: Arc<Mutex<TailCache>>,
 }
 
 impl LogStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            cache: Arc::default(),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TailCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn read_range(db: &Db, start: u64, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
@@ -83,6 +209,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = (start_of(&range), end_of(&range));
+        if let Some(entries) = self.cache().get(start, end) {
+            return Ok(entries);
+        }
         self.db
             .blocking(move |db| Self::read_range(db, start, end))
             .await
@@ -172,11 +301,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 for entry in &entries {
                     db.put(&mut batch, Cf::Log, &index_key(entry.log_id.index), entry)?;
                 }
-                db.write(batch, true)
+                db.write(batch, true)?;
+                Ok(entries)
             })
             .await;
         match result {
-            Ok(()) => {
+            Ok(entries) => {
+                // Durable now: readable from memory by replication.
+                self.cache().push(entries);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -188,6 +320,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache().truncate(log_id.index);
         self.db
             .blocking(move |db| {
                 let mut batch = WriteBatch::default();
@@ -204,8 +337,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache().purge(log_id.index);
         self.db
             .blocking(move |db| {
+                // openraft 0.9 issues this purge right after handing an installed snapshot to
+                // the state machine worker, without waiting for it: never purge past what the
+                // state machine has durably applied, or a kill -9 in between leaves a node whose
+                // log is purged beyond its state (entries lost; openraft's invariant
+                // `purge_upto <= snapshot` broken at restart). A later purge catches up.
+                let applied: Option<super::state_machine::AppliedState> =
+                    db.get(Cf::Meta, MetaKey::Applied.key())?;
+                let log_id = match applied.and_then(|a| a.last_applied) {
+                    Some(applied) => log_id.min(applied),
+                    None => log_id,
+                };
                 let mut batch = WriteBatch::default();
                 db.put(&mut batch, Cf::Meta, MetaKey::LastPurged.key(), &log_id)?;
                 batch.delete_range_cf(db.cf(Cf::Log)?, index_key(0), index_key(log_id.index + 1));
@@ -213,5 +358,64 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn the_tail_cache_answers_only_ranges_it_holds_whole() {
+        let mut c = TailCache::default();
+        assert_eq!(indexes(c.get(1, Bound::Unbounded)), None);
+        c.push((5..=9).map(entry).collect());
+        assert_eq!(indexes(c.get(5, Bound::Excluded(8))), Some(vec![5, 6, 7]));
+        assert_eq!(indexes(c.get(7, Bound::Unbounded)), Some(vec![7, 8, 9]));
+        assert_eq!(indexes(c.get(9, Bound::Included(9))), Some(vec![9]));
+        assert_eq!(
+            indexes(c.get(4, Bound::Included(6))),
+            None,
+            "4 is not cached"
+        );
+        assert_eq!(
+            indexes(c.get(8, Bound::Included(10))),
+            None,
+            "10 is not cached"
+        );
+        assert_eq!(indexes(c.get(8, Bound::Excluded(8))), Some(vec![]));
+        c.truncate(8);
+        assert_eq!(indexes(c.get(5, Bound::Unbounded)), Some(vec![5, 6, 7]));
+        c.push(vec![entry(8)]);
+        c.purge(6);
+        assert_eq!(indexes(c.get(7, Bound::Unbounded)), Some(vec![7, 8]));
+        assert_eq!(indexes(c.get(6, Bound::Unbounded)), None);
+        // A gap starts the cache over: it must stay a suffix of the log.
+        c.push(vec![entry(20)]);
+        assert_eq!(indexes(c.get(20, Bound::Unbounded)), Some(vec![20]));
+        assert_eq!(indexes(c.get(8, Bound::Unbounded)), None);
+    }
+
+    #[test]
+    fn the_tail_cache_is_bounded() {
+        let mut c = TailCache::default();
+        let n = u64::try_from(CACHE_MAX_ENTRIES).unwrap() + 10;
+        c.push((1..=n).map(entry).collect());
+        assert_eq!(c.entries.len(), CACHE_MAX_ENTRIES);
+        assert_eq!(c.last_index(), Some(n));
+        assert_eq!(c.first_index(), Some(11));
     }
 }

@@ -1,0 +1,241 @@
+//! Bad input on every endpoint (daemon API, admin API, peer transport): slow (slowloris),
+//! oversized, malformed and unauthenticated connections are refused or outlasted, and the node
+//! keeps serving reads and committing writes meanwhile. (The documented error codes of the
+//! daemon and admin APIs are covered in `cluster.rs`.) Loopback processes, no root needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+#[allow(dead_code, reason = "shared fixtures; this binary uses some of them")]
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{TestCluster, op};
+use futures_util::{SinkExt, StreamExt};
+use raft_sidecar::transport::{CLUSTER_HEADER, PEER_PATH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SECS_20: Duration = Duration::from_secs(20);
+
+/// The node answers a read within 2 s and commits a write (through itself) within 5 s.
+async fn still_serving(t: &TestCluster, i: usize, tag: &str) {
+    let started = Instant::now();
+    let state = tokio::time::timeout(Duration::from_secs(2), t.client(i).state()).await;
+    assert!(
+        matches!(state, Ok(Ok(_))),
+        "{tag}: node {i} did not answer /v1/state within 2 s: {state:?}"
+    );
+    let id = format!("{tag}-{}", rand::random::<u32>());
+    let write = tokio::time::timeout(Duration::from_secs(5), t.client(i).submit(&op(&id))).await;
+    assert!(
+        matches!(write, Ok(Ok(_))),
+        "{tag}: node {i} did not commit a write within 5 s: {write:?}"
+    );
+    println!(
+        "{tag}: node {i} served a read and a write in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Open `n` connections to `addr`, each sending `head` and then nothing more.
+async fn hang_open(addr: SocketAddr, n: usize, head: &[u8]) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        if let Ok(mut s) = TcpStream::connect(addr).await {
+            let _ = s.write_all(head).await;
+            out.push(s);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_slow_half_sent_requests_on_every_endpoint_do_not_stop_the_node_serving() {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let follower = (leader + 1) % 3;
+    let mut held = Vec::new();
+    for i in [leader, follower] {
+        let n = &t.c.nodes[i];
+        // Headers never finished; a body promised and never sent; a WebSocket upgrade never
+        // completed on the peer port.
+        held.extend(
+            hang_open(
+                n.api,
+                150,
+                b"POST /v1/operations HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+            )
+            .await,
+        );
+        held.extend(
+            hang_open(
+                n.api,
+                150,
+                b"POST /v1/operations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"id\":",
+            )
+            .await,
+        );
+        held.extend(
+            hang_open(
+                n.admin,
+                150,
+                b"GET /admin/v1/status HTTP/1.1\r\nHost: x\r\n",
+            )
+            .await,
+        );
+        held.extend(
+            hang_open(
+                n.peer,
+                150,
+                b"GET /raft HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n",
+            )
+            .await,
+        );
+    }
+    assert!(
+        held.len() >= 1000,
+        "only {} slow connections opened",
+        held.len()
+    );
+    // Trickle a byte now and then, as slowloris does, while checking the node keeps serving.
+    for round in 0..3 {
+        for s in &mut held {
+            let _ = s.write_all(b"a").await;
+        }
+        still_serving(&t, leader, &format!("slowloris-leader-{round}")).await;
+        still_serving(&t, follower, &format!("slowloris-follower-{round}")).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(held);
+    still_serving(&t, leader, "after-slowloris").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_oversized_and_non_http_bytes_on_every_port_are_refused_and_the_node_keeps_serving()
+{
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let n = t.c.nodes[leader].clone();
+    let random: Vec<u8> = (0..65_536).map(|_| rand::random::<u8>()).collect();
+    let huge_header = format!(
+        "GET /v1/state HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "h".repeat(1 << 20)
+    );
+    let lying_length =
+        b"POST /v1/operations HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n{}"
+            .to_vec();
+    let h2_preface =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", random),
+        ("1 MiB header", huge_header.into_bytes()),
+        ("absurd content-length", lying_length),
+        ("HTTP/2 preface", h2_preface),
+        (
+            "bad method",
+            b"BREW /v1/state HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("bad version", b"GET /v1/state HTTP/9.9\r\n\r\n".to_vec()),
+        (
+            "NUL in path",
+            b"GET /v1/\x00state HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (addr, port_name) in [(n.api, "api"), (n.admin, "admin"), (n.peer, "peer")] {
+        for (what, bytes) in &cases {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let _ = s.write_all(bytes).await;
+            // Read whatever comes back until the server closes or goes quiet.
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer)).await;
+            let first = String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned();
+            assert!(
+                !first.starts_with("HTTP/1.1 2"),
+                "{port_name}: {what} was answered with success: {first:?}"
+            );
+        }
+        still_serving(&t, leader, &format!("after-garbage-on-{port_name}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_without_the_token_or_cluster_id_are_refused_and_bad_frames_drop_only_that_socket()
+ {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let url = format!("ws://{}{PEER_PATH}", t.c.nodes[leader].peer);
+    let token = t.c.token.clone();
+    let cluster = t.c.cluster_id.clone();
+    let attempt = |auth: Option<String>, cluster: Option<String>| {
+        let url = url.clone();
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            if let Some(a) = auth {
+                req.headers_mut()
+                    .insert("authorization", a.parse().unwrap());
+            }
+            if let Some(c) = cluster {
+                req.headers_mut().insert(CLUSTER_HEADER, c.parse().unwrap());
+            }
+            tokio_tungstenite::connect_async(req).await
+        }
+    };
+    let status = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => 101,
+    };
+    assert_eq!(
+        status(attempt(None, Some(cluster.clone())).await),
+        401,
+        "no token"
+    );
+    assert_eq!(
+        status(attempt(Some("Bearer wrong".into()), Some(cluster.clone())).await),
+        401,
+        "wrong token"
+    );
+    assert_eq!(
+        status(attempt(Some(format!("Bearer {token}x")), Some(cluster.clone())).await),
+        401,
+        "token with a suffix"
+    );
+    assert_eq!(
+        status(attempt(Some(format!("Bearer {token}")), Some("other".into())).await),
+        403,
+        "another cluster"
+    );
+    assert_eq!(
+        status(attempt(Some(format!("Bearer {token}")), None).await),
+        403,
+        "no cluster id"
+    );
+
+    // Authenticated, then garbage: the node drops that socket and keeps serving.
+    for garbage in [
+        Message::Binary(vec![0xff; 64].into()),
+        Message::Binary(Vec::new().into()),
+        Message::Text("hello".into()),
+        Message::Binary(
+            (0..100_000)
+                .map(|_| rand::random::<u8>())
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
+    ] {
+        let (mut ws, _) = attempt(Some(format!("Bearer {token}")), Some(cluster.clone()))
+            .await
+            .unwrap();
+        let _ = ws.send(garbage).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
+        still_serving(&t, leader, "after-bad-peer-frame").await;
+    }
+}

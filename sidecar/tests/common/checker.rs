@@ -1,0 +1,183 @@
+//! The nemesis checker: a pure function of what the clients saw (operations sent, answers
+//! acknowledged) and what the nodes hold (journals, leaders observed per term).
+#![allow(dead_code, reason = "each test binary uses a subset")]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// One journal entry as the checker needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub index: u64,
+    pub term: u64,
+    pub id: String,
+}
+
+/// A successful answer to a client: the operation is at `index` in a `term` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub id: String,
+    pub index: u64,
+    pub term: u64,
+}
+
+/// Everything the checker reads.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Every operation id any client sent (acknowledged or not).
+    pub sent: HashSet<String>,
+    pub acks: Vec<Ack>,
+    /// Per node (by name): its whole journal, or None when it could not be read.
+    pub journals: Vec<(String, Option<Vec<Entry>>)>,
+    /// Nodes that said `isLeader: true` in each term.
+    pub leaders: BTreeMap<u64, BTreeSet<String>>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Distinct operations acknowledged at least once.
+    pub acknowledged: usize,
+    /// Acknowledged but absent, or present somewhere other than where it was acknowledged.
+    pub lost: usize,
+    /// Extra copies of an operation id in the agreed journal.
+    pub duplicated: usize,
+    /// Entries where two journals disagree, plus gaps and out-of-order indices.
+    pub divergent: usize,
+    /// Operations in a journal that no client sent.
+    pub phantom: usize,
+    /// Terms in which two different nodes claimed to lead.
+    pub split_terms: usize,
+    /// Nodes whose journal could not be read or does not reach the longest one's end.
+    pub lagging: usize,
+    /// Length of the agreed (merged) journal.
+    pub journal_len: usize,
+    pub details: Vec<String>,
+}
+
+impl Verdict {
+    pub fn safe(&self) -> bool {
+        self.lost == 0
+            && self.duplicated == 0
+            && self.divergent == 0
+            && self.phantom == 0
+            && self.split_terms == 0
+    }
+
+    fn note(&mut self, detail: String) {
+        if self.details.len() < 40 {
+            self.details.push(detail);
+        }
+    }
+}
+
+pub fn check(h: &History) -> Verdict {
+    let mut v = Verdict {
+        acknowledged: h.acks.iter().map(|a| &a.id).collect::<HashSet<_>>().len(),
+        ..Verdict::default()
+    };
+    // Each journal on its own: indices strictly increasing and dense (journal indices are).
+    for (name, journal) in &h.journals {
+        let Some(journal) = journal else {
+            v.lagging += 1;
+            v.note(format!("{name}: journal unreadable"));
+            continue;
+        };
+        for w in journal.windows(2) {
+            if w[1].index != w[0].index + 1 {
+                v.divergent += 1;
+                v.note(format!(
+                    "{name}: index {} follows {} (indices must increase by one)",
+                    w[1].index, w[0].index
+                ));
+            }
+        }
+    }
+    // The longest journal is the reference; every other one must be a prefix of it
+    // (compared where both still hold entries: older ones may have been compacted).
+    let readable: Vec<(&String, &Vec<Entry>)> = h
+        .journals
+        .iter()
+        .filter_map(|(n, j)| j.as_ref().map(|j| (n, j)))
+        .collect();
+    let Some((longest_name, longest)) = readable
+        .iter()
+        .max_by_key(|(_, j)| j.last().map_or(0, |e| e.index))
+        .copied()
+    else {
+        v.note("no journal could be read".into());
+        return v;
+    };
+    let last = longest.last().map_or(0, |e| e.index);
+    let mut merged: BTreeMap<u64, &Entry> = BTreeMap::new();
+    for e in longest {
+        merged.entry(e.index).or_insert(e);
+    }
+    for (name, journal) in &readable {
+        for e in journal.iter() {
+            match merged.get(&e.index) {
+                Some(r) if *r == e => {}
+                Some(r) => {
+                    v.divergent += 1;
+                    v.note(format!(
+                        "{name} has {}@{} (term {}) where {longest_name} has {}@{} (term {})",
+                        e.id, e.index, e.term, r.id, r.index, r.term
+                    ));
+                }
+                None => {
+                    merged.insert(e.index, e);
+                }
+            }
+        }
+        let their_last = journal.last().map_or(0, |e| e.index);
+        if their_last < last {
+            v.lagging += 1;
+            v.note(format!(
+                "{name} ends at index {their_last}, {longest_name} at {last}"
+            ));
+        }
+    }
+    v.journal_len = merged.len();
+    // Duplicates and phantoms in the agreed journal.
+    let mut position: HashMap<&str, &Entry> = HashMap::new();
+    for e in merged.values() {
+        if let Some(first) = position.get(e.id.as_str()) {
+            v.duplicated += 1;
+            v.note(format!(
+                "{} appears at {} and again at {}",
+                e.id, first.index, e.index
+            ));
+        } else {
+            position.insert(&e.id, e);
+        }
+        if !h.sent.contains(&e.id) {
+            v.phantom += 1;
+            v.note(format!("{} at {} was never sent", e.id, e.index));
+        }
+    }
+    // Every acknowledgement: present, exactly where (index and term) it was acknowledged.
+    for a in &h.acks {
+        match position.get(a.id.as_str()) {
+            Some(e) if e.index == a.index && e.term == a.term => {}
+            Some(e) => {
+                v.lost += 1;
+                v.note(format!(
+                    "{} acknowledged at {} (term {}) but the journal has it at {} (term {})",
+                    a.id, a.index, a.term, e.index, e.term
+                ));
+            }
+            None => {
+                v.lost += 1;
+                v.note(format!(
+                    "{} acknowledged at {} (term {}) is in no journal",
+                    a.id, a.index, a.term
+                ));
+            }
+        }
+    }
+    for (term, leaders) in &h.leaders {
+        if leaders.len() > 1 {
+            v.split_terms += 1;
+            v.note(format!("term {term} had leaders {leaders:?}"));
+        }
+    }
+    v
+}

@@ -1,0 +1,583 @@
+//! The nemesis: concurrent clients submit uniquely identified operations (retrying by id) while
+//! a seeded random schedule of real faults runs (partitions one- and two-way, a bridge node,
+//! packet loss, slow links, kill -9, SIGSTOP, kill -9 of every node); then a checker verifies,
+//! from every node's journal and every client's log, that every acknowledged operation is
+//! present exactly once where it was acknowledged, that journals agree, that nothing appears
+//! that no client sent, and that no two nodes led the same term.
+//!
+//! `NEMESIS_SEED=S NEMESIS_SECONDS=D cargo test --release -p raft-sidecar --test nemesis -- --nocapture`
+//! (random seed when unset, 60 s by default; also `NEMESIS_NODES` (5), `NEMESIS_CLIENTS` (4)).
+//! It always prints `acknowledged=N lost=0 duplicated=0 divergent=0 faults=K seed=S`; replay a
+//! failure with its seed (the schedule is the same; timing, and so the interleaving, is not).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+#[path = "common/checker.rs"]
+mod checker;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use checker::{Ack, Entry, History, check};
+use netns::NetCluster;
+use raft_api::client::{ClientError, SidecarClient};
+use raft_api::daemon::Operation;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+struct Config {
+    seed: u64,
+    seconds: u64,
+    nodes: usize,
+    clients: usize,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+impl Config {
+    fn from_env() -> Config {
+        Config {
+            seed: env_or("NEMESIS_SEED", rand::random::<u64>() % 1_000_000),
+            seconds: env_or("NEMESIS_SECONDS", 60),
+            nodes: env_or("NEMESIS_NODES", 5),
+            clients: env_or("NEMESIS_CLIENTS", 4),
+        }
+    }
+}
+
+/// Node flags: quick partition detection, frequent snapshots and log purges so restarted
+/// nodes catch up by snapshot install, a short write timeout so TIMEOUT retries happen.
+const NODE_FLAGS: &[&str] = &[
+    "--partition-detection-ms",
+    "1000",
+    "--snapshot-interval",
+    "300",
+    "--log-compaction-threshold",
+    "100",
+    "--max-log-size",
+    "1000",
+    "--write-timeout-ms",
+    "3000",
+];
+
+/// What one client saw.
+#[derive(Default)]
+struct ClientLog {
+    sent: Vec<String>,
+    acks: Vec<Ack>,
+    /// Sent, never acknowledged (given up after the run): may or may not be in the journal.
+    indeterminate: usize,
+    /// Answers no correct sidecar gives to a well-formed, unique operation.
+    unexpected: Vec<String>,
+    errors: BTreeMap<String, usize>,
+}
+
+fn error_kind(e: &ClientError) -> String {
+    match e {
+        ClientError::Api { code, .. } => code.to_string(),
+        ClientError::Http { source, .. } if source.is_timeout() => "client-timeout".into(),
+        ClientError::Http { .. } => "connection".into(),
+        ClientError::Unexpected { status, .. } => format!("unexpected-{status}"),
+        ClientError::NoAddress(_) => "no-address".into(),
+    }
+}
+
+/// Submit operations `c<k>-<n>` one after another, each retried with the same id on random
+/// nodes until acknowledged (sometimes sent to two nodes at once). Stops starting new ones when the run ends (`end` turns Some), and
+/// gives up on the last one at the deadline it carries.
+async fn client(
+    k: usize,
+    seed: u64,
+    nodes: Arc<Vec<SidecarClient>>,
+    end: watch::Receiver<Option<Instant>>,
+) -> ClientLog {
+    let mut rng = StdRng::seed_from_u64(seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9));
+    let mut log = ClientLog::default();
+    for n in 0.. {
+        if end.borrow().is_some() {
+            break;
+        }
+        let op = Operation {
+            id: format!("c{k}-{n}"),
+            op_type: "nemesis".into(),
+            payload: Some(serde_json::json!({ "client": k, "seq": n })),
+            daemon_id: Some(format!("client-{k}")),
+            timestamp: None,
+        };
+        log.sent.push(op.id.clone());
+        loop {
+            // Now and then the same operation goes to two nodes at once: two copies in flight,
+            // possibly on two leaders; every answer that acknowledges it must agree.
+            let i = rng.random_range(0..nodes.len());
+            let hedge = rng
+                .random_bool(0.15)
+                .then(|| (i + rng.random_range(1..nodes.len())) % nodes.len());
+            let answers = match hedge {
+                None => vec![(i, nodes[i].submit(&op).await)],
+                Some(j) => {
+                    let (a, b) = tokio::join!(nodes[i].submit(&op), nodes[j].submit(&op));
+                    vec![(i, a), (j, b)]
+                }
+            };
+            let mut done = false;
+            for (i, answer) in answers {
+                match answer {
+                    Ok(r) => {
+                        log.acks.push(Ack {
+                            id: r.operation_id,
+                            index: r.log_index,
+                            term: r.term,
+                        });
+                        done = true;
+                    }
+                    Err(e) => {
+                        *log.errors.entry(error_kind(&e)).or_default() += 1;
+                        let retry = match &e {
+                            ClientError::Api { code, .. } => code.is_retryable(),
+                            ClientError::Http { .. } => true,
+                            _ => false,
+                        };
+                        if !retry {
+                            log.unexpected.push(format!("{} on node {i}: {e}", op.id));
+                            done |= !matches!(e, ClientError::Unexpected { .. });
+                        }
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+            if let Some(give_up) = *end.borrow()
+                && Instant::now() > give_up
+            {
+                log.indeterminate += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
+        }
+    }
+    log
+}
+
+/// Poll every node's `/v1/state` and record who claims to lead each term.
+async fn watch_leaders(
+    nodes: Arc<Vec<SidecarClient>>,
+    stop: watch::Receiver<bool>,
+) -> BTreeMap<u64, BTreeSet<String>> {
+    let mut leaders: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    while !*stop.borrow() {
+        let states = futures_util::future::join_all(nodes.iter().map(|c| c.state())).await;
+        for s in states.into_iter().flatten() {
+            if s.is_leader {
+                leaders
+                    .entry(s.current_term)
+                    .or_default()
+                    .insert(s.node_name);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    leaders
+}
+
+/// One fault of the schedule; `Display` is the line printed for replay.
+#[derive(Debug)]
+enum Fault {
+    Kill(usize),
+    KillLeader,
+    KillAll,
+    Pause(usize),
+    IsolateLeader,
+    Partition(Vec<usize>, Vec<usize>),
+    OneWay(usize, usize),
+    Bridge(usize),
+    Loss(Vec<(usize, usize)>, u8),
+    Slow(usize),
+    Flap(usize, usize),
+}
+
+fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
+    let node = |rng: &mut StdRng| rng.random_range(0..n);
+    let pair = |rng: &mut StdRng| {
+        let a = rng.random_range(0..n);
+        let b = (a + rng.random_range(1..n)) % n;
+        (a, b)
+    };
+    match rng.random_range(0..11) {
+        0 => Fault::Kill(node(rng)),
+        1 => Fault::KillLeader,
+        2 => Fault::KillAll,
+        3 => Fault::Pause(node(rng)),
+        4 => Fault::IsolateLeader,
+        5 => {
+            let mut all: Vec<usize> = (0..n).collect();
+            all.shuffle(rng);
+            let minority = rng.random_range(1..=n / 2);
+            let majority = all.split_off(minority);
+            Fault::Partition(all, majority)
+        }
+        6 => {
+            let (a, b) = pair(rng);
+            Fault::OneWay(a, b)
+        }
+        7 => Fault::Bridge(node(rng)),
+        8 => {
+            let links = (0..rng.random_range(1..=n)).map(|_| pair(rng)).collect();
+            Fault::Loss(links, rng.random_range(20..=60))
+        }
+        9 => Fault::Slow(node(rng)),
+        _ => {
+            let (a, b) = pair(rng);
+            Fault::Flap(a, b)
+        }
+    }
+}
+
+async fn leader_or_random(c: &NetCluster, rng: &mut StdRng) -> usize {
+    for i in 0..c.nodes.len() {
+        if let Ok(s) = c.state(i).await
+            && let Some(l) = s.leader_id.as_deref().and_then(|l| c.index_of(l))
+        {
+            return l;
+        }
+    }
+    rng.random_range(0..c.nodes.len())
+}
+
+/// Inject `fault`, hold it for `hold`, then undo it (heal, resume, restart).
+async fn inflict(c: &mut NetCluster, rng: &mut StdRng, fault: &Fault, hold: Duration) {
+    let n = c.nodes.len();
+    let mut killed = Vec::new();
+    match fault {
+        Fault::Kill(i) => {
+            c.kill9(*i).await;
+            killed.push(*i);
+        }
+        Fault::KillLeader => {
+            let l = leader_or_random(c, rng).await;
+            println!("nemesis:   leader is node-{l}");
+            c.kill9(l).await;
+            killed.push(l);
+        }
+        Fault::KillAll => {
+            for i in 0..n {
+                c.kill9(i).await;
+                killed.push(i);
+            }
+            // Restart them at once: no hold for a power cut.
+        }
+        Fault::Pause(i) => c.pause(*i),
+        Fault::IsolateLeader => {
+            let l = leader_or_random(c, rng).await;
+            println!("nemesis:   leader is node-{l}");
+            c.isolate(l);
+        }
+        Fault::Partition(a, b) => c.partition(a, b),
+        Fault::OneWay(a, b) => c.cut(*a, *b),
+        Fault::Bridge(center) => {
+            let mut rest: Vec<usize> = (0..n).filter(|i| i != center).collect();
+            rest.shuffle(rng);
+            let other = rest.split_off(rest.len() / 2);
+            c.partition(&rest, &other);
+        }
+        Fault::Loss(links, pct) => {
+            for (a, b) in links {
+                c.lose(*a, *b, *pct);
+            }
+        }
+        Fault::Slow(i) => c.slow(*i),
+        Fault::Flap(a, b) => {
+            let until = Instant::now() + hold;
+            while Instant::now() < until {
+                c.cut_both(*a, *b);
+                tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+                c.heal();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+            }
+        }
+    }
+    if !matches!(fault, Fault::KillAll | Fault::Flap(..)) {
+        tokio::time::sleep(hold).await;
+    }
+    c.heal();
+    for i in 0..n {
+        if c.is_paused(i) {
+            c.resume(i);
+        }
+    }
+    for i in killed {
+        c.start_node(i);
+    }
+}
+
+/// Wait (bounded) until every node's journal ends at the same index twice in a row.
+async fn converge(c: &NetCluster, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut previous = None;
+    while Instant::now() < deadline {
+        let mut ends = Vec::new();
+        for i in 0..c.nodes.len() {
+            match c
+                .client_with_timeout(i, Duration::from_secs(2))
+                .journal(None, Some(1))
+                .await
+            {
+                Ok(p) => ends.push(p.commit_index),
+                Err(_) => ends.push(u64::MAX),
+            }
+        }
+        let agreed = ends.iter().all(|e| *e == ends[0] && *e != u64::MAX);
+        if agreed && previous == Some(ends[0]) {
+            return true;
+        }
+        previous = agreed.then_some(ends[0]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one_order() {
+    let cfg = Config::from_env();
+    println!(
+        "nemesis: seed={} seconds={} nodes={} clients={} (replay: NEMESIS_SEED={} NEMESIS_SECONDS={})",
+        cfg.seed, cfg.seconds, cfg.nodes, cfg.clients, cfg.seed, cfg.seconds
+    );
+    let faults = Arc::new(Mutex::new(0usize));
+    let outcome = run(&cfg, faults.clone()).await;
+    let faults = *faults.lock().unwrap();
+    let (v, logs_summary, unexpected) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            println!(
+                "acknowledged=? lost=? duplicated=? divergent=? faults={faults} seed={}",
+                cfg.seed
+            );
+            panic!("the nemesis run could not complete: {e}");
+        }
+    };
+    println!("nemesis: {logs_summary}");
+    for d in &v.details {
+        println!("nemesis: finding: {d}");
+    }
+    for u in unexpected.iter().take(20) {
+        println!("nemesis: unexpected answer: {u}");
+    }
+    println!(
+        "acknowledged={} lost={} duplicated={} divergent={} faults={faults} seed={}",
+        v.acknowledged, v.lost, v.duplicated, v.divergent, cfg.seed
+    );
+    assert!(
+        v.safe(),
+        "safety violated (seed {}): lost={} duplicated={} divergent={} phantom={} split_terms={}",
+        cfg.seed,
+        v.lost,
+        v.duplicated,
+        v.divergent,
+        v.phantom,
+        v.split_terms
+    );
+    assert_eq!(
+        v.lagging, 0,
+        "nodes did not catch up after healing (seed {})",
+        cfg.seed
+    );
+    assert!(
+        unexpected.is_empty(),
+        "unexpected answers (seed {})",
+        cfg.seed
+    );
+    assert!(v.acknowledged > 0, "no operation was acknowledged at all");
+}
+
+type Outcome = (checker::Verdict, String, Vec<String>);
+
+async fn run(cfg: &Config, faults: Arc<Mutex<usize>>) -> Result<Outcome, String> {
+    let mut c = NetCluster::start("nem", 40, cfg.nodes, NODE_FLAGS).await;
+    let endpoints: Arc<Vec<SidecarClient>> = Arc::new(
+        (0..cfg.nodes)
+            .map(|i| c.client_with_timeout(i, Duration::from_secs(6)))
+            .collect(),
+    );
+    let (end_tx, end_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|k| tokio::spawn(client(k, cfg.seed, endpoints.clone(), end_rx.clone())))
+        .collect();
+    let monitor = tokio::spawn(watch_leaders(endpoints.clone(), stop_rx));
+
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let started = Instant::now();
+    let run_for = Duration::from_secs(cfg.seconds);
+    while started.elapsed() < run_for {
+        let fault = pick_fault(&mut rng, cfg.nodes);
+        let hold = Duration::from_millis(rng.random_range(1000..5000));
+        let quiet = Duration::from_millis(rng.random_range(500..2500));
+        println!(
+            "nemesis: t={:>6.1}s fault {:?} for {hold:?}",
+            started.elapsed().as_secs_f64(),
+            fault
+        );
+        inflict(&mut c, &mut rng, &fault, hold).await;
+        *faults.lock().unwrap() += 1;
+        tokio::time::sleep(quiet).await;
+    }
+    // Everything healed and running: clients finish their last operation, then stop.
+    end_tx.send_replace(Some(Instant::now() + Duration::from_secs(60)));
+    let mut logs = Vec::new();
+    for h in clients {
+        logs.push(h.await.map_err(|e| format!("client task failed: {e}"))?);
+    }
+    let converged = converge(&c, Duration::from_secs(60)).await;
+    stop_tx.send_replace(true);
+    let leaders = monitor
+        .await
+        .map_err(|e| format!("leader monitor failed: {e}"))?;
+
+    let mut history = History {
+        leaders,
+        ..History::default()
+    };
+    let mut unexpected = Vec::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    let mut indeterminate = 0;
+    for log in logs {
+        history.sent.extend(log.sent);
+        history.acks.extend(log.acks);
+        unexpected.extend(log.unexpected);
+        indeterminate += log.indeterminate;
+        for (k, n) in log.errors {
+            *errors.entry(k).or_default() += n;
+        }
+    }
+    for i in 0..cfg.nodes {
+        let journal = c.journal(i).await.ok().map(|j| {
+            j.into_iter()
+                .map(|e| Entry {
+                    index: e.log_index,
+                    term: e.term,
+                    id: e.operation.id,
+                })
+                .collect()
+        });
+        history.journals.push((c.nodes[i].name.clone(), journal));
+    }
+    let v = check(&history);
+    let sent: HashSet<&String> = history.sent.iter().collect();
+    let summary = format!(
+        "sent={} journal={} indeterminate={indeterminate} converged={converged} phantom={} split_terms={} lagging={} terms_seen={} errors={errors:?}",
+        sent.len(),
+        v.journal_len,
+        v.phantom,
+        v.split_terms,
+        v.lagging,
+        history.leaders.len()
+    );
+    if !v.safe() || v.lagging > 0 {
+        for i in 0..cfg.nodes {
+            println!(
+                "----- {} (last 20 log lines) -----\n{}",
+                c.nodes[i].name,
+                c.log_tail(i, 20)
+            );
+        }
+    }
+    Ok((v, summary, unexpected))
+}
+
+/// The checker is not vacuous: it counts each kind of violation it is meant to find.
+mod checker_finds {
+    use super::checker::{Ack, Entry, History, check};
+
+    fn e(index: u64, term: u64, id: &str) -> Entry {
+        Entry {
+            index,
+            term,
+            id: id.into(),
+        }
+    }
+
+    fn history(journals: Vec<Vec<Entry>>, acks: &[(&str, u64, u64)]) -> History {
+        History {
+            sent: ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect(),
+            acks: acks
+                .iter()
+                .map(|(id, index, term)| Ack {
+                    id: id.to_string(),
+                    index: *index,
+                    term: *term,
+                })
+                .collect(),
+            journals: journals
+                .into_iter()
+                .enumerate()
+                .map(|(i, j)| (format!("node-{i}"), Some(j)))
+                .collect(),
+            leaders: Default::default(),
+        }
+    }
+
+    #[test]
+    fn agreeing_prefix_journals_with_every_ack_in_place_pass() {
+        let full = vec![e(1, 1, "a"), e(2, 1, "b"), e(3, 2, "c")];
+        let v = check(&history(
+            vec![full.clone(), full[..2].to_vec()],
+            &[("a", 1, 1), ("c", 3, 2)],
+        ));
+        assert!(v.safe(), "{v:?}");
+        assert_eq!(v.lagging, 1, "the shorter journal is reported as lagging");
+    }
+
+    #[test]
+    fn an_acknowledged_operation_missing_or_moved_is_lost() {
+        let j = vec![e(1, 1, "a"), e(2, 1, "b")];
+        let v = check(&history(vec![j], &[("c", 3, 1), ("b", 1, 1)]));
+        assert_eq!(v.lost, 2, "{v:?}");
+    }
+
+    #[test]
+    fn a_second_copy_of_an_id_is_a_duplicate() {
+        let j = vec![e(1, 1, "a"), e(2, 2, "a")];
+        assert_eq!(check(&history(vec![j], &[])).duplicated, 1);
+    }
+
+    #[test]
+    fn journals_that_disagree_or_skip_an_index_diverge() {
+        let v = check(&history(
+            vec![
+                vec![e(1, 1, "a"), e(2, 1, "b")],
+                vec![e(1, 1, "a"), e(2, 2, "c")],
+            ],
+            &[],
+        ));
+        assert_eq!(v.divergent, 1, "{v:?}");
+        let gap = check(&history(vec![vec![e(1, 1, "a"), e(3, 1, "b")]], &[]));
+        assert_eq!(gap.divergent, 1, "{gap:?}");
+    }
+
+    #[test]
+    fn an_unsent_operation_and_two_leaders_in_one_term_are_found() {
+        let mut h = history(vec![vec![e(1, 1, "zzz")]], &[]);
+        h.leaders
+            .insert(4, ["node-0".to_string(), "node-1".to_string()].into());
+        let v = check(&h);
+        assert_eq!((v.phantom, v.split_terms), (1, 1), "{v:?}");
+    }
+}
