@@ -1,5 +1,5 @@
 # One entry point for common tasks; CI (.ci/run) calls `make test` too.
-.PHONY: deps dev test fmt lint unit build js-client chart e2e
+.PHONY: deps dev test fmt lint unit build js-client chart e2e nemesis
 
 deps: ## Debian packages the build and tests need (libclang-dev for rocksdb, ...)
 	./scripts/install-deps.sh
@@ -15,6 +15,9 @@ fmt:
 
 lint:
 	cargo clippy --all-targets -- -D warnings
+	# test = false targets (run on their own) are not covered by --all-targets
+	cargo clippy -p raft-sidecar --test nemesis -- -D warnings
+	cargo clippy -p raft-e2e --test e2e -- -D warnings
 
 unit:
 	cargo test --workspace
@@ -29,4 +32,7 @@ chart: ## helm lint + kubeconform -strict of charts/raft-operator (tools built o
 e2e: ## Kubernetes end-to-end suite on a local control plane (root; builds it once, cached)
 	./scripts/e2e-local.sh
 
-test: deps fmt lint unit js-client chart e2e ## everything CI runs
+nemesis: ## seeded fault schedule + checker (root); NEMESIS_SEED=S replays a run
+	NEMESIS_SECONDS=$${NEMESIS_SECONDS:-90} cargo test -p raft-sidecar --test nemesis -- --nocapture
+
+test: deps fmt lint unit js-client chart e2e nemesis ## everything CI runs

@@ -11,9 +11,15 @@
 //!   the first committed write through a surviving node (same operation id retried).
 //! - `rss`: resident memory of each node, idle and after a number of operations.
 //!
+//! - `compare`: all of the above for raft-sidecar and etcd in one invocation, alternating the
+//!   systems over several rounds, and a table of both with their ratios (see [`compare`]).
+//!
 //! The system under test is reached only through [`Sut`] (start, leader, writers, pids, kill,
 //! restart, caught-up check) and [`Writer`] (one client's write path), and every report names
-//! its `system`; the etcd side of the comparison plugs in as a second implementation of those.
+//! its `system`: `--system raft-sidecar` (default) or `--system etcd` ([`etcd`]).
+
+pub mod compare;
+mod etcd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,16 +31,36 @@ use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use nix::sys::signal::Signal;
 use raft_api::client::{ClientError, SidecarClient};
-use raft_api::daemon::{Operation, SubmitResult};
+use raft_api::daemon::Operation;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use self::etcd::{EtcdCluster, EtcdWriter};
 use super::local_cluster::{LocalCluster, Ports};
 use super::run::Failure;
 
-/// Name of the system under test in every report.
-const SYSTEM: &str = "raft-sidecar";
+/// Which system is benchmarked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum System {
+    /// A cluster of `raft-sidecar run` processes (this executable).
+    #[value(name = "raft-sidecar", alias = "sidecar")]
+    #[serde(rename = "raft-sidecar")]
+    Sidecar,
+    /// A cluster of `etcd` processes, written through its HTTP/JSON gateway.
+    #[value(name = "etcd")]
+    #[serde(rename = "etcd")]
+    Etcd,
+}
+
+impl System {
+    fn label(self) -> &'static str {
+        match self {
+            System::Sidecar => "raft-sidecar",
+            System::Etcd => "etcd",
+        }
+    }
+}
 /// Highest latency the histograms track (longer ones are clamped to it), in microseconds.
 const MAX_LATENCY_US: u64 = 120_000_000;
 
@@ -47,16 +73,36 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum BenchCommand {
     /// Ops/s and latency percentiles for N concurrent clients (one line per N, then JSON).
-    Throughput(ThroughputArgs),
+    Throughput(Box<ThroughputArgs>),
     /// Leader failover time: kill -9 the leader → first committed write through a survivor.
-    Failover(FailoverArgs),
+    Failover(Box<FailoverArgs>),
     /// Resident memory (VmRSS) of each node, idle and optionally after `--ops` operations.
-    Rss(RssArgs),
+    Rss(Box<RssArgs>),
+    /// raft-sidecar against etcd in one run: throughput table, failover, RSS and disk, ratios.
+    Compare(Box<compare::CompareArgs>),
 }
 
 /// How the cluster under test is started; shared by every bench subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterOpts {
+    /// System under test.
+    #[arg(long, env = "RAFT_BENCH_SYSTEM", value_enum, default_value_t = System::Sidecar)]
+    pub system: System,
+    /// The etcd executable (`--system etcd`): Debian's `etcd-server` installs `etcd`.
+    #[arg(long, env = "RAFT_BENCH_ETCD_BIN", default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// etcd's `--auto-compaction-retention` in revisions (mode `revision`); 0 turns it off.
+    /// The default keeps as much history as the sidecar's default `--journal-retention`.
+    #[arg(long, env = "RAFT_BENCH_ETCD_COMPACTION", default_value_t = 100_000)]
+    pub etcd_compaction_revisions: u64,
+    /// Extra flag passed to every etcd member (repeatable), e.g. `--etcd-arg=--quota-backend-bytes=8589934592`.
+    #[arg(
+        long = "etcd-arg",
+        env = "RAFT_BENCH_ETCD_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub etcd_args: Vec<String>,
     /// Number of nodes in the cluster under test.
     #[arg(long, env = "RAFT_BENCH_NODES", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
     pub nodes: u8,
@@ -128,6 +174,11 @@ pub struct FailoverArgs {
     /// Pause between retries of the probe write after an error.
     #[arg(long, env = "RAFT_BENCH_RETRY_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub retry_interval: Duration,
+    /// Deadline of each probe attempt; an attempt that has not answered by then is abandoned
+    /// and retried (etcd holds a put forwarded to a dead leader for its full 7 s request
+    /// timeout, so a client without such a deadline measures etcd's timeout, not its failover).
+    #[arg(long, env = "RAFT_BENCH_PROBE_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
     /// Deadline for the first committed write after the kill.
     #[arg(long, env = "RAFT_BENCH_FAILOVER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub failover_timeout: Duration,
@@ -165,9 +216,10 @@ pub struct RssArgs {
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     let work = async {
         match args.command {
-            BenchCommand::Throughput(a) => throughput(a).await,
-            BenchCommand::Failover(a) => failover(a).await,
-            BenchCommand::Rss(a) => rss(a).await,
+            BenchCommand::Throughput(a) => throughput(*a).await,
+            BenchCommand::Failover(a) => failover(*a).await,
+            BenchCommand::Rss(a) => rss(*a).await,
+            BenchCommand::Compare(a) => compare::compare(*a).await,
         }
     };
     // On Ctrl-C the work future is dropped, which stops the nodes and removes the scratch dir.
@@ -203,9 +255,16 @@ impl Drop for ScratchDir {
     }
 }
 
-/// A running raft-sidecar cluster of child processes.
+/// The processes of the cluster under test.
+enum Nodes {
+    Sidecar(LocalCluster),
+    Etcd(EtcdCluster),
+}
+
+/// A running cluster of child processes: raft-sidecar or etcd.
 struct Sut {
-    cluster: LocalCluster,
+    nodes: Nodes,
+    system: System,
     request_timeout: Duration,
     startup_timeout: Duration,
     _scratch: ScratchDir,
@@ -213,8 +272,6 @@ struct Sut {
 
 impl Sut {
     async fn start(opts: &ClusterOpts) -> Result<Self, Failure> {
-        let bin =
-            std::env::current_exe().map_err(|e| rt(format!("cannot find this executable: {e}")))?;
         let root = match &opts.dir {
             Some(d) => d.clone(),
             None => std::env::temp_dir().join(format!(
@@ -233,22 +290,47 @@ impl Sut {
             path: root.clone(),
             keep: opts.keep_dir,
         };
-        let extra: Vec<&str> = opts.node_args.iter().map(String::as_str).collect();
-        let cluster = LocalCluster::new(&bin, &root, usize::from(opts.nodes), Ports::Free, &extra)
-            .map_err(|e| rt(format!("cannot prepare {}: {e}", root.display())))?;
+        let n = usize::from(opts.nodes);
+        let prepare = |e: std::io::Error| rt(format!("cannot prepare {}: {e}", root.display()));
+        let nodes = match opts.system {
+            System::Sidecar => {
+                let bin = std::env::current_exe()
+                    .map_err(|e| rt(format!("cannot find this executable: {e}")))?;
+                let extra: Vec<&str> = opts.node_args.iter().map(String::as_str).collect();
+                Nodes::Sidecar(
+                    LocalCluster::new(&bin, &root, n, Ports::Free, &extra).map_err(prepare)?,
+                )
+            }
+            System::Etcd => {
+                let mut extra = Vec::new();
+                if opts.etcd_compaction_revisions > 0 {
+                    extra.push("--auto-compaction-mode=revision".to_string());
+                    extra.push(format!(
+                        "--auto-compaction-retention={}",
+                        opts.etcd_compaction_revisions
+                    ));
+                }
+                extra.extend(opts.etcd_args.iter().cloned());
+                Nodes::Etcd(EtcdCluster::new(&opts.etcd_bin, &root, n, &extra).map_err(prepare)?)
+            }
+        };
         let mut sut = Sut {
-            cluster,
+            nodes,
+            system: opts.system,
             request_timeout: opts.request_timeout,
             startup_timeout: opts.startup_timeout,
             _scratch: scratch,
         };
-        sut.cluster
-            .start_all()
-            .map_err(|e| rt(format!("cannot start nodes: {e}")))?;
+        let started = match &mut sut.nodes {
+            Nodes::Sidecar(c) => c.start_all(),
+            Nodes::Etcd(c) => c.start_all(),
+        };
+        started.map_err(|e| rt(format!("cannot start {} nodes: {e}", opts.system.label())))?;
         let leader = sut.leader().await?;
         eprintln!(
-            "bench: {} nodes up in {}, leader {}",
+            "bench: {} {} nodes up in {}, leader {}",
             sut.len(),
+            sut.system.label(),
             root.display(),
             sut.name(leader)
         );
@@ -256,42 +338,66 @@ impl Sut {
     }
 
     fn len(&self) -> usize {
-        self.cluster.nodes.len()
+        match &self.nodes {
+            Nodes::Sidecar(c) => c.nodes.len(),
+            Nodes::Etcd(c) => c.nodes.len(),
+        }
     }
 
     fn name(&self, i: usize) -> &str {
-        &self.cluster.nodes[i].name
+        match &self.nodes {
+            Nodes::Sidecar(c) => &c.nodes[i].name,
+            Nodes::Etcd(c) => &c.nodes[i].name,
+        }
+    }
+
+    fn pid(&self, i: usize) -> Option<u32> {
+        match &self.nodes {
+            Nodes::Sidecar(c) => c.pid(i),
+            Nodes::Etcd(c) => c.pid(i),
+        }
     }
 
     /// Index of the node all running members agree leads (deadline `--startup-timeout`).
     async fn leader(&mut self) -> Result<usize, Failure> {
-        match self.cluster.wait_for_leader(self.startup_timeout).await {
-            Ok(i) => Ok(i),
-            Err(e) => Err(rt(format!("{e}\n{}", self.log_tails()))),
-        }
+        let found = match &mut self.nodes {
+            Nodes::Sidecar(c) => c.wait_for_leader(self.startup_timeout).await,
+            Nodes::Etcd(c) => c.wait_for_leader(self.startup_timeout).await,
+        };
+        found.map_err(|e| rt(format!("{e}\n{}", self.log_tails())))
     }
 
     fn log_tails(&self) -> String {
         (0..self.len())
-            .map(|i| format!("--- {} ---\n{}", self.name(i), self.cluster.log_tail(i, 15)))
+            .map(|i| {
+                let tail = match &self.nodes {
+                    Nodes::Sidecar(c) => c.log_tail(i, 15),
+                    Nodes::Etcd(c) => c.log_tail(i, 15),
+                };
+                format!("--- {} ---\n{tail}", self.name(i))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
 
-    /// A client of node `i`'s daemon API with its own connection pool (keep-alive).
-    fn api_client(&self, i: usize) -> SidecarClient {
-        let api = self.cluster.nodes[i].api.to_string();
+    /// A client of sidecar node `i`'s daemon API with its own connection pool (keep-alive).
+    fn api_client(&self, c: &LocalCluster, i: usize) -> SidecarClient {
+        let api = c.nodes[i].api.to_string();
         SidecarClient::new(Some(&api), None, None, self.request_timeout)
     }
 
+    /// One client of node `i` with its own keep-alive connection.
     fn writer(&self, i: usize) -> Writer {
-        Writer::Sidecar(self.api_client(i))
+        match &self.nodes {
+            Nodes::Sidecar(c) => Writer::Sidecar(self.api_client(c, i)),
+            Nodes::Etcd(c) => Writer::Etcd(EtcdWriter::new(&c.nodes[i], self.request_timeout)),
+        }
     }
 
     fn rss(&self) -> Vec<NodeRss> {
         (0..self.len())
             .map(|i| {
-                let pid = self.cluster.pid(i);
+                let pid = self.pid(i);
                 NodeRss {
                     node: self.name(i).to_string(),
                     pid,
@@ -301,13 +407,61 @@ impl Sut {
             .collect()
     }
 
-    /// Poll until node `i`'s appliedIndex is at least the leader's (read just before it).
+    /// Bytes allocated on disk under each node's data dir.
+    fn disk(&self) -> Vec<NodeDisk> {
+        (0..self.len())
+            .map(|i| {
+                let dir = match &self.nodes {
+                    Nodes::Sidecar(c) => c.nodes[i].dir.clone(),
+                    Nodes::Etcd(c) => c.nodes[i].dir.clone(),
+                };
+                NodeDisk {
+                    node: self.name(i).to_string(),
+                    bytes: dir_bytes(&dir),
+                }
+            })
+            .collect()
+    }
+
+    /// Send SIGKILL to node `i` (reap it with [`Sut::reap_killed`]).
+    fn sigkill(&self, i: usize) -> Result<(), Failure> {
+        let pid = self
+            .pid(i)
+            .ok_or_else(|| rt(format!("{} is not running", self.name(i))))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+            Signal::SIGKILL,
+        )
+        .map_err(|e| rt(format!("cannot kill {}: {e}", self.name(i))))
+    }
+
+    async fn reap_killed(&mut self, i: usize) -> Result<(), Failure> {
+        let reaped = match &mut self.nodes {
+            Nodes::Sidecar(c) => c.kill9(i).await,
+            Nodes::Etcd(c) => c.kill9(i).await,
+        };
+        reaped.map_err(|e| rt(format!("cannot reap node {i}: {e}")))
+    }
+
+    fn restart(&mut self, i: usize) -> Result<(), Failure> {
+        let started = match &mut self.nodes {
+            Nodes::Sidecar(c) => c.start(i),
+            Nodes::Etcd(c) => c.start(i),
+        };
+        started.map_err(|e| rt(format!("cannot restart node {i}: {e}")))
+    }
+
+    /// Poll until node `i` has applied at least what the leader had (read each poll).
     async fn wait_caught_up(&self, i: usize, within: Duration) -> Result<(), Failure> {
+        let c = match &self.nodes {
+            Nodes::Sidecar(c) => c,
+            Nodes::Etcd(c) => return c.wait_caught_up(i, within).await.map_err(rt),
+        };
         let deadline = Instant::now() + within;
-        let node = self.api_client(i);
+        let node = self.api_client(c, i);
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
-            match self.leader_applied(i).await {
+            match self.leader_applied(c, i).await {
                 Ok(target) => match node.state().await {
                     Ok(s) if s.applied_index >= target => return Ok(()),
                     Ok(s) => last = format!("applied {} < leader's {target}", s.applied_index),
@@ -324,21 +478,20 @@ impl Sut {
     }
 
     /// The appliedIndex of the node that `i` (or, failing that, any node) names as leader.
-    async fn leader_applied(&self, i: usize) -> Result<u64, String> {
+    async fn leader_applied(&self, c: &LocalCluster, i: usize) -> Result<u64, String> {
         let s = self
-            .api_client(i)
+            .api_client(c, i)
             .state()
             .await
             .map_err(|e| e.to_string())?;
         let leader = s.leader_id.ok_or("no leader known")?;
-        let li = self
-            .cluster
+        let li = c
             .nodes
             .iter()
             .position(|n| n.name == leader)
             .ok_or_else(|| format!("unknown leader {leader}"))?;
         let ls = self
-            .api_client(li)
+            .api_client(c, li)
             .state()
             .await
             .map_err(|e| e.to_string())?;
@@ -349,26 +502,75 @@ impl Sut {
     }
 
     async fn stop(mut self) {
-        self.cluster.stop_all(Duration::from_secs(10)).await;
+        match &mut self.nodes {
+            Nodes::Sidecar(c) => c.stop_all(Duration::from_secs(10)).await,
+            Nodes::Etcd(c) => c.stop_all(Duration::from_secs(10)).await,
+        }
     }
+}
+
+/// What a successful write answered: its position and term.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    log_index: u64,
+    term: u64,
 }
 
 /// One client's write path into the system under test.
 #[derive(Clone)]
 enum Writer {
     Sidecar(SidecarClient),
+    Etcd(EtcdWriter),
 }
 
 impl Writer {
-    async fn write(&self, op: &Operation) -> Result<SubmitResult, String> {
+    /// Write `op`: a submit to the sidecar; a put of key `op.id`, value the payload, to etcd.
+    async fn write(&self, op: &Operation) -> Result<Written, String> {
         match self {
             Writer::Sidecar(c) => match c.submit(op).await {
-                Ok(r) if r.committed => Ok(r),
+                Ok(r) if r.committed => Ok(Written {
+                    log_index: r.log_index,
+                    term: r.term,
+                }),
                 Ok(r) => Err(format!("NOT_COMMITTED_{:?}", r.status).to_uppercase()),
                 Err(e) => Err(error_label(&e)),
             },
+            Writer::Etcd(w) => {
+                let value = op
+                    .payload
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                w.put(&op.id, value.as_bytes()).await.map(|p| Written {
+                    log_index: p.revision,
+                    term: p.term,
+                })
+            }
         }
     }
+}
+
+/// Allocated bytes (st_blocks × 512) of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeDisk {
+    node: String,
+    bytes: u64,
 }
 
 /// A short, countable label for a failed request.
@@ -488,12 +690,15 @@ struct LevelResult {
     warmup_ops: u64,
     warmup_errors: u64,
     rss: Vec<NodeRss>,
+    /// Latencies of the measured operations, in microseconds (merged over rounds by `compare`).
+    #[serde(skip)]
+    hist: Histogram<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ThroughputReport {
-    system: &'static str,
+    system: System,
     bench: &'static str,
     nodes: usize,
     mode: Mode,
@@ -552,12 +757,13 @@ async fn throughput(args: ThroughputArgs) -> Result<(), Failure> {
         return Err(Failure::Config("--duration must be above zero".into()));
     }
     let mut sut = Sut::start(&args.cluster).await?;
+    let sut_system = sut.system;
     let outcome = throughput_levels(&args, &mut sut).await;
     sut.stop().await;
     let results = outcome?;
     report(
         &ThroughputReport {
-            system: SYSTEM,
+            system: sut_system,
             bench: "throughput",
             nodes: usize::from(args.cluster.nodes),
             mode: args.mode,
@@ -574,71 +780,99 @@ async fn throughput_levels(
     args: &ThroughputArgs,
     sut: &mut Sut,
 ) -> Result<Vec<LevelResult>, Failure> {
-    let payload = Arc::new(payload(args.payload_bytes));
-    let run = run_id();
+    let load = Load {
+        mode: args.mode,
+        warmup: args.warmup,
+        duration: args.duration,
+        payload_bytes: args.payload_bytes,
+        error_pause: args.error_pause,
+    };
     let mut results = Vec::new();
     for &clients in &args.clients {
-        let leader = sut.leader().await?;
-        let mut tasks = JoinSet::new();
-        let measure_from = Instant::now() + args.warmup;
-        let end = measure_from + args.duration;
-        for c in 0..clients {
-            let node = match args.mode {
-                Mode::Leader => leader,
-                Mode::Spread => usize::try_from(c).unwrap_or(0) % sut.len(),
-            };
-            tasks.spawn(client_loop(
-                sut.writer(node),
-                format!("bench-{run}-{clients}-{c}"),
-                Arc::clone(&payload),
-                measure_from,
-                end,
-                args.error_pause,
-            ));
-        }
-        let mut hist = new_histogram()?;
-        let (mut ok, mut warmup_ok, mut warmup_errors) = (0, 0, 0);
-        let mut error_codes: BTreeMap<String, u64> = BTreeMap::new();
-        while let Some(joined) = tasks.join_next().await {
-            let t = joined.map_err(|e| rt(format!("client task failed: {e}")))??;
-            hist.add(&t.hist)
-                .map_err(|e| rt(format!("cannot merge histograms: {e}")))?;
-            ok += t.ok;
-            warmup_ok += t.warmup_ok;
-            warmup_errors += t.warmup_errors;
-            for (k, v) in t.errors {
-                *error_codes.entry(k).or_default() += v;
-            }
-        }
-        let errors = error_codes.values().sum();
-        let level = LevelResult {
-            clients,
-            ops: ok,
-            ops_per_sec: (ok as f64 / args.duration.as_secs_f64() * 10.0).round() / 10.0,
-            p50_ms: ms(hist.value_at_quantile(0.5)),
-            p99_ms: ms(hist.value_at_quantile(0.99)),
-            p999_ms: ms(hist.value_at_quantile(0.999)),
-            max_ms: ms(hist.max()),
-            mean_ms: (hist.mean() / 10.0).round() / 100.0,
-            errors,
-            error_codes,
-            warmup_ops: warmup_ok,
-            warmup_errors,
-            rss: sut.rss(),
-        };
+        let level = measure_level(sut, clients, &load).await?;
         println!(
             "clients={} ops/s={:.1} p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2} errors={}",
-            level.clients, level.ops_per_sec, level.p50_ms, level.p99_ms, level.p999_ms, errors
+            level.clients,
+            level.ops_per_sec,
+            level.p50_ms,
+            level.p99_ms,
+            level.p999_ms,
+            level.errors
         );
-        if errors > 0 {
-            eprintln!(
-                "bench: clients={clients} errors by code: {:?}",
-                level.error_codes
-            );
-        }
         results.push(level);
     }
     Ok(results)
+}
+
+/// How one throughput level is driven.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    mode: Mode,
+    warmup: Duration,
+    duration: Duration,
+    payload_bytes: usize,
+    error_pause: Duration,
+}
+
+/// `clients` concurrent clients for `load.warmup + load.duration`; the measured part counts.
+async fn measure_level(sut: &mut Sut, clients: u32, load: &Load) -> Result<LevelResult, Failure> {
+    let payload = Arc::new(payload(load.payload_bytes));
+    let run = run_id();
+    let leader = sut.leader().await?;
+    let mut tasks = JoinSet::new();
+    let measure_from = Instant::now() + load.warmup;
+    let end = measure_from + load.duration;
+    for c in 0..clients {
+        let node = match load.mode {
+            Mode::Leader => leader,
+            Mode::Spread => usize::try_from(c).unwrap_or(0) % sut.len(),
+        };
+        tasks.spawn(client_loop(
+            sut.writer(node),
+            format!("bench-{run}-{clients}-{c}"),
+            Arc::clone(&payload),
+            measure_from,
+            end,
+            load.error_pause,
+        ));
+    }
+    let mut hist = new_histogram()?;
+    let (mut ok, mut warmup_ok, mut warmup_errors) = (0, 0, 0);
+    let mut error_codes: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let t = joined.map_err(|e| rt(format!("client task failed: {e}")))??;
+        hist.add(&t.hist)
+            .map_err(|e| rt(format!("cannot merge histograms: {e}")))?;
+        ok += t.ok;
+        warmup_ok += t.warmup_ok;
+        warmup_errors += t.warmup_errors;
+        for (k, v) in t.errors {
+            *error_codes.entry(k).or_default() += v;
+        }
+    }
+    let errors = error_codes.values().sum();
+    if errors > 0 {
+        eprintln!(
+            "bench: {} clients={clients} errors by code: {error_codes:?}",
+            sut.system.label()
+        );
+    }
+    Ok(LevelResult {
+        clients,
+        ops: ok,
+        ops_per_sec: (ok as f64 / load.duration.as_secs_f64() * 10.0).round() / 10.0,
+        p50_ms: ms(hist.value_at_quantile(0.5)),
+        p99_ms: ms(hist.value_at_quantile(0.99)),
+        p999_ms: ms(hist.value_at_quantile(0.999)),
+        max_ms: ms(hist.max()),
+        mean_ms: (hist.mean() / 10.0).round() / 100.0,
+        errors,
+        error_codes,
+        warmup_ops: warmup_ok,
+        warmup_errors,
+        rss: sut.rss(),
+        hist,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -662,7 +896,7 @@ struct Trial {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct FailoverReport {
-    system: &'static str,
+    system: System,
     bench: &'static str,
     nodes: usize,
     trials: Vec<Trial>,
@@ -677,7 +911,7 @@ struct FailoverReport {
 struct Probe {
     elapsed: Duration,
     answered_by: usize,
-    result: SubmitResult,
+    result: Written,
     attempts: u64,
     errors: BTreeMap<String, u64>,
 }
@@ -688,6 +922,7 @@ async fn probe(
     survivors: Vec<(usize, Writer)>,
     op: Operation,
     pause: Duration,
+    attempt_timeout: Duration,
     killed_at: Instant,
     deadline: Instant,
 ) -> Result<Probe, String> {
@@ -701,14 +936,18 @@ async fn probe(
             loop {
                 attempts.fetch_add(1, Ordering::Relaxed);
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, writer.write(&op)).await {
+                if left.is_zero() {
+                    return None;
+                }
+                let label = match tokio::time::timeout(left.min(attempt_timeout), writer.write(&op))
+                    .await
+                {
                     Ok(Ok(result)) => return Some((node, result, killed_at.elapsed())),
-                    Ok(Err(label)) => {
-                        if let Ok(mut e) = errors.lock() {
-                            *e.entry(label).or_default() += 1;
-                        }
-                    }
-                    Err(_) => return None,
+                    Ok(Err(label)) => label,
+                    Err(_) => "PROBE_TIMEOUT".to_string(),
+                };
+                if let Ok(mut e) = errors.lock() {
+                    *e.entry(label).or_default() += 1;
                 }
                 if Instant::now() + pause >= deadline {
                     return None;
@@ -772,13 +1011,18 @@ fn background_writer(
 }
 
 async fn failover(args: FailoverArgs) -> Result<(), Failure> {
-    let mut sut = Sut::start(&args.cluster).await?;
-    if sut.len() < 3 {
-        sut.stop().await;
+    if args.cluster.nodes < 3 {
         return Err(Failure::Config(
             "failover needs at least 3 nodes (a majority must survive)".into(),
         ));
     }
+    let sut = Sut::start(&args.cluster).await?;
+    let report_ = failover_on(&args, sut).await?;
+    report(&report_, args.cluster.json.as_deref())
+}
+
+/// Run the failover trials on `sut` (stopped at the end) with a background writer.
+async fn failover_on(args: &FailoverArgs, mut sut: Sut) -> Result<FailoverReport, Failure> {
     let run = run_id();
     let payload = Arc::new(payload(args.payload_bytes));
     let stop = Arc::new(AtomicBool::new(false));
@@ -791,7 +1035,7 @@ async fn failover(args: FailoverArgs) -> Result<(), Failure> {
         Arc::clone(&bg_ok),
         Arc::clone(&bg_err),
     );
-    let outcome = failover_trials(&args, &mut sut, &run, &payload).await;
+    let outcome = failover_trials(args, &mut sut, &run, &payload).await;
     stop.store(true, Ordering::Relaxed);
     if tokio::time::timeout(args.cluster.request_timeout * 2, bg)
         .await
@@ -799,6 +1043,7 @@ async fn failover(args: FailoverArgs) -> Result<(), Failure> {
     {
         eprintln!("bench: background writer did not stop in time");
     }
+    let sut_system = sut.system;
     sut.stop().await;
     let trials = outcome?;
     let mut times: Vec<f64> = trials.iter().map(|t| t.failover_ms).collect();
@@ -810,21 +1055,21 @@ async fn failover(args: FailoverArgs) -> Result<(), Failure> {
     };
     let min = times.first().copied().unwrap_or(0.0);
     let max = times.last().copied().unwrap_or(0.0);
-    println!("median_ms={median:.1} max_ms={max:.1} min_ms={min:.1}");
-    report(
-        &FailoverReport {
-            system: SYSTEM,
-            bench: "failover",
-            nodes: usize::from(args.cluster.nodes),
-            trials,
-            median_ms: median,
-            min_ms: min,
-            max_ms: max,
-            background_ok: bg_ok.load(Ordering::Relaxed),
-            background_errors: bg_err.load(Ordering::Relaxed),
-        },
-        args.cluster.json.as_deref(),
-    )
+    println!(
+        "{} failover median_ms={median:.1} max_ms={max:.1} min_ms={min:.1}",
+        sut_system.label()
+    );
+    Ok(FailoverReport {
+        system: sut_system,
+        bench: "failover",
+        nodes: usize::from(args.cluster.nodes),
+        trials,
+        median_ms: median,
+        min_ms: min,
+        max_ms: max,
+        background_ok: bg_ok.load(Ordering::Relaxed),
+        background_errors: bg_err.load(Ordering::Relaxed),
+    })
 }
 
 async fn failover_trials(
@@ -843,30 +1088,24 @@ async fn failover_trials(
             .collect();
         let op = bench_op(format!("bench-{run}-failover-{trial}"), payload);
         let killed_at = Instant::now();
-        sut.cluster
-            .signal(leader, Signal::SIGKILL)
-            .map_err(|e| rt(format!("cannot kill {}: {e}", sut.name(leader))))?;
+        sut.sigkill(leader)?;
         let probing = tokio::spawn(probe(
             survivors,
             op,
             args.retry_interval,
+            args.probe_timeout,
             killed_at,
             killed_at + args.failover_timeout,
         ));
         // Reap the killed process while the probe runs.
-        sut.cluster
-            .kill9(leader)
-            .await
-            .map_err(|e| rt(format!("cannot reap {}: {e}", sut.name(leader))))?;
+        sut.reap_killed(leader).await?;
         let probed = probing
             .await
             .map_err(|e| rt(format!("probe task failed: {e}")))?
             .map_err(|e| rt(format!("trial {trial}: {e}\n{}", sut.log_tails())))?;
         let new_leader = sut.leader().await?;
         let restarted_at = Instant::now();
-        sut.cluster
-            .start(leader)
-            .map_err(|e| rt(format!("cannot restart {}: {e}", sut.name(leader))))?;
+        sut.restart(leader)?;
         sut.wait_caught_up(leader, args.catch_up_timeout).await?;
         let t = Trial {
             trial,
@@ -881,7 +1120,8 @@ async fn failover_trials(
             catch_up_ms: ms(micros(restarted_at.elapsed())),
         };
         println!(
-            "trial={} killed={} failover_ms={:.1} answered_by={} new_leader={} term={} attempts={} errors={:?} catch_up_ms={:.0}",
+            "{} trial={} killed={} failover_ms={:.1} answered_by={} new_leader={} term={} attempts={} errors={:?} catch_up_ms={:.0}",
+            sut.system.label(),
             t.trial,
             t.killed,
             t.failover_ms,
@@ -903,14 +1143,19 @@ async fn failover_trials(
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RssReport {
-    system: &'static str,
+    system: System,
     bench: &'static str,
     nodes: usize,
     idle_ms: u64,
     idle: Vec<NodeRss>,
     ops: u64,
     ops_failed: u64,
+    /// Wall time of the `ops` operations (with `clients` concurrent clients).
+    ops_ms: u64,
+    clients: u32,
     after_ops: Option<Vec<NodeRss>>,
+    /// Bytes allocated under each node's data dir after the operations.
+    disk_after_ops: Option<Vec<NodeDisk>>,
 }
 
 async fn rss(args: RssArgs) -> Result<(), Failure> {
@@ -923,9 +1168,17 @@ async fn rss(args: RssArgs) -> Result<(), Failure> {
 async fn rss_readings(args: &RssArgs, sut: &mut Sut) -> Result<RssReport, Failure> {
     tokio::time::sleep(args.idle).await;
     let idle = sut.rss();
-    println!("idle {:?}: {}", args.idle, rss_line(&idle));
+    println!(
+        "{} idle {:?}: {}",
+        sut.system.label(),
+        args.idle,
+        rss_line(&idle)
+    );
     let mut failed = 0;
     let mut after_ops = None;
+    let mut disk_after_ops = None;
+    let started = Instant::now();
+    let mut ops_ms = 0;
     if args.ops > 0 {
         let leader = sut.leader().await?;
         let payload = Arc::new(payload(args.payload_bytes));
@@ -963,22 +1216,38 @@ async fn rss_readings(args: &RssArgs, sut: &mut Sut) -> Result<RssReport, Failur
             joined.map_err(|e| rt(format!("client task failed: {e}")))?;
         }
         failed = failures.load(Ordering::Relaxed);
+        ops_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let after = sut.rss();
+        let disk = sut.disk();
         println!(
-            "after {} ops ({failed} failed): {}",
+            "{} disk after {} ops: {}",
+            sut.system.label(),
+            args.ops,
+            disk.iter()
+                .map(|d| format!("{} {:.1} MiB", d.node, d.bytes as f64 / 1048576.0))
+                .collect::<Vec<_>>()
+                .join("  ")
+        );
+        disk_after_ops = Some(disk);
+        println!(
+            "{} after {} ops ({failed} failed): {}",
+            sut.system.label(),
             args.ops,
             rss_line(&after)
         );
         after_ops = Some(after);
     }
     Ok(RssReport {
-        system: SYSTEM,
+        system: sut.system,
         bench: "rss",
         nodes: sut.len(),
         idle_ms: u64::try_from(args.idle.as_millis()).unwrap_or(u64::MAX),
         idle,
         ops: args.ops,
         ops_failed: failed,
+        ops_ms,
+        clients: args.clients,
         after_ops,
+        disk_after_ops,
     })
 }
