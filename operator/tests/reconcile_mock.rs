@@ -187,3 +187,186 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// With scripted sidecars: three fake admin servers answer as uninitialized nodes.
+
+use std::sync::Mutex;
+
+use warp::Filter;
+
+struct FakeSidecar {
+    port: u16,
+    initialize_calls: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn fake_sidecar(ordinal: u32) -> FakeSidecar {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let status = warp::path!("admin" / "v1" / "status").map(move || {
+        warp::reply::json(&json!({
+            "nodeId": (100 + ordinal).to_string(), "name": format!("prod-{ordinal}"),
+            "clusterId": "rc-test", "initialized": false, "role": "uninitialized", "term": 0,
+            "leaderId": null, "leaderNodeId": null, "lastLogIndex": 0, "lastAppliedIndex": 0,
+            "partitionState": "leaderless",
+            "peerAddress": format!("prod-{ordinal}.prod.team-a.svc.cluster.local:7070"),
+            "adminAddress": format!("prod-{ordinal}.prod.team-a.svc.cluster.local:7090"),
+        }))
+    });
+    let recorded = calls.clone();
+    let initialize = warp::path!("admin" / "v1" / "initialize")
+        .and(warp::post())
+        .and(warp::body::json())
+        .map(move |body: Value| {
+            recorded.lock().unwrap().push(body);
+            warp::reply::json(&json!({"initialized": true}))
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(warp::serve(status.or(initialize)).incoming(listener).run());
+    FakeSidecar {
+        port,
+        initialize_calls: calls,
+    }
+}
+
+fn pod_json(ordinal: u32, admin_port: u16) -> Value {
+    json!({
+        "metadata": {"name": format!("prod-{ordinal}"), "namespace": "team-a", "uid": format!("uid-{ordinal}"),
+                     "labels": {"controller-revision-hash": "prod-rev1"}},
+        "spec": {"containers": [{"name": "raft-sidecar", "ports": [{"name": "admin", "containerPort": admin_port}]}]},
+        "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+/// The reads of one reconcile (Secret and StatefulSet exist, three pods), then the four applies.
+async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar]) {
+    let ns = "/api/v1/namespaces/team-a";
+    let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/prod-token")).await;
+    send.send_response(ok(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "prod-token", "namespace": "team-a"},
+        "data": {"token": "c2VjcmV0", "cluster-id": "cmMtdGVzdA=="}})));
+    let (_, send) = expect(
+        mock,
+        "GET",
+        "/apis/apps/v1/namespaces/team-a/statefulsets/prod",
+    )
+    .await;
+    send.send_response(ok(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "prod", "namespace": "team-a"},
+        "spec": {"replicas": 3, "serviceName": "prod", "selector": {}, "template": {}},
+        "status": {"replicas": 3, "updateRevision": "prod-rev1"}})));
+    let (_, send) = expect(mock, "GET", &format!("{ns}/pods")).await;
+    let items: Vec<Value> = sidecars
+        .iter()
+        .enumerate()
+        .map(|(i, s)| pod_json(i as u32, s.port))
+        .collect();
+    send.send_response(ok(
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
+    ));
+    let (_, send) = expect(mock, "GET", &format!("{ns}/persistentvolumeclaims")).await;
+    send.send_response(ok(empty_list("PersistentVolumeClaimList")));
+    for path in [
+        format!("{ns}/secrets/prod-token"),
+        format!("{ns}/services/prod"),
+        "/apis/policy/v1/namespaces/team-a/poddisruptionbudgets/prod".to_owned(),
+        "/apis/apps/v1/namespaces/team-a/statefulsets/prod".to_owned(),
+    ] {
+        let (body, send) = expect(mock, "PATCH", &path).await;
+        if path.ends_with("statefulsets/prod") {
+            assert_eq!(body["spec"]["replicas"], 3, "bootstrap keeps the spec size");
+        }
+        send.send_response(ok(body));
+    }
+}
+
+const STATUS_PATH: &str =
+    "/apis/consensus.unrdf.io/v1alpha1/namespaces/team-a/raftclusters/prod/status";
+
+fn context(client: kube::Client) -> Arc<Context> {
+    Arc::new(Context {
+        client: client.clone(),
+        config: config(),
+        metrics: Arc::new(Metrics::new()),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "raft-operator".into(),
+                instance: None,
+            },
+        ),
+    })
+}
+
+#[tokio::test]
+async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_once_on_ordinal_0()
+{
+    let sidecars = vec![
+        fake_sidecar(0).await,
+        fake_sidecar(1).await,
+        fake_sidecar(2).await,
+    ];
+    let ports: Vec<u16> = sidecars.iter().map(|s| s.port).collect();
+
+    // Reconcile 1: the step is recorded, nothing is called on the sidecars.
+    let (service, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(kube::Client::new(service, "default"));
+    let sc = &sidecars;
+    let recorded = async {
+        serve_reads_and_applies(&mut mock, sc).await;
+        let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
+        let op = status["status"]["operation"].clone();
+        assert_eq!(op["kind"], "Initialize");
+        assert_eq!(op["name"], "prod-0");
+        assert_eq!(op["phase"], "Recorded");
+        send.send_response(ok(json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster", "metadata": {"name": "prod", "namespace": "team-a"}, "spec": {}})));
+        let (event, send) = expect(
+            &mut mock,
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/team-a/events",
+        )
+        .await;
+        assert_eq!(event["reason"], "Bootstrapping");
+        send.send_response(ok(event));
+        op
+    };
+    let (result, op) = tokio::join!(reconcile(Arc::new(cluster()), ctx), recorded);
+    result.unwrap();
+    assert!(
+        sidecars
+            .iter()
+            .all(|s| s.initialize_calls.lock().unwrap().is_empty())
+    );
+
+    // Reconcile 2 (the status now holds the step): initialize on ordinal 0 with all three.
+    let (service, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(kube::Client::new(service, "default"));
+    let mut rc = cluster();
+    rc.status = Some(serde_json::from_value(json!({"operation": op})).unwrap());
+    let acted = async {
+        serve_reads_and_applies(&mut mock, sc).await;
+        let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
+        assert_eq!(status["status"]["operation"]["phase"], "AwaitingCommit");
+        send.send_response(ok(json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster", "metadata": {"name": "prod", "namespace": "team-a"}, "spec": {}})));
+    };
+    let (result, ()) = tokio::join!(reconcile(Arc::new(rc), ctx), acted);
+    result.unwrap();
+    let calls = sidecars[0].initialize_calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.len(),
+        1,
+        "initialize called once, on ordinal 0 (ports {ports:?})"
+    );
+    let ids: Vec<&str> = calls[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["nodeId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["100", "101", "102"]);
+    assert!(
+        sidecars[1..]
+            .iter()
+            .all(|s| s.initialize_calls.lock().unwrap().is_empty())
+    );
+}

@@ -165,13 +165,12 @@ fn sidecar_of(
     token: &str,
     timeout: Duration,
 ) -> Result<raft_api::client::SidecarClient, Error> {
-    let ip = o
-        .pods
-        .values()
-        .find(|p| p.name == pod)
+    let view = o.pods.values().find(|p| p.name == pod);
+    let ip = view
         .and_then(|p| p.ip.as_deref())
         .ok_or_else(|| Error::NoPodAddress(pod.to_owned()))?;
-    Ok(admin_client(ip, token, timeout))
+    let port = view.map_or(crate::resources::names::ADMIN_PORT, |p| p.admin_port);
+    Ok(admin_client(ip, port, token, timeout))
 }
 
 async fn delete_pod(client: &kube::Client, ns: &str, name: &str, uid: &str) -> Result<(), Error> {

@@ -53,6 +53,8 @@ pub struct PodView {
     pub uid: String,
     pub ready: bool,
     pub ip: Option<String>,
+    /// Port of the sidecar's admin API (the container port named `admin`).
+    pub admin_port: u16,
     /// `controller-revision-hash` label.
     pub revision: Option<String>,
     /// `deletionTimestamp` is set.
@@ -184,6 +186,7 @@ pub mod fixtures {
             uid: format!("uid-{ordinal}"),
             ready: true,
             ip: Some(format!("10.0.0.{}", ordinal + 10)),
+            admin_port: 7090,
             revision: Some("rev-1".into()),
             terminating: false,
             node: Ok(node),

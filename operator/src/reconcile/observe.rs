@@ -19,7 +19,7 @@ use super::model::{LeaderView, Observed, PodView, StatefulSetView};
 use super::sidecar_metrics;
 use crate::error::Error;
 use crate::resources::ClusterSecret;
-use crate::resources::names::{ADMIN_PORT, ClusterNames};
+use crate::resources::names::{ADMIN_PORT, ClusterNames, SIDECAR_CONTAINER};
 
 /// What observe hands on besides the model: the Secret's contents, if it exists.
 pub struct Observation {
@@ -27,11 +27,11 @@ pub struct Observation {
     pub secret: Option<ClusterSecret>,
 }
 
-pub fn admin_client(ip: &str, token: &str, timeout: Duration) -> SidecarClient {
+pub fn admin_client(ip: &str, port: u16, token: &str, timeout: Duration) -> SidecarClient {
     let addr = if ip.contains(':') {
-        format!("[{ip}]:{ADMIN_PORT}")
+        format!("[{ip}]:{port}")
     } else {
-        format!("{ip}:{ADMIN_PORT}")
+        format!("{ip}:{port}")
     };
     SidecarClient::new(None, Some(&addr), Some(token.to_owned()), timeout)
 }
@@ -142,8 +142,9 @@ async fn pod_view(pod: Pod, token: Option<&str>, timeout: Duration) -> PodView {
     let ip = status
         .and_then(|s| s.pod_ip.clone())
         .filter(|ip| !ip.is_empty());
+    let admin_port = admin_port(&pod);
     let node = match (&ip, token) {
-        (Some(ip), Some(token)) => admin_client(ip, token, timeout)
+        (Some(ip), Some(token)) => admin_client(ip, admin_port, token, timeout)
             .status()
             .await
             .map_err(|e| e.to_string()),
@@ -155,6 +156,7 @@ async fn pod_view(pod: Pod, token: Option<&str>, timeout: Duration) -> PodView {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         ready,
         ip,
+        admin_port,
         revision: pod
             .metadata
             .labels
@@ -163,6 +165,18 @@ async fn pod_view(pod: Pod, token: Option<&str>, timeout: Duration) -> PodView {
         terminating: pod.metadata.deletion_timestamp.is_some(),
         node,
     }
+}
+
+/// The sidecar container's port named `admin` (what the StatefulSet declares), else the default.
+fn admin_port(pod: &Pod) -> u16 {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter(|c| c.name == SIDECAR_CONTAINER)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some("admin"))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(ADMIN_PORT)
 }
 
 /// The member that claims leadership in the highest term, asked for its membership view.
@@ -175,7 +189,7 @@ async fn leader_view(
         .values()
         .filter(|p| p.status().is_some_and(|s| s.role == NodeRole::Leader))
         .max_by_key(|p| p.status().map_or(0, |s| s.term))?;
-    let client = admin_client(pod.ip.as_deref()?, token, timeout);
+    let client = admin_client(pod.ip.as_deref()?, pod.admin_port, token, timeout);
     let cluster = client.cluster().await.ok()?;
     let health = client
         .metrics()
