@@ -154,15 +154,25 @@ async fn deleting_the_leader_pod_elects_another_and_the_pod_rejoins() {
             .iter()
             .map(|m| (m.name.clone(), m.node_id.clone()))
             .collect();
-        env.pods()
-            .delete(&old_leader, &DeleteParams::default())
-            .await
-            .unwrap();
-        wait_for("a different leader", WAIT, || async {
-            let s = env.status("c").await;
-            s.leader.filter(|l| *l != old_leader).map(|_| ())
+        // Keep the deleted pod away until the others have elected: the local agent recreates a
+        // pod within a second, and a leader back that fast resumes its term (openraft restores
+        // a committed leader vote on restart) without any election to observe.
+        set_unschedulable(&env, true).await;
+        let result = AssertRecover(async {
+            env.pods()
+                .delete(&old_leader, &DeleteParams::default())
+                .await
+                .unwrap();
+            wait_for("another member elected leader", WAIT, || async {
+                let s = env.status("c").await;
+                s.leader.filter(|l| *l != old_leader).map(|_| ())
+            })
+            .await;
         })
+        .run()
         .await;
+        set_unschedulable(&env, false).await;
+        result.unwrap_or_else(|p| std::panic::resume_unwind(p));
         let after = env.wait_settled("c", 3).await;
         let new_ids: BTreeMap<String, String> = after
             .members
