@@ -33,8 +33,20 @@ async fn still_serving(t: &TestCluster, i: usize, tag: &str) {
         matches!(state, Ok(Ok(_))),
         "{tag}: node {i} did not answer /v1/state within 2 s: {state:?}"
     );
+    // A retryable answer (an election under the load of the sweep) is retried with the same
+    // id, as a daemon would; the node must still commit it within the 5 s.
     let id = format!("{tag}-{}", rand::random::<u32>());
-    let write = tokio::time::timeout(Duration::from_secs(5), t.client(i).submit(&op(&id))).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let write = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::time::timeout(left, t.client(i).submit(&op(&id))).await;
+        let retryable = matches!(&attempt, Ok(Err(e)) if e.code().is_some_and(|c| matches!(c,
+            raft_api::ErrorCode::Timeout | raft_api::ErrorCode::NoLeader | raft_api::ErrorCode::NoQuorum)));
+        if !retryable || Instant::now() >= deadline {
+            break attempt;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         matches!(write, Ok(Ok(_))),
         "{tag}: node {i} did not commit a write within 5 s: {write:?}"
