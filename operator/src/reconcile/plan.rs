@@ -358,6 +358,14 @@ fn blocked_step(blocked: Blocked, operation: Option<OperationStatus>) -> Step {
     Step::Wait { blocked, operation }
 }
 
+/// A recorded step that cannot go on until a leader answers; the step stays recorded.
+fn awaiting_leader(step: &OperationStatus) -> Step {
+    blocked_step(
+        wait(WaitReason::WaitingForLeader, "no leader answers"),
+        Some(step.clone()),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Choosing the next change (no step in flight)
 
@@ -569,13 +577,7 @@ fn continue_add(o: &Observed, step: &OperationStatus, size: u32) -> (u32, Step) 
         }
     };
     let Some(leader) = &o.leader else {
-        return (
-            size,
-            blocked_step(
-                wait(WaitReason::WaitingForLeader, "no leader answers"),
-                Some(step.clone()),
-            ),
-        );
+        return (size, awaiting_leader(step));
     };
     let Some(new_id) = pod.node_id() else {
         return (
@@ -680,13 +682,7 @@ fn continue_remove(o: &Observed, step: &OperationStatus, size: u32) -> (u32, Ste
     let Some(leader) = &o.leader else {
         // Keep the size (never shrink without a confirmed removal).
         let current = o.statefulset.as_ref().map_or(size, |s| s.replicas);
-        return (
-            current,
-            blocked_step(
-                wait(WaitReason::WaitingForLeader, "no leader answers"),
-                Some(step.clone()),
-            ),
-        );
+        return (current, awaiting_leader(step));
     };
     if leader.member_by_id(id).is_some() {
         let keep = o
@@ -761,10 +757,7 @@ fn continue_replace(o: &Observed, step: &OperationStatus) -> Step {
         return Step::Finish(replaced(step));
     };
     let Some(leader) = &o.leader else {
-        return blocked_step(
-            wait(WaitReason::WaitingForLeader, "no leader answers"),
-            Some(step.clone()),
-        );
+        return awaiting_leader(step);
     };
     if leader.member_by_id(id).is_some() {
         return match gate(o, Some(id)) {
