@@ -37,11 +37,15 @@ struct Seen {
     was_member: bool,
     /// When this node became the leader (None while it is not).
     leading_since: Option<Instant>,
+    /// The follower's background question to its leader (see `probe_leader`).
+    leader_probe: Option<tokio::task::JoinHandle<()>>,
+    last_leader_probe: Option<Instant>,
 }
 
 pub async fn run(node: Arc<Node>) {
+    let started = Instant::now();
     let mut seen = Seen {
-        leaderless_since: Some(Instant::now()),
+        leaderless_since: Some(started),
         ..Seen::default()
     };
     let mut stop = Box::pin(node.shutdown_signal());
@@ -61,7 +65,12 @@ pub async fn run(node: Arc<Node>) {
         } else {
             seen.leading_since = None;
         }
-        let health = assess(&node, &m, seen.leading_since.map(|t| t.elapsed()));
+        let health = assess(
+            &node,
+            &m,
+            seen.leading_since.map(|t| t.elapsed()),
+            started.elapsed(),
+        );
         // Forget links to peers that are no longer members (their sockets close).
         let membership = m.membership_config.membership();
         node.links.retain(|id| membership.get_node(id).is_some());
@@ -72,14 +81,16 @@ pub async fn run(node: Arc<Node>) {
             *h = health;
             changed
         });
+        probe_leader(&node, &m, &mut seen);
         watchdog(&node, &m, &mut seen).await;
         detect_removal(&node, &m, &mut seen).await;
         cap_log(&node, &m).await;
     }
 }
 
-/// `leading_for`: how long this node has been the leader (None when it is not).
-fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>) -> Health {
+/// `leading_for`: how long this node has been the leader (None when it is not); `uptime`: how
+/// long this monitor has run (a node that has heard from nobody yet is silent only that long).
+fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>, uptime: Duration) -> Health {
     let detection = node.cfg.partition_detection;
     let contact = node.peer_contact();
     let membership = m.membership_config.membership();
@@ -120,7 +131,12 @@ fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>) -> Health
     } else {
         let leader_fresh = m.current_leader.is_some_and(|l| heard(&l));
         if leader_fresh {
-            (PartitionState::Healthy, true)
+            // The leader's own verdict: its followers share its minority.
+            match leader_verdict(node, m, detection) {
+                Some(PartitionState::Minority) => return minority_by_leader(last_contact),
+                Some(PartitionState::Degraded) => (PartitionState::Degraded, true),
+                _ => (PartitionState::Healthy, true),
+            }
         } else if reachable_voters < majority {
             (PartitionState::Minority, false)
         } else {
@@ -130,7 +146,7 @@ fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>) -> Health
     // A node that just started or just saw an election is not "partitioned" yet.
     let partition = match partition {
         PartitionState::Leaderless | PartitionState::Minority
-            if !silent_long_enough(node, m, detection) =>
+            if !silent_long_enough(node, m, detection, uptime) =>
         {
             PartitionState::Healthy
         }
@@ -143,16 +159,69 @@ fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>) -> Health
     }
 }
 
+/// What the leader (as this node knows it) last said about itself, if it said so recently and
+/// still leads in the current term.
+fn leader_verdict(node: &Node, m: &RaftMetrics, detection: Duration) -> Option<PartitionState> {
+    let report = *node
+        .leader_report
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (from, view, at) = report?;
+    (Some(from) == m.current_leader
+        && view.leading
+        && view.term == m.current_term
+        && at.elapsed() <= detection)
+        .then_some(view.partition)
+}
+
+/// A follower whose leader reports no quorum: writes through it would be refused anyway.
+fn minority_by_leader(last_contact: HashMap<NodeId, Duration>) -> Health {
+    Health {
+        partition: PartitionState::Minority,
+        quorum_available: false,
+        last_contact,
+    }
+}
+
+/// On a follower, ask the leader for its verdict (`PeerRequest::Health`) a few times per
+/// detection window, in the background so an unresponsive leader never stalls the monitor.
+fn probe_leader(node: &Arc<Node>, m: &RaftMetrics, seen: &mut Seen) {
+    let Some(leader) = m.current_leader.filter(|l| *l != node.id) else {
+        return;
+    };
+    let every = (node.cfg.partition_detection / 4).clamp(TICK, Duration::from_secs(1));
+    let due = seen.last_leader_probe.is_none_or(|t| t.elapsed() >= every);
+    let busy = seen.leader_probe.as_ref().is_some_and(|h| !h.is_finished());
+    let Some(member) = node.member(m, leader).filter(|_| due && !busy) else {
+        return;
+    };
+    seen.last_leader_probe = Some(Instant::now());
+    let link = node.links.get(leader, &member.peer_addr);
+    let node = node.clone();
+    seen.leader_probe = Some(tokio::spawn(async move {
+        if let Ok(PeerResponse::Health(view)) = link
+            .call(PeerRequest::Health, node.cfg.partition_detection)
+            .await
+        {
+            *node
+                .leader_report
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((leader, view, Instant::now()));
+        }
+    }));
+}
+
 /// True when the leader has been missing (or quorum unacknowledged) longer than the detection
 /// window: either no contact with the leader for that long, or no leader at all.
-fn silent_long_enough(node: &Node, m: &RaftMetrics, detection: Duration) -> bool {
+fn silent_long_enough(node: &Node, m: &RaftMetrics, detection: Duration, uptime: Duration) -> bool {
     if node.is_leader(m) {
         return true;
     }
     let contact = node.peer_contact();
     let since_leader = m.current_leader.and_then(|l| contact.get(&l).copied());
     let since_any = contact.values().min().copied();
-    since_leader.or(since_any).is_none_or(|d| d > detection)
+    since_leader.or(since_any).unwrap_or(uptime) > detection
 }
 
 fn emit_transitions(node: &Node, m: &RaftMetrics, health: &Health, seen: &mut Seen) {

@@ -19,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::store::log::LogStore;
 use crate::store::state_machine::{JournalReader, StateMachineStore};
 use crate::store::{Db, StoreError};
-use crate::transport::frame::{MembershipView, NodeIdentity, PeerRequest, PeerResponse};
+use crate::transport::frame::{
+    HealthView, MembershipView, NodeIdentity, PeerRequest, PeerResponse,
+};
 use crate::transport::link::{Links, PeerIdentity};
 use crate::transport::network::Network;
 use crate::transport::server::{self, PeerAuth, PeerHandler};
@@ -89,6 +91,8 @@ pub struct Node {
     pub(super) inbound: Mutex<HashMap<NodeId, Instant>>,
     /// Daemon submits being handled right now (shutdown waits for them).
     pub(super) inflight: watch::Sender<usize>,
+    /// On a follower: the leader's latest answer to `PeerRequest::Health`, and when it came.
+    pub(super) leader_report: Mutex<Option<(NodeId, HealthView, Instant)>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -162,6 +166,7 @@ impl Node {
             .0,
             inbound: Mutex::new(HashMap::new()),
             inflight: watch::channel(0).0,
+            leader_report: Mutex::new(None),
             shutdown,
         });
         if removed {
@@ -339,6 +344,14 @@ impl PeerHandler for Node {
                     term: m.current_term,
                     // The applied membership is committed; the effective one may not be.
                     membership: self.journal.applied().membership,
+                })
+            }
+            PeerRequest::Health => {
+                let m = self.raft_metrics();
+                PeerResponse::Health(HealthView {
+                    leading: self.is_leader(&m),
+                    term: m.current_term,
+                    partition: self.health().partition,
                 })
             }
             _ if removed => PeerResponse::Refused("this node was removed from the cluster".into()),

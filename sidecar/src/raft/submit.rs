@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use raft_api::ErrorCode;
+use raft_api::daemon::PartitionState;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::node::{Lifecycle, Node, millis};
@@ -89,6 +90,13 @@ async fn run_batcher(
             drop(permit);
         });
     }
+}
+
+fn cut_off() -> WriteFailure {
+    WriteFailure::new(
+        ErrorCode::NoQuorum,
+        "this node cannot reach a majority of voters (minority side of a partition?)",
+    )
 }
 
 fn now_ms() -> u64 {
@@ -235,10 +243,16 @@ impl Node {
         on_committed: impl FnOnce(Submitted) + Send,
     ) -> Result<Submitted, WriteFailure> {
         self.admit()?;
+        if !self.is_leader(&self.raft_metrics())
+            && self.health().partition == PartitionState::Minority
+        {
+            return Err(cut_off());
+        }
         let leader = self.await_leader(deadline).await?;
         let outcome = if leader == self.id {
             self.propose_as_leader(op, deadline).await?
         } else {
+            self.leader_in_contact()?;
             self.forward(leader, op, deadline).await?
         };
         let submitted = match outcome {
@@ -368,6 +382,21 @@ impl Node {
                 "the leader cannot reach a majority of voters (minority side of a partition?)",
             )
             .with_leader(Some(self.cfg.name.clone()))),
+        }
+    }
+
+    /// On a follower that has not heard from its leader within `--partition-detection-ms`
+    /// (openraft still names it until an election starts): refuse before sending anything, so
+    /// the answer is a quick, certain `NO_QUORUM`/`NO_LEADER` instead of a forward that hangs
+    /// and ends with an unknown outcome.
+    fn leader_in_contact(&self) -> Result<(), WriteFailure> {
+        match self.health().partition {
+            PartitionState::Minority => Err(cut_off()),
+            PartitionState::Leaderless => Err(WriteFailure::new(
+                ErrorCode::NoLeader,
+                "the leader has not been heard from within the partition-detection window",
+            )),
+            PartitionState::Healthy | PartitionState::Degraded => Ok(()),
         }
     }
 

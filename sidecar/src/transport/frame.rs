@@ -6,6 +6,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use raft_api::daemon::PartitionState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,9 @@ pub enum PeerRequest {
         term: u64,
         target: NodeId,
     },
+    /// "Do you lead, and can you reach a majority?" A follower asks its leader, so that the
+    /// followers of a leader cut off in a minority also report `minority`.
+    Health,
 }
 
 /// Answer to [`PeerRequest::Identify`].
@@ -39,6 +43,14 @@ pub struct NodeIdentity {
     pub name: String,
     pub admin_addr: String,
     pub initialized: bool,
+}
+
+/// A node's answer to [`PeerRequest::Health`]: whether it leads, and its `partitionState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub leading: bool,
+    pub term: u64,
+    pub partition: PartitionState,
 }
 
 /// A node's view of the cluster, answered to [`PeerRequest::Membership`]: its leader and its
@@ -62,6 +74,8 @@ pub enum PeerResponse {
     Identity(NodeIdentity),
     /// Acknowledges a notification.
     Ack,
+    /// Answer to [`PeerRequest::Health`].
+    Health(HealthView),
     /// The peer could not handle the request (not ready yet, shutting down, bad frame).
     Refused(String),
 }
