@@ -18,7 +18,7 @@ use openraft::{CommittedLeaderId, LogId, Vote};
 use raft_sidecar::api::daemon::{canonical_json, parse_operation};
 use raft_sidecar::journal::{DedupeRecord, JournalRecord, JournalState, StoredOperation};
 use raft_sidecar::raft::types::StoredMembership;
-use raft_sidecar::store::snapshot::{SnapshotDecodeError, SnapshotImage};
+use raft_sidecar::store::snapshot::{Head, Row, SnapshotDecodeError, SnapshotImage};
 use raft_sidecar::transport::frame::{Envelope, PeerRequest, PeerResponse, decode, encode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -278,38 +278,41 @@ fn hostile_operations_are_refused_with_a_reason_not_a_crash() {
 
 fn valid_snapshot() -> Vec<u8> {
     SnapshotImage {
-        last_applied: Some(LogId::new(CommittedLeaderId::new(1, 3), 2)),
-        membership: StoredMembership::default(),
-        journal: JournalState {
-            next_index: 3,
-            first_index: 1,
-            dedupe_horizon_ms: 0,
+        head: Head {
+            snapshot_id: "1-2-0".into(),
+            last_applied: Some(LogId::new(CommittedLeaderId::new(1, 3), 2)),
+            membership: StoredMembership::default(),
+            journal: JournalState {
+                next_index: 3,
+                first_index: 1,
+                dedupe_horizon_ms: 0,
+            },
         },
-        records: vec![
-            (
+        rows: vec![
+            Row::Journal(
                 1,
                 JournalRecord {
                     term: 1,
                     operation: stored_op("a"),
                 },
             ),
-            (
+            Row::Journal(
                 2,
                 JournalRecord {
                     term: 1,
                     operation: stored_op("b"),
                 },
             ),
+            Row::Dedupe(
+                "a".into(),
+                DedupeRecord {
+                    index: 1,
+                    term: 1,
+                    digest: 7,
+                    committed_at_ms: 9,
+                },
+            ),
         ],
-        dedupe: vec![(
-            "a".into(),
-            DedupeRecord {
-                index: 1,
-                term: 1,
-                digest: 7,
-                committed_at_ms: 9,
-            },
-        )],
     }
     .encode()
     .unwrap()
@@ -352,7 +355,8 @@ fn the_snapshot_decoder_turns_every_damage_into_an_error_never_a_panic_or_an_emp
                 | SnapshotDecodeError::BadMagic
                 | SnapshotDecodeError::UnsupportedVersion(_)
                 | SnapshotDecodeError::Checksum { .. }
-                | SnapshotDecodeError::Body(_),
+                | SnapshotDecodeError::Body { .. }
+                | SnapshotDecodeError::Io(_),
             ) => {}
         },
     );

@@ -13,6 +13,7 @@ use raft_api::admin::{
     NodeStatus, SnapshotResult,
 };
 use raft_api::daemon::MemberRole;
+use tokio::io::AsyncReadExt;
 use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
@@ -158,13 +159,16 @@ pub fn routes(
         .and(with_node)
         .then(|n: Arc<Node>| async move {
             match n.raft.get_snapshot().await {
-                Ok(Some(s)) => {
+                Ok(Some(mut s)) => {
                     let id = s.meta.snapshot_id.clone();
-                    let reply = warp::reply::with_header(
-                        s.snapshot.into_inner(),
-                        "content-type",
-                        "application/octet-stream",
-                    );
+                    // Read whole for the download: an operator's rare request, not the
+                    // replication path (which reads the file in chunks).
+                    let mut image = Vec::new();
+                    if let Err(e) = s.snapshot.read_to_end(&mut image).await {
+                        return ApiError::internal(e).into_response();
+                    }
+                    let reply =
+                        warp::reply::with_header(image, "content-type", "application/octet-stream");
                     warp::reply::with_header(reply, "x-raft-snapshot-id", id).into_response()
                 }
                 Ok(None) => ApiError::new(

@@ -3,7 +3,6 @@
 //! to openraft 0.10 later touches this module and the adapters only.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +42,7 @@ openraft::declare_raft_types!(
         R = ApplyResponse,
         NodeId = NodeId,
         Node = Member,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

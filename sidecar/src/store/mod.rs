@@ -1,5 +1,5 @@
 //! Durable storage: one RocksDB instance per node holding the Raft log, the vote, the committed
-//! id, the state machine (journal + dedupe records) and the current snapshot.
+//! id and the state machine (journal + dedupe records); snapshots are files beside it.
 //!
 //! Data flow: openraft calls [`log::LogStore`] (append, vote, truncate, purge) and
 //! [`state_machine::StateMachineStore`] (apply, snapshots); both are thin adapters over [`Db`].
@@ -59,7 +59,8 @@ pub enum MetaKey {
     LastPurged,
     /// The state machine's applied state ([`state_machine::AppliedState`]).
     Applied,
-    /// The current snapshot: meta and encoded image.
+    /// The id of the last snapshot installed from a leader (its file is `snapshots/current.snap`
+    /// once the install finished; see `state_machine::snapshots`).
     Snapshot,
     /// Set once this node learned a committed configuration removed it.
     Removed,
@@ -74,7 +75,7 @@ impl MetaKey {
             MetaKey::Committed => b"committed",
             MetaKey::LastPurged => b"last_purged",
             MetaKey::Applied => b"applied",
-            MetaKey::Snapshot => b"snapshot",
+            MetaKey::Snapshot => b"installed_snapshot",
             MetaKey::Removed => b"removed",
         }
     }
@@ -114,6 +115,8 @@ pub enum StoreError {
         stored: String,
         wanted: String,
     },
+    #[error("snapshot file {path}: {reason}")]
+    Snapshot { path: PathBuf, reason: String },
     #[error("column family {0} missing from RocksDB")]
     MissingCf(&'static str),
     #[error("storage task failed: {0}")]
@@ -252,6 +255,13 @@ impl Db {
 
     pub fn raw(&self) -> &DB {
         &self.inner
+    }
+
+    /// `<data dir>/snapshots`, beside this RocksDB directory.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map_or_else(|| PathBuf::from("snapshots"), |d| d.join("snapshots"))
     }
 
     pub fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StoreError> {

@@ -7,7 +7,8 @@
 //! record are both on disk with the applied id, or neither is and the entry is applied again.
 
 use std::collections::HashMap;
-use std::io::Cursor;
+use std::io::SeekFrom;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,9 +16,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
-use super::snapshot::SnapshotImage;
+use self::snapshots::SnapshotFiles;
+
 use super::{Cf, Db, MetaKey, StoreError, index_key, parse_index_key, show_key};
 use crate::journal::{self, DedupeRecord, JournalRecord, JournalState, Proposal};
 use crate::raft::types::{
@@ -33,13 +36,6 @@ pub struct AppliedState {
     pub journal: JournalState,
 }
 
-/// The stored current snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
 /// Upper bound of every key in the journal, dedupe and expiry families (ids are UTF-8, which
 /// never contains 0xff; index keys are 8 bytes).
 const KEY_END: [u8; 9] = [0xff; 9];
@@ -50,9 +46,9 @@ pub struct StateMachineStore {
     retention: u64,
     progress: watch::Sender<AppliedState>,
     snapshot_seq: Arc<AtomicU64>,
-    /// Serialises "store the current snapshot" between builds and installs, so a slow build
-    /// never replaces a newer installed snapshot.
-    snapshot_lock: Arc<std::sync::Mutex<()>>,
+    snapshots: Arc<SnapshotFiles>,
+    /// The file openraft is writing a received snapshot into.
+    receiving: Option<PathBuf>,
 }
 
 impl StateMachineStore {
@@ -62,13 +58,15 @@ impl StateMachineStore {
             .get(Cf::Meta, MetaKey::Applied.key())?
             .unwrap_or_default();
         let (progress, _) = watch::channel(state.clone());
+        let snapshots = Arc::new(SnapshotFiles::open(&db)?);
         Ok(Self {
             db,
             state,
             retention,
             progress,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
-            snapshot_lock: Arc::new(std::sync::Mutex::new(())),
+            snapshots,
+            receiving: None,
         })
     }
 
@@ -220,132 +218,49 @@ fn expire_dedupe(
     Ok(())
 }
 
-fn build_image(db: &Db) -> Result<(SnapshotImage, AppliedState), StoreError> {
-    let snap = db.raw().snapshot();
-    let state: AppliedState = match snap
-        .get_cf(db.cf(Cf::Meta)?, MetaKey::Applied.key())
-        .map_err(db.rocks_err("read applied state"))?
-    {
-        Some(bytes) => db.decode(Cf::Meta, MetaKey::Applied.key(), &bytes)?,
-        None => AppliedState::default(),
-    };
-    let mut records = Vec::new();
-    for item in snap.iterator_cf(db.cf(Cf::Journal)?, IteratorMode::Start) {
-        let (key, value) = item.map_err(db.rocks_err("read journal"))?;
-        records.push((
-            parse_index_key(db, Cf::Journal, &key)?,
-            db.decode(Cf::Journal, &key, &value)?,
-        ));
-    }
-    let mut dedupe = Vec::new();
-    for item in snap.iterator_cf(db.cf(Cf::Dedupe)?, IteratorMode::Start) {
-        let (key, value) = item.map_err(db.rocks_err("read dedupe"))?;
-        let id = String::from_utf8(key.to_vec())
-            .map_err(|_| db.corrupt(Cf::Dedupe, show_key(&key), "id is not UTF-8".into()))?;
-        dedupe.push((id, db.decode(Cf::Dedupe, &key, &value)?));
-    }
-    let image = SnapshotImage {
-        last_applied: state.last_applied,
-        membership: state.membership.clone(),
-        journal: state.journal,
-        records,
-        dedupe,
-    };
-    Ok((image, state))
-}
-
-fn store_snapshot(
-    db: &Db,
-    batch: &mut WriteBatch,
-    meta: &SnapshotMeta,
-    data: &[u8],
-) -> Result<(), StoreError> {
-    let stored = StoredSnapshot {
-        meta: meta.clone(),
-        data: data.to_vec(),
-    };
-    db.put(batch, Cf::Meta, MetaKey::Snapshot.key(), &stored)
-}
-
-/// Replace the whole state machine with `image` in one synced, atomic batch.
-fn install_image(
-    db: &Db,
-    meta: &SnapshotMeta,
-    image: SnapshotImage,
-    data: &[u8],
-) -> Result<AppliedState, StoreError> {
-    let mut batch = WriteBatch::default();
-    for cf in [Cf::Journal, Cf::Dedupe, Cf::DedupeExpiry] {
-        batch.delete_range_cf(db.cf(cf)?, &[][..], &KEY_END[..]);
-    }
-    for (index, record) in &image.records {
-        db.put(&mut batch, Cf::Journal, &index_key(*index), record)?;
-    }
-    for (id, record) in &image.dedupe {
-        db.put(&mut batch, Cf::Dedupe, id.as_bytes(), record)?;
-        batch.put_cf(
-            db.cf(Cf::DedupeExpiry)?,
-            expiry_key(record.committed_at_ms, id),
-            [],
-        );
-    }
-    let state = AppliedState {
-        last_applied: image.last_applied,
-        membership: image.membership,
-        journal: image.journal,
-    };
-    db.put(&mut batch, Cf::Meta, MetaKey::Applied.key(), &state)?;
-    store_snapshot(db, &mut batch, meta, data)?;
-    db.write(batch, true)?;
-    Ok(state)
-}
-
 /// Builds snapshots from a RocksDB point-in-time view while `apply` goes on.
 pub struct SnapshotBuilder {
     db: Db,
     seq: Arc<AtomicU64>,
-    lock: Arc<std::sync::Mutex<()>>,
+    files: Arc<SnapshotFiles>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let lock = self.lock.clone();
-        let (meta, data) = self
+        let files = self.files.clone();
+        let (meta, path) = self
             .db
-            .blocking(move |db| {
-                let (image, state) = build_image(db)?;
-                let data = image
-                    .encode()
-                    .map_err(|e| StoreError::Task(format!("encode snapshot: {e}")))?;
-                let snapshot_id = match state.last_applied {
-                    Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
-                    None => format!("0-0-{seq}"),
-                };
-                let meta = SnapshotMeta {
-                    last_log_id: state.last_applied,
-                    last_membership: state.membership,
-                    snapshot_id,
-                };
-                let _guard = lock
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let stored: Option<StoredSnapshot> = db.get(Cf::Meta, MetaKey::Snapshot.key())?;
-                let newer_stored = stored.is_some_and(|s| s.meta.last_log_id >= meta.last_log_id);
-                if !newer_stored {
-                    let mut batch = WriteBatch::default();
-                    store_snapshot(db, &mut batch, &meta, &data)?;
-                    db.write(batch, false)?;
-                }
-                Ok((meta, data))
-            })
+            .blocking(move |db| files.build(db, seq))
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_snapshot(None, &e))?;
+        let file = open_snapshot(&path, Some(meta.signature())).await?;
+        if self
+            .files
+            .current()
+            .is_none_or(|(_, current)| current != path)
+        {
+            // Superseded by a newer snapshot while it was built: the open handle keeps it.
+            let _ = tokio::fs::remove_file(&path).await;
+        }
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
+}
+
+async fn open_snapshot(
+    path: &std::path::Path,
+    signature: Option<openraft::storage::SnapshotSignature<NodeId>>,
+) -> Result<tokio::fs::File, StorageError> {
+    tokio::fs::File::open(path).await.map_err(|e| {
+        let e = StoreError::Snapshot {
+            path: path.to_path_buf(),
+            reason: format!("open failed: {e}"),
+        };
+        StorageIOError::<NodeId>::read_snapshot(signature, &e).into()
+    })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -376,64 +291,81 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             db: self.db.clone(),
             seq: self.snapshot_seq.clone(),
-            lock: self.snapshot_lock.clone(),
+            files: self.snapshots.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.snapshots.receiving_path(seq);
+        // Read and write: the same handle comes back to `install_snapshot`, which reads it.
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| {
+                let e = StoreError::Snapshot {
+                    path: path.clone(),
+                    reason: format!("create failed: {e}"),
+                };
+                StorageIOError::<NodeId>::write_snapshot(None, &e)
+            })?;
+        if let Some(abandoned) = self.receiving.replace(path) {
+            let _ = tokio::fs::remove_file(abandoned).await;
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
         let signature = Some(meta.signature());
-        let image = SnapshotImage::decode(&data)
-            .map_err(|e| StorageIOError::<NodeId>::read_snapshot(signature.clone(), &e))?;
-        if image.last_applied != meta.last_log_id {
-            let e = StoreError::Task(format!(
-                "snapshot {} claims last log id {:?} but its image holds {:?}",
-                meta.snapshot_id, meta.last_log_id, image.last_applied
-            ));
-            return Err(StorageIOError::<NodeId>::read_snapshot(signature, &e).into());
+        let fail = |reason: String| {
+            let e = StoreError::Task(format!("install snapshot {}: {reason}", meta.snapshot_id));
+            StorageIOError::<NodeId>::write_snapshot(signature.clone(), &e)
+        };
+        // Copy what openraft hands over (normally the file of `begin_receiving_snapshot`, but
+        // any snapshot data is allowed) to the install slot, synced, then drop the receipt.
+        let installing = self.snapshots.installing_path();
+        let copied = async {
+            let mut snapshot = snapshot;
+            snapshot.seek(SeekFrom::Start(0)).await?;
+            let mut out = tokio::fs::File::create(&installing).await?;
+            tokio::io::copy(&mut *snapshot, &mut out).await?;
+            out.sync_all().await
+        }
+        .await;
+        if let Some(received) = self.receiving.take() {
+            let _ = tokio::fs::remove_file(received).await;
+        }
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&installing).await;
+            return Err(fail(format!("copy to {}: {e}", installing.display())).into());
         }
         let meta_owned = meta.clone();
-        let lock = self.snapshot_lock.clone();
+        let files = self.snapshots.clone();
         let state = self
             .db
-            .blocking(move |db| {
-                let _guard = lock
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                install_image(db, &meta_owned, image, &data)
-            })
+            .blocking(move |db| files.install(db, &meta_owned))
             .await
-            .map_err(|e| StorageIOError::<NodeId>::write_snapshot(signature, &e))?;
+            .map_err(|e| StorageIOError::<NodeId>::write_snapshot(signature.clone(), &e))?;
         self.publish(state);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let stored = self
-            .db
-            .blocking(|db| {
-                let Some(stored) = db.get::<StoredSnapshot>(Cf::Meta, MetaKey::Snapshot.key())?
-                else {
-                    return Ok(None);
-                };
-                SnapshotImage::decode(&stored.data).map_err(|e| {
-                    db.corrupt(Cf::Meta, show_key(MetaKey::Snapshot.key()), e.to_string())
-                })?;
-                Ok(Some(stored))
-            })
-            .await
-            .map_err(|e| StorageIOError::<NodeId>::read_snapshot(None, &e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let Some((meta, path)) = self.snapshots.current() else {
+            return Ok(None);
+        };
+        let file = open_snapshot(&path, Some(meta.signature())).await?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
         }))
     }
 }
@@ -491,5 +423,6 @@ impl JournalReader {
     }
 }
 
+mod snapshots;
 #[cfg(test)]
 mod tests;

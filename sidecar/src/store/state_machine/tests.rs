@@ -181,8 +181,10 @@ async fn a_snapshot_installed_elsewhere_reproduces_the_journal_and_dedupe() {
         .apply(vec![entry(1, 1, vec![op("zzz", "1")], 10, 1_000)])
         .await
         .unwrap();
+    let bytes = read_all(snapshot.snapshot).await;
+    let received = receive(&mut other, &bytes).await;
     other
-        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .install_snapshot(&snapshot.meta, received)
         .await
         .unwrap();
     let reader = other.reader();
@@ -222,15 +224,110 @@ async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
         .build_snapshot()
         .await
         .unwrap();
-    let mut bytes = snapshot.snapshot.into_inner();
+    let mut bytes = read_all(snapshot.snapshot).await;
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
+    let received = receive(&mut sm, &bytes).await;
     let err = sm
-        .install_snapshot(&snapshot.meta, Box::new(Cursor::new(bytes)))
+        .install_snapshot(&snapshot.meta, received)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(err.to_string().contains("snapshot"), "{err}");
     assert_eq!(sm.reader().page(1, 10).await.unwrap().len(), 1);
+    // The damaged receipt is gone; the good current snapshot stays.
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snapshot.meta);
+    assert_eq!(snapshot_files(dir.path()), vec!["current.snap"]);
+}
+
+#[tokio::test]
+async fn a_damaged_current_snapshot_file_stops_the_store_from_opening_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 100);
+    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
+        .await
+        .unwrap();
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    drop(sm);
+    let path = dir.path().join("snapshots/current.snap");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    let (db, _) = Db::open(dir.path(), "c").unwrap();
+    let err = StateMachineStore::open(db, 100).err().unwrap().to_string();
+    assert!(err.contains("current.snap"), "{err}");
+}
+
+#[tokio::test]
+async fn an_install_cut_short_is_finished_or_discarded_at_open_never_half_done() {
+    let src = tempfile::tempdir().unwrap();
+    let mut sm = open(src.path(), 100);
+    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
+        .await
+        .unwrap();
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let bytes = read_all(built.snapshot).await;
+
+    // Killed before the state batch: the file is discarded, the state is the old one.
+    let dst = tempfile::tempdir().unwrap();
+    drop(open(dst.path(), 100));
+    std::fs::write(dst.path().join("snapshots/installing.snap"), &bytes).unwrap();
+    let mut other = open(dst.path(), 100);
+    assert!(other.get_current_snapshot().await.unwrap().is_none());
+    assert!(snapshot_files(dst.path()).is_empty());
+    drop(other);
+
+    // Killed after the state batch (the store recorded the id): the rename is finished.
+    let (db, _) = Db::open(dst.path(), "c").unwrap();
+    let mut batch = WriteBatch::default();
+    db.put(
+        &mut batch,
+        Cf::Meta,
+        MetaKey::Snapshot.key(),
+        &built.meta.snapshot_id,
+    )
+    .unwrap();
+    db.write(batch, true).unwrap();
+    drop(db);
+    std::fs::write(dst.path().join("snapshots/installing.snap"), &bytes).unwrap();
+    std::fs::write(dst.path().join("snapshots/building-3.snap"), b"partial").unwrap();
+    other = open(dst.path(), 100);
+    let current = other.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(snapshot_files(dst.path()), vec!["current.snap"]);
+}
+
+async fn read_all(mut file: Box<tokio::fs::File>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).await.unwrap();
+    bytes
+}
+
+/// What openraft does with the chunks of a snapshot from the leader.
+async fn receive(sm: &mut StateMachineStore, bytes: &[u8]) -> Box<tokio::fs::File> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = sm.begin_receiving_snapshot().await.unwrap();
+    file.write_all(bytes).await.unwrap();
+    file.flush().await.unwrap();
+    file
+}
+
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[tokio::test]
