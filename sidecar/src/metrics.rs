@@ -38,6 +38,11 @@ pub struct StateLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabel {
     pub peer: String,
 }
@@ -63,6 +68,7 @@ pub struct Metrics {
     pub snapshot_index: Gauge,
     pub journal_first_index: Gauge,
     pub resident_memory: Gauge,
+    pub peer_handshakes_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +99,7 @@ impl Metrics {
             snapshot_index: Gauge::default(),
             journal_first_index: Gauge::default(),
             resident_memory: Gauge::default(),
+            peer_handshakes_refused: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -164,6 +171,11 @@ impl Metrics {
             "snapshot_index",
             "Raft index of the current snapshot",
             m.snapshot_index.clone(),
+        );
+        sub.register(
+            "peer_handshakes_refused",
+            "Peer connections refused at the handshake, by reason (bad_token, other_cluster, other_node, unknown_path)",
+            m.peer_handshakes_refused.clone(),
         );
         sub.register(
             "journal_first_index",

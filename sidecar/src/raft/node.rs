@@ -176,6 +176,7 @@ impl Node {
             node_id: identity.node_id,
             cluster_id: cfg.cluster_id.clone(),
             token: cfg.token.clone(),
+            refused: node.metrics.peer_handshakes_refused.clone(),
         };
         tokio::spawn(server::serve(
             listener,

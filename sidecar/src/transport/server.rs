@@ -12,10 +12,14 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
 use super::{
     CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH, TARGET_HEADER, token_matches,
 };
+use crate::metrics::ReasonLabel;
 use crate::raft::types::NodeId;
 
 /// Answers peer requests; implemented by the node.
@@ -28,19 +32,60 @@ pub trait PeerHandler: Send + Sync + 'static {
 }
 
 /// What a dialling peer must present.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerAuth {
     /// This node's id: a dialler that means another node is refused.
     pub node_id: NodeId,
     pub cluster_id: String,
     /// `None` only with `--insecure`.
     pub token: Option<String>,
+    /// `consensus_peer_handshakes_refused_total`, by reason.
+    pub refused: Family<ReasonLabel, Counter>,
+}
+
+/// Why a dialling peer was turned away (a metric label and the answer's status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownPath,
+    BadToken,
+    OtherCluster,
+    OtherNode,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::UnknownPath => StatusCode::NOT_FOUND,
+            Refusal::BadToken => StatusCode::UNAUTHORIZED,
+            Refusal::OtherCluster => StatusCode::FORBIDDEN,
+            Refusal::OtherNode => StatusCode::CONFLICT,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::UnknownPath => "no such path",
+            Refusal::BadToken => "bad or missing cluster token",
+            Refusal::OtherCluster => "peer belongs to another cluster",
+            Refusal::OtherNode => "this address now belongs to another node id",
+        }
+    }
+
+    pub fn label(self) -> ReasonLabel {
+        let reason = match self {
+            Refusal::UnknownPath => "unknown_path",
+            Refusal::BadToken => "bad_token",
+            Refusal::OtherCluster => "other_cluster",
+            Refusal::OtherNode => "other_node",
+        };
+        ReasonLabel { reason }
+    }
 }
 
 impl PeerAuth {
-    fn check(&self, req: &Request) -> Result<Option<NodeId>, (StatusCode, &'static str)> {
+    fn check(&self, req: &Request) -> Result<Option<NodeId>, Refusal> {
         if req.uri().path() != PEER_PATH {
-            return Err((StatusCode::NOT_FOUND, "no such path"));
+            return Err(Refusal::UnknownPath);
         }
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         if let Some(token) = &self.token {
@@ -48,19 +93,16 @@ impl PeerAuth {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
             if !token_matches(token, presented) {
-                return Err((StatusCode::UNAUTHORIZED, "bad or missing cluster token"));
+                return Err(Refusal::BadToken);
             }
         }
         if header(CLUSTER_HEADER) != Some(self.cluster_id.as_str()) {
-            return Err((StatusCode::FORBIDDEN, "peer belongs to another cluster"));
+            return Err(Refusal::OtherCluster);
         }
         if let Some(target) = header(TARGET_HEADER)
             && target != self.node_id.to_string()
         {
-            return Err((
-                StatusCode::CONFLICT,
-                "this address now belongs to another node id",
-            ));
+            return Err(Refusal::OtherNode);
         }
         Ok(header(NODE_HEADER).and_then(|v| v.parse().ok()))
     }
@@ -112,10 +154,18 @@ async fn connection<H: PeerHandler>(
                 from = id;
                 Ok(resp)
             }
-            Err((status, why)) => {
-                let mut refusal = ErrorResponse::new(Some(why.to_string()));
-                *refusal.status_mut() = status;
-                Err(refusal)
+            Err(refusal) => {
+                auth.refused.get_or_create(&refusal.label()).inc();
+                let dialler = req
+                    .headers()
+                    .get(NODE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?");
+                // A peer dials again with capped backoff, so this stays a trickle.
+                tracing::warn!(reason = refusal.message(), dialler, "peer handshake refused");
+                let mut answer = ErrorResponse::new(Some(refusal.message().to_string()));
+                *answer.status_mut() = refusal.status();
+                Err(answer)
             }
         }
     };
@@ -189,6 +239,7 @@ mod tests {
             node_id: 7,
             cluster_id: "c".into(),
             token: Some("t".into()),
+            refused: Family::default(),
         }
     }
 
@@ -211,16 +262,16 @@ mod tests {
             (CLUSTER_HEADER, "c"),
             (TARGET_HEADER, "8"),
         ]);
-        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::CONFLICT);
+        assert_eq!(auth().check(&req).unwrap_err(), Refusal::OtherNode);
     }
 
     #[test]
     fn wrong_token_or_cluster_is_refused() {
         let req = request(&[("authorization", "Bearer x"), (CLUSTER_HEADER, "c")]);
-        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        assert_eq!(auth().check(&req).unwrap_err(), Refusal::BadToken);
         let req = request(&[(CLUSTER_HEADER, "c")]);
-        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        assert_eq!(auth().check(&req).unwrap_err(), Refusal::BadToken);
         let req = request(&[("authorization", "Bearer t"), (CLUSTER_HEADER, "other")]);
-        assert_eq!(auth().check(&req).unwrap_err().0, StatusCode::FORBIDDEN);
+        assert_eq!(auth().check(&req).unwrap_err(), Refusal::OtherCluster);
     }
 }
