@@ -233,7 +233,8 @@ async fn peer_connections_without_the_token_or_cluster_id_are_refused_and_bad_fr
     // Each refusal is counted by reason (three bad tokens, two foreign or missing cluster ids).
     let metrics = t.client(leader).metrics().await.unwrap();
     for (reason, count) in [("bad_token", 3), ("other_cluster", 2)] {
-        let line = format!("consensus_peer_handshakes_refused_total{{reason=\"{reason}\"}} {count}");
+        let line =
+            format!("consensus_peer_handshakes_refused_total{{reason=\"{reason}\"}} {count}");
         assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
     }
 

@@ -1,6 +1,7 @@
-//! Crash safety of storage: kill -9 under heavy writes and while a snapshot is being installed,
-//! repeated, always restarts and loses nothing acknowledged; a damaged RocksDB file stops the
-//! node with an error naming the file instead of being read as "empty". Loopback processes
+//! Crash safety of storage: kill -9 under heavy writes, while a snapshot is being installed and
+//! of the leader while it sends one, repeated, always restarts and loses nothing acknowledged; a
+//! damaged RocksDB or snapshot file stops the node with an error naming the file instead of
+//! being read as "empty". Loopback processes
 //! (no network faults needed, no root).
 #![allow(
     clippy::unwrap_used,
@@ -230,6 +231,76 @@ async fn kill9_while_installing_a_snapshot_repeatedly_then_the_node_catches_up_i
     assert_each_ack_once(&journal, &acks);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_leader_while_it_sends_a_snapshot_loses_nothing_and_everyone_catches_up() {
+    let mut t = TestCluster::start(
+        3,
+        &[
+            "--snapshot-interval",
+            "100",
+            "--log-compaction-threshold",
+            "10",
+            "--max-log-size",
+            "200",
+        ],
+    )
+    .await;
+    let mut acks = Vec::new();
+    let mut killed_while_sending = 0;
+    for (round, delay_ms) in [10u64, 40, 120].into_iter().enumerate() {
+        let leader = t.leader(SECS_30).await;
+        let lagger = (leader + 1) % 3;
+        t.c.kill9(lagger).await.unwrap();
+        let online: Vec<usize> = (0..3).filter(|i| *i != lagger).collect();
+        for n in 0..400 {
+            let o = op(&format!("send-{round}-{n}"), 4000);
+            acks.push(t.submit_retrying(&online, &o, SECS_30).await);
+        }
+        let lagger_applied = acks.len() as u64 - 400;
+        wait_for(
+            "the leader to compact its log past what the stopped node holds",
+            SECS_30,
+            || async {
+                let s = t.client(leader).state().await.ok()?;
+                (s.snapshot_index > lagger_applied + 200).then_some(())
+            },
+        )
+        .await;
+        // The lagger comes back and the leader starts shipping its snapshot; kill the leader.
+        t.c.start(lagger).unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let behind = t
+            .client(lagger)
+            .state()
+            .await
+            .map_or(true, |s| s.applied_index < lagger_applied + 400);
+        t.c.kill9(leader).await.unwrap();
+        killed_while_sending += usize::from(behind);
+        println!(
+            "round {round}: leader killed {delay_ms} ms after the lagger started, lagger still behind: {behind}"
+        );
+        // The two others elect a leader and the lagger catches up from it.
+        t.submit_retrying(
+            &online_after(leader),
+            &op(&format!("after-{round}"), 10),
+            SECS_30,
+        )
+        .await;
+        t.c.start(leader).unwrap();
+        answers(&t, leader).await;
+    }
+    assert!(
+        killed_while_sending > 0,
+        "no kill landed before the snapshot reached the lagger"
+    );
+    let journal = agree_at_least(&t, &[0, 1, 2], acks.len() + 3, Duration::from_secs(60)).await;
+    assert_each_ack_once(&journal, &acks);
+}
+
+fn online_after(killed: usize) -> Vec<usize> {
+    (0..3).filter(|i| *i != killed).collect()
+}
+
 /// On a failed assertion, print the lines of a node's log that say why it failed.
 struct DumpOnPanic(PathBuf);
 
@@ -327,6 +398,8 @@ async fn a_damaged_rocksdb_file_stops_the_node_with_an_error_naming_the_file() {
         (sst.last().unwrap().clone(), Damage::Truncate),
         (manifest.last().unwrap().clone(), Damage::Truncate),
         (dir.join("rocksdb").join("CURRENT"), Damage::Empty),
+        (dir.join("snapshots").join("current.snap"), Damage::Scribble),
+        (dir.join("snapshots").join("current.snap"), Damage::Truncate),
     ];
     let mut failures = Vec::new();
     for (file, how) in cases {

@@ -1,6 +1,7 @@
 //! The nemesis: concurrent clients submit uniquely identified operations (retrying by id) while
 //! a seeded random schedule of real faults runs (partitions one- and two-way, a bridge node,
-//! packet loss, slow links, kill -9, SIGSTOP, kill -9 of every node); then a checker verifies,
+//! packet loss, slow links, kill -9, SIGSTOP, kill -9 of every node, a lost disk replaced as the
+//! operator replaces it); then a checker verifies,
 //! from every node's journal and every client's log, that every acknowledged operation is
 //! present exactly once where it was acknowledged, that journals agree, that nothing appears
 //! that no client sent, and that no two nodes led the same term.
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use checker::{Ack, Entry, History, check};
 use netns::NetCluster;
+use raft_api::admin::MemberSpec;
 use raft_api::client::{ClientError, SidecarClient};
 use raft_api::daemon::Operation;
 use rand::rngs::StdRng;
@@ -211,6 +213,9 @@ enum Fault {
     Loss(Vec<(usize, usize)>, u8),
     Slow(usize),
     Flap(usize, usize),
+    /// kill -9, wipe the data dir, restart (a new node id), then replace the member as the
+    /// operator does: remove the old id, add the new one as a learner, promote it.
+    Replace(usize),
 }
 
 fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
@@ -220,7 +225,7 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
         let b = (a + rng.random_range(1..n)) % n;
         (a, b)
     };
-    match rng.random_range(0..11) {
+    match rng.random_range(0..12) {
         0 => Fault::Kill(node(rng)),
         1 => Fault::KillLeader,
         2 => Fault::KillAll,
@@ -243,6 +248,7 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
             Fault::Loss(links, rng.random_range(20..=60))
         }
         9 => Fault::Slow(node(rng)),
+        10 => Fault::Replace(node(rng)),
         _ => {
             let (a, b) = pair(rng);
             Fault::Flap(a, b)
@@ -261,8 +267,14 @@ async fn leader_or_random(c: &NetCluster, rng: &mut StdRng) -> usize {
     rng.random_range(0..c.nodes.len())
 }
 
-/// Inject `fault`, hold it for `hold`, then undo it (heal, resume, restart).
-async fn inflict(c: &mut NetCluster, rng: &mut StdRng, fault: &Fault, hold: Duration) {
+/// Inject `fault`, hold it for `hold`, then undo it (heal, resume, restart). An error is a
+/// fault that could not be undone (a replacement that did not complete).
+async fn inflict(
+    c: &mut NetCluster,
+    rng: &mut StdRng,
+    fault: &Fault,
+    hold: Duration,
+) -> Result<(), String> {
     let n = c.nodes.len();
     let mut killed = Vec::new();
     match fault {
@@ -303,6 +315,7 @@ async fn inflict(c: &mut NetCluster, rng: &mut StdRng, fault: &Fault, hold: Dura
             }
         }
         Fault::Slow(i) => c.slow(*i),
+        Fault::Replace(i) => return replace(c, *i).await,
         Fault::Flap(a, b) => {
             let until = Instant::now() + hold;
             while Instant::now() < until {
@@ -324,6 +337,78 @@ async fn inflict(c: &mut NetCluster, rng: &mut StdRng, fault: &Fault, hold: Dura
     }
     for i in killed {
         c.start_node(i);
+    }
+    Ok(())
+}
+
+/// Lose node `i`'s disk and replace it the way the operator does, within a deadline.
+async fn replace(c: &mut NetCluster, i: usize) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let admin = |j: usize| c.client_with_timeout(j, Duration::from_secs(5));
+    let old = retry("read the old node id", deadline, || async {
+        admin(i).status().await.map(|s| s.node_id)
+    })
+    .await?;
+    c.kill9(i).await;
+    c.wipe(i);
+    c.start_node(i);
+    let c = &*c;
+    let admin = |j: usize| c.client_with_timeout(j, Duration::from_secs(5));
+    let fresh = retry("read the new node id", deadline, || async {
+        admin(i).status().await.map(|s| s.node_id)
+    })
+    .await?;
+    println!("nemesis:   node-{i} came back as {fresh} (was {old})");
+    let others: Vec<usize> = (0..c.nodes.len()).filter(|j| *j != i).collect();
+    retry("remove the old id", deadline, || async {
+        let l = leader_of(c, &others).await?;
+        admin(l).remove(old.parse().unwrap_or_default()).await
+    })
+    .await?;
+    let spec = MemberSpec {
+        node_id: fresh.parse().map_err(|e| format!("node id {fresh}: {e}"))?,
+        name: c.nodes[i].name.clone(),
+        address: c.nodes[i].peer().to_string(),
+        admin_address: Some(c.nodes[i].admin().to_string()),
+    };
+    retry("add the new id as a learner", deadline, || async {
+        let l = leader_of(c, &others).await?;
+        admin(l).add_learner(&spec).await
+    })
+    .await?;
+    retry("promote the caught-up learner", deadline, || async {
+        let l = leader_of(c, &others).await?;
+        admin(l).promote(spec.node_id).await
+    })
+    .await?;
+    Ok(())
+}
+
+/// The node among `among` that its peers name as leader.
+async fn leader_of(c: &NetCluster, among: &[usize]) -> Result<usize, ClientError> {
+    for j in among {
+        if let Ok(s) = c.state(*j).await
+            && let Some(l) = s.leader_id.as_deref().and_then(|l| c.index_of(l))
+        {
+            return Ok(l);
+        }
+    }
+    Err(ClientError::NoAddress("no leader known yet"))
+}
+
+/// Call `f` until it succeeds or the deadline passes (retrying every answer: elections, a
+/// learner still catching up, a membership change still in flight).
+async fn retry<T, F, Fut>(what: &str, deadline: Instant, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => return Err(format!("{what}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
     }
 }
 
@@ -435,7 +520,7 @@ async fn run(cfg: &Config, faults: Arc<Mutex<usize>>) -> Result<Outcome, String>
             started.elapsed().as_secs_f64(),
             fault
         );
-        inflict(&mut c, &mut rng, &fault, hold).await;
+        inflict(&mut c, &mut rng, &fault, hold).await?;
         *faults.lock().unwrap() += 1;
         tokio::time::sleep(quiet).await;
     }

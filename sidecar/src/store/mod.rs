@@ -14,7 +14,10 @@ pub mod state_machine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch,
+    WriteOptions,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -127,6 +130,8 @@ pub enum StoreError {
 const MEMTABLES_TOTAL_BYTES: usize = 24 << 20;
 /// Memtable size of one column family before it is flushed.
 const MEMTABLE_BYTES: usize = 8 << 20;
+/// The one block cache shared by all column families (data, index and filter blocks).
+const BLOCK_CACHE_BYTES: usize = 8 << 20;
 
 /// Who this data dir belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,9 +178,18 @@ impl Db {
         // MiB after 100,000 operations). One cap for all memtables keeps it bounded; flushes
         // go to SST files in the background (the WAL is still synced on every log write).
         opts.set_db_write_buffer_size(MEMTABLES_TOTAL_BYTES);
+        // Without a cache of its own, each column family's table factory creates a private
+        // 32 MiB block cache, and index and filter blocks live outside any cache: one shared,
+        // bounded cache holds all of them instead.
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut tables = BlockBasedOptions::default();
+        tables.set_block_cache(&cache);
+        tables.set_cache_index_and_filter_blocks(true);
+        tables.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut cf_opts = Options::default();
             cf_opts.set_write_buffer_size(MEMTABLE_BYTES);
+            cf_opts.set_block_based_table_factory(&tables);
             ColumnFamilyDescriptor::new(cf.name(), cf_opts)
         });
         let inner =

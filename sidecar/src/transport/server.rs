@@ -162,7 +162,11 @@ async fn connection<H: PeerHandler>(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("?");
                 // A peer dials again with capped backoff, so this stays a trickle.
-                tracing::warn!(reason = refusal.message(), dialler, "peer handshake refused");
+                tracing::warn!(
+                    reason = refusal.message(),
+                    dialler,
+                    "peer handshake refused"
+                );
                 let mut answer = ErrorResponse::new(Some(refusal.message().to_string()));
                 *answer.status_mut() = refusal.status();
                 Err(answer)
