@@ -223,10 +223,9 @@ async fn kill9_while_installing_a_snapshot_repeatedly_then_the_node_catches_up_i
         killed_while_behind > 0,
         "no kill landed before the snapshot was installed"
     );
+    let _dump = DumpOnPanic(t.c.nodes[lagger].log_path());
     t.c.start(lagger).unwrap();
     answers(&t, lagger).await;
-    let log_path = t.c.nodes[lagger].log_path();
-    let _dump = DumpOnPanic(log_path);
     let journal = agree_at_least(&t, &[0, 1, 2], acks.len(), Duration::from_secs(60)).await;
     assert_each_ack_once(&journal, &acks);
 }
@@ -309,11 +308,13 @@ impl Drop for DumpOnPanic {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.0).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
-            // The first panic of the node, with what led to it.
-            if let Some(at) = lines.iter().position(|l| l.contains("panicked at")) {
-                for line in &lines[at.saturating_sub(25)..(at + 6).min(lines.len())] {
-                    eprintln!("{}: {line}", self.0.display());
-                }
+            // The first panic of the node, with what led to it; else how its log ends.
+            let at = lines
+                .iter()
+                .position(|l| l.contains("panicked at"))
+                .map_or(lines.len(), |at| (at + 6).min(lines.len()));
+            for line in &lines[at.saturating_sub(30)..at] {
+                eprintln!("{}: {line}", self.0.display());
             }
         }
     }

@@ -273,12 +273,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::<NodeId>::write(&e).into())
     }
 
+    /// The saved committed id, but never past the last entry the log holds. openraft 0.9 saves
+    /// a snapshot's id as committed before its state machine has installed the snapshot; killed
+    /// in between, it would re-apply entries the log never held ("try to get log at index N")
+    /// and refuse to start. Lower is always safe: the leader sends its commit index again.
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         self.db
             .blocking(|db| {
-                Ok(db
+                let saved = db
                     .get::<Option<LogId>>(Cf::Meta, MetaKey::Committed.key())?
-                    .flatten())
+                    .flatten();
+                let purged: Option<LogId> = db.get(Cf::Meta, MetaKey::LastPurged.key())?;
+                let last = Self::last_entry_id(db)?.or(purged);
+                Ok(saved.min(last))
             })
             .await
             .map_err(|e| StorageIOError::<NodeId>::read(&e).into())
@@ -407,6 +414,34 @@ mod tests {
         c.push(vec![entry(20)]);
         assert_eq!(indexes(c.get(20, Bound::Unbounded)), Some(vec![20]));
         assert_eq!(indexes(c.get(8, Bound::Unbounded)), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_committed_id_past_the_log_is_read_back_as_the_last_entry_the_log_holds() {
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), "c").unwrap();
+        let mut log = LogStore::new(db.clone());
+        let at = |index| Some(LogId::new(CommittedLeaderId::new(1, 1), index));
+        // A snapshot's id saved as committed, nothing in the log (killed before the install).
+        log.save_committed(at(1500)).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), None);
+        // Entries written as `append` writes them (its flush callback cannot be built here).
+        let mut batch = WriteBatch::default();
+        for e in (1..=3).map(entry) {
+            db.put(&mut batch, Cf::Log, &index_key(e.log_id.index), &e)
+                .unwrap();
+        }
+        db.write(batch, true).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), at(3));
+        log.purge(at(3).unwrap()).await.unwrap();
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            at(3),
+            "purged entries count"
+        );
+        log.save_committed(at(2)).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), at(2));
     }
 
     #[test]
