@@ -28,6 +28,12 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// jemalloc for every allocation of the process, RocksDB's included (the crate exports the
+/// unprefixed `malloc` family): glibc's per-thread arenas kept freed memory, so a node's RSS
+/// after 1,000,000 operations sat tens of MiB above what it used (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
