@@ -132,7 +132,7 @@ fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>, uptime: D
         let leader_fresh = m.current_leader.is_some_and(|l| heard(&l));
         if leader_fresh {
             // The leader's own verdict: its followers share its minority.
-            match leader_verdict(node, m, detection) {
+            match leader_verdict(node, m) {
                 Some(PartitionState::Minority) => return minority_by_leader(last_contact),
                 Some(PartitionState::Degraded) => (PartitionState::Degraded, true),
                 _ => (PartitionState::Healthy, true),
@@ -159,9 +159,9 @@ fn assess(node: &Node, m: &RaftMetrics, leading_for: Option<Duration>, uptime: D
     }
 }
 
-/// What the leader (as this node knows it) last said about itself, if it said so recently and
-/// still leads in the current term.
-fn leader_verdict(node: &Node, m: &RaftMetrics, detection: Duration) -> Option<PartitionState> {
+/// What the leader (as this node knows it) last said about itself, if it said so within two
+/// probe periods and still leads in the current term.
+pub(super) fn leader_verdict(node: &Node, m: &RaftMetrics) -> Option<PartitionState> {
     let report = *node
         .leader_report
         .lock()
@@ -170,8 +170,13 @@ fn leader_verdict(node: &Node, m: &RaftMetrics, detection: Duration) -> Option<P
     (Some(from) == m.current_leader
         && view.leading
         && view.term == m.current_term
-        && at.elapsed() <= detection)
+        && at.elapsed() <= probe_every(node) * 2)
         .then_some(view.partition)
+}
+
+/// How often a follower asks its leader for its verdict: four times per detection window.
+fn probe_every(node: &Node) -> Duration {
+    (node.cfg.partition_detection / 4).clamp(TICK, Duration::from_secs(1))
 }
 
 /// A follower whose leader reports no quorum: writes through it would be refused anyway.
@@ -189,8 +194,9 @@ fn probe_leader(node: &Arc<Node>, m: &RaftMetrics, seen: &mut Seen) {
     let Some(leader) = m.current_leader.filter(|l| *l != node.id) else {
         return;
     };
-    let every = (node.cfg.partition_detection / 4).clamp(TICK, Duration::from_secs(1));
-    let due = seen.last_leader_probe.is_none_or(|t| t.elapsed() >= every);
+    let due = seen
+        .last_leader_probe
+        .is_none_or(|t| t.elapsed() >= probe_every(node));
     let busy = seen.leader_probe.as_ref().is_some_and(|h| !h.is_finished());
     let Some(member) = node.member(m, leader).filter(|_| due && !busy) else {
         return;

@@ -243,7 +243,8 @@ impl Node {
         on_committed: impl FnOnce(Submitted) + Send,
     ) -> Result<Submitted, WriteFailure> {
         self.admit()?;
-        if !self.is_leader(&self.raft_metrics())
+        // No leader known and no majority heard: do not wait for an election that cannot end.
+        if self.raft_metrics().current_leader.is_none()
             && self.health().partition == PartitionState::Minority
         {
             return Err(cut_off());
@@ -252,7 +253,7 @@ impl Node {
         let outcome = if leader == self.id {
             self.propose_as_leader(op, deadline).await?
         } else {
-            self.leader_in_contact()?;
+            self.leader_in_contact(leader)?;
             self.forward(leader, op, deadline).await?
         };
         let submitted = match outcome {
@@ -385,12 +386,23 @@ impl Node {
         }
     }
 
-    /// On a follower that has not heard from its leader within `--partition-detection-ms`
-    /// (openraft still names it until an election starts): refuse before sending anything, so
-    /// the answer is a quick, certain `NO_QUORUM`/`NO_LEADER` instead of a forward that hangs
-    /// and ends with an unknown outcome.
-    fn leader_in_contact(&self) -> Result<(), WriteFailure> {
+    /// On a follower, before forwarding: refuse at once (`NO_QUORUM`) when the leader itself
+    /// said lately that it cannot reach a majority, or (`NO_QUORUM`/`NO_LEADER`) when the leader
+    /// has not been heard within `--partition-detection-ms` (openraft still names it until an
+    /// election starts). Nothing is sent, so the answer is quick and certain instead of a
+    /// forward that hangs and ends with an unknown outcome. Contact is checked live, not from
+    /// the monitor's last tick, so a leader just heard from is never refused.
+    fn leader_in_contact(&self, leader: NodeId) -> Result<(), WriteFailure> {
+        let m = self.raft_metrics();
+        if super::monitor::leader_verdict(self, &m) == Some(PartitionState::Minority) {
+            return Err(cut_off());
+        }
+        let heard = self
+            .peer_contact()
+            .get(&leader)
+            .is_some_and(|d| *d <= self.cfg.partition_detection);
         match self.health().partition {
+            _ if heard => Ok(()),
             PartitionState::Minority => Err(cut_off()),
             PartitionState::Leaderless => Err(WriteFailure::new(
                 ErrorCode::NoLeader,

@@ -273,19 +273,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::<NodeId>::write(&e).into())
     }
 
-    /// The saved committed id, but never past the last entry the log holds. openraft 0.9 saves
-    /// a snapshot's id as committed before its state machine has installed the snapshot; killed
-    /// in between, it would re-apply entries the log never held ("try to get log at index N")
-    /// and refuse to start. Lower is always safe: the leader sends its commit index again.
+    /// The saved committed id, if the log can back it: it is purged (so applied), or the log
+    /// holds that very entry (and so, by log matching, the leader's entries before it).
+    /// Otherwise the last purged id. openraft 0.9 saves a snapshot's id as committed before its
+    /// state machine has installed it; killed in between, the saved id may name an entry this
+    /// log never held, or one of a divergent, uncommitted suffix, and openraft would re-apply
+    /// up to it at restart. Lower is always safe: the leader sends its commit index again.
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         self.db
             .blocking(|db| {
-                let saved = db
+                let saved: Option<LogId> = db
                     .get::<Option<LogId>>(Cf::Meta, MetaKey::Committed.key())?
                     .flatten();
                 let purged: Option<LogId> = db.get(Cf::Meta, MetaKey::LastPurged.key())?;
-                let last = Self::last_entry_id(db)?.or(purged);
-                Ok(saved.min(last))
+                let Some(id) = saved else {
+                    return Ok(None);
+                };
+                if purged.is_some_and(|p| id.index <= p.index) {
+                    return Ok(saved);
+                }
+                let held: Option<Entry> = db.get(Cf::Log, &index_key(id.index))?;
+                Ok(if held.is_some_and(|e| e.log_id == id) {
+                    saved
+                } else {
+                    purged
+                })
             })
             .await
             .map_err(|e| StorageIOError::<NodeId>::read(&e).into())
@@ -417,7 +429,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_committed_id_past_the_log_is_read_back_as_the_last_entry_the_log_holds() {
+    async fn a_committed_id_the_log_cannot_back_is_read_back_as_the_last_purged_one() {
         use openraft::storage::RaftLogStorage;
         let dir = tempfile::tempdir().unwrap();
         let (db, _) = Db::open(dir.path(), "c").unwrap();
@@ -426,6 +438,10 @@ mod tests {
         // A snapshot's id saved as committed, nothing in the log (killed before the install).
         log.save_committed(at(1500)).await.unwrap();
         assert_eq!(log.read_committed().await.unwrap(), None);
+        // An id of another term at an index the log holds: not backed either.
+        log.save_committed(Some(LogId::new(CommittedLeaderId::new(2, 1), 3)))
+            .await
+            .unwrap();
         // Entries written as `append` writes them (its flush callback cannot be built here).
         let mut batch = WriteBatch::default();
         for e in (1..=3).map(entry) {
@@ -433,6 +449,8 @@ mod tests {
                 .unwrap();
         }
         db.write(batch, true).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), None);
+        log.save_committed(at(3)).await.unwrap();
         assert_eq!(log.read_committed().await.unwrap(), at(3));
         log.purge(at(3).unwrap()).await.unwrap();
         assert_eq!(

@@ -7,7 +7,6 @@
 //! record are both on disk with the applied id, or neither is and the entry is applied again.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +15,6 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
 use self::snapshots::SnapshotFiles;
@@ -229,38 +227,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let files = self.files.clone();
-        let (meta, path) = self
+        let (meta, file) = self
             .db
             .blocking(move |db| files.build(db, seq))
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_snapshot(None, &e))?;
-        let file = open_snapshot(&path, Some(meta.signature())).await?;
-        if self
-            .files
-            .current()
-            .is_none_or(|(_, current)| current != path)
-        {
-            // Superseded by a newer snapshot while it was built: the open handle keeps it.
-            let _ = tokio::fs::remove_file(&path).await;
-        }
+        let file = tokio::fs::File::from_std(file);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
         })
     }
-}
-
-async fn open_snapshot(
-    path: &std::path::Path,
-    signature: Option<openraft::storage::SnapshotSignature<NodeId>>,
-) -> Result<tokio::fs::File, StorageError> {
-    tokio::fs::File::open(path).await.map_err(|e| {
-        let e = StoreError::Snapshot {
-            path: path.to_path_buf(),
-            reason: format!("open failed: {e}"),
-        };
-        StorageIOError::<NodeId>::read_snapshot(signature, &e).into()
-    })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -325,33 +302,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let signature = Some(meta.signature());
-        let fail = |reason: String| {
-            let e = StoreError::Task(format!("install snapshot {}: {reason}", meta.snapshot_id));
-            StorageIOError::<NodeId>::write_snapshot(signature.clone(), &e)
-        };
-        // Copy what openraft hands over (normally the file of `begin_receiving_snapshot`, but
-        // any snapshot data is allowed) to the install slot, synced, then drop the receipt.
-        let installing = self.snapshots.installing_path();
-        let copied = async {
-            let mut snapshot = snapshot;
-            snapshot.seek(SeekFrom::Start(0)).await?;
-            let mut out = tokio::fs::File::create(&installing).await?;
-            tokio::io::copy(&mut *snapshot, &mut out).await?;
-            out.sync_all().await
-        }
-        .await;
+        let data = snapshot.into_std().await;
         if let Some(received) = self.receiving.take() {
+            // The open handle keeps the data; the name is not needed any more.
             let _ = tokio::fs::remove_file(received).await;
-        }
-        if let Err(e) = copied {
-            let _ = tokio::fs::remove_file(&installing).await;
-            return Err(fail(format!("copy to {}: {e}", installing.display())).into());
         }
         let meta_owned = meta.clone();
         let files = self.snapshots.clone();
         let state = self
             .db
-            .blocking(move |db| files.install(db, &meta_owned))
+            .blocking(move |db| files.install(db, data, &meta_owned))
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_snapshot(signature.clone(), &e))?;
         self.publish(state);
@@ -359,13 +319,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let Some((meta, path)) = self.snapshots.current() else {
-            return Ok(None);
-        };
-        let file = open_snapshot(&path, Some(meta.signature())).await?;
-        Ok(Some(Snapshot {
+        let files = self.snapshots.clone();
+        let current = self
+            .db
+            .blocking(move |_| files.open_current())
+            .await
+            .map_err(|e| StorageIOError::<NodeId>::read_snapshot(None, &e))?;
+        Ok(current.map(|(meta, file)| Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }

@@ -161,12 +161,21 @@ async fn connection<H: PeerHandler>(
                     .get(NODE_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("?");
-                // A peer dials again with capped backoff, so this stays a trickle.
-                tracing::warn!(
-                    reason = refusal.message(),
-                    dialler,
-                    "peer handshake refused"
-                );
+                // A member with the wrong token or cluster dials again with capped backoff, so
+                // those stay a trickle; stray requests (scanners, probes) are only counted.
+                if refusal == Refusal::UnknownPath {
+                    tracing::debug!(
+                        reason = refusal.message(),
+                        dialler,
+                        "peer handshake refused"
+                    );
+                } else {
+                    tracing::warn!(
+                        reason = refusal.message(),
+                        dialler,
+                        "peer handshake refused"
+                    );
+                }
                 let mut answer = ErrorResponse::new(Some(refusal.message().to_string()));
                 *answer.status_mut() = refusal.status();
                 Err(answer)

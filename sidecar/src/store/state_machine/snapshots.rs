@@ -13,14 +13,14 @@
 //! Every rename is followed by a directory fsync.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{AppliedState, KEY_END, expiry_key};
-use crate::raft::types::SnapshotMeta;
+use crate::raft::types::{LogId, SnapshotMeta};
 use crate::store::snapshot::{Head, ImageReader, ImageWriter, Row, RowKind};
 use crate::store::{Cf, Db, MetaKey, StoreError, index_key};
 
@@ -44,12 +44,17 @@ impl SnapshotFiles {
         let installed: Option<String> = db.get(Cf::Meta, MetaKey::Snapshot.key())?;
         let installing = dir.join(INSTALLING);
         if installing.exists() {
-            let finished = verify(&installing)
-                .is_ok_and(|head| installed.as_deref() == Some(head.snapshot_id.as_str()));
-            if finished {
-                rename(&installing, &dir.join(CURRENT))?;
-            } else {
-                remove(&installing)?;
+            // The recorded install finished renaming when `current.snap` is that snapshot;
+            // otherwise `installing.snap` must be it (complete: its batch was written after the
+            // copy was synced), and a damaged one is an error, not something to drop.
+            let current_id = verify(&dir.join(CURRENT)).ok().map(|h| h.snapshot_id);
+            let pending = installed.is_some() && installed != current_id;
+            match verify(&installing) {
+                Ok(head) if installed.as_deref() == Some(head.snapshot_id.as_str()) => {
+                    rename(&installing, &dir.join(CURRENT))?;
+                }
+                Err(e) if pending => return Err(e),
+                _ => remove(&installing)?,
             }
         }
         let entries = fs::read_dir(&dir).map_err(|e| file_error(&dir, "list", &e))?;
@@ -72,10 +77,16 @@ impl SnapshotFiles {
         })
     }
 
-    pub fn current(&self) -> Option<(SnapshotMeta, PathBuf)> {
-        self.lock()
-            .clone()
-            .map(|meta| (meta, self.dir.join(CURRENT)))
+    /// The current snapshot's meta and its file, opened under the lock so the two always
+    /// belong together (a build may replace `current.snap` right after).
+    pub fn open_current(&self) -> Result<Option<(SnapshotMeta, File)>, StoreError> {
+        let current = self.lock();
+        let Some(meta) = current.clone() else {
+            return Ok(None);
+        };
+        let path = self.dir.join(CURRENT);
+        let file = File::open(&path).map_err(|e| file_error(&path, "open", &e))?;
+        Ok(Some((meta, file)))
     }
 
     /// Where openraft writes the chunks of a snapshot being received.
@@ -84,8 +95,8 @@ impl SnapshotFiles {
     }
 
     /// Stream the state machine, as of now, into a new snapshot file and make it current unless
-    /// a newer one already is. Returns the built snapshot's meta and the file holding it.
-    pub fn build(&self, db: &Db, seq: u64) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+    /// a newer one already is. Returns the built snapshot's meta and the file, opened.
+    pub fn build(&self, db: &Db, seq: u64) -> Result<(SnapshotMeta, File), StoreError> {
         let view = db.raw().snapshot();
         let state: AppliedState = match view
             .get_cf(db.cf(Cf::Meta)?, MetaKey::Applied.key())
@@ -130,30 +141,43 @@ impl SnapshotFiles {
             return Err(e);
         }
         let meta = head.meta();
+        let file = File::open(&path).map_err(|e| file_error(&path, "open", &e));
         let mut current = self.lock();
         let newer_exists = current
             .as_ref()
             .is_some_and(|c| c.last_log_id >= meta.last_log_id);
-        if newer_exists {
-            // The file stays valid for the caller; the next open removes it.
-            return Ok((meta, path));
+        if newer_exists || file.is_err() {
+            // Superseded while it was built: the open handle keeps the data for the caller.
+            let _ = fs::remove_file(&path);
+            return Ok((meta, file?));
         }
-        let target = self.dir.join(CURRENT);
-        rename(&path, &target)?;
+        rename(&path, &self.dir.join(CURRENT))?;
         *current = Some(meta.clone());
-        Ok((meta, target))
+        Ok((meta, file?))
     }
 
-    /// Where a snapshot to install is copied (synced) before [`SnapshotFiles::install`].
-    pub fn installing_path(&self) -> PathBuf {
-        self.dir.join(INSTALLING)
-    }
-
-    /// Install the snapshot synced into [`SnapshotFiles::installing_path`]: check it whole,
-    /// replace the state machine with it in one synced batch, make it current.
-    pub fn install(&self, db: &Db, meta: &SnapshotMeta) -> Result<AppliedState, StoreError> {
-        let mut current = self.lock();
+    /// Install what openraft handed over (normally the received file): copy it to
+    /// `installing.snap` and sync it, check it whole, replace the state machine with it in one
+    /// synced batch, make it current.
+    pub fn install(
+        &self,
+        db: &Db,
+        mut data: File,
+        meta: &SnapshotMeta,
+    ) -> Result<AppliedState, StoreError> {
         let installing = self.dir.join(INSTALLING);
+        let copied = (|| {
+            data.seek(SeekFrom::Start(0))?;
+            let mut out = File::create(&installing)?;
+            std::io::copy(&mut data, &mut out)?;
+            out.sync_all()
+        })();
+        drop(data);
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&installing);
+            return Err(file_error(&installing, "copy", &e));
+        }
+        let mut current = self.lock();
         sync_dir(&installing)?;
         let state = match batch_from_image(db, &installing, meta) {
             Ok((mut batch, state)) => {
@@ -225,6 +249,18 @@ fn batch_from_image(
                     [],
                 );
             }
+        }
+    }
+    // openraft 0.9 asks the log to purge what the snapshot covers before the state machine has
+    // installed it; `LogStore::purge` never goes past what is applied, so that purge was cut
+    // short. Finish it here, in the same batch: after a kill -9 at any point the log either
+    // still starts right after the old state or right after the snapshot, never with a hole
+    // ("try to get log at index N but got None" at restart).
+    if let Some(last) = head.last_applied {
+        let purged: Option<LogId> = db.get(Cf::Meta, MetaKey::LastPurged.key())?;
+        if purged < Some(last) {
+            db.put(&mut batch, Cf::Meta, MetaKey::LastPurged.key(), &last)?;
+            batch.delete_range_cf(db.cf(Cf::Log)?, index_key(0), index_key(last.index + 1));
         }
     }
     let state = AppliedState {
