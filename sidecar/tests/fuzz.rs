@@ -1,9 +1,11 @@
-//! Bounded fuzzing of the three decoders that read bytes from outside: the peer frame decoder,
-//! the operation JSON parser and the snapshot decoder. Seeded mutation of valid inputs plus
-//! random bytes; each target runs for `FUZZ_SECONDS` (default 3) and at least a few thousand
-//! cases. The properties: never panic; valid inputs decode to what was encoded; a decoded
-//! operation obeys the documented limits; a damaged snapshot is an error, never an image.
-//! A failure prints the seed: `FUZZ_SEED=S cargo test -p raft-sidecar --test fuzz`.
+//! Property-based fuzzing (proptest) of the three decoders that read bytes from outside: the
+//! peer frame decoder, the operation JSON parser and the snapshot decoder. Inputs are valid
+//! encodings damaged by up to four random edits (bit flips, overwrites, inserts, deletions,
+//! truncation, duplicated spans, huge length prefixes) or random bytes; a failure is shrunk to
+//! the fewest, smallest edits that still fail. `FUZZ_CASES` cases per target (default 100,000),
+//! from a printed seed. The properties: never panic; valid inputs decode to what was encoded; a
+//! decoded operation obeys the documented limits; a damaged snapshot is an error, never an
+//! image. Replay a failure: `FUZZ_SEED=S cargo test -p raft-sidecar --test fuzz`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,106 +13,131 @@
     reason = "test code"
 )]
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, LogId, Vote};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 use raft_sidecar::api::daemon::{canonical_json, parse_operation};
 use raft_sidecar::journal::{DedupeRecord, JournalRecord, JournalState, StoredOperation};
 use raft_sidecar::raft::types::StoredMembership;
 use raft_sidecar::store::snapshot::{Head, Row, SnapshotDecodeError, SnapshotImage};
 use raft_sidecar::transport::frame::{Envelope, PeerRequest, PeerResponse, decode, encode};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-fn seed() -> u64 {
-    std::env::var("FUZZ_SEED")
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random)
+        .unwrap_or(default)
 }
 
-fn budget() -> Duration {
-    let secs: f64 = std::env::var("FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
-    Duration::from_secs_f64(secs)
-}
-
-/// Run `case` on inputs from `gen` until the time budget is spent (and at least `min` cases),
-/// naming the seed and the input when a case panics.
-fn fuzz(
-    name: &str,
-    min: usize,
-    mut input: impl FnMut(&mut StdRng) -> Vec<u8>,
-    case: impl Fn(&[u8]),
-) {
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let until = Instant::now() + budget();
-    let mut n = 0usize;
-    while n < min || Instant::now() < until {
-        let bytes = input(&mut rng);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&bytes)));
-        if outcome.is_err() {
-            let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into();
-            panic!(
-                "{name}: case {n} panicked (FUZZ_SEED={seed}); input ({} bytes) starts {shown:?} / {:02x?}",
-                bytes.len(),
-                &bytes[..bytes.len().min(64)]
-            );
-        }
-        n += 1;
+/// Run `case` on `cases` inputs drawn from `strategy`; on a failure, panic with the shrunk
+/// input and the seed that replays it. Prints how many cases ran.
+fn fuzz<S>(name: &str, strategy: S, case: impl Fn(&[u8]))
+where
+    S: Strategy<Value = Vec<u8>>,
+{
+    let seed = env_or("FUZZ_SEED", rand::random::<u64>() % 1_000_000);
+    let cases = u32::try_from(env_or("FUZZ_CASES", 100_000)).unwrap_or(u32::MAX);
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 4096,
+        ..Config::default()
+    };
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
+    let ran = AtomicUsize::new(0);
+    let outcome = runner.run(&strategy, |bytes| {
+        ran.fetch_add(1, Ordering::Relaxed);
+        case(&bytes);
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => println!(
+            "{name}: {} cases passed, seed {seed}",
+            ran.load(Ordering::Relaxed)
+        ),
+        Err(TestError::Fail(reason, input)) => panic!(
+            "{name}: {reason} (FUZZ_SEED={seed}); shrunk input ({} bytes): {:?} / {:02x?}",
+            input.len(),
+            String::from_utf8_lossy(&input[..input.len().min(200)]),
+            &input[..input.len().min(64)]
+        ),
+        Err(TestError::Abort(reason)) => panic!("{name}: aborted: {reason} (FUZZ_SEED={seed})"),
     }
-    println!("{name}: {n} cases, seed {seed}");
 }
 
-/// A random edit of `valid`: flip, overwrite, insert, delete, truncate, duplicate a span, or
-/// replace with random bytes.
-fn mutate(rng: &mut StdRng, valid: &[u8]) -> Vec<u8> {
+/// One damage to a valid input; positions are taken modulo the input's length.
+#[derive(Debug, Clone)]
+enum Edit {
+    Flip(usize, u8),
+    Set(usize, u8),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Truncate(usize),
+    Duplicate(usize, usize),
+    /// The classic allocation bomb: a huge varint or length prefix.
+    Bomb(usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let special = prop::sample::select(vec![0x00u8, 0xff, 0x7f, 0x80, b'"', b'{', b'\\']);
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(i, bit)| Edit::Flip(i, bit)),
+        (any::<usize>(), special).prop_map(|(i, b)| Edit::Set(i, b)),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(i, bytes)| Edit::Insert(i, bytes)),
+        (any::<usize>(), 1usize..16).prop_map(|(i, n)| Edit::Delete(i, n)),
+        any::<usize>().prop_map(Edit::Truncate),
+        (any::<usize>(), 1usize..32).prop_map(|(i, n)| Edit::Duplicate(i, n)),
+        any::<usize>().prop_map(Edit::Bomb),
+    ]
+}
+
+fn apply(valid: &[u8], edits: &[Edit]) -> Vec<u8> {
     let mut b = valid.to_vec();
-    for _ in 0..rng.random_range(1..=4) {
+    for e in edits {
         let len = b.len();
-        match rng.random_range(0..8) {
-            0 if len > 0 => {
-                let i = rng.random_range(0..len);
-                b[i] ^= 1 << rng.random_range(0..8);
+        let at = |i: usize| if len == 0 { 0 } else { i % len };
+        match e {
+            Edit::Flip(i, bit) if len > 0 => b[at(*i)] ^= 1 << bit,
+            Edit::Set(i, byte) if len > 0 => b[at(*i)] = *byte,
+            Edit::Insert(i, bytes) => {
+                let i = i % (len + 1);
+                b.splice(i..i, bytes.iter().copied());
             }
-            1 if len > 0 => {
-                let i = rng.random_range(0..len);
-                b[i] = *[0x00, 0xff, 0x7f, 0x80, b'"', b'{', b'\\']
-                    .get(rng.random_range(0..7))
-                    .unwrap();
+            Edit::Delete(i, n) if len > 0 => {
+                let i = at(*i);
+                b.drain(i..(i + n).min(len));
             }
-            2 => {
-                let i = rng.random_range(0..=len);
-                let extra: Vec<u8> = (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
-                b.splice(i..i, extra);
+            Edit::Truncate(i) => b.truncate(i % (len + 1)),
+            Edit::Duplicate(i, n) if len > 0 => {
+                let i = at(*i);
+                let span = b[i..(i + n).min(len)].to_vec();
+                b.splice(i..i, span);
             }
-            3 if len > 0 => {
-                let i = rng.random_range(0..len);
-                let j = rng.random_range(i..=len.min(i + 16));
-                b.drain(i..j);
-            }
-            4 => b.truncate(rng.random_range(0..=len)),
-            5 if len > 0 => {
-                let i = rng.random_range(0..len);
-                let j = rng.random_range(i..=len);
-                let span = b[i..j].to_vec();
-                b.splice(j..j, span);
-            }
-            6 => {
-                b = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
-            }
-            _ => {
-                // A huge varint / length prefix: the classic allocation bomb.
-                let i = rng.random_range(0..=len);
+            Edit::Bomb(i) => {
+                let i = i % (len + 1);
                 b.splice(i..i, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
             }
+            _ => {}
         }
     }
     b
+}
+
+/// One of `valid`, damaged by one to four edits, or (one time in eight) random bytes.
+fn damaged(valid: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    let n = valid.len();
+    prop_oneof![
+        7 => (0..n, prop::collection::vec(edit(), 1..=4))
+            .prop_map(move |(k, edits)| apply(&valid[k], &edits)),
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+    ]
 }
 
 fn stored_op(id: &str) -> StoredOperation {
@@ -164,18 +191,10 @@ fn the_peer_frame_decoder_never_panics_on_damaged_or_random_frames() {
             "a valid frame does not decode"
         );
     }
-    fuzz(
-        "peer frame",
-        20_000,
-        |rng| {
-            let pick = rng.random_range(0..valid.len());
-            mutate(rng, &valid[pick])
-        },
-        |bytes| {
-            let _ = decode::<PeerRequest>(bytes);
-            let _ = decode::<PeerResponse>(bytes);
-        },
-    );
+    fuzz("peer frame", damaged(valid), |bytes| {
+        let _ = decode::<PeerRequest>(bytes);
+        let _ = decode::<PeerResponse>(bytes);
+    });
 }
 
 fn valid_operations() -> Vec<Vec<u8>> {
@@ -191,11 +210,9 @@ fn valid_operations() -> Vec<Vec<u8>> {
 }
 
 /// JSON-ish noise built from the characters JSON is made of.
-fn json_noise(rng: &mut StdRng) -> Vec<u8> {
+fn json_noise() -> impl Strategy<Value = Vec<u8>> {
     const ALPHABET: &[u8] = b"{}[]\":,0123456789.eE+-truefalsnl \\u\n\t idtypeayload";
-    (0..rng.random_range(0..200))
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
-        .collect()
+    prop::collection::vec(prop::sample::select(ALPHABET), 0..200)
 }
 
 #[test]
@@ -205,29 +222,19 @@ fn the_operation_parser_never_panics_and_what_it_accepts_obeys_the_limits() {
         parse_operation(v, 1 << 20).unwrap();
     }
     let max = 4096;
-    fuzz(
-        "operation JSON",
-        20_000,
-        |rng| match rng.random_range(0..3) {
-            0 => json_noise(rng),
-            _ => {
-                let pick = rng.random_range(0..valid.len());
-                mutate(rng, &valid[pick])
+    let inputs = prop_oneof![1 => json_noise(), 2 => damaged(valid)];
+    fuzz("operation JSON", inputs, |bytes| {
+        if let Ok(op) = parse_operation(bytes, max) {
+            assert!(bytes.len() <= max);
+            assert!(!op.id.is_empty() && op.id.len() <= 256, "id {:?}", op.id);
+            assert!(!op.op_type.is_empty());
+            // The canonical payload is a fixed point: re-canonicalizing changes nothing.
+            if let Some(p) = &op.payload {
+                let again: serde_json::Value = serde_json::from_str(p).unwrap();
+                assert_eq!(&canonical_json(&again), p);
             }
-        },
-        |bytes| {
-            if let Ok(op) = parse_operation(bytes, max) {
-                assert!(bytes.len() <= max);
-                assert!(!op.id.is_empty() && op.id.len() <= 256, "id {:?}", op.id);
-                assert!(!op.op_type.is_empty());
-                // The canonical payload is a fixed point: re-canonicalizing changes nothing.
-                if let Some(p) = &op.payload {
-                    let again: serde_json::Value = serde_json::from_str(p).unwrap();
-                    assert_eq!(&canonical_json(&again), p);
-                }
-            }
-        },
-    );
+        }
+    });
 }
 
 #[test]
@@ -331,18 +338,10 @@ fn with_checksum(mut bytes: Vec<u8>) -> Vec<u8> {
 fn the_snapshot_decoder_turns_every_damage_into_an_error_never_a_panic_or_an_empty_image() {
     let valid = valid_snapshot();
     let image = SnapshotImage::decode(&valid).unwrap();
-    fuzz(
-        "snapshot",
-        20_000,
-        |rng| {
-            let damaged = mutate(rng, &valid);
-            if rng.random_bool(0.5) {
-                with_checksum(damaged)
-            } else {
-                damaged
-            }
-        },
-        |bytes| match SnapshotImage::decode(bytes) {
+    let inputs = (damaged(vec![valid.clone()]), any::<bool>())
+        .prop_map(|(bytes, fix)| if fix { with_checksum(bytes) } else { bytes });
+    fuzz("snapshot", inputs, |bytes| {
+        match SnapshotImage::decode(bytes) {
             // Only an image that still checks out may decode, and then never as "empty".
             Ok(decoded) => {
                 assert!(bytes.len() >= 12 && &bytes[..4] == b"RSNP");
@@ -358,8 +357,8 @@ fn the_snapshot_decoder_turns_every_damage_into_an_error_never_a_panic_or_an_emp
                 | SnapshotDecodeError::Body { .. }
                 | SnapshotDecodeError::Io(_),
             ) => {}
-        },
-    );
+        }
+    });
     // Without a fixed-up checksum, any single bit flip is caught.
     for i in 0..valid.len() {
         let mut flipped = valid.clone();

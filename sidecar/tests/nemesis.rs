@@ -7,7 +7,8 @@
 //! that no client sent, and that no two nodes led the same term.
 //!
 //! `NEMESIS_SEED=S NEMESIS_SECONDS=D cargo test --release -p raft-sidecar --test nemesis -- --nocapture`
-//! (random seed when unset, 60 s by default; also `NEMESIS_NODES` (5), `NEMESIS_CLIENTS` (4)).
+//! (random seed when unset, 60 s by default; also `NEMESIS_NODES` (5), `NEMESIS_CLIENTS` (4),
+//! `NEMESIS_SUBNET` (40; another value lets a second run share the machine)).
 //! It always prints `acknowledged=N lost=0 duplicated=0 divergent=0 faults=K seed=S`; replay a
 //! failure with its seed (the schedule is the same; timing, and so the interleaving, is not).
 #![allow(
@@ -41,6 +42,8 @@ struct Config {
     seconds: u64,
     nodes: usize,
     clients: usize,
+    /// Network 10.213.<subnet>.0/24 (and the cluster's name): two runs at once need two.
+    subnet: u8,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -60,6 +63,7 @@ impl Config {
             seconds: env_or("NEMESIS_SECONDS", 60),
             nodes: env_or("NEMESIS_NODES", 5),
             clients: env_or("NEMESIS_CLIENTS", 4),
+            subnet: env_or("NEMESIS_SUBNET", 40),
         }
     }
 }
@@ -267,6 +271,26 @@ async fn leader_or_random(c: &NetCluster, rng: &mut StdRng) -> usize {
     rng.random_range(0..c.nodes.len())
 }
 
+impl Fault {
+    /// The kind, for the count per kind in the summary.
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill",
+            Fault::KillLeader => "kill-leader",
+            Fault::KillAll => "kill-all",
+            Fault::Pause(_) => "pause",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::Partition(..) => "partition",
+            Fault::OneWay(..) => "one-way",
+            Fault::Bridge(_) => "bridge",
+            Fault::Loss(..) => "loss",
+            Fault::Slow(_) => "slow",
+            Fault::Flap(..) => "flap",
+            Fault::Replace(_) => "replace",
+        }
+    }
+}
+
 /// Inject `fault`, hold it for `hold`, then undo it (heal, resume, restart). An error is a
 /// fault that could not be undone (a replacement that did not complete).
 async fn inflict(
@@ -445,9 +469,11 @@ async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one
         "nemesis: seed={} seconds={} nodes={} clients={} (replay: NEMESIS_SEED={} NEMESIS_SECONDS={})",
         cfg.seed, cfg.seconds, cfg.nodes, cfg.clients, cfg.seed, cfg.seconds
     );
-    let faults = Arc::new(Mutex::new(0usize));
-    let outcome = run(&cfg, faults.clone()).await;
-    let faults = *faults.lock().unwrap();
+    let kinds: Arc<Mutex<BTreeMap<&'static str, usize>>> = Arc::default();
+    let outcome = run(&cfg, kinds.clone()).await;
+    let kinds = kinds.lock().unwrap().clone();
+    let faults: usize = kinds.values().sum();
+    println!("nemesis: faults by kind: {kinds:?}");
     let (v, logs_summary, unexpected) = match outcome {
         Ok(x) => x,
         Err(e) => {
@@ -494,8 +520,12 @@ async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one
 
 type Outcome = (checker::Verdict, String, Vec<String>);
 
-async fn run(cfg: &Config, faults: Arc<Mutex<usize>>) -> Result<Outcome, String> {
-    let mut c = NetCluster::start("nem", 40, cfg.nodes, NODE_FLAGS).await;
+async fn run(
+    cfg: &Config,
+    kinds: Arc<Mutex<BTreeMap<&'static str, usize>>>,
+) -> Result<Outcome, String> {
+    let name = format!("nem{}", cfg.subnet);
+    let mut c = NetCluster::start(&name, cfg.subnet, cfg.nodes, NODE_FLAGS).await;
     let endpoints: Arc<Vec<SidecarClient>> = Arc::new(
         (0..cfg.nodes)
             .map(|i| c.client_with_timeout(i, Duration::from_secs(6)))
@@ -521,7 +551,7 @@ async fn run(cfg: &Config, faults: Arc<Mutex<usize>>) -> Result<Outcome, String>
             fault
         );
         inflict(&mut c, &mut rng, &fault, hold).await?;
-        *faults.lock().unwrap() += 1;
+        *kinds.lock().unwrap().entry(fault.kind()).or_default() += 1;
         tokio::time::sleep(quiet).await;
     }
     // Everything healed and running: clients finish their last operation, then stop.
