@@ -173,20 +173,19 @@ async fn kill9_under_heavy_writes_repeatedly_always_restarts_and_loses_no_acknow
     assert_each_ack_once(&journal, &acks);
 }
 
+/// Snapshots every 100 entries and a short log, so a node that falls behind needs a snapshot.
+const SNAPSHOT_OFTEN: &[&str] = &[
+    "--snapshot-interval",
+    "100",
+    "--log-compaction-threshold",
+    "10",
+    "--max-log-size",
+    "200",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_installing_a_snapshot_repeatedly_then_the_node_catches_up_intact() {
-    let mut t = TestCluster::start(
-        3,
-        &[
-            "--snapshot-interval",
-            "100",
-            "--log-compaction-threshold",
-            "10",
-            "--max-log-size",
-            "200",
-        ],
-    )
-    .await;
+    let mut t = TestCluster::start(3, SNAPSHOT_OFTEN).await;
     let leader = t.leader(SECS_30).await;
     let lagger = (leader + 1) % 3;
     t.c.kill9(lagger).await.unwrap();
@@ -233,18 +232,7 @@ async fn kill9_while_installing_a_snapshot_repeatedly_then_the_node_catches_up_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_leader_while_it_sends_a_snapshot_loses_nothing_and_everyone_catches_up() {
-    let mut t = TestCluster::start(
-        3,
-        &[
-            "--snapshot-interval",
-            "100",
-            "--log-compaction-threshold",
-            "10",
-            "--max-log-size",
-            "200",
-        ],
-    )
-    .await;
+    let mut t = TestCluster::start(3, SNAPSHOT_OFTEN).await;
     let mut acks = Vec::new();
     let mut killed_while_sending = 0;
     for round in 0..3 {

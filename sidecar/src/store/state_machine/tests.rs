@@ -214,16 +214,7 @@ async fn a_snapshot_installed_elsewhere_reproduces_the_journal_and_dedupe() {
 #[tokio::test]
 async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sm = open(dir.path(), 100);
-    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
-        .await
-        .unwrap();
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let (mut sm, snapshot) = one_op_and_a_snapshot(dir.path()).await;
     let mut bytes = read_all(snapshot.snapshot).await;
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
@@ -243,16 +234,7 @@ async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_damaged_current_snapshot_file_stops_the_store_from_opening_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sm = open(dir.path(), 100);
-    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
-        .await
-        .unwrap();
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    drop(sm);
+    drop(one_op_and_a_snapshot(dir.path()).await);
     let path = dir.path().join("snapshots/current.snap");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
@@ -264,16 +246,7 @@ async fn a_damaged_current_snapshot_file_stops_the_store_from_opening_and_is_nam
 #[tokio::test]
 async fn an_install_cut_short_is_finished_or_discarded_at_open_never_half_done() {
     let src = tempfile::tempdir().unwrap();
-    let mut sm = open(src.path(), 100);
-    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
-        .await
-        .unwrap();
-    let built = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let (_sm, built) = one_op_and_a_snapshot(src.path()).await;
     let bytes = read_all(built.snapshot).await;
 
     // Killed before the state batch: the file is discarded, the state is the old one.
@@ -303,6 +276,21 @@ async fn an_install_cut_short_is_finished_or_discarded_at_open_never_half_done()
     let current = other.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, built.meta);
     assert_eq!(snapshot_files(dst.path()), vec!["current.snap"]);
+}
+
+/// A store in `dir` with one applied operation and a snapshot of it.
+async fn one_op_and_a_snapshot(dir: &std::path::Path) -> (StateMachineStore, Snapshot) {
+    let mut sm = open(dir, 100);
+    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
+        .await
+        .unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    (sm, snapshot)
 }
 
 async fn read_all(mut file: Box<tokio::fs::File>) -> Vec<u8> {
