@@ -69,7 +69,8 @@ impl Config {
 }
 
 /// Node flags: quick partition detection, frequent snapshots and log purges so restarted
-/// nodes catch up by snapshot install, a short write timeout so TIMEOUT retries happen.
+/// nodes catch up by snapshot install, a short write timeout so TIMEOUT retries happen, and
+/// a journal retention no run reaches.
 const NODE_FLAGS: &[&str] = &[
     "--partition-detection-ms",
     "1000",
@@ -81,6 +82,10 @@ const NODE_FLAGS: &[&str] = &[
     "1000",
     "--write-timeout-ms",
     "3000",
+    // The checker reads every journal whole: keep every operation readable (a long run sends
+    // more than the default 100,000, and a trimmed journal would read as lost operations).
+    "--journal-retention",
+    "100000000",
 ];
 
 /// What one client saw.
@@ -583,6 +588,14 @@ async fn run(
         }
     }
     for i in 0..cfg.nodes {
+        if let Ok(page) = c.client(i).journal(None, Some(1)).await
+            && page.first_index > 1
+        {
+            return Err(format!(
+                "node-{i}'s journal starts at {}: trimmed by retention, so it cannot be checked whole",
+                page.first_index
+            ));
+        }
         let journal = c.journal(i).await.ok().map(|j| {
             j.into_iter()
                 .map(|e| Entry {
