@@ -62,8 +62,8 @@ pub enum MetaKey {
     LastPurged,
     /// The state machine's applied state ([`state_machine::AppliedState`]).
     Applied,
-    /// The id of the last snapshot installed from a leader (its file is `snapshots/current.snap`
-    /// once the install finished; see `state_machine::snapshots`).
+    /// Set (to the snapshot's id) by a snapshot install's state batch, cleared once its file is
+    /// `snapshots/current.snap`; see `state_machine::snapshots`.
     Snapshot,
     /// Set once this node learned a committed configuration removed it.
     Removed,

@@ -5,10 +5,11 @@
 //! - `building-<seq>.snap`: a build in progress, streamed from a RocksDB point-in-time view;
 //!   renamed over `current.snap` only if it is newer.
 //! - `receiving-<seq>.snap`: chunks from the leader, written by openraft.
-//! - `installing.snap`: a copy, synced, of the snapshot being installed. The install is one synced RocksDB
-//!   batch that also records the snapshot's id under [`MetaKey::Snapshot`]; at open, an
-//!   `installing.snap` whose id the store recorded is finished (renamed to `current.snap`),
-//!   any other is discarded, so a `kill -9` at any point leaves state and file consistent.
+//! - `installing.snap`: a copy, synced, of the snapshot being installed. The install is one
+//!   synced RocksDB batch that also sets a marker (the snapshot's id under
+//!   [`MetaKey::Snapshot`]), cleared once the file is renamed to `current.snap`; at open, a
+//!   marked install is finished (renamed) and an unmarked `installing.snap` is discarded, so a
+//!   `kill -9` at any point leaves state and file consistent.
 //!
 //! Every rename is followed by a directory fsync.
 
@@ -41,21 +42,29 @@ impl SnapshotFiles {
     pub fn open(db: &Db) -> Result<SnapshotFiles, StoreError> {
         let dir = db.snapshot_dir();
         fs::create_dir_all(&dir).map_err(|e| file_error(&dir, "create", &e))?;
+        // The marker is set by an install's state batch and cleared once its file is renamed:
+        // present at open, the batch is on disk and `installing.snap` (synced before the batch)
+        // is that snapshot, to be renamed; absent, any `installing.snap` is an unfinished copy.
         let installed: Option<String> = db.get(Cf::Meta, MetaKey::Snapshot.key())?;
         let installing = dir.join(INSTALLING);
-        if installing.exists() {
-            // The recorded install finished renaming when `current.snap` is that snapshot;
-            // otherwise `installing.snap` must be it (complete: its batch was written after the
-            // copy was synced), and a damaged one is an error, not something to drop.
-            let current_id = verify(&dir.join(CURRENT)).ok().map(|h| h.snapshot_id);
-            let pending = installed.is_some() && installed != current_id;
-            match verify(&installing) {
-                Ok(head) if installed.as_deref() == Some(head.snapshot_id.as_str()) => {
-                    rename(&installing, &dir.join(CURRENT))?;
+        match (installed, installing.exists()) {
+            (Some(id), true) => {
+                let head = verify(&installing)?;
+                if head.snapshot_id != id {
+                    return Err(StoreError::Snapshot {
+                        path: installing,
+                        reason: format!(
+                            "holds snapshot {} but the store installed {id}",
+                            head.snapshot_id
+                        ),
+                    });
                 }
-                Err(e) if pending => return Err(e),
-                _ => remove(&installing)?,
+                rename(&installing, &dir.join(CURRENT))?;
+                clear_marker(db)?;
             }
+            (Some(_), false) => clear_marker(db)?,
+            (None, true) => remove(&installing)?,
+            (None, false) => {}
         }
         let entries = fs::read_dir(&dir).map_err(|e| file_error(&dir, "list", &e))?;
         for entry in entries {
@@ -199,6 +208,7 @@ impl SnapshotFiles {
             }
         };
         rename(&installing, &self.dir.join(CURRENT))?;
+        clear_marker(db)?;
         *current = Some(meta.clone());
         Ok(state)
     }
@@ -282,6 +292,13 @@ pub fn verify(path: &Path) -> Result<Head, StoreError> {
     let (mut reader, head) = ImageReader::open(BufReader::new(file)).map_err(damaged)?;
     while reader.next_row().map_err(damaged)?.is_some() {}
     Ok(head)
+}
+
+/// The install is complete (its file is `current.snap`): forget the marker.
+fn clear_marker(db: &Db) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    batch.delete_cf(db.cf(Cf::Meta)?, MetaKey::Snapshot.key());
+    db.write(batch, false)
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {

@@ -278,6 +278,40 @@ async fn an_install_cut_short_is_finished_or_discarded_at_open_never_half_done()
     assert_eq!(snapshot_files(dst.path()), vec!["current.snap"]);
 }
 
+#[tokio::test]
+async fn a_copy_cut_short_after_earlier_installs_and_builds_is_discarded_not_fatal() {
+    let src = tempfile::tempdir().unwrap();
+    let (_src_sm, built) = one_op_and_a_snapshot(src.path()).await;
+    let bytes = read_all(built.snapshot).await;
+    // A finished install, then a snapshot built locally (current.snap is not the installed one).
+    let dst = tempfile::tempdir().unwrap();
+    let mut sm = open(dst.path(), 100);
+    let received = receive(&mut sm, &bytes).await;
+    sm.install_snapshot(&built.meta, received).await.unwrap();
+    sm.apply(vec![entry(1, 2, vec![op("b", "2")], 10, 1_000)])
+        .await
+        .unwrap();
+    let own = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    drop(sm);
+    // Killed while copying the next snapshot to install: a partial installing.snap.
+    std::fs::write(
+        dst.path().join("snapshots/installing.snap"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    let mut sm = open(dst.path(), 100);
+    assert_eq!(
+        sm.get_current_snapshot().await.unwrap().unwrap().meta,
+        own.meta
+    );
+    assert_eq!(snapshot_files(dst.path()), vec!["current.snap"]);
+}
+
 /// A store in `dir` with one applied operation and a snapshot of it.
 async fn one_op_and_a_snapshot(dir: &std::path::Path) -> (StateMachineStore, Snapshot) {
     let mut sm = open(dir, 100);
