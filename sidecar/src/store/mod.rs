@@ -133,6 +133,21 @@ const MEMTABLE_BYTES: usize = 8 << 20;
 /// The one block cache shared by all column families (data, index and filter blocks).
 const BLOCK_CACHE_BYTES: usize = 8 << 20;
 
+/// Bits per key of the dedupe column family's Bloom filters in its SST files (~1 % false
+/// positives).
+const DEDUPE_BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// Share of the dedupe memtable given to its Bloom filter.
+const DEDUPE_MEMTABLE_BLOOM_RATIO: f64 = 0.05;
+
+/// Block-based table options over the one shared cache.
+fn table_options(cache: &Cache) -> BlockBasedOptions {
+    let mut tables = BlockBasedOptions::default();
+    tables.set_block_cache(cache);
+    tables.set_cache_index_and_filter_blocks(true);
+    tables.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    tables
+}
+
 /// Who this data dir belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
@@ -182,14 +197,24 @@ impl Db {
         // 32 MiB block cache, and index and filter blocks live outside any cache: one shared,
         // bounded cache holds all of them instead.
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let mut tables = BlockBasedOptions::default();
-        tables.set_block_cache(&cache);
-        tables.set_cache_index_and_filter_blocks(true);
-        tables.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let tables = table_options(&cache);
+        // Every operation applied looks its id up in `Cf::Dedupe`, and almost every look-up is a
+        // miss (a new id). Without filters a miss walks the memtable skip list and then every
+        // SST file's index: the single hottest spot in a profile of 64 clients. Bloom filters,
+        // in the memtable and in the files, answer most misses from a few bits.
+        let mut dedupe_tables = table_options(&cache);
+        dedupe_tables.set_bloom_filter(DEDUPE_BLOOM_BITS_PER_KEY, false);
+        dedupe_tables.set_whole_key_filtering(true);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut cf_opts = Options::default();
             cf_opts.set_write_buffer_size(MEMTABLE_BYTES);
-            cf_opts.set_block_based_table_factory(&tables);
+            if *cf == Cf::Dedupe {
+                cf_opts.set_block_based_table_factory(&dedupe_tables);
+                cf_opts.set_memtable_prefix_bloom_ratio(DEDUPE_MEMTABLE_BLOOM_RATIO);
+                cf_opts.set_memtable_whole_key_filtering(true);
+            } else {
+                cf_opts.set_block_based_table_factory(&tables);
+            }
             ColumnFamilyDescriptor::new(cf.name(), cf_opts)
         });
         let inner =
