@@ -13,12 +13,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
-use super::{CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH, TARGET_HEADER};
+use super::{CLUSTER_HEADER, NODE_HEADER, PEER_PATH, TARGET_HEADER};
 use crate::raft::types::NodeId;
 
 /// First backoff after a failed dial.
@@ -243,9 +242,7 @@ impl LinkTask {
         if let Some(token) = &self.identity.token {
             headers.insert("authorization", header(&format!("Bearer {token}"))?);
         }
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_FRAME_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let config = super::websocket_config();
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
             Err(_) => Err(format!("dial timed out after {DIAL_TIMEOUT:?}")),

@@ -10,15 +10,12 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
-use super::{
-    CLUSTER_HEADER, MAX_FRAME_BYTES, NODE_HEADER, PEER_PATH, TARGET_HEADER, token_matches,
-};
+use super::{CLUSTER_HEADER, NODE_HEADER, PEER_PATH, TARGET_HEADER, token_matches};
 use crate::metrics::ReasonLabel;
 use crate::raft::types::NodeId;
 
@@ -182,9 +179,7 @@ async fn connection<H: PeerHandler>(
             }
         }
     };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let config = super::websocket_config();
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let socket = tokio::time::timeout(std::time::Duration::from_secs(5), handshake)
         .await
