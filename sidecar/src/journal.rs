@@ -91,6 +91,14 @@ pub struct JournalRecord {
     pub operation: StoredOperation,
 }
 
+/// A [`JournalRecord`] to write, borrowing its operation from the applied entry; encodes to
+/// the same bytes.
+#[derive(Debug, Serialize)]
+pub struct JournalRecordRef<'a> {
+    pub term: u64,
+    pub operation: &'a StoredOperation,
+}
+
 /// The journal's bookkeeping; the records themselves live in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalState {
@@ -300,6 +308,32 @@ mod tests {
             ..JournalState::default()
         };
         assert_eq!(state.retained_from(10), 95, "never moves backwards");
+    }
+
+    #[test]
+    fn borrowed_records_and_shared_proposals_encode_as_the_owned_ones() {
+        // On-disk and wire compatibility of the zero-copy forms with what older nodes wrote.
+        let owned = JournalRecord {
+            term: 7,
+            operation: op("a", "x"),
+        };
+        let borrowed = JournalRecordRef {
+            term: 7,
+            operation: &owned.operation,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&borrowed).unwrap(),
+            postcard::to_allocvec(&owned).unwrap()
+        );
+        let proposal = Proposal {
+            operations: vec![op("a", "x"), op("b", "y")],
+            proposed_at_ms: 5,
+            dedupe_window_ms: 9,
+        };
+        let shared = postcard::to_allocvec(&std::sync::Arc::new(proposal.clone())).unwrap();
+        assert_eq!(shared, postcard::to_allocvec(&proposal).unwrap());
+        let back: std::sync::Arc<Proposal> = postcard::from_bytes(&shared).unwrap();
+        assert_eq!(*back, proposal);
     }
 
     #[test]

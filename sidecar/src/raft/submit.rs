@@ -129,7 +129,7 @@ async fn propose(raft: &Raft, batch: Vec<Pending>, limits: Limits, metrics: &Met
     let started = Instant::now();
     let timeout = limits.write_timeout;
     let outcome = tokio::select! {
-        r = tokio::time::timeout(timeout, raft.client_write(proposal)) => Some(r),
+        r = tokio::time::timeout(timeout, raft.client_write(Arc::new(proposal))) => Some(r),
         () = quorum_lost(raft, limits.quorum_limit_ms) => None,
     };
     let result = match outcome {

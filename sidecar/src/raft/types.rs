@@ -3,6 +3,7 @@
 //! to openraft 0.10 later touches this module and the adapters only.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,10 +36,13 @@ pub struct ApplyResponse {
     pub outcomes: Vec<OpOutcome>,
 }
 
+// The proposal is behind an `Arc`: openraft clones an entry each time it reads one back
+// (replication to every follower, apply), and a deep clone copies every operation's id, type
+// and payload. The encoding is the proposal's own (serde's `rc`), on disk and on the wire.
 openraft::declare_raft_types!(
     /// openraft type configuration of the sidecar.
     pub TypeConfig:
-        D = Proposal,
+        D = Arc<Proposal>,
         R = ApplyResponse,
         NodeId = NodeId,
         Node = Member,

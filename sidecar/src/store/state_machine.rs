@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use self::snapshots::SnapshotFiles;
 
 use super::{Cf, Db, MetaKey, StoreError, index_key, parse_index_key, show_key};
-use crate::journal::{self, DedupeRecord, JournalRecord, JournalState, Proposal};
+use crate::journal::{self, DedupeRecord, JournalRecord, JournalRecordRef, JournalState, Proposal};
 use crate::raft::types::{
     ApplyResponse, Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
@@ -104,7 +104,7 @@ fn apply_entries(
             EntryPayload::Normal(proposal) => {
                 let term = entry.log_id.leader_id.term;
                 let outcomes =
-                    apply_proposal(db, &mut state, &mut batch, &mut overlay, proposal, term)?;
+                    apply_proposal(db, &mut state, &mut batch, &mut overlay, &proposal, term)?;
                 let keep_from = state.journal.retained_from(retention);
                 if keep_from > state.journal.first_index {
                     let cf = db.cf(Cf::Journal)?;
@@ -129,15 +129,15 @@ fn apply_proposal(
     state: &mut AppliedState,
     batch: &mut WriteBatch,
     overlay: &mut HashMap<String, Option<DedupeRecord>>,
-    proposal: Proposal,
+    proposal: &Proposal,
     term: u64,
 ) -> Result<Vec<journal::OpOutcome>, StoreError> {
-    let horizon = journal::advance_dedupe_horizon(&mut state.journal, &proposal);
+    let horizon = journal::advance_dedupe_horizon(&mut state.journal, proposal);
     // Garbage collection only: whether a record is live is decided by the horizon in
     // `apply_operation`, so it does not depend on how entries were grouped into calls.
     expire_dedupe(db, batch, overlay, horizon)?;
     let mut outcomes = Vec::with_capacity(proposal.operations.len());
-    for op in proposal.operations {
+    for op in &proposal.operations {
         let known = match overlay.get(&op.id) {
             Some(cached) => *cached,
             None => db.get::<DedupeRecord>(Cf::Dedupe, op.id.as_bytes())?,
@@ -145,7 +145,7 @@ fn apply_proposal(
         let (outcome, record) = journal::apply_operation(
             &mut state.journal,
             known.as_ref(),
-            &op,
+            op,
             term,
             proposal.proposed_at_ms,
         );
@@ -161,7 +161,7 @@ fn apply_proposal(
                 batch,
                 Cf::Journal,
                 &index_key(record.index),
-                &JournalRecord {
+                &JournalRecordRef {
                     term,
                     operation: op,
                 },

@@ -16,11 +16,11 @@ fn op(id: &str, payload: &str) -> StoredOperation {
 fn entry(term: u64, index: u64, ops: Vec<StoredOperation>, at_ms: u64, window_ms: u64) -> Entry {
     RaftEntry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload: EntryPayload::Normal(Proposal {
+        payload: EntryPayload::Normal(std::sync::Arc::new(Proposal {
             operations: ops,
             proposed_at_ms: at_ms,
             dedupe_window_ms: window_ms,
-        }),
+        })),
     }
 }
 
