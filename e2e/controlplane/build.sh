@@ -121,11 +121,19 @@ tool_ldflags() {
 
 tool_dir() { printf '%s/%s-%s\n' "$cache" "$1" "$(tool_version "$1")"; }
 
-# build TOOL: build the binaries of TOOL that are missing from its cache directory.
+# build TOOL: build the binaries of TOOL that are missing from its cache directory. One build of
+# a tool at a time: a second caller (`make test` starts one in the background early) waits for the
+# first one's lock, then finds the binaries there.
 build() {
-	local tool=$1 version dir entry name missing=() pkgs=() tmp start
+	local tool=$1 version dir entry name missing=() pkgs=() tmp start lock
 	version=$(tool_version "$tool")
 	dir=$(tool_dir "$tool")
+	mkdir -p "$cache"
+	exec {lock}>"$cache/.$tool.lock"
+	if ! flock -n "$lock"; then
+		log "$tool $version: another build of it is running; waiting for it"
+		flock "$lock"
+	fi
 	while IFS= read -r entry; do
 		name=${entry%%=*}
 		if [[ ! -x $dir/$name ]]; then
@@ -135,6 +143,7 @@ build() {
 	done < <(tool_packages "$tool")
 	if ((${#missing[@]} == 0)); then
 		log "$tool $version: cached in $dir"
+		exec {lock}>&-
 		return
 	fi
 	command -v go >/dev/null || die "go is not installed (needed to build $tool $version)"
@@ -158,6 +167,7 @@ build() {
 	done
 	rm -rf "$tmp"
 	trap - EXIT
+	exec {lock}>&-
 	log "$tool $version: built in $((SECONDS - start)) s -> $dir"
 }
 
