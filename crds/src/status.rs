@@ -131,7 +131,7 @@ pub enum OperationKind {
     RestartMember,
 }
 
-/// Progress of the step in flight (spec: operator.md §4).
+/// Progress of the step in flight (docs/operator.md).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum OperationPhase {
     /// Recorded, not acted on yet.

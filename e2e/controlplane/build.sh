@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the local Kubernetes control plane used by the e2e tier (spec/testing.md §3) from Go
+# Build the local Kubernetes control plane used by the e2e tier (docs/testing.md) from Go
 # modules: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (kubernetes/),
 # etcd (etcd/) and helm (helm/). Each tool has its own wrapper module here; the versions are
 # the ones its go.mod requires (bump Kubernetes with ./bump-kubernetes.sh vX.Y.Z).

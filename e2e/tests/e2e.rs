@@ -1,4 +1,4 @@
-//! The Kubernetes end-to-end scenarios of spec/testing.md §3, against `$KUBECONFIG`.
+//! The Kubernetes end-to-end scenarios of docs/testing.md, against `$KUBECONFIG`.
 //! Run serially (`--test-threads=1`): the quorum-loss scenario cordons nodes.
 //!
 //! `cargo test -p raft-e2e --test e2e -- --test-threads=1` (see e2e/README.md; `make e2e`

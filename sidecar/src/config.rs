@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-/// Flags of `raft-sidecar run` (spec §2).
+/// Flags of `raft-sidecar run` (docs/sidecar.md "Configuration").
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Directory holding RocksDB and snapshots.

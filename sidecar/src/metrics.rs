@@ -1,6 +1,6 @@
-//! Prometheus metrics (prometheus-client, OpenMetrics text on the admin `/metrics`), spec §7.
-//! Label values come from enums or bounded sets (error codes, roles, partition states, member
-//! names), never from request payloads.
+//! Prometheus metrics (prometheus-client, OpenMetrics text on the admin `/metrics`), listed in
+//! docs/sidecar.md "Metrics". Label values come from enums or bounded sets (error codes, roles,
+//! partition states, member names), never from request payloads.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

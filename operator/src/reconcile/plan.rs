@@ -1,6 +1,7 @@
 //! The pure middle of the reconcile pipeline: observed state → at most one next step.
 //!
-//! Every safety rule of spec/operator.md §3–§4 lives here, and nothing here does I/O:
+//! Every safety rule of docs/operator.md ("How a reconcile works") lives here, and nothing here
+//! does I/O:
 //! 1. one membership change at a time, recorded in `status.operation` *before* it is acted on
 //!    (`Step::Record`), so a restarted operator resumes it instead of starting another;
 //! 2. the leader's committed membership is the truth: the StatefulSet size follows it and

@@ -2,8 +2,9 @@
 //! the member list are computed from the observation and the plan; `reconcile` writes them
 //! through the status subresource.
 //!
-//! Conditions (spec/operator.md §5) keep `lastTransitionTime` unless their status flips, and
-//! carry the generation they were computed for.
+//! Conditions (docs/operator.md "Status, conditions, Events, metrics") keep
+//! `lastTransitionTime` unless their status flips, and carry the generation they were computed
+//! for.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

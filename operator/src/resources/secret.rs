@@ -20,7 +20,7 @@ pub struct ClusterSecret {
     pub cluster_id: String,
 }
 
-// Never print the token (spec: generated once, never logged).
+// Never print the token: it is generated once and never logged.
 impl std::fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterSecret")

@@ -1,7 +1,7 @@
 //! The StatefulSet running the members: one pod per ordinal with the sidecar (and the user's
 //! daemon), one volume claim per pod.
 //!
-//! Safety-relevant choices (spec/operator.md §2):
+//! Safety-relevant choices (docs/operator.md "What it creates"):
 //! - `Parallel` pod management: bootstrap needs every initial pod up before `initialize`, and
 //!   a stuck pod must not block the others;
 //! - `OnDelete` updates: the operator restarts pods itself, one at a time, leader last;

@@ -1,4 +1,4 @@
-//! Admin API (`/admin/v1/…`, bearer token): status, membership, snapshots (spec §5).
+//! Admin API (`/admin/v1/…`, bearer token): status, membership, snapshots (docs/sidecar.md).
 //! The operator drives clusters with these types.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! Daemon API (`/v1/…`, loopback): operations, journal, consensus state, events (spec §4).
+//! Daemon API (`/v1/…`, loopback): operations, journal, consensus state, events
+//! (docs/sidecar.md "Daemon API").
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -131,7 +132,8 @@ pub struct MemberState {
     pub last_contact_ms: Option<u64>,
 }
 
-/// Answer of `GET /v1/state` (the seed's `getConsensusState()`).
+/// Answer of `GET /v1/state` (`getConsensusState()` of the UNRDF daemon's Raft integration
+/// guide).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsensusState {
@@ -179,7 +181,7 @@ pub enum ConsensusEvent {
 }
 
 impl ConsensusEvent {
-    /// The SSE event name, as in the seed.
+    /// The SSE event name, as in the integration guide.
     pub fn name(&self) -> &'static str {
         match self {
             Self::LeaderElected { .. } => "consensus:leader_elected",
@@ -206,7 +208,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn operations_use_the_seed_field_names() {
+    fn operations_use_the_integration_guide_field_names() {
         let op: Operation = serde_json::from_str(
             r#"{"id":"task-123","type":"data_import","payload":{"a":1},"daemonId":"d-1","timestamp":7}"#,
         )
@@ -219,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn events_carry_seed_names_and_camel_case_data() {
+    fn events_carry_the_integration_guide_names_and_camel_case_data() {
         let ev = ConsensusEvent::LeaderElected {
             leader_id: "n-1".into(),
             term: 3,

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Every error code the sidecar answers with. The HTTP status of each is fixed (spec §4, §5).
+/// Every error code the sidecar answers with. The HTTP status of each is fixed
+/// (docs/sidecar.md "Error codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {

@@ -2,7 +2,8 @@
 //! admin API (`/admin/v1/…`). They are shared by the sidecar (which serves them), its `ctl`
 //! client, the operator and the test harnesses, so none of those link openraft or RocksDB.
 //!
-//! JSON field names are camelCase, exactly as `shared/spec/sidecar.md` §4 and §5 define them.
+//! JSON field names are camelCase, exactly as docs/sidecar.md ("Daemon API", "Admin API")
+//! documents them.
 
 pub mod admin;
 pub mod daemon;

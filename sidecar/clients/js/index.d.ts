@@ -75,7 +75,7 @@ export interface Operation {
 
 export type OperationStatus = 'PENDING' | 'REPLICATED' | 'COMMITTED' | 'FAILED';
 
-/** Answer of replicateOperation(): the seed's shape plus `status` and `duplicate`. */
+/** Answer of replicateOperation(): the shape of the UNRDF daemon's Raft integration guide, plus `status` and `duplicate`. */
 export interface ReplicationResult {
   operationId: string;
   replicated: boolean;
@@ -123,7 +123,7 @@ export interface MemberState {
   lastContactMs?: number;
 }
 
-/** `GET /v1/state` plus the seed's `lastAppliedIndex` and `timestamp`. Indices are Raft log indices. */
+/** `GET /v1/state` plus the integration guide's `lastAppliedIndex` and `timestamp`. Indices are Raft log indices. */
 export interface ConsensusState {
   /** Numeric node id, as a decimal string. */
   nodeId: string;
@@ -226,7 +226,7 @@ export interface RemovalResult {
 
 export declare class ConsensusManager extends EventEmitter {
   constructor(options?: ConsensusManagerOptions);
-  /** The seed's signature: raftCoordinator and clusterManager are ignored. */
+  /** The integration guide's signature: raftCoordinator and clusterManager are ignored. */
   constructor(daemon: { daemonId?: string; emit: Function }, raftCoordinator?: unknown, clusterManager?: unknown, options?: ConsensusManagerOptions);
 
   readonly endpoint: string;

@@ -1,6 +1,7 @@
-//! The admin API (spec §5) on `--admin-addr`: open probes and metrics, and token-protected
-//! `/admin/v1/…` for status, membership and snapshots. Membership calls go to the leader; a
-//! follower answers `421 NOT_LEADER` naming the leader and its admin address (no forwarding).
+//! The admin API (docs/sidecar.md "Admin API") on `--admin-addr`: open probes and metrics, and
+//! token-protected `/admin/v1/…` for status, membership and snapshots. Membership calls go to
+//! the leader; a follower answers `421 NOT_LEADER` naming the leader and its admin address (no
+//! forwarding).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
-//! The daemon API (spec §4), loopback only by default: operations, journal, journal watch,
-//! consensus state and events. Handlers translate HTTP to `Node` calls and back; the rules live
-//! in `raft` and `journal`.
+//! The daemon API (docs/sidecar.md "Daemon API"), loopback only by default: operations,
+//! journal, journal watch, consensus state and events. Handlers translate HTTP to `Node` calls
+//! and back; the rules live in `raft` and `journal`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -423,7 +423,7 @@ async fn journal_page(q: JournalQuery, node: Arc<Node>) -> Response {
     respond(result)
 }
 
-/// `GET /v1/state`: the seed's `getConsensusState()`.
+/// `GET /v1/state`: `getConsensusState()` of the UNRDF daemon's Raft integration guide.
 pub fn consensus_state(node: &Node) -> ConsensusState {
     let m = node.raft_metrics();
     let health = node.health();

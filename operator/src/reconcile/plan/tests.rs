@@ -1,5 +1,6 @@
-//! The safety rules of spec/operator.md §3–§4, one behaviour per test, plus a simulation that
-//! crashes the operator at every point between an action and the write of its new phase.
+//! The safety rules of docs/operator.md ("How a reconcile works"), one behaviour per test, plus
+//! a simulation that crashes the operator at every point between an action and the write of its
+//! new phase.
 
 use raft_api::admin::NodeRole;
 use raft_api::daemon::{MemberRole, PartitionState};

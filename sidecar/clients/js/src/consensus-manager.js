@@ -1,7 +1,7 @@
-// The seed's ConsensusManager API (method names, result shapes, event names), backed by the
-// local raft-sidecar's daemon API instead of an in-memory log. Moving a daemon onto real
-// consensus is a change of import, plus `await` on getConsensusState() (it now asks the
-// sidecar).
+// The ConsensusManager API of the UNRDF daemon's Raft integration guide (method names, result
+// shapes, event names), backed by the local raft-sidecar's daemon API instead of an in-memory
+// log. Moving a daemon onto real consensus is a change of import, plus `await` on
+// getConsensusState() (it now asks the sidecar).
 
 import { EventEmitter, setMaxListeners } from 'node:events';
 
@@ -58,16 +58,16 @@ export class ConsensusManager extends EventEmitter {
   #closing = new AbortController();
 
   /**
-   * `new ConsensusManager(options)`, or the seed's `new ConsensusManager(daemon, raftCoordinator,
-   * clusterManager, options)`: the coordinator and cluster manager are not needed (the sidecar
-   * does their work) and are ignored; the daemon only lends its `daemonId`.
+   * `new ConsensusManager(options)`, or the integration guide's `new ConsensusManager(daemon,
+   * raftCoordinator, clusterManager, options)`: the coordinator and cluster manager are not
+   * needed (the sidecar does their work) and are ignored; the daemon only lends its `daemonId`.
    * @param {...any} args
    */
   constructor(...args) {
     super();
-    const seedStyle = args.length > 1 || typeof args[0]?.emit === 'function';
-    const daemon = seedStyle ? args[0] : undefined;
-    const options = (seedStyle ? args[3] : args[0]) ?? {};
+    const guideStyle = args.length > 1 || typeof args[0]?.emit === 'function';
+    const daemon = guideStyle ? args[0] : undefined;
+    const options = (guideStyle ? args[3] : args[0]) ?? {};
     this.#opts = {
       ...DEFAULTS,
       ...options,
@@ -181,7 +181,7 @@ export class ConsensusManager extends EventEmitter {
   }
 
   /**
-   * The sidecar's `/v1/state`, plus the seed's `lastAppliedIndex` and `timestamp`.
+   * The sidecar's `/v1/state`, plus the integration guide's `lastAppliedIndex` and `timestamp`.
    * @returns {Promise<import('../index.js').ConsensusState>}
    */
   async getConsensusState() {
@@ -258,7 +258,8 @@ export class ConsensusManager extends EventEmitter {
 
   /**
    * Close the event stream and every journal iterator, abandon pending retries, and drop all
-   * listeners (as the seed does). The sidecar keeps running: it is not the daemon's to stop.
+   * listeners (as the integration guide's ConsensusManager does). The sidecar keeps running: it
+   * is not the daemon's to stop.
    */
   async shutdown() {
     if (this.#closing.signal.aborted) return;
@@ -378,7 +379,7 @@ export class ConsensusManager extends EventEmitter {
 }
 
 /**
- * The seed's factory, same signature.
+ * The integration guide's factory, same signature.
  * @param {...any} args see the ConsensusManager constructor
  */
 export function createConsensusManager(...args) {

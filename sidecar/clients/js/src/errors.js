@@ -1,5 +1,5 @@
 // Typed errors of the client. Every failure a caller can act on carries the sidecar's error
-// `code` (spec §4), so code branches on `err.code`, never on message text.
+// `code` (docs/sidecar.md "Error codes"), so code branches on `err.code`, never on message text.
 
 /** Codes the sidecar answers with (docs/sidecar.md "Error codes"), plus `UNAVAILABLE`. */
 export const ErrorCode = Object.freeze({

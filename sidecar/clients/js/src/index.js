@@ -1,5 +1,5 @@
-// Public surface of the client: the seed's ConsensusManager, the apply-loop helpers and the
-// typed errors.
+// Public surface of the client: the ConsensusManager of the UNRDF daemon's Raft integration
+// guide, the apply-loop helpers and the typed errors.
 
 export { ConsensusManager, createConsensusManager, CONSENSUS_EVENTS } from './consensus-manager.js';
 export { OperationHandler } from './operation-handler.js';

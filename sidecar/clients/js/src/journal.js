@@ -1,7 +1,8 @@
 // The apply loop's source: committed operations in journal order, across reconnects.
-// Contract (spec §4.3): SSE `id:` is the entry's logIndex, indices increase strictly, and the
-// watch resumes after `Last-Event-ID`. The iterator remembers the last index it handed out and
-// resumes right after it, so a reconnect never skips nor repeats an entry.
+// Contract (docs/sidecar.md "GET /v1/journal/watch?from=N"): SSE `id:` is the entry's logIndex,
+// indices increase strictly, and the watch resumes after `Last-Event-ID`. The iterator remembers
+// the last index it handed out and resumes right after it, so a reconnect never skips nor
+// repeats an entry.
 
 import { backoffDelay, sleep } from './backoff.js';
 import { ErrorCode, SidecarError } from './errors.js';

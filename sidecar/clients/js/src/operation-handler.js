@@ -1,6 +1,7 @@
-// The apply loop, done right: the seed's OperationHandler kept executed ids in a Set ("persistent
-// store in production"). Here the journal gives one total order with dense indices, so a single
-// durable number, the last applied logIndex, is enough to run each operation once.
+// The apply loop, done right: the OperationHandler of the UNRDF daemon's Raft integration guide
+// kept executed ids in a Set ("persistent store in production"). Here the journal gives one
+// total order with dense indices, so a single durable number, the last applied logIndex, is
+// enough to run each operation once.
 
 import { CompactedError } from './errors.js';
 

@@ -1,6 +1,6 @@
 // Retrying a submit. Safe only because the operation id travels unchanged: the sidecar
-// deduplicates inside the replicated state machine (spec §4.2), so a retry of an operation
-// that did commit is answered as a duplicate, never executed twice.
+// deduplicates inside the replicated state machine (docs/sidecar.md "Exactly once"), so a retry
+// of an operation that did commit is answered as a duplicate, never executed twice.
 
 import { backoffDelay, sleep } from './backoff.js';
 import { ErrorCode, SidecarError } from './errors.js';

@@ -74,7 +74,7 @@ describe('ConsensusManager on a 3-node cluster', () => {
     assert.ok(state.timestamp instanceof Date);
   });
 
-  test('an operation submitted on the leader commits with the seed result shape', async () => {
+  test("an operation submitted on the leader commits with the integration guide's result shape", async () => {
     const m = await managerOn(leader);
     const result = await m.replicateOperation({
       id: 'leader-op-1', type: 'data_import', payload: { rows: 10 }, daemonId: 'daemon-0', timestamp: Date.now(),
@@ -351,9 +351,9 @@ describe('ConsensusManager on a 3-node cluster', () => {
   });
 });
 
-describe('moving a daemon from the seed', () => {
-  test('the seed constructor works, reads RAFT_API and stamps the daemon id', async () => {
-    const daemon = { daemonId: 'daemon-seed', emit() {}, on() {} };
+describe("moving a daemon from the integration guide's ConsensusManager", () => {
+  test("the integration guide's constructor works, reads RAFT_API and stamps the daemon id", async () => {
+    const daemon = { daemonId: 'daemon-guide', emit() {}, on() {} };
     const before = process.env.RAFT_API;
     process.env.RAFT_API = cluster.nodes[leader].api;
     let m;
@@ -366,8 +366,8 @@ describe('moving a daemon from the seed', () => {
     managers.push(m);
     assert.equal(m.endpoint, `http://${cluster.nodes[leader].api}`);
     await m.initialize();
-    const r = await m.replicateOperation({ id: 'seed-style-1', type: 'demo', payload: {} });
+    const r = await m.replicateOperation({ id: 'guide-style-1', type: 'demo', payload: {} });
     const page = await m.readJournal({ from: r.logIndex, limit: 1 });
-    assert.equal(page.entries[0].operation.daemonId, 'daemon-seed');
+    assert.equal(page.entries[0].operation.daemonId, 'daemon-guide');
   });
 });

@@ -1,9 +1,9 @@
 //! `raft-sidecar bench compare`: raft-sidecar against etcd on the same machine in one
-//! invocation (`spec/testing.md` §5). Throughput rounds alternate the systems (odd rounds start
+//! invocation (docs/benchmarks.md). Throughput rounds alternate the systems (odd rounds start
 //! with the other one) and start a fresh cluster each time, so slow drifts of a shared machine
 //! hit both; then leader failover for both, then RSS idle and after `--rss-ops` operations
-//! and bytes on disk. Prints a Markdown table with the ratios and the targets of the issue,
-//! and writes every raw figure as JSON (`--json`).
+//! and bytes on disk. Prints a Markdown table with the ratios and the project's performance
+//! targets (docs/benchmarks.md), and writes every raw figure as JSON (`--json`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -389,7 +389,8 @@ fn max_rss_mib(nodes: Option<&Vec<super::NodeRss>>) -> Option<f64> {
         .map(|k| k as f64 / 1024.0)
 }
 
-/// The issue's targets, for the sidecar against etcd (leader mode).
+/// The project's performance targets (docs/benchmarks.md), for the sidecar against etcd
+/// (leader mode).
 fn targets(
     args: &CompareArgs,
     cells: &[Cell],

@@ -1,8 +1,9 @@
-//! `raft-sidecar bench`: the load generator of `spec/testing.md` §5. Each subcommand starts a
-//! fresh cluster of real `raft-sidecar run` processes (the [`LocalCluster`] harness, this same
-//! executable, fsync on as always) in a scratch directory that is removed at the end, drives it
-//! through the daemon API and prints figures: one line per measurement, then one JSON object
-//! with every result (also written to `--json FILE`).
+//! `raft-sidecar bench`: the load generator of the benchmark tier (docs/testing.md; figures in
+//! docs/benchmarks.md). Each subcommand starts a fresh cluster of real `raft-sidecar run`
+//! processes (the [`LocalCluster`] harness, this same executable, fsync on as always) in a
+//! scratch directory that is removed at the end, drives it through the daemon API and prints
+//! figures: one line per measurement, then one JSON object with every result (also written to
+//! `--json FILE`).
 //!
 //! - `throughput`: N concurrent clients, each with its own keep-alive HTTP connection, submit
 //!   unique operations with a fixed-size payload; latencies of successful submits after the
