@@ -14,3 +14,5 @@ pub mod metrics;
 pub mod raft;
 pub mod store;
 pub mod transport;
+pub mod types;
+pub mod write;

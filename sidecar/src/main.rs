@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use raft_sidecar::cli::{bench, ctl, dev, run};
+use raft_sidecar::cli::{ctl, dev, run};
 use raft_sidecar::config::RunArgs;
 
 /// Raft consensus sidecar: durable, ordered, exactly-once operations for the daemon beside it.
@@ -24,8 +24,6 @@ enum Command {
     Dev(dev::DevArgs),
     /// Talk to a running sidecar, like etcdctl.
     Ctl(ctl::CtlArgs),
-    /// Load generator: throughput, failover time and memory of a local cluster.
-    Bench(bench::BenchArgs),
 }
 
 /// jemalloc for every allocation of the process, RocksDB's included (the crate exports the
@@ -76,7 +74,6 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(*args)),
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

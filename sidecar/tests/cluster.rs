@@ -94,132 +94,14 @@ async fn three_nodes_elect_a_leader_accept_writes_on_leader_and_follower_and_kee
 async fn every_documented_bad_input_gets_its_error_code_and_the_node_keeps_serving() {
     let mut t = TestCluster::start(3, &["--max-operation-bytes", "4KiB"]).await;
     let leader = t.leader(SECS_20).await;
+    let http = reqwest::Client::new();
     let api = format!("http://{}", t.c.nodes[leader].api);
     let admin = format!("http://{}", t.c.nodes[leader].admin);
-    let http = reqwest::Client::new();
-    // A refused oversized body is not read, so the server closes that connection: never reuse
-    // it for the next request.
-    let post = |body: String| {
-        http.post(format!("{api}/v1/operations"))
-            .header("content-type", "application/json")
-            .header("connection", "close")
-            .body(body)
-            .send()
-    };
 
-    let expect = |resp: reqwest::Response, status: u16, code: &'static str| async move {
-        assert_eq!(resp.status().as_u16(), status, "expected {code}");
-        let body: serde_json::Value = resp.json().await.unwrap();
-        assert_eq!(body["error"]["code"], code, "{body}");
-        body
-    };
-    expect(
-        post("{not json".into()).await.unwrap(),
-        400,
-        "INVALID_OPERATION",
-    )
-    .await;
-    expect(
-        post(r#"{"type":"x"}"#.into()).await.unwrap(),
-        400,
-        "INVALID_OPERATION",
-    )
-    .await;
-    expect(
-        post(r#"{"id":"a"}"#.into()).await.unwrap(),
-        400,
-        "INVALID_OPERATION",
-    )
-    .await;
-    let long_id = format!(r#"{{"id":"{}","type":"x"}}"#, "i".repeat(257));
-    expect(post(long_id).await.unwrap(), 400, "INVALID_OPERATION").await;
-    let big = format!(
-        r#"{{"id":"big","type":"x","payload":"{}"}}"#,
-        "p".repeat(8 * 1024)
-    );
-    expect(post(big).await.unwrap(), 413, "PAYLOAD_TOO_LARGE").await;
-    let huge = format!(
-        r#"{{"id":"huge","type":"x","payload":"{}"}}"#,
-        "p".repeat(200 * 1024)
-    );
-    expect(post(huge).await.unwrap(), 413, "PAYLOAD_TOO_LARGE").await;
-    let resp = http
-        .get(format!("{api}/v1/operations/never-submitted"))
-        .send()
-        .await
-        .unwrap();
-    expect(resp, 404, "NOT_FOUND").await;
-    let resp = http
-        .get(format!("{api}/v1/journal?from=abc"))
-        .send()
-        .await
-        .unwrap();
-    expect(resp, 400, "INVALID_OPERATION").await;
-
-    t.client(leader).submit(&op("dup")).await.unwrap();
-    let mut conflicting = op("dup");
-    conflicting.payload = Some(serde_json::json!({"other": true}));
-    let err = t.client(leader).submit(&conflicting).await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::IdConflict));
-
-    // The admin API refuses requests without the token, or with a wrong one.
-    let resp = http
-        .get(format!("{admin}/admin/v1/status"))
-        .send()
-        .await
-        .unwrap();
-    expect(resp, 401, "UNAUTHORIZED").await;
-    let resp = http
-        .get(format!("{admin}/admin/v1/cluster"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    expect(resp, 401, "UNAUTHORIZED").await;
-    let resp = http
-        .delete(format!("{admin}/admin/v1/members/1"))
-        .send()
-        .await
-        .unwrap();
-    expect(resp, 401, "UNAUTHORIZED").await;
-    let resp = http
-        .post(format!("{admin}/admin/v1/members"))
-        .bearer_auth(&t.c.token)
-        .body("nope")
-        .send()
-        .await
-        .unwrap();
-    expect(resp, 400, "INVALID_OPERATION").await;
-    // Probes and metrics need no token.
-    assert!(
-        http.get(format!("{admin}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    assert!(
-        http.get(format!("{admin}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let metrics = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("consensus_operations_failed_total{code=\"INVALID_OPERATION\"}"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("consensus_is_leader 1"), "{metrics}");
+    daemon_api_refuses_malformed_requests(&http, &api).await;
+    a_reused_id_with_other_content_is_an_id_conflict(&t, leader).await;
+    admin_api_refuses_requests_without_the_right_token(&http, &admin, &t.c.token).await;
+    probes_and_metrics_need_no_token_and_count_the_refusals(&http, &admin).await;
 
     // Membership calls on a follower point at the leader.
     let follower = others(3, &[leader])[0];
@@ -233,6 +115,110 @@ async fn every_documented_bad_input_gets_its_error_code_and_the_node_keeps_servi
         .await
         .unwrap();
     assert!(ok.committed);
+}
+
+/// Assert the HTTP status and error code of an error answer; returns its body.
+async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "expected {code}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body
+}
+
+async fn daemon_api_refuses_malformed_requests(http: &reqwest::Client, api: &str) {
+    // A refused oversized body is not read, so the server closes that connection: never reuse
+    // it for the next request.
+    let post = |body: String| {
+        http.post(format!("{api}/v1/operations"))
+            .header("content-type", "application/json")
+            .header("connection", "close")
+            .body(body)
+            .send()
+    };
+    let long_id = format!(r#"{{"id":"{}","type":"x"}}"#, "i".repeat(257));
+    for body in [
+        "{not json".to_string(),
+        r#"{"type":"x"}"#.into(),
+        r#"{"id":"a"}"#.into(),
+        long_id,
+    ] {
+        expect_error(post(body).await.unwrap(), 400, "INVALID_OPERATION").await;
+    }
+    for (id, size) in [("big", 8 * 1024), ("huge", 200 * 1024)] {
+        let body = format!(
+            r#"{{"id":"{id}","type":"x","payload":"{}"}}"#,
+            "p".repeat(size)
+        );
+        expect_error(post(body).await.unwrap(), 413, "PAYLOAD_TOO_LARGE").await;
+    }
+    let get = |path: &str| http.get(format!("{api}{path}")).send();
+    expect_error(
+        get("/v1/operations/never-submitted").await.unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    expect_error(
+        get("/v1/journal?from=abc").await.unwrap(),
+        400,
+        "INVALID_OPERATION",
+    )
+    .await;
+}
+
+async fn a_reused_id_with_other_content_is_an_id_conflict(t: &TestCluster, leader: usize) {
+    t.client(leader).submit(&op("dup")).await.unwrap();
+    let mut conflicting = op("dup");
+    conflicting.payload = Some(serde_json::json!({"other": true}));
+    let err = t.client(leader).submit(&conflicting).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::IdConflict));
+}
+
+async fn admin_api_refuses_requests_without_the_right_token(
+    http: &reqwest::Client,
+    admin: &str,
+    token: &str,
+) {
+    let unauthorized = [
+        http.get(format!("{admin}/admin/v1/status")),
+        http.get(format!("{admin}/admin/v1/cluster"))
+            .bearer_auth("wrong"),
+        http.delete(format!("{admin}/admin/v1/members/1")),
+    ];
+    for request in unauthorized {
+        expect_error(request.send().await.unwrap(), 401, "UNAUTHORIZED").await;
+    }
+    let garbage = http
+        .post(format!("{admin}/admin/v1/members"))
+        .bearer_auth(token)
+        .body("nope")
+        .send()
+        .await
+        .unwrap();
+    expect_error(garbage, 400, "INVALID_OPERATION").await;
+}
+
+async fn probes_and_metrics_need_no_token_and_count_the_refusals(
+    http: &reqwest::Client,
+    admin: &str,
+) {
+    for probe in ["healthz", "readyz"] {
+        let resp = http.get(format!("{admin}/{probe}")).send().await.unwrap();
+        assert!(resp.status().is_success(), "/{probe}: {}", resp.status());
+    }
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("consensus_operations_failed_total{code=\"INVALID_OPERATION\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("consensus_is_leader 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +302,7 @@ async fn killing_the_leader_elects_another_loses_no_ack_duplicates_nothing_and_t
     );
 
     // A survivor saw the new leader being elected.
-    let seen = common::sse_until(&mut events, Duration::from_secs(5), |text| {
+    let seen = raft_testkit::wait::sse_until(&mut events, Duration::from_secs(5), |text| {
         text.contains("event:consensus:leader_elected")
             || text.contains("event: consensus:leader_elected")
     })
@@ -585,7 +571,7 @@ async fn a_minority_answers_no_quorum_or_no_leader_within_three_seconds_and_reco
     let new_leader = t.leader(SECS_20).await;
     t.submit_retrying(&[new_leader], &op("healed"), SECS_20)
         .await;
-    let seen = common::sse_until(&mut events, Duration::from_secs(10), |text| {
+    let seen = raft_testkit::wait::sse_until(&mut events, Duration::from_secs(10), |text| {
         text.contains("partition:detected") && text.contains("partition:recovered")
     })
     .await;

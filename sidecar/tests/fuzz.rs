@@ -21,9 +21,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 use raft_sidecar::api::daemon::{canonical_json, parse_operation};
 use raft_sidecar::journal::{DedupeRecord, JournalRecord, JournalState, StoredOperation};
-use raft_sidecar::raft::types::StoredMembership;
 use raft_sidecar::store::snapshot::{Head, Row, SnapshotDecodeError, SnapshotImage};
 use raft_sidecar::transport::frame::{Envelope, PeerRequest, PeerResponse, decode, encode};
+use raft_sidecar::types::StoredMembership;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -3,10 +3,10 @@
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
-use raft_sidecar::raft::types::{NodeId, TypeConfig};
 use raft_sidecar::store::Db;
 use raft_sidecar::store::log::LogStore;
 use raft_sidecar::store::state_machine::StateMachineStore;
+use raft_sidecar::types::{NodeId, TypeConfig};
 use tempfile::TempDir;
 
 struct RocksBuilder;

@@ -109,8 +109,8 @@ pub struct ExecConfig {
     pub workdir: PathBuf,
 
     /// Bind mount `SOURCE:TARGET[:ro]`, applied in order
-    #[arg(long = "bind", env = "AGENT_EXEC_BINDS", value_delimiter = ',', value_parser = crate::process::parse_bind)]
-    pub binds: Vec<crate::process::Bind>,
+    #[arg(long = "bind", env = "AGENT_EXEC_BINDS", value_delimiter = ',', value_parser = parse_bind)]
+    pub binds: Vec<Bind>,
 
     /// The command and its arguments
     #[arg(last = true, required = true)]
@@ -178,9 +178,61 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// One bind mount of a volume into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+impl Bind {
+    pub fn to_arg(&self) -> String {
+        let ro = if self.read_only { ":ro" } else { "" };
+        format!("{}:{}{ro}", self.source.display(), self.target.display())
+    }
+}
+
+/// Parses `SOURCE:TARGET[:ro]`.
+pub fn parse_bind(s: &str) -> Result<Bind, String> {
+    let (rest, read_only) = match s.strip_suffix(":ro") {
+        Some(r) => (r, true),
+        None => (s, false),
+    };
+    let (source, target) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not SOURCE:TARGET[:ro]"))?;
+    if !source.starts_with('/') || !target.starts_with('/') {
+        return Err(format!("'{s}': both paths must be absolute"));
+    }
+    Ok(Bind {
+        source: PathBuf::from(source),
+        target: PathBuf::from(target),
+        read_only,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binds_round_trip_through_their_argument_form() {
+        let b = parse_bind("/s/v:/var/lib/raft:ro").unwrap();
+        assert_eq!(
+            b,
+            Bind {
+                source: "/s/v".into(),
+                target: "/var/lib/raft".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(parse_bind(&b.to_arg()).unwrap(), b);
+        assert!(!parse_bind("/a:/b").unwrap().read_only);
+        assert!(parse_bind("a:/b").is_err());
+        assert!(parse_bind("/a").is_err());
+    }
+
     use clap::CommandFactory;
 
     #[test]

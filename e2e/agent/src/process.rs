@@ -18,7 +18,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::config::ExecConfig;
+use crate::config::{Bind, ExecConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -65,40 +65,6 @@ pub enum ExecError {
     },
     #[error("no command")]
     NoCommand,
-}
-
-/// One bind mount of a volume into a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bind {
-    pub source: PathBuf,
-    pub target: PathBuf,
-    pub read_only: bool,
-}
-
-impl Bind {
-    pub fn to_arg(&self) -> String {
-        let ro = if self.read_only { ":ro" } else { "" };
-        format!("{}:{}{ro}", self.source.display(), self.target.display())
-    }
-}
-
-/// Parses `SOURCE:TARGET[:ro]`.
-pub fn parse_bind(s: &str) -> Result<Bind, String> {
-    let (rest, read_only) = match s.strip_suffix(":ro") {
-        Some(r) => (r, true),
-        None => (s, false),
-    };
-    let (source, target) = rest
-        .split_once(':')
-        .ok_or_else(|| format!("'{s}' is not SOURCE:TARGET[:ro]"))?;
-    if !source.starts_with('/') || !target.starts_with('/') {
-        return Err(format!("'{s}': both paths must be absolute"));
-    }
-    Ok(Bind {
-        source: PathBuf::from(source),
-        target: PathBuf::from(target),
-        read_only,
-    })
 }
 
 /// The `exec-container` helper: runs inside `ip netns exec`, never returns on success.
@@ -325,23 +291,6 @@ pub fn kill_pids(pids: &[i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn binds_round_trip_through_their_argument_form() {
-        let b = parse_bind("/s/v:/var/lib/raft:ro").unwrap();
-        assert_eq!(
-            b,
-            Bind {
-                source: "/s/v".into(),
-                target: "/var/lib/raft".into(),
-                read_only: true
-            }
-        );
-        assert_eq!(parse_bind(&b.to_arg()).unwrap(), b);
-        assert!(!parse_bind("/a:/b").unwrap().read_only);
-        assert!(parse_bind("a:/b").is_err());
-        assert!(parse_bind("/a").is_err());
-    }
 
     #[test]
     fn created_mount_points_are_removed_only_while_empty() {

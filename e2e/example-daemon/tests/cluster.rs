@@ -13,7 +13,6 @@
 //! Needs the sidecar binary: `cargo build -p raft-sidecar` first, or set `RAFT_SIDECAR_BIN`.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +22,8 @@ use raft_api::client::SidecarClient;
 use raft_api::daemon::{JournalEntry, Operation};
 use raft_example_daemon::digest::ApplyState;
 use raft_example_daemon::state::DigestReport;
-use raft_sidecar::cli::local_cluster::{LocalCluster, Ports};
+use raft_testkit::local_cluster::{LocalCluster, Ports};
+use raft_testkit::wait::wait_for;
 
 /// Operations each daemon submits.
 const OPS: u64 = 40;
@@ -59,25 +59,6 @@ fn free_addr() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
-}
-
-/// Poll `probe` until it yields a value; fail naming `what` after `within`.
-async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One daemon process beside node `node`.

@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use raft_crds::RaftCluster;
 
+use super::meta::owned_meta;
 use super::names::ClusterNames;
-use super::owned_meta;
 
 pub fn pod_disruption_budget(rc: &RaftCluster, names: &ClusterNames) -> PodDisruptionBudget {
     PodDisruptionBudget {

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Secret;
 use raft_crds::RaftCluster;
 use rand::RngCore;
 
+use super::meta::owned_meta;
 use super::names::{CLUSTER_ID_KEY, ClusterNames, TOKEN_KEY};
-use super::owned_meta;
 
 /// The contents of the cluster Secret.
 #[derive(Clone, PartialEq, Eq)]

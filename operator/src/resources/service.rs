@@ -5,8 +5,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use raft_crds::RaftCluster;
 
+use super::meta::owned_meta;
 use super::names::{ADMIN_PORT, ClusterNames, PEER_PORT};
-use super::owned_meta;
 
 pub fn headless_service(rc: &RaftCluster, names: &ClusterNames) -> Service {
     let port = |name: &str, port: u16| ServicePort {

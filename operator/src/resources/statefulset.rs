@@ -29,11 +29,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use raft_crds::RaftCluster;
 
+use super::meta::owned_meta;
 use super::names::{
     ADMIN_PORT, API_PORT, CLUSTER_ID_KEY, ClusterNames, DAEMON_CONTAINER, DATA_DIR, DATA_VOLUME,
     PEER_PORT, SIDECAR_CONTAINER, TOKEN_DIR, TOKEN_KEY, TOKEN_VOLUME,
 };
-use super::owned_meta;
 
 /// What the StatefulSet needs besides the resource itself.
 #[derive(Debug, Clone)]

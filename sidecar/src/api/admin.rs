@@ -20,6 +20,7 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
+use crate::raft::membership::{self, MembershipError};
 use crate::raft::node::{Lifecycle, Node};
 use crate::transport::token_matches;
 
@@ -119,7 +120,7 @@ pub fn routes(
         .then(|body: Bytes, n: Arc<Node>| async move {
             let result = async {
                 let req: InitializeRequest = parse(&body)?;
-                let initialized = n.initialize(&req.members).await?;
+                let initialized = membership::initialize(&n, &req.members).await?;
                 Ok(InitializeResult { initialized })
             }
             .await;
@@ -132,7 +133,7 @@ pub fn routes(
         .then(|body: Bytes, n: Arc<Node>| async move {
             let result = async {
                 let spec: MemberSpec = parse(&body)?;
-                Ok(n.add_learner(&spec).await?)
+                Ok(membership::add_learner(&n, &spec).await?)
             }
             .await;
             respond(result)
@@ -141,14 +142,15 @@ pub fn routes(
         .and(warp::post())
         .and(with_node.clone())
         .then(|id: String, n: Arc<Node>| async move {
-            let result = async { Ok(n.promote(parse_node_id(&id)?).await?) }.await;
+            let result = async { Ok(membership::promote(&n, parse_node_id(&id)?).await?) }.await;
             respond(result)
         });
     let remove = warp::path!("members" / String)
         .and(warp::delete())
         .and(with_node.clone())
         .then(|id: String, n: Arc<Node>| async move {
-            let result = async { Ok(n.remove_member(parse_node_id(&id)?).await?) }.await;
+            let result =
+                async { Ok(membership::remove_member(&n, parse_node_id(&id)?).await?) }.await;
             respond(result)
         });
     let snapshot_now = warp::path!("snapshot")
@@ -242,15 +244,14 @@ fn cluster_view(node: &Node) -> Result<ClusterView, ApiError> {
     let m = node.raft_metrics();
     if !node.is_leader(&m) {
         let leader = m.current_leader.and_then(|l| node.member(&m, l));
-        return Err(crate::raft::membership::MembershipError::NotLeader { leader }.into());
+        return Err(MembershipError::NotLeader { leader }.into());
     }
     let health = node.health();
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
     let replication = m.replication.clone().unwrap_or_default();
-    let healthy: std::collections::HashMap<u64, bool> = node
-        .voter_health(&m)
+    let healthy: std::collections::HashMap<u64, bool> = membership::node_voter_health(node, &m)
         .into_iter()
         .map(|v| (v.id, v.healthy))
         .collect();

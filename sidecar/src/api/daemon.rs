@@ -3,12 +3,14 @@
 //! and back; the rules live in `raft` and `journal`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use raft_api::ErrorCode;
 use raft_api::daemon::{
-    ConsensusState, JournalEntry, JournalPage, MemberRole, MemberState, Operation, OperationState,
+    ConsensusState, JournalPage, MemberRole, MemberState, Operation, OperationState,
     OperationStatus, SubmitResult,
 };
 use serde::Deserialize;
@@ -17,9 +19,12 @@ use warp::Filter;
 use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
+use super::journal::{compacted, journal_entry};
 use super::sse;
-use crate::journal::{JournalRecord, StoredOperation};
+use crate::journal::StoredOperation;
 use crate::raft::node::Node;
+use crate::raft::submit;
+use crate::store::state_machine::JournalSlice;
 
 /// Longest accepted operation id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -28,54 +33,49 @@ pub const MAX_PAGE: usize = 1000;
 /// Failures remembered for `GET /v1/operations/{id}`.
 const RECENT_FAILURES: usize = 10_000;
 
-/// Submits of one id in flight on this node, and (journal index, term) once the leader
-/// committed it.
-type InFlightOp = (usize, Option<(u64, u64)>);
+/// An operation id this node is handling: how many submits of it are in flight here, and
+/// (journal index, term) once the leader committed it.
+#[derive(Debug, Default)]
+struct Handling {
+    submits: usize,
+    committed_at: Option<(u64, u64)>,
+}
 
 /// What this node knows about operations it is handling or recently refused.
 #[derive(Default)]
 pub struct Tracker {
-    inflight: Mutex<HashMap<String, InFlightOp>>,
+    handling: Mutex<HashMap<String, Handling>>,
+    /// Reasons of recent non-retryable failures by id, and the ids oldest first.
     failures: Mutex<(HashMap<String, String>, VecDeque<String>)>,
 }
 
 impl Tracker {
     fn begin(&self, id: &str) {
-        let mut map = self
-            .inflight
+        self.handling
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(id.to_string()).or_default().0 += 1;
+            .entry(id.to_string())
+            .or_default()
+            .submits += 1;
     }
 
     /// The leader committed `id` at journal `index` in `term`; not yet applied here.
     fn replicated(&self, id: &str, index: u64, term: u64) {
-        let mut map = self
-            .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(entry) = map.get_mut(id) {
-            entry.1 = Some((index, term));
+        if let Some(h) = self.handling.lock().get_mut(id) {
+            h.committed_at = Some((index, term));
         }
     }
 
     fn end(&self, id: &str, failure: Option<String>) {
         {
-            let mut map = self
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((n, _)) = map.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
+            let mut map = self.handling.lock();
+            if let Some(h) = map.get_mut(id) {
+                h.submits -= 1;
+                if h.submits == 0 {
                     map.remove(id);
                 }
             }
         }
-        let mut guard = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.failures.lock();
         let (reasons, order) = &mut *guard;
         match failure {
             Some(reason) => {
@@ -95,13 +95,8 @@ impl Tracker {
     }
 
     fn status(&self, id: &str) -> Option<OperationState> {
-        let inflight = self
-            .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .map(|(_, replicated)| *replicated);
-        match inflight {
+        let handling = self.handling.lock().get(id).map(|h| h.committed_at);
+        match handling {
             Some(Some((index, term))) => {
                 return Some(state(
                     id,
@@ -114,11 +109,7 @@ impl Tracker {
             Some(None) => return Some(state(id, OperationStatus::Pending, None, None, None)),
             None => {}
         }
-        let guard = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.0.get(id).map(|reason| {
+        self.failures.lock().0.get(id).map(|reason| {
             state(
                 id,
                 OperationStatus::Failed,
@@ -219,49 +210,10 @@ pub fn parse_operation(body: &[u8], max_bytes: usize) -> Result<StoredOperation,
     })
 }
 
-/// A journal record as the API shows it.
-pub fn journal_entry(index: u64, record: JournalRecord) -> Result<JournalEntry, ApiError> {
-    let op = record.operation;
-    let payload = match op.payload {
-        Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
-            ApiError::internal(format!(
-                "journal entry {index} holds an undecodable payload: {e}"
-            ))
-        })?),
-        None => None,
-    };
-    Ok(JournalEntry {
-        log_index: index,
-        term: record.term,
-        operation: Operation {
-            id: op.id,
-            op_type: op.op_type,
-            payload,
-            daemon_id: op.daemon_id,
-            timestamp: op.timestamp,
-        },
-    })
-}
-
 #[derive(Debug, Deserialize)]
 struct JournalQuery {
     from: Option<u64>,
     limit: Option<usize>,
-}
-
-/// Reject a `from` below the oldest retained index with 410 COMPACTED.
-pub fn check_compacted(from: u64, first_index: u64) -> Result<(), ApiError> {
-    if from.max(1) < first_index {
-        let mut err = ApiError::new(
-            ErrorCode::Compacted,
-            format!(
-                "index {from} was compacted; the journal starts at {first_index}: resynchronise and resume from there"
-            ),
-        );
-        err.0.error.first_index = Some(first_index);
-        return Err(err);
-    }
-    Ok(())
 }
 
 pub fn routes(
@@ -343,9 +295,7 @@ async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response
     };
     let id = op.id.clone();
     tracker.begin(&id);
-    let result = node
-        .submit(op, |s| tracker.replicated(&id, s.index, s.term))
-        .await;
+    let result = submit::submit(&node, op, |s| tracker.replicated(&id, s.index, s.term)).await;
     tracker.end(
         &id,
         result
@@ -397,17 +347,21 @@ async fn get_operation(raw_id: String, node: Arc<Node>, tracker: Arc<Tracker>) -
 }
 
 async fn journal_page(q: JournalQuery, node: Arc<Node>) -> Response {
-    let applied = node.journal.applied().journal;
-    let from = q.from.unwrap_or(applied.first_index).max(1);
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let result = async {
-        check_compacted(from, applied.first_index)?;
-        let records = node
+        let slice = node
             .journal
-            .page(from, limit)
+            .page(q.from, limit)
             .await
             .map_err(ApiError::internal)?;
-        let next_index = records.last().map_or(from.max(1), |(i, _)| i + 1);
+        let (journal, records) = match slice {
+            JournalSlice::Records { journal, records } => (journal, records),
+            JournalSlice::Compacted { first_index } => {
+                return Err(compacted(q.from.unwrap_or(0), first_index));
+            }
+        };
+        let from = q.from.unwrap_or(journal.first_index).max(1);
+        let next_index = records.last().map_or(from, |(i, _)| i + 1);
         let entries = records
             .into_iter()
             .map(|(i, r)| journal_entry(i, r))
@@ -415,8 +369,8 @@ async fn journal_page(q: JournalQuery, node: Arc<Node>) -> Response {
         Ok(JournalPage {
             entries,
             next_index,
-            first_index: applied.first_index,
-            commit_index: applied.last_index(),
+            first_index: journal.first_index,
+            commit_index: journal.last_index(),
         })
     }
     .await;
@@ -532,15 +486,5 @@ mod tests {
         );
         let big = parse_operation(&[b' '; 2048], 1024).unwrap_err();
         assert_eq!(big.code(), ErrorCode::PayloadTooLarge);
-    }
-
-    #[test]
-    fn reading_below_the_first_index_is_compacted() {
-        assert!(check_compacted(0, 1).is_ok());
-        assert!(check_compacted(1, 1).is_ok());
-        assert!(check_compacted(5, 3).is_ok());
-        let err = check_compacted(2, 3).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::Compacted);
-        assert_eq!(err.0.error.first_index, Some(3));
     }
 }

@@ -9,7 +9,7 @@ use warp::reject::Rejection;
 use warp::reply::{Reply, Response};
 
 use crate::raft::membership::MembershipError;
-use crate::raft::write::WriteFailure;
+use crate::write::WriteFailure;
 
 /// An error answer; also a warp rejection so filters can bail out with it.
 #[derive(Debug, Clone)]

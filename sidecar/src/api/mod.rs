@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod daemon;
 pub mod error;
+mod journal;
 mod sse;
 
 use std::net::SocketAddr;

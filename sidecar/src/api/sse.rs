@@ -12,9 +12,10 @@ use tokio::sync::broadcast::error::RecvError;
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
-use super::daemon::{check_compacted, journal_entry};
 use super::error::ApiError;
+use super::journal::{check_compacted, compacted, journal_entry};
 use crate::raft::node::Node;
+use crate::store::state_machine::JournalSlice;
 
 const PAGE: usize = 256;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -44,26 +45,26 @@ pub fn journal_watch(node: Arc<Node>, from: Option<u64>) -> Response {
         let mut progress = reader.subscribe();
         let mut next = start;
         loop {
-            let applied = reader.applied().journal;
-            if let Err(e) = check_compacted(next, applied.first_index) {
-                let _ = tx.send(error_event(&e)).await;
-                return;
-            }
-            if applied.last_index() < next {
+            if reader.applied().journal.last_index() < next {
                 tokio::select! {
                     changed = progress.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
                 }
                 continue;
             }
-            let page = match reader.page(next, PAGE).await {
-                Ok(page) => page,
+            // The page starts exactly at `next`, or says it was compacted: never a gap.
+            let records = match reader.page(Some(next), PAGE).await {
+                Ok(JournalSlice::Records { records, .. }) => records,
+                Ok(JournalSlice::Compacted { first_index }) => {
+                    let _ = tx.send(error_event(&compacted(next, first_index))).await;
+                    return;
+                }
                 Err(e) => {
                     let _ = tx.send(error_event(&ApiError::internal(e))).await;
                     return;
                 }
             };
-            for (index, record) in page {
+            for (index, record) in records {
                 let event = match journal_entry(index, record) {
                     Ok(entry) => Event::default()
                         .id(index.to_string())

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use raft_testkit::local_cluster::{LocalCluster, Ports};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::local_cluster::{LocalCluster, Ports};
 use super::run::Failure;
 
 #[derive(Debug, Clone, Args)]

@@ -1,7 +1,5 @@
 //! The subcommands behind `main`: `run` (one node), `dev` (a local cluster), `ctl` (a client).
 
-pub mod bench;
 pub mod ctl;
 pub mod dev;
-pub mod local_cluster;
 pub mod run;

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
-use crate::raft::node::{Node, NodeError};
+use crate::raft::launch::{self, NodeError};
 use crate::store::StoreError;
 
 /// How a subcommand failed: bad configuration (exit 64) or a runtime failure (exit 1).
@@ -23,7 +23,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .validate()
         .map_err(|e| Failure::Config(e.to_string()))?;
     let grace = cfg.shutdown_grace;
-    let node = Node::start(cfg, Arc::new(Metrics::new()))
+    let running = launch::start(cfg, Arc::new(Metrics::new()))
         .await
         .map_err(|e| match e {
             NodeError::Store(StoreError::ClusterMismatch { .. })
@@ -31,6 +31,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             | NodeError::PeerListen { .. } => Failure::Config(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         })?;
+    let node = running.node.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let servers = crate::api::serve(node.clone(), stop_rx)
         .await
@@ -66,7 +67,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     if tokio::time::timeout_at(deadline, closing).await.is_err() {
         tracing::warn!("HTTP connections still open at the end of the grace period");
     }
-    node.shutdown().await;
+    drop(node);
+    running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

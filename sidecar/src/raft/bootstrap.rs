@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::node::{Lifecycle, Node};
-use super::types::{Member, NodeId};
 use crate::transport::frame::{PeerRequest, PeerResponse};
+use crate::types::{Member, NodeId};
 
 const RETRY: Duration = Duration::from_millis(500);
 

@@ -3,7 +3,7 @@
 //! a quorum of healthy, caught-up voters (in the old or the new configuration, since joint
 //! consensus needs both) are refused before anything is proposed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use raft_api::admin::{MemberSpec, MembershipResult};
 
 use super::node::Node;
-use super::types::{Member, NodeId, RaftMetrics};
 use crate::transport::frame::PeerRequest;
+use crate::types::{LogId, Member, NodeId, RaftMetrics};
 
 /// A learner more than this many entries behind the leader is not promoted.
 pub const PROMOTE_MAX_LAG: u64 = 100;
@@ -70,201 +70,207 @@ pub fn removal_is_safe(voters: &[VoterHealth], target: NodeId) -> Result<(), Str
     Ok(())
 }
 
-impl Node {
-    fn require_leader(&self) -> Result<RaftMetrics, MembershipError> {
-        let m = self.raft_metrics();
-        if self.is_leader(&m) {
-            Ok(m)
-        } else if m.current_leader.is_none() {
-            Err(MembershipError::NoLeader)
-        } else {
-            Err(MembershipError::NotLeader {
-                leader: m.current_leader.and_then(|l| self.member(&m, l)),
-            })
-        }
-    }
+/// Health of each voter as the leader sees it: itself, and every voter heard within
+/// `detection` and within [`PROMOTE_MAX_LAG`] entries of `last` (the leader's last index).
+pub fn voter_health(
+    me: NodeId,
+    voters: impl Iterator<Item = NodeId>,
+    contact: &HashMap<NodeId, Duration>,
+    matched: &BTreeMap<NodeId, Option<LogId>>,
+    last: u64,
+    detection: Duration,
+) -> Vec<VoterHealth> {
+    voters
+        .map(|id| {
+            let healthy = id == me || {
+                let fresh = contact.get(&id).is_some_and(|d| *d <= detection);
+                let index = matched.get(&id).copied().flatten().map_or(0, |l| l.index);
+                fresh && last.saturating_sub(index) <= PROMOTE_MAX_LAG
+            };
+            VoterHealth { id, healthy }
+        })
+        .collect()
+}
 
-    /// Health of each voter as the leader sees it.
-    pub fn voter_health(&self, m: &RaftMetrics) -> Vec<VoterHealth> {
-        let last = m.last_log_index.unwrap_or(0);
-        let contact = self.peer_contact();
-        let replication = m.replication.clone().unwrap_or_default();
-        m.membership_config
-            .membership()
-            .voter_ids()
-            .map(|id| {
-                let healthy = id == self.id || {
-                    let fresh = contact
-                        .get(&id)
-                        .is_some_and(|d| *d <= self.cfg.partition_detection);
-                    let matched = replication
-                        .get(&id)
-                        .copied()
-                        .flatten()
-                        .map_or(0, |l| l.index);
-                    fresh && last.saturating_sub(matched) <= PROMOTE_MAX_LAG
-                };
-                VoterHealth { id, healthy }
-            })
-            .collect()
-    }
+/// [`voter_health`] of `node`'s voters from its metrics and peer contact times.
+pub fn node_voter_health(node: &Node, m: &RaftMetrics) -> Vec<VoterHealth> {
+    voter_health(
+        node.id,
+        m.membership_config.membership().voter_ids(),
+        &node.peer_contact(),
+        &m.replication.clone().unwrap_or_default(),
+        m.last_log_index.unwrap_or(0),
+        node.cfg.partition_detection,
+    )
+}
 
-    /// `POST /admin/v1/initialize`: bootstrap once; the same call again is a no-op.
-    pub async fn initialize(&self, members: &[MemberSpec]) -> Result<bool, MembershipError> {
-        if !members.iter().any(|m| m.node_id == self.id) {
-            return Err(MembershipError::Refused(format!(
-                "the member list must include this node (node id {})",
-                self.id
-            )));
+fn require_leader(node: &Node) -> Result<RaftMetrics, MembershipError> {
+    let m = node.raft_metrics();
+    if node.is_leader(&m) {
+        Ok(m)
+    } else if m.current_leader.is_none() {
+        Err(MembershipError::NoLeader)
+    } else {
+        Err(MembershipError::NotLeader {
+            leader: m.current_leader.and_then(|l| node.member(&m, l)),
+        })
+    }
+}
+
+/// `POST /admin/v1/initialize`: bootstrap once; the same call again is a no-op.
+pub async fn initialize(node: &Node, members: &[MemberSpec]) -> Result<bool, MembershipError> {
+    if !members.iter().any(|m| m.node_id == node.id) {
+        return Err(MembershipError::Refused(format!(
+            "the member list must include this node (node id {})",
+            node.id
+        )));
+    }
+    let wanted: BTreeMap<NodeId, Member> =
+        members.iter().map(|s| (s.node_id, member_of(s))).collect();
+    if wanted.len() != members.len() {
+        return Err(MembershipError::Refused(
+            "the member list names a node id twice".into(),
+        ));
+    }
+    let m = node.raft_metrics();
+    if m.membership_config.log_id().is_some() {
+        return same_initial_membership(&m, &wanted);
+    }
+    match deadline(node.raft.initialize(wanted.clone())).await? {
+        Ok(()) => Ok(true),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            same_initial_membership(&node.raft_metrics(), &wanted)
         }
-        let wanted: BTreeMap<NodeId, Member> =
-            members.iter().map(|s| (s.node_id, member_of(s))).collect();
-        if wanted.len() != members.len() {
-            return Err(MembershipError::Refused(
-                "the member list names a node id twice".into(),
+        Err(e) => Err(MembershipError::Internal(e.to_string())),
+    }
+}
+
+fn same_initial_membership(
+    m: &RaftMetrics,
+    wanted: &BTreeMap<NodeId, Member>,
+) -> Result<bool, MembershipError> {
+    let current: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+    let asked: BTreeSet<NodeId> = wanted.keys().copied().collect();
+    if current == asked {
+        Ok(false)
+    } else {
+        Err(MembershipError::Refused(format!(
+            "already initialized with voters {current:?}; refusing a different initialization {asked:?}"
+        )))
+    }
+}
+
+/// `POST /admin/v1/members`: add a learner (idempotent). Returns (added, log index).
+pub async fn add_learner(
+    node: &Node,
+    spec: &MemberSpec,
+) -> Result<MembershipResult, MembershipError> {
+    let m = require_leader(node)?;
+    let membership = m.membership_config.membership();
+    if let Some(existing) = membership.get_node(&spec.node_id) {
+        if existing.peer_addr == spec.address {
+            return Ok(result_added(
+                false,
+                m.membership_config.log_id().map_or(0, |l| l.index),
             ));
         }
-        let m = self.raft_metrics();
-        if m.membership_config.log_id().is_some() {
-            return self.same_initial_membership(&m, &wanted);
-        }
-        match deadline(self.raft.initialize(wanted.clone())).await? {
-            Ok(()) => Ok(true),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                self.same_initial_membership(&self.raft_metrics(), &wanted)
-            }
-            Err(e) => Err(MembershipError::Internal(e.to_string())),
-        }
+        return Err(MembershipError::Refused(format!(
+            "node {} is already a member at {}, not {}",
+            spec.node_id, existing.peer_addr, spec.address
+        )));
     }
+    let resp = deadline(node.raft.add_learner(spec.node_id, member_of(spec), false))
+        .await?
+        .map_err(write_error)?;
+    Ok(result_added(true, resp.log_id.index))
+}
 
-    fn same_initial_membership(
-        &self,
-        m: &RaftMetrics,
-        wanted: &BTreeMap<NodeId, Member>,
-    ) -> Result<bool, MembershipError> {
-        let current: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-        let asked: BTreeSet<NodeId> = wanted.keys().copied().collect();
-        if current == asked {
-            Ok(false)
-        } else {
-            Err(MembershipError::Refused(format!(
-                "already initialized with voters {current:?}; refusing a different initialization {asked:?}"
-            )))
-        }
-    }
-
-    /// `POST /admin/v1/members`: add a learner (idempotent). Returns (added, log index).
-    pub async fn add_learner(
-        &self,
-        spec: &MemberSpec,
-    ) -> Result<MembershipResult, MembershipError> {
-        let m = self.require_leader()?;
-        let membership = m.membership_config.membership();
-        if let Some(existing) = membership.get_node(&spec.node_id) {
-            if existing.peer_addr == spec.address {
-                return Ok(result_added(
-                    false,
-                    m.membership_config.log_id().map_or(0, |l| l.index),
-                ));
-            }
-            return Err(MembershipError::Refused(format!(
-                "node {} is already a member at {}, not {}",
-                spec.node_id, existing.peer_addr, spec.address
-            )));
-        }
-        let resp = deadline(self.raft.add_learner(spec.node_id, member_of(spec), false))
-            .await?
-            .map_err(write_error)?;
-        Ok(result_added(true, resp.log_id.index))
-    }
-
-    /// `POST /admin/v1/members/{id}/promote`: make a caught-up learner a voter.
-    pub async fn promote(&self, id: NodeId) -> Result<MembershipResult, MembershipError> {
-        let m = self.require_leader()?;
-        let membership = m.membership_config.membership();
-        if membership.voter_ids().any(|v| v == id) {
-            let index = m.membership_config.log_id().map_or(0, |l| l.index);
-            return Ok(MembershipResult {
-                added: None,
-                promoted: Some(false),
-                removed: None,
-                log_index: index,
-            });
-        }
-        if membership.get_node(&id).is_none() {
-            return Err(MembershipError::Refused(format!(
-                "node {id} is not a learner; add it first"
-            )));
-        }
-        let last = m.last_log_index.unwrap_or(0);
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&id).copied().flatten())
-            .map_or(0, |l| l.index);
-        let lag = last.saturating_sub(matched);
-        if lag > PROMOTE_MAX_LAG {
-            return Err(MembershipError::Refused(format!(
-                "learner {id} lags {lag} entries behind the leader (limit {PROMOTE_MAX_LAG}); wait for it to catch up"
-            )));
-        }
-        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-        let resp = deadline(self.raft.change_membership(change, false))
-            .await?
-            .map_err(write_error)?;
-        Ok(MembershipResult {
-            added: None,
-            promoted: Some(true),
-            removed: None,
-            log_index: resp.log_id.index,
-        })
-    }
-
-    /// `DELETE /admin/v1/members/{id}`: graceful removal. Answers once the new configuration is
-    /// committed and uniform (openraft's `change_membership` returns then).
-    pub async fn remove_member(&self, id: NodeId) -> Result<MembershipResult, MembershipError> {
-        let m = self.require_leader()?;
-        let membership = m.membership_config.membership();
+/// `POST /admin/v1/members/{id}/promote`: make a caught-up learner a voter.
+pub async fn promote(node: &Node, id: NodeId) -> Result<MembershipResult, MembershipError> {
+    let m = require_leader(node)?;
+    let membership = m.membership_config.membership();
+    if membership.voter_ids().any(|v| v == id) {
         let index = m.membership_config.log_id().map_or(0, |l| l.index);
-        let Some(member) = membership.get_node(&id).cloned() else {
-            return Ok(MembershipResult {
-                added: None,
-                promoted: None,
-                removed: Some(false),
-                log_index: index,
-            });
-        };
-        let is_voter = membership.voter_ids().any(|v| v == id);
-        let change = if is_voter {
-            removal_is_safe(&self.voter_health(&m), id).map_err(MembershipError::Refused)?;
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        let resp = deadline(self.raft.change_membership(change, false))
-            .await?
-            .map_err(write_error)?;
-        if id != self.id {
-            // Tell the removed node so it stops at once (best effort; it also learns it by itself).
-            let link = self.links.get(id, &member.peer_addr);
-            let term = m.current_term;
-            tokio::spawn(async move {
-                let _ = link
-                    .call(
-                        PeerRequest::Removed { term, target: id },
-                        Duration::from_secs(2),
-                    )
-                    .await;
-            });
-            self.links.retain(|peer| *peer != id);
-        }
-        Ok(MembershipResult {
+        return Ok(MembershipResult {
+            added: None,
+            promoted: Some(false),
+            removed: None,
+            log_index: index,
+        });
+    }
+    if membership.get_node(&id).is_none() {
+        return Err(MembershipError::Refused(format!(
+            "node {id} is not a learner; add it first"
+        )));
+    }
+    let last = m.last_log_index.unwrap_or(0);
+    let matched = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&id).copied().flatten())
+        .map_or(0, |l| l.index);
+    let lag = last.saturating_sub(matched);
+    if lag > PROMOTE_MAX_LAG {
+        return Err(MembershipError::Refused(format!(
+            "learner {id} lags {lag} entries behind the leader (limit {PROMOTE_MAX_LAG}); wait for it to catch up"
+        )));
+    }
+    let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+    let resp = deadline(node.raft.change_membership(change, false))
+        .await?
+        .map_err(write_error)?;
+    Ok(MembershipResult {
+        added: None,
+        promoted: Some(true),
+        removed: None,
+        log_index: resp.log_id.index,
+    })
+}
+
+/// `DELETE /admin/v1/members/{id}`: graceful removal. Answers once the new configuration is
+/// committed and uniform (openraft's `change_membership` returns then).
+pub async fn remove_member(node: &Node, id: NodeId) -> Result<MembershipResult, MembershipError> {
+    let m = require_leader(node)?;
+    let membership = m.membership_config.membership();
+    let index = m.membership_config.log_id().map_or(0, |l| l.index);
+    let Some(member) = membership.get_node(&id).cloned() else {
+        return Ok(MembershipResult {
             added: None,
             promoted: None,
-            removed: Some(true),
-            log_index: resp.log_id.index,
-        })
+            removed: Some(false),
+            log_index: index,
+        });
+    };
+    let is_voter = membership.voter_ids().any(|v| v == id);
+    let change = if is_voter {
+        removal_is_safe(&node_voter_health(node, &m), id).map_err(MembershipError::Refused)?;
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    let resp = deadline(node.raft.change_membership(change, false))
+        .await?
+        .map_err(write_error)?;
+    if id != node.id {
+        // Tell the removed node so it stops at once (best effort; it also learns it by itself).
+        let link = node.links.get(id, &member.peer_addr);
+        let term = m.current_term;
+        node.spawn_errand(async move {
+            let _ = link
+                .call(
+                    PeerRequest::Removed { term, target: id },
+                    Duration::from_secs(2),
+                )
+                .await;
+        });
+        node.links.retain(|peer| *peer != id);
     }
+    Ok(MembershipResult {
+        added: None,
+        promoted: None,
+        removed: Some(true),
+        log_index: resp.log_id.index,
+    })
 }
 
 fn member_of(spec: &MemberSpec) -> Member {
@@ -342,6 +348,53 @@ mod tests {
     #[test]
     fn the_last_voter_is_never_removed() {
         assert!(removal_is_safe(&voters(&[(1, true)]), 1).is_err());
+    }
+
+    fn contact(ms: &[(NodeId, u64)]) -> HashMap<NodeId, Duration> {
+        ms.iter()
+            .map(|(id, ms)| (*id, Duration::from_millis(*ms)))
+            .collect()
+    }
+
+    fn matched(indices: &[(NodeId, u64)]) -> BTreeMap<NodeId, Option<LogId>> {
+        indices
+            .iter()
+            .map(|(id, i)| {
+                (
+                    *id,
+                    Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), *i)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_voter_is_healthy_when_heard_lately_and_caught_up() {
+        let detection = Duration::from_secs(1);
+        let health = voter_health(
+            1,
+            [1, 2, 3, 4].into_iter(),
+            &contact(&[(2, 100), (3, 5000), (4, 100)]),
+            &matched(&[(2, 1000), (3, 1000), (4, 1000 - PROMOTE_MAX_LAG - 1)]),
+            1000,
+            detection,
+        );
+        let healthy: Vec<(NodeId, bool)> = health.iter().map(|v| (v.id, v.healthy)).collect();
+        // 1 is the leader itself; 3 is silent; 4 lags one entry too many.
+        assert_eq!(healthy, vec![(1, true), (2, true), (3, false), (4, false)]);
+    }
+
+    #[test]
+    fn a_voter_never_replicated_to_is_not_healthy() {
+        let health = voter_health(
+            1,
+            [1, 2].into_iter(),
+            &contact(&[(2, 10)]),
+            &BTreeMap::from([(2, None)]),
+            500,
+            Duration::from_secs(1),
+        );
+        assert!(!health[1].healthy);
     }
 
     #[test]

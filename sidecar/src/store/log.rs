@@ -11,7 +11,9 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use openraft::EntryPayload;
 
@@ -20,7 +22,7 @@ use openraft::{LogState, RaftLogReader, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::{Cf, Db, MetaKey, StoreError, index_key, parse_index_key};
-use crate::raft::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 /// Most entries kept in the tail cache.
 const CACHE_MAX_ENTRIES: usize = 1024;
@@ -144,10 +146,8 @@ impl LogStore {
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, TailCache> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn cache(&self) -> parking_lot::MutexGuard<'_, TailCache> {
+        self.cache.lock()
     }
 
     fn read_range(db: &Db, start: u64, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
@@ -364,7 +364,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 // state machine has durably applied, or a kill -9 in between leaves a node whose
                 // log is purged beyond its state (entries lost; openraft's invariant
                 // `purge_upto <= snapshot` broken at restart). A later purge catches up.
-                let applied: Option<super::state_machine::AppliedState> =
+                let applied: Option<super::applied::AppliedState> =
                     db.get(Cf::Meta, MetaKey::Applied.key())?;
                 let log_id = match applied.and_then(|a| a.last_applied) {
                     Some(applied) => log_id.min(applied),

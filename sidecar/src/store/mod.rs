@@ -7,6 +7,7 @@
 //! the writes. Synced writes run on blocking threads, never on tokio workers. A value that does
 //! not decode is a hard error naming the path, column family and key — never "empty".
 
+mod applied;
 pub mod log;
 pub mod snapshot;
 pub mod state_machine;
@@ -21,7 +22,7 @@ use rocksdb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::raft::types::NodeId;
+use crate::types::NodeId;
 
 /// The column families; one enum so no string literal names a family anywhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,6 +424,19 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(value)
 }
 
+/// Upper bound of every key in the journal, dedupe and expiry families (ids are UTF-8, which
+/// never contains 0xff; index keys are 8 bytes).
+pub const KEY_END: [u8; 9] = [0xff; 9];
+
+/// Key of a dedupe expiry row: commit time (big-endian milliseconds) then the operation id, so
+/// rows sort by expiry.
+pub fn expiry_key(at_ms: u64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
 /// Big-endian u64 keys sort numerically.
 pub fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -443,7 +457,7 @@ pub fn show_key(key: &[u8]) -> String {
     }
 }
 
-impl From<StoreError> for crate::raft::types::StorageError {
+impl From<StoreError> for crate::types::StorageError {
     fn from(e: StoreError) -> Self {
         openraft::StorageIOError::<NodeId>::write(&e).into()
     }
@@ -482,7 +496,7 @@ mod tests {
             .put_cf(cf, MetaKey::Vote.key(), [0xff, 0xff, 0xff])
             .unwrap();
         let err = db
-            .get::<crate::raft::types::Vote>(Cf::Meta, MetaKey::Vote.key())
+            .get::<crate::types::Vote>(Cf::Meta, MetaKey::Vote.key())
             .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("vote") && msg.contains("rocksdb"), "{msg}");

@@ -16,7 +16,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{DedupeRecord, JournalRecord, JournalState};
-use crate::raft::types::{LogId, SnapshotMeta, StoredMembership};
+use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
 const MAGIC: &[u8; 4] = b"RSNP";
 const VERSION: u32 = 2;

@@ -14,29 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use self::snapshots::SnapshotFiles;
 
-use super::{Cf, Db, MetaKey, StoreError, index_key, parse_index_key, show_key};
+pub use super::applied::AppliedState;
+use super::{Cf, Db, MetaKey, StoreError, expiry_key, index_key, parse_index_key, show_key};
 use crate::journal::{self, DedupeRecord, JournalRecord, JournalRecordRef, JournalState, Proposal};
-use crate::raft::types::{
+use crate::types::{
     ApplyResponse, Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-
-/// What the state machine has applied; stored under [`MetaKey::Applied`] in every apply batch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AppliedState {
-    pub last_applied: Option<LogId>,
-    pub membership: StoredMembership,
-    pub journal: JournalState,
-}
-
-/// Upper bound of every key in the journal, dedupe and expiry families (ids are UTF-8, which
-/// never contains 0xff; index keys are 8 bytes).
-const KEY_END: [u8; 9] = [0xff; 9];
 
 pub struct StateMachineStore {
     db: Db,
@@ -170,13 +158,6 @@ fn apply_proposal(
         outcomes.push(outcome);
     }
     Ok(outcomes)
-}
-
-fn expiry_key(at_ms: u64, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + id.len());
-    key.extend_from_slice(&at_ms.to_be_bytes());
-    key.extend_from_slice(id.as_bytes());
-    key
 }
 
 /// Forget dedupe records committed before `horizon_ms`.
@@ -332,6 +313,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+/// One page of the journal as [`JournalReader::page`] read it.
+#[derive(Debug)]
+pub enum JournalSlice {
+    /// The records from the index asked for on (none when it is past the end), and the
+    /// journal's bounds in the same view.
+    Records {
+        journal: JournalState,
+        records: Vec<(u64, JournalRecord)>,
+    },
+    /// The index asked for is below the oldest retained one.
+    Compacted { first_index: u64 },
+}
+
 /// Read access to the journal for the daemon API; cheap to clone.
 #[derive(Clone)]
 pub struct JournalReader {
@@ -350,29 +344,51 @@ impl JournalReader {
         self.progress.clone()
     }
 
-    /// Up to `limit` journal records from index `from` on.
-    pub async fn page(
-        &self,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, JournalRecord)>, StoreError> {
+    /// Up to `limit` journal records from exactly index `from` on, read from one consistent
+    /// view of the store together with the journal's bounds at that moment: a retention trim
+    /// or a snapshot install can never make the page start past `from` (a reader would skip
+    /// entries without knowing). `from` below the first retained index is
+    /// [`JournalSlice::Compacted`]; `None` reads from the first retained index of that view.
+    pub async fn page(&self, from: Option<u64>, limit: usize) -> Result<JournalSlice, StoreError> {
         self.db
             .blocking(move |db| {
-                let cf = db.cf(Cf::Journal)?;
+                let view = db.raw().snapshot();
+                let applied = AppliedState::read_in(db, &view)?;
+                let journal = applied.journal;
+                let from = from.unwrap_or(journal.first_index).max(1);
+                if from < journal.first_index {
+                    return Ok(JournalSlice::Compacted {
+                        first_index: journal.first_index,
+                    });
+                }
                 let start = index_key(from);
-                let mut out = Vec::with_capacity(limit.min(1024));
-                for item in db
-                    .raw()
-                    .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
-                    .take(limit)
-                {
+                let mut records = Vec::with_capacity(limit.min(1024));
+                let rows = view.iterator_cf(
+                    db.cf(Cf::Journal)?,
+                    IteratorMode::From(&start, Direction::Forward),
+                );
+                for item in rows.take(limit) {
                     let (key, value) = item.map_err(db.rocks_err("read journal"))?;
-                    out.push((
-                        parse_index_key(db, Cf::Journal, &key)?,
-                        db.decode(Cf::Journal, &key, &value)?,
+                    let index = parse_index_key(db, Cf::Journal, &key)?;
+                    let expected = from + records.len() as u64;
+                    if index != expected {
+                        return Err(db.corrupt(
+                            Cf::Journal,
+                            index,
+                            format!("journal row {index} where {expected} was expected (retained {}..={})", journal.first_index, journal.last_index()),
+                        ));
+                    }
+                    records.push((index, db.decode(Cf::Journal, &key, &value)?));
+                }
+                let wanted = journal.last_index().saturating_sub(from) + 1;
+                if from <= journal.last_index() && (records.len() as u64) < wanted.min(limit as u64) {
+                    return Err(db.corrupt(
+                        Cf::Journal,
+                        from + records.len() as u64,
+                        format!("journal row missing (retained {}..={})", journal.first_index, journal.last_index()),
                     ));
                 }
-                Ok(out)
+                Ok(JournalSlice::Records { journal, records })
             })
             .await
     }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::MAX_FRAME_BYTES;
 use crate::journal::StoredOperation;
-use crate::raft::types::{NodeId, StoredMembership, TypeConfig};
-use crate::raft::write::WriteResult;
+use crate::types::{NodeId, StoredMembership, TypeConfig};
+use crate::write::WriteResult;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {

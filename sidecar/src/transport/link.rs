@@ -4,13 +4,16 @@
 //! [`CallError::Unreachable`], which openraft turns into its own per-peer pause.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -18,7 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
 use super::{CLUSTER_HEADER, NODE_HEADER, PEER_PATH, TARGET_HEADER};
-use crate::raft::types::NodeId;
+use crate::types::NodeId;
 
 /// First backoff after a failed dial.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -76,7 +79,12 @@ pub struct Link {
 
 impl Link {
     /// `target` is the node id we expect at `addr` (`None` only for bootstrap probes).
-    fn spawn(addr: String, identity: PeerIdentity, target: Option<NodeId>) -> Link {
+    fn spawn(
+        addr: String,
+        identity: PeerIdentity,
+        target: Option<NodeId>,
+        tasks: &Mutex<JoinSet<()>>,
+    ) -> Link {
         let (tx, rx) = mpsc::channel(1024);
         let (status_tx, status) = watch::channel(LinkStatus::Idle);
         let last_heard = Arc::new(AtomicU64::new(u64::MAX));
@@ -89,7 +97,9 @@ impl Link {
             last_heard: last_heard.clone(),
             epoch,
         };
-        tokio::spawn(task.run(rx));
+        let mut tasks = tasks.lock();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task.run(rx));
         Link {
             addr,
             tx,
@@ -331,11 +341,14 @@ impl LinkTask {
     }
 }
 
-/// All links of a node, by peer id. A peer whose address changed gets a fresh link.
+/// All links of a node, by peer id. A peer whose address changed gets a fresh link. Each
+/// link's connection task ends when the last handle on the link is dropped; the tasks are kept
+/// here so shutdown can join them ([`Links::close`]).
 #[derive(Clone)]
 pub struct Links {
     identity: PeerIdentity,
     map: Arc<Mutex<HashMap<NodeId, Arc<Link>>>>,
+    tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Links {
@@ -343,15 +356,20 @@ impl Links {
         Self {
             identity,
             map: Arc::new(Mutex::new(HashMap::new())),
+            tasks: Arc::new(Mutex::new(JoinSet::new())),
         }
+    }
+
+    /// Drop every link and hand over their connection tasks, which end once nobody else holds
+    /// a link (openraft's replication streams drop theirs when Raft stops).
+    pub fn close(&self) -> JoinSet<()> {
+        self.map.lock().clear();
+        std::mem::take(&mut *self.tasks.lock())
     }
 
     /// The link to `target` at `addr`; never dials by itself.
     pub fn get(&self, target: NodeId, addr: &str) -> Arc<Link> {
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.map.lock();
         if let Some(link) = map.get(&target).filter(|l| l.addr == addr) {
             return link.clone();
         }
@@ -359,6 +377,7 @@ impl Links {
             addr.to_string(),
             self.identity.clone(),
             Some(target),
+            &self.tasks,
         ));
         map.insert(target, link.clone());
         link
@@ -366,15 +385,17 @@ impl Links {
 
     /// A link to an address whose node id is not known yet (static bootstrap); not kept.
     pub fn probe(&self, addr: &str) -> Arc<Link> {
-        Arc::new(Link::spawn(addr.to_string(), self.identity.clone(), None))
+        Arc::new(Link::spawn(
+            addr.to_string(),
+            self.identity.clone(),
+            None,
+            &self.tasks,
+        ))
     }
 
     /// Time since each peer last answered us.
     pub fn last_heard(&self) -> HashMap<NodeId, Duration> {
-        let map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.map.lock();
         map.iter()
             .filter_map(|(id, link)| link.since_last_heard().map(|d| (*id, d)))
             .collect()
@@ -382,10 +403,7 @@ impl Links {
 
     /// Drop links to peers that are no longer members (their tasks end).
     pub fn retain(&self, keep: impl Fn(&NodeId) -> bool) {
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.map.lock();
         map.retain(|id, _| keep(id));
     }
 }

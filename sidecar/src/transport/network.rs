@@ -19,7 +19,7 @@ use openraft::raft::{
 
 use super::frame::{PeerRequest, PeerResponse};
 use super::link::{CallError, Link, Links};
-use crate::raft::types::{Member, NodeId, TypeConfig};
+use crate::types::{Member, NodeId, TypeConfig};
 
 /// Hands openraft one [`PeerConn`] per target.
 pub struct Network {

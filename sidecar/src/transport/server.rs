@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -17,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
 use super::{CLUSTER_HEADER, NODE_HEADER, PEER_PATH, TARGET_HEADER, token_matches};
 use crate::metrics::ReasonLabel;
-use crate::raft::types::NodeId;
+use crate::types::NodeId;
 
 /// Answers peer requests; implemented by the node.
 pub trait PeerHandler: Send + Sync + 'static {
@@ -113,14 +114,17 @@ pub async fn serve<H: PeerHandler>(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    // Connections end with the server: on shutdown they are aborted and awaited.
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
                     let (auth, handler) = (auth.clone(), handler.clone());
-                    tokio::spawn(async move {
+                    while connections.try_join_next().is_some() {}
+                    connections.spawn(async move {
                         if let Err(reason) = connection(stream, auth, handler).await {
                             tracing::debug!(%remote, %reason, "peer connection closed");
                         }
@@ -133,6 +137,7 @@ pub async fn serve<H: PeerHandler>(
             },
         }
     }
+    connections.shutdown().await;
 }
 
 async fn connection<H: PeerHandler>(
@@ -187,6 +192,9 @@ async fn connection<H: PeerHandler>(
         .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    // Requests are answered concurrently; those still running when the connection ends are
+    // aborted with it (their answers could not be delivered).
+    let mut requests = JoinSet::new();
     let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if sink.send(Message::Binary(bytes.into())).await.is_err() {
@@ -206,7 +214,8 @@ async fn connection<H: PeerHandler>(
                     Err(e) => break Err(format!("bad frame from peer: {e}")),
                 };
                 let (handler, tx) = (handler.clone(), tx.clone());
-                tokio::spawn(async move {
+                while requests.try_join_next().is_some() {}
+                requests.spawn(async move {
                     let body = handler.handle(from, env.body).await;
                     let encoded = frame::encode(&Envelope { id: env.id, body }).or_else(|e| {
                         frame::encode(&Envelope {
@@ -223,6 +232,7 @@ async fn connection<H: PeerHandler>(
             _ => {}
         }
     };
+    requests.shutdown().await;
     drop(tx);
     let _ = writer.await;
     result

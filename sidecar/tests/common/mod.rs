@@ -1,13 +1,14 @@
 //! Shared fixtures of the cluster tests: a cluster of real `raft-sidecar` processes in a temp
-//! dir, operation builders, and waits that name their condition and have a deadline.
+//! dir, operation builders, and (from raft-testkit) waits that name their condition and have a
+//! deadline.
 
-use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use raft_api::client::{ClientError, SidecarClient};
 use raft_api::daemon::{Operation, SubmitResult};
-use raft_sidecar::cli::local_cluster::{LocalCluster, Ports};
+use raft_testkit::local_cluster::{LocalCluster, Ports};
+pub use raft_testkit::wait::{retryable, wait_for};
 use tempfile::TempDir;
 
 /// Cluster tests start several processes each; on a 2-core machine they run one at a time.
@@ -128,14 +129,6 @@ impl Drop for TestCluster {
     }
 }
 
-pub fn retryable(e: &ClientError) -> bool {
-    match e {
-        ClientError::Api { code, .. } => code.is_retryable(),
-        ClientError::Http { .. } => true,
-        _ => false,
-    }
-}
-
 /// An operation with a 100-byte payload.
 pub fn op(id: &str) -> Operation {
     Operation {
@@ -145,46 +138,4 @@ pub fn op(id: &str) -> Operation {
         daemon_id: Some("test-daemon".into()),
         timestamp: None,
     }
-}
-
-/// Poll `probe` until it yields a value, failing the test after `within` naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Read an SSE body until `done(text so far)` holds or `within` passes; returns the text read.
-pub async fn sse_until<S, B, E>(
-    events: &mut S,
-    within: Duration,
-    done: impl Fn(&str) -> bool,
-) -> String
-where
-    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
-    B: AsRef<[u8]>,
-{
-    use futures_util::StreamExt;
-    let mut text = String::new();
-    let _ = tokio::time::timeout(within, async {
-        while let Some(Ok(chunk)) = events.next().await {
-            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
-            if done(&text) {
-                return;
-            }
-        }
-    })
-    .await;
-    text
 }

@@ -5,41 +5,24 @@
 //! with `--shutdown-grace` and leaves the API objects alone.
 
 pub mod container;
+mod shared;
 pub mod status;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::runtime::watcher;
-use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::AgentConfig;
-use crate::dns::DnsRegistry;
-use crate::image::ImageMap;
-use crate::ipam::Ipam;
-use crate::process::MountPoints;
+pub use shared::Shared;
 use worker::{Msg, Worker};
-
-/// What every pod worker shares.
-pub struct Shared {
-    pub client: Client,
-    pub cfg: AgentConfig,
-    pub images: ImageMap,
-    pub ipam: Mutex<Ipam>,
-    pub dns: DnsRegistry,
-    pub mounts: MountPoints,
-    pub self_exe: PathBuf,
-    /// `KUBERNETES_SERVICE_HOST/PORT` for containers.
-    pub apiserver: Option<(String, u16)>,
-}
 
 struct Handle {
     tx: mpsc::UnboundedSender<Msg>,

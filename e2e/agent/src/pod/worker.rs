@@ -16,16 +16,17 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Shared;
 use super::container::{ContainerRun, RestartPolicy, now_time};
+use super::shared::Shared;
 use super::status::{self, ConditionType, Conditions, ContainerView, Phase, RunState};
+use crate::config::Bind;
 use crate::dns::PodEntry;
 use crate::env::{self, EnvError, PodFacts, Sources};
 use crate::image;
 use crate::ipam::IpamError;
 use crate::network::{self, NetworkError, PodNetwork};
 use crate::probe::{self, Verdict};
-use crate::process::{self, Bind, Launch, ProcessError};
+use crate::process::{self, Launch, ProcessError};
 use crate::volumes::{self, VolumeError};
 
 /// Why a pod cannot start yet (shown as the pod's status `message`; retried every 2 s).

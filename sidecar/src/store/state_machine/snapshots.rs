@@ -13,17 +13,18 @@
 //!
 //! Every rename is followed by a directory fsync.
 
+use parking_lot::Mutex;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::{AppliedState, KEY_END, expiry_key};
-use crate::raft::types::{LogId, SnapshotMeta};
+use crate::store::applied::AppliedState;
 use crate::store::snapshot::{Head, ImageReader, ImageWriter, Row, RowKind};
 use crate::store::{Cf, Db, MetaKey, StoreError, index_key};
+use crate::store::{KEY_END, expiry_key};
+use crate::types::{LogId, SnapshotMeta};
 
 const CURRENT: &str = "current.snap";
 const INSTALLING: &str = "installing.snap";
@@ -107,13 +108,7 @@ impl SnapshotFiles {
     /// a newer one already is. Returns the built snapshot's meta and the file, opened.
     pub fn build(&self, db: &Db, seq: u64) -> Result<(SnapshotMeta, File), StoreError> {
         let view = db.raw().snapshot();
-        let state: AppliedState = match view
-            .get_cf(db.cf(Cf::Meta)?, MetaKey::Applied.key())
-            .map_err(db.rocks_err("read applied state"))?
-        {
-            Some(bytes) => db.decode(Cf::Meta, MetaKey::Applied.key(), &bytes)?,
-            None => AppliedState::default(),
-        };
+        let state = AppliedState::read_in(db, &view)?;
         let snapshot_id = match state.last_applied {
             Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
             None => format!("0-0-{seq}"),
@@ -213,10 +208,8 @@ impl SnapshotFiles {
         Ok(state)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SnapshotMeta>> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Option<SnapshotMeta>> {
+        self.current.lock()
     }
 }
 

@@ -1,7 +1,7 @@
 use openraft::{CommittedLeaderId, Entry as RaftEntry, EntryPayload};
 
 use super::*;
-use crate::journal::{OpOutcome, StoredOperation};
+use crate::journal::{JournalState, OpOutcome, StoredOperation};
 
 fn op(id: &str, payload: &str) -> StoredOperation {
     StoredOperation {
@@ -21,6 +21,23 @@ fn entry(term: u64, index: u64, ops: Vec<StoredOperation>, at_ms: u64, window_ms
             proposed_at_ms: at_ms,
             dedupe_window_ms: window_ms,
         })),
+    }
+}
+
+/// The records of a page that must not be compacted.
+fn records(slice: JournalSlice) -> Vec<(u64, JournalRecord)> {
+    match slice {
+        JournalSlice::Records { records, .. } => records,
+        JournalSlice::Compacted { first_index } => {
+            panic!("unexpectedly compacted (first index {first_index})")
+        }
+    }
+}
+
+fn indices(slice: &JournalSlice) -> Vec<u64> {
+    match slice {
+        JournalSlice::Records { records, .. } => records.iter().map(|(i, _)| *i).collect(),
+        JournalSlice::Compacted { .. } => Vec::new(),
     }
 }
 
@@ -68,7 +85,7 @@ async fn applying_the_same_id_twice_across_entries_appends_it_once() {
         ]
     );
     let reader = sm.reader();
-    let page = reader.page(1, 10).await.unwrap();
+    let page = records(reader.page(Some(1), 10).await.unwrap());
     assert_eq!(
         page.iter()
             .map(|(i, r)| (*i, r.operation.id.as_str()))
@@ -142,7 +159,7 @@ async fn retention_drops_the_oldest_journal_records() {
             dedupe_horizon_ms: 0,
         }
     );
-    let page = reader.page(0, 10).await.unwrap();
+    let page = records(reader.page(None, 10).await.unwrap());
     assert_eq!(
         page.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         vec![3, 4, 5]
@@ -152,6 +169,37 @@ async fn retention_drops_the_oldest_journal_records() {
         reader.lookup("op-0".into()).await.unwrap().map(|r| r.index),
         Some(1)
     );
+}
+
+#[tokio::test]
+async fn a_page_from_a_trimmed_index_is_compacted_never_a_later_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 10);
+    let ops = (0..20).map(|i| op(&format!("a-{i}"), "1")).collect();
+    sm.apply(vec![entry(1, 1, ops, 10, 1_000)]).await.unwrap();
+    let reader = sm.reader();
+    let first = reader.applied().journal.first_index;
+    assert_eq!(first, 11);
+    let before = reader.page(Some(first), 3).await.unwrap();
+    assert_eq!(indices(&before), vec![11, 12, 13]);
+    // Five more: retention moves the first index to 16 under a reader paging from 11.
+    let ops = (0..5).map(|i| op(&format!("b-{i}"), "1")).collect();
+    sm.apply(vec![entry(1, 2, ops, 20, 1_000)]).await.unwrap();
+    let after = reader.page(Some(first), 3).await.unwrap();
+    assert!(
+        matches!(after, JournalSlice::Compacted { first_index: 16 }),
+        "a page from {first} after the trim must be COMPACTED, got {after:?}"
+    );
+    // From the new first index on, the page starts exactly there.
+    let resumed = reader.page(Some(16), 3).await.unwrap();
+    assert_eq!(indices(&resumed), vec![16, 17, 18]);
+    match reader.page(None, 100).await.unwrap() {
+        JournalSlice::Records { journal, records } => {
+            assert_eq!((journal.first_index, journal.last_index()), (16, 25));
+            assert_eq!(records.len(), 10);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -188,7 +236,7 @@ async fn a_snapshot_installed_elsewhere_reproduces_the_journal_and_dedupe() {
         .await
         .unwrap();
     let reader = other.reader();
-    let page = reader.page(1, 10).await.unwrap();
+    let page = records(reader.page(Some(1), 10).await.unwrap());
     assert_eq!(
         page.iter()
             .map(|(_, r)| r.operation.id.as_str())
@@ -224,7 +272,10 @@ async fn a_corrupt_snapshot_is_refused_and_changes_nothing() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("snapshot"), "{err}");
-    assert_eq!(sm.reader().page(1, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        records(sm.reader().page(Some(1), 10).await.unwrap()).len(),
+        1
+    );
     // The damaged receipt is gone; the good current snapshot stays.
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, snapshot.meta);

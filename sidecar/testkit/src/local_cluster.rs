@@ -50,7 +50,31 @@ pub struct LocalCluster {
     extra_args: Vec<String>,
 }
 
+/// A loopback port nobody listens on, below the kernel's ephemeral range: a port the OS hands
+/// out for binding port 0 is in that range, and an outgoing connection can take it between
+/// the check and the node's own bind ("Address already in use"). Ports handed out by this
+/// process are not handed out again.
 fn free_port() -> std::io::Result<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|lo| *lo > 12_000)
+        .unwrap_or(32_768);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..200 {
+        let port = rand::random_range(10_000..ephemeral_low);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    // Crowded below the ephemeral range: fall back to a port the OS picks.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -1,4 +1,4 @@
-//! `raft-sidecar bench compare`: raft-sidecar against etcd on the same machine in one
+//! `raft-bench compare`: raft-sidecar against etcd on the same machine in one
 //! invocation (docs/benchmarks.md). Throughput rounds alternate the systems (odd rounds start
 //! with the other one) and start a fresh cluster each time, so slow drifts of a shared machine
 //! hit both; then leader failover for both, then RSS idle and after `--rss-ops` operations
@@ -6,120 +6,18 @@
 //! targets (docs/benchmarks.md), and writes every raw figure as JSON (`--json`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use serde::Serialize;
 
-use super::{
-    ClusterOpts, FailoverArgs, FailoverReport, LevelResult, Load, Mode, RssArgs, RssReport, Sut,
-    System, failover_on, measure_level, ms, new_histogram, report, rss_readings, rt,
-};
-use crate::cli::run::Failure;
-
-#[derive(Debug, Clone, Args)]
-pub struct CompareArgs {
-    /// Systems to compare, in the order of the first round.
-    #[arg(
-        long,
-        env = "RAFT_BENCH_SYSTEMS",
-        value_enum,
-        value_delimiter = ',',
-        default_value = "raft-sidecar,etcd"
-    )]
-    pub systems: Vec<System>,
-    /// Numbers of concurrent clients (comma separated).
-    #[arg(long, env = "RAFT_BENCH_CLIENTS", value_delimiter = ',', default_value = "1,16,64,256", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub clients: Vec<u32>,
-    /// Where clients send: `leader`, `spread` (round-robin over all nodes), or both.
-    #[arg(
-        long,
-        env = "RAFT_BENCH_MODES",
-        value_enum,
-        value_delimiter = ',',
-        default_value = "leader,spread"
-    )]
-    pub modes: Vec<Mode>,
-    /// Throughput rounds; each round starts a fresh cluster of every system (0 skips throughput).
-    #[arg(long, env = "RAFT_BENCH_ROUNDS", default_value_t = 3)]
-    pub rounds: u32,
-    /// Measured time per client count, mode and round (after the warm-up).
-    #[arg(long, env = "RAFT_BENCH_DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Load applied before each measurement (not counted).
-    #[arg(long, env = "RAFT_BENCH_WARMUP", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub warmup: Duration,
-    /// Size of each operation's payload (the etcd value, the sidecar's JSON string payload).
-    #[arg(long, env = "RAFT_BENCH_PAYLOAD_BYTES", default_value_t = 100)]
-    pub payload_bytes: usize,
-    /// Pause of a client after a failed write before its next one.
-    #[arg(long, env = "RAFT_BENCH_ERROR_PAUSE", default_value = "20ms", value_parser = humantime::parse_duration)]
-    pub error_pause: Duration,
-    /// kill -9 leader trials per system (0 skips failover).
-    #[arg(long, env = "RAFT_BENCH_TRIALS", default_value_t = 10)]
-    pub failover_trials: u32,
-    /// Deadline of each failover probe attempt (abandoned and retried after it).
-    #[arg(long, env = "RAFT_BENCH_PROBE_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub probe_timeout: Duration,
-    /// Idle time after the leader is elected before the idle RSS reading.
-    #[arg(long, env = "RAFT_BENCH_IDLE", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub idle: Duration,
-    /// Operations before the second RSS and disk reading (0: idle reading only).
-    #[arg(long, env = "RAFT_BENCH_RSS_OPS", default_value_t = 1_000_000)]
-    pub rss_ops: u64,
-    /// Concurrent clients (to the leader) submitting the `--rss-ops` operations.
-    #[arg(long, env = "RAFT_BENCH_RSS_CLIENTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub rss_clients: u32,
-    /// A short run to check the setup: 1 round of 2 s, 3 failover trials, 20,000 RSS ops.
-    #[arg(long)]
-    pub quick: bool,
-    /// Also write the Markdown table to this file.
-    #[arg(long, env = "RAFT_BENCH_MARKDOWN")]
-    pub markdown: Option<PathBuf>,
-    #[command(flatten)]
-    pub cluster: ClusterOpts,
-}
-
-/// One system, mode and client count over all rounds.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Cell {
-    system: System,
-    mode: Mode,
-    clients: u32,
-    /// Median over rounds.
-    ops_per_sec: f64,
-    ops_per_sec_min: f64,
-    ops_per_sec_max: f64,
-    /// Percentiles of all rounds' measured latencies together.
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    errors: u64,
-    rounds: Vec<LevelResult>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Target {
-    what: String,
-    goal: String,
-    measured: String,
-    met: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Machine {
-    date_utc: String,
-    cpu: String,
-    cores: usize,
-    kernel: String,
-    load_before: String,
-    load_after: String,
-    etcd_version: String,
-}
+use crate::Failure;
+use crate::args::{ClusterOpts, CompareArgs, FailoverArgs, Mode, RssArgs, System};
+use crate::failover::{FailoverReport, failover_on};
+use crate::load::{LevelResult, Load, measure_level, ms, new_histogram};
+use crate::report::report;
+use crate::rss::{RssReport, rss_readings};
+use crate::sut::{NodeRss, Sut};
+use crate::table::{Cell, Machine, Target, cell, render};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -220,6 +118,10 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
             "need at least one system and a --duration above zero".into(),
         ));
     }
+    if args.systems.contains(&System::Sidecar) {
+        // Before any round: a missing binary should not surface after the etcd rounds.
+        args.cluster.sidecar_bin()?;
+    }
     let wall = Instant::now();
     let mut machine = machine(&args.cluster.etcd_bin);
     eprintln!(
@@ -282,7 +184,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
         let mut hist = new_histogram()?;
         for l in &levels {
             hist.add(&l.hist)
-                .map_err(|e| rt(format!("cannot merge histograms: {e}")))?;
+                .map_err(|e| Failure::runtime(format!("cannot merge histograms: {e}")))?;
         }
         let rates: Vec<f64> = levels.iter().map(|l| l.ops_per_sec).collect();
         cells.push(Cell {
@@ -341,7 +243,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
     println!("\n{markdown}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &markdown)
-            .map_err(|e| rt(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
     }
     let out = CompareReport {
         bench: "compare",
@@ -361,9 +263,10 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
     };
     match &args.cluster.json {
         Some(path) => {
-            let text = serde_json::to_string_pretty(&out).map_err(|e| rt(e.to_string()))?;
+            let text =
+                serde_json::to_string_pretty(&out).map_err(|e| Failure::runtime(e.to_string()))?;
             std::fs::write(path, format!("{text}\n"))
-                .map_err(|e| rt(format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
             eprintln!("bench compare: raw results in {}", path.display());
             Ok(())
         }
@@ -371,17 +274,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
     }
 }
 
-fn cell(cells: &[Cell], system: System, mode: Mode, clients: u32) -> Option<&Cell> {
-    cells
-        .iter()
-        .find(|c| c.system == system && c.mode == mode && c.clients == clients)
-}
-
-fn mib(kib: Option<u64>) -> String {
-    kib.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
-}
-
-fn max_rss_mib(nodes: Option<&Vec<super::NodeRss>>) -> Option<f64> {
+fn max_rss_mib(nodes: Option<&Vec<NodeRss>>) -> Option<f64> {
     nodes?
         .iter()
         .filter_map(|n| n.rss_kib)
@@ -466,166 +359,4 @@ fn targets(
         }
     }
     out
-}
-
-fn render(
-    args: &CompareArgs,
-    m: &Machine,
-    cells: &[Cell],
-    failovers: &[FailoverReport],
-    rss: &[RssReport],
-    targets: &[Target],
-) -> String {
-    let mut t = String::new();
-    let line = |t: &mut String, s: String| {
-        t.push_str(&s);
-        t.push('\n');
-    };
-    line(
-        &mut t,
-        format!(
-            "Machine: {} ({} cores), kernel {}, {}; load average {} before, {} after; {}.",
-            m.cpu, m.cores, m.kernel, m.date_utc, m.load_before, m.load_after, m.etcd_version
-        ),
-    );
-    line(
-        &mut t,
-        format!(
-            "{} nodes each on loopback, fsync on; {}-byte values; {} round(s) of {:?} per cell after {:?} warm-up, systems alternating; ops/s is the median over rounds, latencies from all rounds together.\n",
-            args.cluster.nodes, args.payload_bytes, args.rounds, args.duration, args.warmup
-        ),
-    );
-    let (s, e) = (System::Sidecar, System::Etcd);
-    line(
-        &mut t,
-        "| mode | clients | raft-sidecar ops/s | etcd ops/s | ops/s ratio | raft-sidecar p50 / p99 / p99.9 ms | etcd p50 / p99 / p99.9 ms | p99 ratio (sidecar ÷ etcd) |".into(),
-    );
-    line(&mut t, "|---|---:|---:|---:|---:|---:|---:|---:|".into());
-    let rate = |c: Option<&Cell>| {
-        c.map_or("–".into(), |c| {
-            let errors = if c.errors > 0 {
-                format!(" ({} errors)", c.errors)
-            } else {
-                String::new()
-            };
-            format!("{:.0}{errors}", c.ops_per_sec)
-        })
-    };
-    let lat = |c: Option<&Cell>| {
-        c.map_or("–".into(), |c| {
-            format!("{:.2} / {:.2} / {:.2}", c.p50_ms, c.p99_ms, c.p999_ms)
-        })
-    };
-    for &mode in &args.modes {
-        for &clients in &args.clients {
-            let (a, b) = (cell(cells, s, mode, clients), cell(cells, e, mode, clients));
-            let (ratio, p99) = match (a, b) {
-                (Some(a), Some(b)) => (
-                    format!("{:.2}×", a.ops_per_sec / b.ops_per_sec.max(0.1)),
-                    format!("{:.2}", a.p99_ms / b.p99_ms.max(0.001)),
-                ),
-                _ => ("–".into(), "–".into()),
-            };
-            line(
-                &mut t,
-                format!(
-                    "| {} | {clients} | {} | {} | {ratio} | {} | {} | {p99} |",
-                    format!("{mode:?}").to_lowercase(),
-                    rate(a),
-                    rate(b),
-                    lat(a),
-                    lat(b)
-                ),
-            );
-        }
-    }
-    if !failovers.is_empty() {
-        line(&mut t, String::new());
-        line(
-            &mut t,
-            "| failover (kill -9 leader → first successful write) | trials | median ms | max ms | min ms |".into(),
-        );
-        line(&mut t, "|---|---:|---:|---:|---:|".into());
-        for f in failovers {
-            line(
-                &mut t,
-                format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.0} |",
-                    f.system.label(),
-                    f.trials.len(),
-                    f.median_ms,
-                    f.max_ms,
-                    f.min_ms
-                ),
-            );
-        }
-    }
-    if !rss.is_empty() {
-        line(&mut t, String::new());
-        line(
-            &mut t,
-            format!(
-                "| memory and disk | RSS idle, MiB per node | RSS after {} ops, MiB per node | disk after {} ops, MiB per node | {} ops took |",
-                args.rss_ops, args.rss_ops, args.rss_ops
-            ),
-        );
-        line(&mut t, "|---|---:|---:|---:|---:|".into());
-        for r in rss {
-            let list = |v: Option<&Vec<super::NodeRss>>| {
-                v.map_or("–".into(), |v| {
-                    v.iter()
-                        .map(|n| mib(n.rss_kib))
-                        .collect::<Vec<_>>()
-                        .join(" / ")
-                })
-            };
-            let disk = r.disk_after_ops.as_ref().map_or("–".into(), |d| {
-                d.iter()
-                    .map(|n| format!("{:.1}", n.bytes as f64 / 1048576.0))
-                    .collect::<Vec<_>>()
-                    .join(" / ")
-            });
-            let took = if r.ops > 0 {
-                format!(
-                    "{:.0} s ({:.0} ops/s, {} clients, {} failed)",
-                    r.ops_ms as f64 / 1000.0,
-                    r.ops as f64 / (r.ops_ms.max(1) as f64 / 1000.0),
-                    r.clients,
-                    r.ops_failed
-                )
-            } else {
-                "–".into()
-            };
-            line(
-                &mut t,
-                format!(
-                    "| {} | {} | {} | {disk} | {took} |",
-                    r.system.label(),
-                    list(Some(&r.idle)),
-                    list(r.after_ops.as_ref())
-                ),
-            );
-        }
-    }
-    if !targets.is_empty() {
-        line(&mut t, String::new());
-        line(
-            &mut t,
-            "| target (raft-sidecar, leader mode) | goal | measured | met |".into(),
-        );
-        line(&mut t, "|---|---|---|---|".into());
-        for x in targets {
-            line(
-                &mut t,
-                format!(
-                    "| {} | {} | {} | {} |",
-                    x.what,
-                    x.goal,
-                    x.measured,
-                    if x.met { "yes" } else { "**no**" }
-                ),
-            );
-        }
-    }
-    t
 }

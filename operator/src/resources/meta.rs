@@ -1,0 +1,25 @@
+//! Metadata every object a `RaftCluster` owns carries: name, namespace, labels and the
+//! controller owner reference.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use raft_crds::RaftCluster;
+
+use super::names::ClusterNames;
+
+/// Metadata shared by every owned object: name, namespace, labels and the controller owner
+/// reference (so `kubectl delete raftcluster` garbage-collects them and the controller is woken
+/// by their changes).
+pub(super) fn owned_meta(rc: &RaftCluster, names: &ClusterNames, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(names.namespace.clone()),
+        labels: Some(names.labels()),
+        owner_references: owner_reference(rc).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owner_reference(rc: &RaftCluster) -> Option<OwnerReference> {
+    rc.controller_owner_ref(&())
+}

@@ -1,0 +1,222 @@
+//! What `compare` measured, cell by cell, and its Markdown table with the ratios against etcd
+//! and the performance targets.
+
+use serde::Serialize;
+
+use crate::args::{CompareArgs, Mode, System};
+use crate::failover::FailoverReport;
+use crate::load::LevelResult;
+use crate::rss::RssReport;
+use crate::sut::NodeRss;
+
+/// One system, mode and client count over all rounds.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Cell {
+    pub(crate) system: System,
+    pub(crate) mode: Mode,
+    pub(crate) clients: u32,
+    /// Median over rounds.
+    pub(crate) ops_per_sec: f64,
+    pub(crate) ops_per_sec_min: f64,
+    pub(crate) ops_per_sec_max: f64,
+    /// Percentiles of all rounds' measured latencies together.
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) errors: u64,
+    pub(crate) rounds: Vec<LevelResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Target {
+    pub(crate) what: String,
+    pub(crate) goal: String,
+    pub(crate) measured: String,
+    pub(crate) met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Machine {
+    pub(crate) date_utc: String,
+    pub(crate) cpu: String,
+    pub(crate) cores: usize,
+    pub(crate) kernel: String,
+    pub(crate) load_before: String,
+    pub(crate) load_after: String,
+    pub(crate) etcd_version: String,
+}
+
+pub(crate) fn cell(cells: &[Cell], system: System, mode: Mode, clients: u32) -> Option<&Cell> {
+    cells
+        .iter()
+        .find(|c| c.system == system && c.mode == mode && c.clients == clients)
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+}
+
+pub(crate) fn render(
+    args: &CompareArgs,
+    m: &Machine,
+    cells: &[Cell],
+    failovers: &[FailoverReport],
+    rss: &[RssReport],
+    targets: &[Target],
+) -> String {
+    let mut t = String::new();
+    let line = |t: &mut String, s: String| {
+        t.push_str(&s);
+        t.push('\n');
+    };
+    line(
+        &mut t,
+        format!(
+            "Machine: {} ({} cores), kernel {}, {}; load average {} before, {} after; {}.",
+            m.cpu, m.cores, m.kernel, m.date_utc, m.load_before, m.load_after, m.etcd_version
+        ),
+    );
+    line(
+        &mut t,
+        format!(
+            "{} nodes each on loopback, fsync on; {}-byte values; {} round(s) of {:?} per cell after {:?} warm-up, systems alternating; ops/s is the median over rounds, latencies from all rounds together.\n",
+            args.cluster.nodes, args.payload_bytes, args.rounds, args.duration, args.warmup
+        ),
+    );
+    let (s, e) = (System::Sidecar, System::Etcd);
+    line(
+        &mut t,
+        "| mode | clients | raft-sidecar ops/s | etcd ops/s | ops/s ratio | raft-sidecar p50 / p99 / p99.9 ms | etcd p50 / p99 / p99.9 ms | p99 ratio (sidecar ÷ etcd) |".into(),
+    );
+    line(&mut t, "|---|---:|---:|---:|---:|---:|---:|---:|".into());
+    let rate = |c: Option<&Cell>| {
+        c.map_or("–".into(), |c| {
+            let errors = if c.errors > 0 {
+                format!(" ({} errors)", c.errors)
+            } else {
+                String::new()
+            };
+            format!("{:.0}{errors}", c.ops_per_sec)
+        })
+    };
+    let lat = |c: Option<&Cell>| {
+        c.map_or("–".into(), |c| {
+            format!("{:.2} / {:.2} / {:.2}", c.p50_ms, c.p99_ms, c.p999_ms)
+        })
+    };
+    for &mode in &args.modes {
+        for &clients in &args.clients {
+            let (a, b) = (cell(cells, s, mode, clients), cell(cells, e, mode, clients));
+            let (ratio, p99) = match (a, b) {
+                (Some(a), Some(b)) => (
+                    format!("{:.2}×", a.ops_per_sec / b.ops_per_sec.max(0.1)),
+                    format!("{:.2}", a.p99_ms / b.p99_ms.max(0.001)),
+                ),
+                _ => ("–".into(), "–".into()),
+            };
+            line(
+                &mut t,
+                format!(
+                    "| {} | {clients} | {} | {} | {ratio} | {} | {} | {p99} |",
+                    format!("{mode:?}").to_lowercase(),
+                    rate(a),
+                    rate(b),
+                    lat(a),
+                    lat(b)
+                ),
+            );
+        }
+    }
+    if !failovers.is_empty() {
+        line(&mut t, String::new());
+        line(
+            &mut t,
+            "| failover (kill -9 leader → first successful write) | trials | median ms | max ms | min ms |".into(),
+        );
+        line(&mut t, "|---|---:|---:|---:|---:|".into());
+        for f in failovers {
+            line(
+                &mut t,
+                format!(
+                    "| {} | {} | {:.0} | {:.0} | {:.0} |",
+                    f.system.label(),
+                    f.trials.len(),
+                    f.median_ms,
+                    f.max_ms,
+                    f.min_ms
+                ),
+            );
+        }
+    }
+    if !rss.is_empty() {
+        line(&mut t, String::new());
+        line(
+            &mut t,
+            format!(
+                "| memory and disk | RSS idle, MiB per node | RSS after {} ops, MiB per node | disk after {} ops, MiB per node | {} ops took |",
+                args.rss_ops, args.rss_ops, args.rss_ops
+            ),
+        );
+        line(&mut t, "|---|---:|---:|---:|---:|".into());
+        for r in rss {
+            let list = |v: Option<&Vec<NodeRss>>| {
+                v.map_or("–".into(), |v| {
+                    v.iter()
+                        .map(|n| mib(n.rss_kib))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                })
+            };
+            let disk = r.disk_after_ops.as_ref().map_or("–".into(), |d| {
+                d.iter()
+                    .map(|n| format!("{:.1}", n.bytes as f64 / 1048576.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            });
+            let took = if r.ops > 0 {
+                format!(
+                    "{:.0} s ({:.0} ops/s, {} clients, {} failed)",
+                    r.ops_ms as f64 / 1000.0,
+                    r.ops as f64 / (r.ops_ms.max(1) as f64 / 1000.0),
+                    r.clients,
+                    r.ops_failed
+                )
+            } else {
+                "–".into()
+            };
+            line(
+                &mut t,
+                format!(
+                    "| {} | {} | {} | {disk} | {took} |",
+                    r.system.label(),
+                    list(Some(&r.idle)),
+                    list(r.after_ops.as_ref())
+                ),
+            );
+        }
+    }
+    if !targets.is_empty() {
+        line(&mut t, String::new());
+        line(
+            &mut t,
+            "| target (raft-sidecar, leader mode) | goal | measured | met |".into(),
+        );
+        line(&mut t, "|---|---|---|---|".into());
+        for x in targets {
+            line(
+                &mut t,
+                format!(
+                    "| {} | {} | {} | {} |",
+                    x.what,
+                    x.goal,
+                    x.measured,
+                    if x.met { "yes" } else { "**no**" }
+                ),
+            );
+        }
+    }
+    t
+}

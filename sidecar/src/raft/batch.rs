@@ -1,0 +1,211 @@
+//! The batcher: on the leader, operations that passed the quorum gate queue here and go to
+//! openraft as one `client_write` per batch; each caller gets its own operation's outcome.
+//!
+//! openraft 0.9 appends and fsyncs once per `client_write`, so concurrent operations are
+//! grouped: the batcher takes whatever is queued (up to a count and byte cap) whenever a
+//! proposal slot is free; under load batches grow, alone an operation goes out at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use raft_api::ErrorCode;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::health::{millis, quorum_fresh};
+use crate::config::NodeConfig;
+use crate::journal::{OpOutcome, Proposal, StoredOperation};
+use crate::metrics::Metrics;
+use crate::types::{Member, NodeId, Raft, TypeConfig};
+use crate::write::{WriteFailure, WriteResult};
+
+/// Most operations in one Raft entry.
+const MAX_BATCH_OPS: usize = 2048;
+/// A batch stops growing past this many bytes (one larger operation still goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Proposals in flight at once (openraft pipelines them).
+const MAX_IN_FLIGHT: usize = 4;
+/// Operations waiting for a batch.
+const QUEUE: usize = 16 * 1024;
+
+/// One queued operation and where its outcome goes.
+pub struct Pending {
+    pub op: StoredOperation,
+    pub reply: oneshot::Sender<WriteResult>,
+}
+
+/// Handle on the batching task: the sending end of its queue.
+pub struct Batcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// The batching task, to be spawned by whoever owns the node's tasks.
+pub struct BatchTask {
+    raft: Raft,
+    rx: mpsc::Receiver<Pending>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    write_timeout: Duration,
+    dedupe_window_ms: u64,
+    /// A leader without a quorum acknowledgement for longer than this has lost its quorum.
+    quorum_limit: Duration,
+}
+
+impl Batcher {
+    pub fn new(raft: Raft, cfg: &NodeConfig, metrics: Arc<Metrics>) -> (Batcher, BatchTask) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let limits = Limits {
+            write_timeout: cfg.write_timeout,
+            dedupe_window_ms: millis(cfg.dedupe_window),
+            quorum_limit: cfg.election_timeout_max,
+        };
+        let task = BatchTask {
+            raft,
+            rx,
+            limits,
+            metrics,
+        };
+        (Batcher { tx }, task)
+    }
+
+    /// Queue `op`; its outcome arrives on `reply`. Fails only when the batcher has stopped.
+    pub async fn send(&self, pending: Pending) -> Result<(), WriteFailure> {
+        self.tx
+            .send(pending)
+            .await
+            .map_err(|_| WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped"))
+    }
+}
+
+impl BatchTask {
+    /// Batch and propose until `stop` resolves, then wait for the proposals in flight (each
+    /// ends within the write timeout, at once when Raft has shut down). Operations still
+    /// queued are dropped: their callers get `SHUTTING_DOWN`.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut proposals = JoinSet::new();
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let next = async {
+                let permit = slots.clone().acquire_owned().await.ok()?;
+                let first = self.rx.recv().await?;
+                Some((permit, first))
+            };
+            let (permit, first) = tokio::select! {
+                () = &mut stop => break,
+                next = next => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
+            let mut bytes = first.op.approx_size();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+                match self.rx.try_recv() {
+                    Ok(next) => {
+                        bytes += next.op.approx_size();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (raft, metrics, limits) = (self.raft.clone(), self.metrics.clone(), self.limits);
+            proposals.spawn(async move {
+                propose(&raft, batch, limits, &metrics).await;
+                drop(permit);
+            });
+            // Reap finished proposals so the set stays small.
+            while proposals.try_join_next().is_some() {}
+        }
+        while proposals.join_next().await.is_some() {}
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+/// Resolves when the leader has gone without a quorum acknowledgement for longer than `limit`
+/// (or stopped leading): a write in flight then has an unknown outcome.
+async fn quorum_lost(raft: &Raft, limit: Duration) {
+    let mut rx = raft.metrics();
+    let _ = rx
+        .wait_for(|m| {
+            let voters = m.membership_config.membership().voter_ids().count();
+            !quorum_fresh(voters, m.millis_since_quorum_ack, limit)
+                || m.current_leader != Some(m.id)
+        })
+        .await;
+}
+
+async fn propose(raft: &Raft, batch: Vec<Pending>, limits: Limits, metrics: &Metrics) {
+    let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+    let count = ops.len();
+    let proposal = Proposal {
+        operations: ops,
+        proposed_at_ms: now_ms(),
+        dedupe_window_ms: limits.dedupe_window_ms,
+    };
+    let started = Instant::now();
+    let timeout = limits.write_timeout;
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, raft.client_write(Arc::new(proposal))) => Some(r),
+        () = quorum_lost(raft, limits.quorum_limit) => None,
+    };
+    let result = match outcome {
+        None => Err(WriteFailure::outcome_unknown(
+            "the leader lost its quorum while the write was in flight",
+        )),
+        Some(Err(_)) => Err(WriteFailure::outcome_unknown(format!(
+            "not committed within {timeout:?}"
+        ))),
+        Some(Ok(r)) => classify(r, count),
+    };
+    match result {
+        Ok(outcomes) => {
+            metrics
+                .commit_latency
+                .observe(started.elapsed().as_secs_f64());
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(failure) => {
+            for reply in replies {
+                let _ = reply.send(Err(failure.clone()));
+            }
+        }
+    }
+}
+
+type ClientWriteResult =
+    Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, Member>>>;
+
+/// Map openraft's answer for a batch of `count` operations.
+fn classify(r: ClientWriteResult, count: usize) -> Result<Vec<OpOutcome>, WriteFailure> {
+    match r {
+        Ok(resp) if resp.data.outcomes.len() == count => Ok(resp.data.outcomes),
+        Ok(resp) => Err(WriteFailure::new(
+            ErrorCode::Internal,
+            format!(
+                "state machine answered {} outcomes for {count} operations",
+                resp.data.outcomes.len()
+            ),
+        )),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WriteFailure::new(
+            ErrorCode::NoLeader,
+            "leadership changed before the operation was proposed; retry",
+        )
+        .with_leader(f.leader_node.map(|n| n.name))),
+        Err(RaftError::APIError(e)) => Err(WriteFailure::new(ErrorCode::Internal, e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(WriteFailure::new(ErrorCode::ShuttingDown, e.to_string())),
+    }
+}

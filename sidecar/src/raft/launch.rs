@@ -1,0 +1,173 @@
+//! Starting and stopping one node: open the store, start openraft with our storage and
+//! transport, build the shared [`Node`], spawn its tasks (peer server, monitor, batcher, static
+//! bootstrap) into one `JoinSet`, and on shutdown stop them all and join them within a bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::batch::Batcher;
+use super::health::millis;
+use super::node::{Lifecycle, Node, NodeParts};
+use super::peer::PeerService;
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::store::log::LogStore;
+use crate::store::state_machine::StateMachineStore;
+use crate::store::{Db, StoreError};
+use crate::transport::link::{Links, PeerIdentity};
+use crate::transport::network::Network;
+use crate::transport::server::{self, PeerAuth};
+use crate::types::Raft;
+
+/// Raft entries per AppendEntries RPC. An entry holds at most ~1 MiB of batched operations plus
+/// one operation of at most [`crate::config::MAX_OPERATION_BYTES_LIMIT`], so one RPC stays far
+/// below the transport's frame limit.
+const MAX_PAYLOAD_ENTRIES: u64 = 8;
+/// How long shutdown waits for Raft to stop, and then for the node's tasks to end.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid Raft timing: {0}")]
+    RaftConfig(String),
+    #[error("failed to start Raft: {0}")]
+    RaftStart(String),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    PeerListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started node and the tasks it runs.
+pub struct Running {
+    pub node: Arc<Node>,
+    tasks: JoinSet<()>,
+}
+
+/// Open storage, start Raft, the peer listener and the node's tasks. The HTTP APIs are
+/// started by the caller.
+pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, NodeError> {
+    let cfg = Arc::new(cfg);
+    let (db, identity) = Db::open(&cfg.data_dir, &cfg.cluster_id)?;
+    let removed = db.is_removed()?;
+    tracing::info!(node_id = identity.node_id, fresh = identity.fresh, removed, dir = %cfg.data_dir.display(), "store open");
+    let links = Links::new(PeerIdentity {
+        node_id: identity.node_id,
+        cluster_id: cfg.cluster_id.clone(),
+        token: cfg.token.clone(),
+        backoff_max: cfg.election_timeout_min / 3,
+    });
+    let state_machine = StateMachineStore::open(db.clone(), cfg.journal_retention)?;
+    let journal = state_machine.reader();
+    let raft = Raft::new(
+        identity.node_id,
+        Arc::new(raft_config(&cfg, removed)?),
+        Network::new(links.clone(), cfg.election_timeout_min / 3),
+        LogStore::new(db.clone()),
+        state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::RaftStart(e.to_string()))?;
+    let listener =
+        TcpListener::bind(cfg.peer_listen)
+            .await
+            .map_err(|source| NodeError::PeerListen {
+                addr: cfg.peer_listen,
+                source,
+            })?;
+    let (batcher, batch_task) = Batcher::new(raft.clone(), &cfg, metrics.clone());
+    let parts = NodeParts {
+        id: identity.node_id,
+        cfg: cfg.clone(),
+        raft,
+        db,
+        journal,
+        links,
+        metrics,
+    };
+    let lifecycle = if removed {
+        Lifecycle::Removed
+    } else {
+        Lifecycle::Running
+    };
+    let node = Arc::new(Node::new(parts, batcher, lifecycle));
+    if removed {
+        let _ = node.raft.shutdown().await;
+    }
+    let auth = PeerAuth {
+        node_id: node.id,
+        cluster_id: cfg.cluster_id.clone(),
+        token: cfg.token.clone(),
+        refused: node.metrics.peer_handshakes_refused.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(server::serve(
+        listener,
+        auth,
+        PeerService::new(node.clone()),
+        node.shutdown_signal(),
+    ));
+    tasks.spawn(batch_task.run(node.shutdown_signal()));
+    tasks.spawn(super::monitor::run(node.clone()));
+    if !cfg.initial_members.is_empty() {
+        tasks.spawn(super::bootstrap::run(node.clone()));
+    }
+    Ok(Running { node, tasks })
+}
+
+fn raft_config(cfg: &NodeConfig, removed: bool) -> Result<openraft::Config, NodeError> {
+    openraft::Config {
+        cluster_name: cfg.cluster_id.clone(),
+        heartbeat_interval: millis(cfg.heartbeat),
+        election_timeout_min: millis(cfg.election_timeout_min),
+        election_timeout_max: millis(cfg.election_timeout_max),
+        install_snapshot_timeout: 5_000,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_interval),
+        max_in_snapshot_log_to_keep: cfg.log_compaction_threshold,
+        snapshot_max_chunk_size: 1 << 20,
+        // A removed node must never start an election with its stale configuration.
+        enable_tick: !removed,
+        enable_elect: !removed,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::RaftConfig(e.to_string()))
+}
+
+impl Running {
+    /// Finish: stop admitting operations, stop Raft, stop and join every task of the node
+    /// (each bounded; what is still running past the bound is aborted), flush RocksDB.
+    pub async fn shutdown(mut self) {
+        let node = self.node;
+        node.signal_shutdown();
+        if node.lifecycle() != Lifecycle::Removed {
+            let _ = tokio::time::timeout(STOP_BOUND, node.raft.shutdown()).await;
+        }
+        let mut errands = node.take_errands();
+        let joined = async {
+            while self.tasks.join_next().await.is_some() {}
+            while errands.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(STOP_BOUND, joined).await.is_err() {
+            tracing::warn!(bound = ?STOP_BOUND, "node tasks still running at shutdown; aborting them");
+            self.tasks.shutdown().await;
+            errands.shutdown().await;
+        }
+        // Peer links last: the tasks above (and Raft) held some of them.
+        let mut links = node.links.close();
+        let closed = async { while links.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_BOUND, closed).await.is_err() {
+            links.shutdown().await;
+        }
+        let db = node.db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.flush()).await;
+    }
+}

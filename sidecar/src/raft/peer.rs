@@ -1,0 +1,85 @@
+//! What a node answers on the peer transport: openraft's RPCs, forwarded daemon writes (this
+//! node as leader), identity, membership and health questions, and the leader's removal
+//! notice, which is honoured only when it can be true.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::node::{Lifecycle, Node};
+use super::submit;
+use crate::transport::frame::{
+    HealthView, MembershipView, NodeIdentity, PeerRequest, PeerResponse,
+};
+use crate::transport::server::PeerHandler;
+use crate::types::NodeId;
+
+/// The node as the peer server sees it.
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    pub fn new(node: Arc<Node>) -> Arc<Self> {
+        Arc::new(Self { node })
+    }
+}
+
+impl PeerHandler for PeerService {
+    async fn handle(&self, from: Option<NodeId>, request: PeerRequest) -> PeerResponse {
+        let node = &self.node;
+        node.touch(from);
+        let removed = node.lifecycle() == Lifecycle::Removed;
+        match request {
+            PeerRequest::Identify => PeerResponse::Identity(NodeIdentity {
+                node_id: node.id,
+                name: node.cfg.name.clone(),
+                admin_addr: node.cfg.advertise_admin.clone(),
+                initialized: node.is_member(&node.raft_metrics()),
+            }),
+            PeerRequest::Membership => {
+                let m = node.raft_metrics();
+                PeerResponse::Membership(MembershipView {
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    // The applied membership is committed; the effective one may not be.
+                    membership: node.journal.applied().membership,
+                })
+            }
+            PeerRequest::Health => {
+                let m = node.raft_metrics();
+                PeerResponse::Health(HealthView {
+                    leading: node.is_leader(&m),
+                    term: m.current_term,
+                    partition: node.health().partition,
+                })
+            }
+            _ if removed => PeerResponse::Refused("this node was removed from the cluster".into()),
+            PeerRequest::AppendEntries(rpc) => {
+                PeerResponse::AppendEntries(node.raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(node.raft.vote(rpc).await),
+            PeerRequest::InstallSnapshot(rpc) => {
+                PeerResponse::InstallSnapshot(node.raft.install_snapshot(rpc).await)
+            }
+            PeerRequest::Forward(op) => {
+                let deadline = Instant::now() + node.cfg.write_timeout;
+                PeerResponse::Forward(submit::propose_as_leader(node, op, deadline).await)
+            }
+            PeerRequest::Removed { term, target } => {
+                let m = node.raft_metrics();
+                // Only the named node, only if it was a committed member, only from a leader
+                // at least as recent as what we know.
+                let was_member = node.journal.applied().membership.log_id().is_some();
+                if target == node.id
+                    && was_member
+                    && term >= m.current_term
+                    && from.is_some_and(|f| f != node.id)
+                {
+                    node.become_removed("the leader reported our removal").await;
+                }
+                PeerResponse::Ack
+            }
+        }
+    }
+}
