@@ -3,8 +3,9 @@
 
     scripts/bench-node-cpu.py LABEL BINARY CLIENTS DURATION [NAME=VALUE ...]
 
-Runs `BINARY bench throughput --clients CLIENTS --duration DURATION --warmup 1s` (extra
-NAME=VALUE pairs go into its environment), samples user+system CPU of every `raft-sidecar run`
+Runs `raft-bench throughput --sidecar-bin BINARY --clients CLIENTS --duration DURATION
+--warmup 1s` (raft-bench from $RAFT_BENCH, default target/release/raft-bench; extra NAME=VALUE
+pairs go into its environment), samples user+system CPU of every `raft-sidecar run`
 process from /proc every 100 ms, and prints the bench's figures with the nodes' CPU seconds
 and CPU microseconds per measured operation. Start-up and warm-up CPU are included, so compare
 only runs of the same client count and duration. On a shared machine CPU per operation moves
@@ -39,6 +40,8 @@ def main():
     if len(sys.argv) < 5:
         sys.exit(__doc__)
     label, binary, clients, duration = sys.argv[1:5]
+    target = os.environ.get("CARGO_TARGET_DIR", "target")
+    bench = os.environ.get("RAFT_BENCH", os.path.join(target, "release", "raft-bench"))
     env = dict(os.environ)
     for pair in sys.argv[5:]:
         name, value = pair.split("=", 1)
@@ -54,8 +57,8 @@ def main():
     sampler.start()
     try:
         out = subprocess.run(
-            [binary, "bench", "throughput", "--clients", clients, "--duration", duration,
-             "--warmup", "1s"],
+            [bench, "throughput", "--sidecar-bin", binary, "--clients", clients,
+             "--duration", duration, "--warmup", "1s"],
             env=env, capture_output=True, text=True, check=True, timeout=600,
         ).stdout
     finally:
