@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use netns::{NetCluster, wait_for};
 use raft_api::ErrorCode;
-use raft_api::client::ClientError;
 use raft_api::daemon::{Operation, PartitionState, SubmitResult};
+use raft_testkit::wait::retryable;
 
 const SECS_30: Duration = Duration::from_secs(30);
 const DETECTION_MS: u64 = 1000;
@@ -36,14 +36,6 @@ fn op(id: &str) -> Operation {
 
 fn others(n: usize, but: &[usize]) -> Vec<usize> {
     (0..n).filter(|i| !but.contains(i)).collect()
-}
-
-fn retryable(e: &ClientError) -> bool {
-    match e {
-        ClientError::Api { code, .. } => code.is_retryable(),
-        ClientError::Http { .. } => true,
-        _ => false,
-    }
 }
 
 /// Submit `op` to `nodes` in turn (same id every time) until one acknowledges it.
