@@ -581,6 +581,9 @@ async fn a_minority_answers_no_quorum_or_no_leader_within_three_seconds_and_reco
     );
 
     // Now isolate a follower: it answers NO_LEADER (or NO_QUORUM) quickly instead of hanging.
+    // Wait until it knows it is cut off (minority or leaderless): while it is merely degraded
+    // (one peer silent, the leader still heard) it forwards, and a forward to a leader that
+    // stops mid-request rightly answers TIMEOUT (outcome unknown), not a refusal.
     let leader = t.leader(SECS_20).await;
     let lone = others(3, &[leader])[0];
     let rest = others(3, &[lone]);
@@ -592,7 +595,11 @@ async fn a_minority_answers_no_quorum_or_no_leader_within_three_seconds_and_reco
         SECS_20,
         || async {
             let s = t.client(lone).state().await.ok()?;
-            (s.partition_state != PartitionState::Healthy).then_some(())
+            matches!(
+                s.partition_state,
+                PartitionState::Minority | PartitionState::Leaderless
+            )
+            .then_some(())
         },
     )
     .await;
