@@ -178,6 +178,15 @@ pub enum ConfigError {
     Zero { flag: &'static str },
     #[error("--max-log-size ({max}) must be at least --log-compaction-threshold ({threshold})")]
     LogSize { max: u64, threshold: u64 },
+    #[error(
+        "--dedupe-window {} must be longer than --write-timeout-ms ({write_timeout_ms} ms): a \
+         client that retries a write which timed out must still find its id remembered",
+        humantime::format_duration(*.window)
+    )]
+    DedupeWindow {
+        window: Duration,
+        write_timeout_ms: u64,
+    },
     #[error("--initial-members entry {0:?} is not name=host:port")]
     BadInitialMember(String),
     #[error("--initial-members names {0:?} twice")]
@@ -241,6 +250,12 @@ impl RunArgs {
             return Err(ConfigError::LogSize {
                 max: self.max_log_size,
                 threshold: self.log_compaction_threshold,
+            });
+        }
+        if self.dedupe_window <= Duration::from_millis(self.write_timeout_ms) {
+            return Err(ConfigError::DedupeWindow {
+                window: self.dedupe_window,
+                write_timeout_ms: self.write_timeout_ms,
             });
         }
         let initial_members = self.parse_initial_members(&name)?;
@@ -411,6 +426,15 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(err, ConfigError::SelfNotInInitialMembers("n1".into()));
+        for window in ["0s", "5s"] {
+            let err = parse(&["--dedupe-window", window]).validate().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::DedupeWindow { .. }),
+                "{window}: {err}"
+            );
+            assert!(err.to_string().contains("--write-timeout-ms"), "{err}");
+        }
+        assert!(parse(&["--dedupe-window", "6s"]).validate().is_ok());
         assert!(Probe::try_parse_from(["probe", "--api-addr", "not-an-address"]).is_err());
     }
 

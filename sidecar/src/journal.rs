@@ -24,24 +24,20 @@ pub struct StoredOperation {
 }
 
 impl StoredOperation {
-    /// A stable 64-bit digest (FNV-1a) of what makes two submissions "the same operation":
-    /// its type and payload. Stable across builds and versions, unlike `std`'s hashers.
-    pub fn content_digest(&self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0100_0000_01b3;
-        let mut hash = OFFSET;
+    /// A SHA-256 digest of what makes two submissions "the same operation": its type and
+    /// payload (each length-prefixed, so no two different pairs share an encoding). Stable
+    /// across builds and versions, and collision-resistant: a different operation under a
+    /// remembered id is always a conflict, never taken for a duplicate.
+    pub fn content_digest(&self) -> Digest {
+        use sha2::Digest as _;
         let payload = self.payload.as_deref().unwrap_or("");
-        let parts: [&[u8]; 4] = [
-            self.op_type.as_bytes(),
-            &[0xff],
-            payload.as_bytes(),
-            &[0xfe],
-        ];
-        for byte in parts.into_iter().flatten() {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(PRIME);
+        let mut hash = sha2::Sha256::new();
+        for part in [self.op_type.as_bytes(), payload.as_bytes()] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
         }
-        hash
+        hash.update([u8::from(self.payload.is_some())]);
+        hash.finalize().into()
     }
 
     /// Bytes this operation takes in a Raft entry (used to size batches).
@@ -55,13 +51,21 @@ impl StoredOperation {
 }
 
 /// The application data of one Raft entry: a batch of operations proposed together by a leader.
-/// The leader's clock and dedupe window travel with it so every node expires dedupe records
-/// identically, whatever its own flags or clock say.
+///
+/// Nothing in it depends on a wall clock: `clock_ms` is the leader's reading of the replicated
+/// dedupe clock (see [`advance_clock`]), and the dedupe window is the cluster's, held in the
+/// replicated [`JournalState`]; a proposal only names the window a cluster without one adopts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub operations: Vec<StoredOperation>,
-    pub proposed_at_ms: u64,
-    pub dedupe_window_ms: u64,
+    /// The proposing leader's reading of the replicated clock, in milliseconds.
+    pub clock_ms: u64,
+    /// The dedupe window the cluster adopts if it has none yet (the first leader's
+    /// `--dedupe-window`); ignored once the cluster has one.
+    pub initial_window_ms: u64,
+    /// A change of the cluster's dedupe window (`PUT /admin/v1/settings`), carried by an
+    /// entry without operations.
+    pub set_window_ms: Option<u64>,
 }
 
 /// What applying one operation did. One per operation of a [`Proposal`], in order.
@@ -75,12 +79,16 @@ pub enum OpOutcome {
     Conflict { index: u64 },
 }
 
+/// A [`StoredOperation::content_digest`].
+pub type Digest = [u8; 32];
+
 /// What the state machine remembers about a committed operation id, for the dedupe window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupeRecord {
     pub index: u64,
     pub term: u64,
-    pub digest: u64,
+    pub digest: Digest,
+    /// The replicated clock when it was committed (not a wall-clock time).
     pub committed_at_ms: u64,
 }
 
@@ -106,9 +114,15 @@ pub struct JournalState {
     pub next_index: u64,
     /// Oldest index still retained (== `next_index` when empty).
     pub first_index: u64,
-    /// Dedupe records committed before this instant are forgotten. Only ever moves forward
-    /// (leaders' clocks may disagree), so whether a record is live depends on the entries
-    /// applied, never on how they were grouped or when its garbage was collected.
+    /// The replicated dedupe clock, in milliseconds: the largest `clock_ms` of any applied
+    /// proposal. Leaders advance it by the time their monotonic clocks measure, so it never
+    /// runs ahead of real time and no node's wall clock moves it.
+    pub clock_ms: u64,
+    /// The cluster's dedupe window; `None` until the first proposal is applied.
+    pub dedupe_window_ms: Option<u64>,
+    /// Dedupe records committed before this clock reading are forgotten. Only ever moves
+    /// forward (also when the window is lengthened), so whether a record is live depends on
+    /// the entries applied, never on how they were grouped or when its garbage was collected.
     pub dedupe_horizon_ms: u64,
 }
 
@@ -117,6 +131,8 @@ impl Default for JournalState {
         Self {
             next_index: 1,
             first_index: 1,
+            clock_ms: 0,
+            dedupe_window_ms: None,
             dedupe_horizon_ms: 0,
         }
     }
@@ -135,18 +151,19 @@ impl JournalState {
     }
 }
 
-/// Apply one operation committed in a Raft entry of `term`.
+/// Apply one operation committed in a Raft entry of `term`, after [`advance_clock`] for that
+/// entry.
 ///
 /// `known` is the stored dedupe record of `op.id`, if any; one committed before the state's
 /// dedupe horizon counts as forgotten. Returns the outcome and, for `Appended`, the record to
-/// store under the id.
+/// store under the id, stamped with the replicated clock.
 pub fn apply_operation(
     state: &mut JournalState,
     known: Option<&DedupeRecord>,
     op: &StoredOperation,
     term: u64,
-    committed_at_ms: u64,
 ) -> (OpOutcome, Option<DedupeRecord>) {
+    let committed_at_ms = state.clock_ms;
     let digest = op.content_digest();
     let live = known.filter(|rec| rec.committed_at_ms >= state.dedupe_horizon_ms);
     match live {
@@ -172,11 +189,19 @@ pub fn apply_operation(
     }
 }
 
-/// Advance the dedupe horizon for an entry proposed at `proposal`; it never moves backwards.
-pub fn advance_dedupe_horizon(state: &mut JournalState, proposal: &Proposal) -> u64 {
-    let horizon = proposal
-        .proposed_at_ms
-        .saturating_sub(proposal.dedupe_window_ms);
+/// Apply the clock and settings of `proposal` before its operations: the replicated clock
+/// becomes `max(clock, proposal.clock_ms)` (a leader whose reading is behind never moves it
+/// back), the window is set if the cluster has none or the entry changes it, and the dedupe
+/// horizon moves to `clock − window` if that is later. Returns the horizon.
+pub fn advance_clock(state: &mut JournalState, proposal: &Proposal) -> u64 {
+    state.clock_ms = state.clock_ms.max(proposal.clock_ms);
+    let window = match (proposal.set_window_ms, state.dedupe_window_ms) {
+        (Some(set), _) => set,
+        (None, Some(current)) => current,
+        (None, None) => proposal.initial_window_ms,
+    };
+    state.dedupe_window_ms = Some(window);
+    let horizon = state.clock_ms.saturating_sub(window);
     state.dedupe_horizon_ms = state.dedupe_horizon_ms.max(horizon);
     state.dedupe_horizon_ms
 }
@@ -206,7 +231,7 @@ mod tests {
     ) -> Vec<OpOutcome> {
         ops.iter()
             .map(|o| {
-                let (outcome, rec) = apply_operation(state, seen.get(&o.id), o, term, 1_000);
+                let (outcome, rec) = apply_operation(state, seen.get(&o.id), o, term);
                 if let Some(rec) = rec {
                     seen.insert(o.id.clone(), rec);
                 }
@@ -285,12 +310,29 @@ mod tests {
             op("a", "1").content_digest(),
             op("a", "12").content_digest()
         );
+        // Where the type ends and the payload begins is part of the content.
+        let (mut ab, mut a) = (op("a", "b"), op("a", "ab"));
+        ab.op_type = "a".into();
+        a.op_type = String::new();
+        assert_ne!(ab.content_digest(), a.content_digest());
+        let mut none = op("a", "");
+        none.payload = None;
+        assert_ne!(none.content_digest(), op("a", "").content_digest());
     }
 
     #[test]
     fn digests_are_stable_across_builds() {
-        // Pinned value: a change here would make nodes of different versions disagree.
-        assert_eq!(op("x", "{}").content_digest(), 0xe06d_7bd3_8beb_221a);
+        // Pinned value (also computed independently: SHA-256 of be64(11) "data_import" be64(2)
+        // "{}" 0x01): a change here would make nodes of different versions disagree.
+        let hex: String = op("x", "{}")
+            .content_digest()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "4212afce264cf674a9cf11f148309b0fe5183daa257361633b9d48700cabf84c"
+        );
     }
 
     #[test]
@@ -327,8 +369,9 @@ mod tests {
         );
         let proposal = Proposal {
             operations: vec![op("a", "x"), op("b", "y")],
-            proposed_at_ms: 5,
-            dedupe_window_ms: 9,
+            clock_ms: 5,
+            initial_window_ms: 9,
+            set_window_ms: Some(11),
         };
         let shared = postcard::to_allocvec(&std::sync::Arc::new(proposal.clone())).unwrap();
         assert_eq!(shared, postcard::to_allocvec(&proposal).unwrap());
@@ -336,32 +379,61 @@ mod tests {
         assert_eq!(*back, proposal);
     }
 
-    #[test]
-    fn the_dedupe_horizon_follows_the_leaders_clock_and_never_moves_back() {
-        let proposal = |at, window| Proposal {
+    fn proposal(clock_ms: u64, initial_window_ms: u64, set_window_ms: Option<u64>) -> Proposal {
+        Proposal {
             operations: vec![],
-            proposed_at_ms: at,
-            dedupe_window_ms: window,
-        };
+            clock_ms,
+            initial_window_ms,
+            set_window_ms,
+        }
+    }
+
+    #[test]
+    fn the_replicated_clock_and_the_horizon_never_move_back() {
         let mut state = JournalState::default();
         assert_eq!(
-            advance_dedupe_horizon(&mut state, &proposal(10_000, 3_000)),
+            advance_clock(&mut state, &proposal(10_000, 3_000, None)),
             7_000
         );
-        // A later leader whose clock is behind does not resurrect forgotten ids.
+        // A later leader whose reading is behind moves neither the clock nor the horizon.
         assert_eq!(
-            advance_dedupe_horizon(&mut state, &proposal(9_000, 3_000)),
+            advance_clock(&mut state, &proposal(9_000, 3_000, None)),
             7_000
         );
+        assert_eq!(state.clock_ms, 10_000);
         assert_eq!(
-            advance_dedupe_horizon(&mut JournalState::default(), &proposal(10, 3_000)),
+            advance_clock(&mut JournalState::default(), &proposal(10, 3_000, None)),
             0
+        );
+    }
+
+    #[test]
+    fn the_first_proposal_sets_the_window_and_only_a_settings_entry_changes_it() {
+        let mut state = JournalState::default();
+        advance_clock(&mut state, &proposal(1_000, 500, None));
+        assert_eq!(state.dedupe_window_ms, Some(500));
+        // A leader started with another window does not change the cluster's.
+        assert_eq!(
+            advance_clock(&mut state, &proposal(2_000, 100, None)),
+            1_500
+        );
+        assert_eq!(state.dedupe_window_ms, Some(500));
+        // An explicit change does; lengthening it does not bring forgotten ids back.
+        assert_eq!(
+            advance_clock(&mut state, &proposal(2_000, 100, Some(1_800))),
+            1_500
+        );
+        assert_eq!(state.dedupe_window_ms, Some(1_800));
+        assert_eq!(
+            advance_clock(&mut state, &proposal(4_000, 100, None)),
+            2_200
         );
     }
 
     #[test]
     fn a_stored_record_older_than_the_horizon_counts_as_forgotten() {
         let mut state = JournalState {
+            clock_ms: 3_000,
             dedupe_horizon_ms: 2_000,
             ..JournalState::default()
         };
@@ -372,8 +444,12 @@ mod tests {
             digest: a.content_digest(),
             committed_at_ms: 1_000,
         };
-        let (out, rec) = apply_operation(&mut state, Some(&stale), &a, 2, 3_000);
+        let (out, rec) = apply_operation(&mut state, Some(&stale), &a, 2);
         assert_eq!(out, OpOutcome::Appended { index: 1, term: 2 });
-        assert!(rec.is_some());
+        assert_eq!(
+            rec.map(|r| r.committed_at_ms),
+            Some(3_000),
+            "stamped by the replicated clock"
+        );
     }
 }

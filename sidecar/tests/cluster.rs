@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{TestCluster, op, wait_for};
 use nix::sys::signal::Signal;
 use raft_api::ErrorCode;
-use raft_api::admin::{MemberSpec, NodeRole};
+use raft_api::admin::{MemberSpec, NodeRole, SettingsUpdate};
 use raft_api::daemon::PartitionState;
 
 const SECS_20: Duration = Duration::from_secs(20);
@@ -677,5 +677,82 @@ async fn a_node_whose_disk_was_lost_returns_as_a_new_node_id_and_is_replaced_wit
             (1, "before-loss".to_string()),
             (2, "during-loss".to_string())
         ]
+    );
+}
+
+/// `Some` once all three nodes have applied a dedupe window of `ms`.
+async fn every_node_has_window(t: &TestCluster, ms: u64) -> Option<()> {
+    for i in 0..3 {
+        if t.client(i).settings().await.ok()?.dedupe_window_ms != Some(ms) {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// The dedupe window is the cluster's, set once and changed only through the admin API: every
+/// node restarted with a window just over the write timeout, whichever leads, still remembers
+/// ids for the cluster's 24 h; a window set through the leader applies on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dedupe_window_is_the_clusters_and_changes_only_through_the_admin_api() {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    t.submit_retrying(&[leader], &op("first"), SECS_20).await;
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    wait_for("every node to apply the cluster's window", SECS_20, || {
+        every_node_has_window(&t, DAY_MS)
+    })
+    .await;
+
+    // Restart every node with a 6 s window (the write timeout is 5 s).
+    for i in 0..3 {
+        t.c.kill9(i).await.unwrap();
+        t.c.nodes[i].args = vec!["--dedupe-window".into(), "6s".into()];
+        t.c.start(i).unwrap();
+    }
+    let leader = t.leader(SECS_20).await;
+    let first = t.submit_retrying(&[leader], &op("a"), SECS_20).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    t.submit_retrying(&[leader], &op("filler-1"), SECS_20).await;
+    let again = t.submit_retrying(&[leader], &op("a"), SECS_20).await;
+    assert!(
+        again.duplicate && again.log_index == first.log_index,
+        "a leader's flag shortened the cluster's window: {again:?} after {first:?}"
+    );
+    let s = t.client(leader).settings().await.unwrap();
+    assert_eq!(s.dedupe_window_ms, Some(DAY_MS));
+
+    // Changes go through the leader, and a window not longer than the write timeout is refused.
+    let follower = others(3, &[leader])[0];
+    let update = |ms| SettingsUpdate {
+        dedupe_window_ms: ms,
+    };
+    let err = t
+        .client(follower)
+        .set_settings(&update(6_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotLeader), "{err}");
+    let err = t
+        .client(leader)
+        .set_settings(&update(5_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Refused), "{err}");
+    let set = t.client(leader).set_settings(&update(6_000)).await.unwrap();
+    assert_eq!(set.dedupe_window_ms, Some(6_000));
+    wait_for("every node to apply the new window", SECS_20, || {
+        every_node_has_window(&t, 6_000)
+    })
+    .await;
+
+    // Now ids are forgotten after 6 s of the replicated clock, which entries advance.
+    let b = t.submit_retrying(&[leader], &op("b"), SECS_20).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    t.submit_retrying(&[leader], &op("filler-2"), SECS_20).await;
+    let b_again = t.submit_retrying(&[leader], &op("b"), SECS_20).await;
+    assert!(
+        !b_again.duplicate && b_again.log_index > b.log_index,
+        "expired under the new window: {b_again:?} after {b:?}"
     );
 }

@@ -292,7 +292,7 @@ fn valid_snapshot() -> Vec<u8> {
             journal: JournalState {
                 next_index: 3,
                 first_index: 1,
-                dedupe_horizon_ms: 0,
+                ..JournalState::default()
             },
         },
         rows: vec![
@@ -315,7 +315,7 @@ fn valid_snapshot() -> Vec<u8> {
                 DedupeRecord {
                     index: 1,
                     term: 1,
-                    digest: 7,
+                    digest: [7; 32],
                     committed_at_ms: 9,
                 },
             ),

@@ -42,6 +42,27 @@ pub struct NodeStatus {
     pub admin_address: String,
 }
 
+/// Answer of `GET` and `PUT /admin/v1/settings`: the cluster's replicated settings, as this
+/// node has applied them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSettings {
+    /// How long a committed operation id is remembered; `null` until the cluster's first entry
+    /// is applied (it adopts its first leader's `--dedupe-window`).
+    pub dedupe_window_ms: Option<u64>,
+    /// The replicated dedupe clock: milliseconds measured by leaders' monotonic clocks (not a
+    /// date).
+    pub dedupe_clock_ms: u64,
+}
+
+/// Body of `PUT /admin/v1/settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingsUpdate {
+    /// The new dedupe window; must be longer than the leader's `--write-timeout-ms`.
+    pub dedupe_window_ms: u64,
+}
+
 /// A member to add, or one of the members given to `initialize`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::admin::{
-    ClusterView, InitializeRequest, InitializeResult, MemberSpec, MembershipResult, NodeStatus,
-    SnapshotResult,
+    ClusterSettings, ClusterView, InitializeRequest, InitializeResult, MemberSpec,
+    MembershipResult, NodeStatus, SettingsUpdate, SnapshotResult,
 };
 use crate::daemon::{ConsensusState, JournalPage, Operation, OperationState, SubmitResult};
 use crate::{ErrorBody, ErrorCode};
@@ -264,6 +264,19 @@ impl SidecarClient {
             Self::NO_BODY,
         )
         .await
+    }
+
+    pub async fn settings(&self) -> Result<ClusterSettings, ClientError> {
+        self.json(true, Method::GET, "/admin/v1/settings", Self::NO_BODY)
+            .await
+    }
+
+    pub async fn set_settings(
+        &self,
+        update: &SettingsUpdate,
+    ) -> Result<ClusterSettings, ClientError> {
+        self.json(true, Method::PUT, "/admin/v1/settings", Some(update))
+            .await
     }
 
     pub async fn snapshot(&self) -> Result<SnapshotResult, ClientError> {

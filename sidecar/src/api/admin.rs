@@ -1,6 +1,6 @@
 //! The admin API (docs/sidecar.md "Admin API") on `--admin-addr`: open probes and metrics, and
-//! token-protected `/admin/v1/…` for status, membership and snapshots. Membership calls go to
-//! the leader; a follower answers `421 NOT_LEADER` naming the leader and its admin address (no
+//! token-protected `/admin/v1/…` for status, membership, settings and snapshots. Membership
+//! and settings changes go to the leader; a follower answers `421 NOT_LEADER` naming the leader and its admin address (no
 //! forwarding).
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use openraft::ServerState;
 use raft_api::ErrorCode;
 use raft_api::admin::{
     ClusterMember, ClusterView, InitializeRequest, InitializeResult, MemberSpec, NodeRole,
-    NodeStatus, SnapshotResult,
+    NodeStatus, SettingsUpdate, SnapshotResult,
 };
 use raft_api::daemon::MemberRole;
 use tokio::io::AsyncReadExt;
@@ -22,6 +22,7 @@ use warp::reply::{Reply, Response};
 use super::error::ApiError;
 use crate::raft::membership::{self, MembershipError};
 use crate::raft::node::{Lifecycle, Node};
+use crate::raft::settings;
 use crate::transport::token_matches;
 
 /// Largest admin request body.
@@ -153,6 +154,22 @@ pub fn routes(
                 async { Ok(membership::remove_member(&n, parse_node_id(&id)?).await?) }.await;
             respond(result)
         });
+    let settings_get = warp::path!("settings")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|n: Arc<Node>| warp::reply::json(&settings::current(&n)).into_response());
+    let settings_put = warp::path!("settings")
+        .and(warp::put())
+        .and(body)
+        .and(with_node.clone())
+        .then(|body: Bytes, n: Arc<Node>| async move {
+            let result = async {
+                let update: SettingsUpdate = parse(&body)?;
+                Ok(settings::set_dedupe_window(&n, update.dedupe_window_ms).await?)
+            }
+            .await;
+            respond(result)
+        });
     let snapshot_now = warp::path!("snapshot")
         .and(warp::post())
         .and(with_node.clone())
@@ -192,6 +209,10 @@ pub fn routes(
         .or(promote)
         .unify()
         .or(remove)
+        .unify()
+        .or(settings_get)
+        .unify()
+        .or(settings_put)
         .unify()
         .or(snapshot_now)
         .unify()

@@ -6,18 +6,20 @@
 //! proposal slot is free; under load batches grow, alone an operation goes out at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use raft_api::ErrorCode;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use super::clock::LeaderClock;
 use super::health::{millis, quorum_fresh};
 use crate::config::NodeConfig;
 use crate::journal::{OpOutcome, Proposal, StoredOperation};
 use crate::metrics::Metrics;
+use crate::store::state_machine::AppliedState;
 use crate::types::{Member, NodeId, Raft, TypeConfig};
 use crate::write::{WriteFailure, WriteResult};
 
@@ -47,22 +49,31 @@ pub struct BatchTask {
     rx: mpsc::Receiver<Pending>,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// What this node has applied: the replicated dedupe clock the proposals advance.
+    applied: watch::Receiver<AppliedState>,
+    clock: LeaderClock,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     write_timeout: Duration,
-    dedupe_window_ms: u64,
+    /// `--dedupe-window`: adopted by a cluster that has no window yet.
+    initial_window_ms: u64,
     /// A leader without a quorum acknowledgement for longer than this has lost its quorum.
     quorum_limit: Duration,
 }
 
 impl Batcher {
-    pub fn new(raft: Raft, cfg: &NodeConfig, metrics: Arc<Metrics>) -> (Batcher, BatchTask) {
+    pub fn new(
+        raft: Raft,
+        cfg: &NodeConfig,
+        metrics: Arc<Metrics>,
+        applied: watch::Receiver<AppliedState>,
+    ) -> (Batcher, BatchTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let limits = Limits {
             write_timeout: cfg.write_timeout,
-            dedupe_window_ms: millis(cfg.dedupe_window),
+            initial_window_ms: millis(cfg.dedupe_window),
             quorum_limit: cfg.election_timeout_max,
         };
         let task = BatchTask {
@@ -70,6 +81,8 @@ impl Batcher {
             rx,
             limits,
             metrics,
+            applied,
+            clock: LeaderClock::new(Instant::now()),
         };
         (Batcher { tx }, task)
     }
@@ -115,9 +128,12 @@ impl BatchTask {
                     Err(_) => break,
                 }
             }
+            let term = self.raft.metrics().borrow().current_term;
+            let applied_ms = self.applied.borrow().journal.clock_ms;
+            let clock_ms = self.clock.read(term, applied_ms, Instant::now());
             let (raft, metrics, limits) = (self.raft.clone(), self.metrics.clone(), self.limits);
             proposals.spawn(async move {
-                propose(&raft, batch, limits, &metrics).await;
+                propose(&raft, batch, clock_ms, limits, &metrics).await;
                 drop(permit);
             });
             // Reap finished proposals so the set stays small.
@@ -125,12 +141,6 @@ impl BatchTask {
         }
         while proposals.join_next().await.is_some() {}
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
 }
 
 /// Resolves when the leader has gone without a quorum acknowledgement for longer than `limit`
@@ -146,13 +156,20 @@ async fn quorum_lost(raft: &Raft, limit: Duration) {
         .await;
 }
 
-async fn propose(raft: &Raft, batch: Vec<Pending>, limits: Limits, metrics: &Metrics) {
+async fn propose(
+    raft: &Raft,
+    batch: Vec<Pending>,
+    clock_ms: u64,
+    limits: Limits,
+    metrics: &Metrics,
+) {
     let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
     let count = ops.len();
     let proposal = Proposal {
         operations: ops,
-        proposed_at_ms: now_ms(),
-        dedupe_window_ms: limits.dedupe_window_ms,
+        clock_ms,
+        initial_window_ms: limits.initial_window_ms,
+        set_window_ms: None,
     };
     let started = Instant::now();
     let timeout = limits.write_timeout;

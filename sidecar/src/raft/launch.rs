@@ -82,7 +82,8 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
                 addr: cfg.peer_listen,
                 source,
             })?;
-    let (batcher, batch_task) = Batcher::new(raft.clone(), &cfg, metrics.clone());
+    let (batcher, batch_task) =
+        Batcher::new(raft.clone(), &cfg, metrics.clone(), journal.subscribe());
     let parts = NodeParts {
         id: identity.node_id,
         cfg: cfg.clone(),

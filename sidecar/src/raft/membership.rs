@@ -104,7 +104,7 @@ pub fn node_voter_health(node: &Node, m: &RaftMetrics) -> Vec<VoterHealth> {
     )
 }
 
-fn require_leader(node: &Node) -> Result<RaftMetrics, MembershipError> {
+pub(super) fn require_leader(node: &Node) -> Result<RaftMetrics, MembershipError> {
     let m = node.raft_metrics();
     if node.is_leader(&m) {
         Ok(m)
@@ -290,13 +290,15 @@ fn result_added(added: bool, log_index: u64) -> MembershipResult {
     }
 }
 
-async fn deadline<T>(fut: impl Future<Output = T>) -> Result<T, MembershipError> {
+pub(super) async fn deadline<T>(fut: impl Future<Output = T>) -> Result<T, MembershipError> {
     tokio::time::timeout(MEMBERSHIP_TIMEOUT, fut)
         .await
         .map_err(|_| MembershipError::Timeout)
 }
 
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> MembershipError {
+pub(super) fn write_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, Member>>,
+) -> MembershipError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader {
             leader: f.leader_node,

@@ -8,6 +8,7 @@
 
 mod batch;
 mod bootstrap;
+mod clock;
 pub mod events;
 pub mod health;
 pub mod launch;
@@ -15,4 +16,5 @@ pub mod membership;
 mod monitor;
 pub mod node;
 mod peer;
+pub mod settings;
 pub mod submit;

@@ -68,6 +68,8 @@ pub enum MetaKey {
     Snapshot,
     /// Set once this node learned a committed configuration removed it.
     Removed,
+    /// The store format ([`STORE_FORMAT`]), written with the node's identity.
+    Format,
 }
 
 impl MetaKey {
@@ -81,6 +83,7 @@ impl MetaKey {
             MetaKey::Applied => b"applied",
             MetaKey::Snapshot => b"installed_snapshot",
             MetaKey::Removed => b"removed",
+            MetaKey::Format => b"format",
         }
     }
 }
@@ -119,6 +122,16 @@ pub enum StoreError {
         stored: String,
         wanted: String,
     },
+    #[error(
+        "data dir {path} holds store format {found} and this raft-sidecar reads only format \
+         {wanted}: refusing to start (replace this member with one on an empty data dir, which \
+         catches up from the leader, or restore the cluster from a backup made by this version)"
+    )]
+    Format {
+        path: PathBuf,
+        found: u32,
+        wanted: u32,
+    },
     #[error("snapshot file {path}: {reason}")]
     Snapshot { path: PathBuf, reason: String },
     #[error("column family {0} missing from RocksDB")]
@@ -126,6 +139,11 @@ pub enum StoreError {
     #[error("storage task failed: {0}")]
     Task(String),
 }
+
+/// What this build writes and reads. 1: stores without a format marker (dedupe records with
+/// a 64-bit digest, expired against leaders' wall clocks). 2: SHA-256 digests and the
+/// replicated dedupe clock and window.
+pub const STORE_FORMAT: u32 = 2;
 
 /// Cap of all column families' memtables together.
 const MEMTABLES_TOTAL_BYTES: usize = 24 << 20;
@@ -240,10 +258,21 @@ impl Db {
         let stored: Option<String> = self.get(Cf::Meta, MetaKey::ClusterId.key())?;
         let node_id: Option<NodeId> = self.get(Cf::Meta, MetaKey::NodeId.key())?;
         match (stored, node_id) {
-            (Some(stored), Some(node_id)) if stored == cluster_id => Ok(Identity {
-                node_id,
-                fresh: false,
-            }),
+            (Some(stored), Some(node_id)) if stored == cluster_id => {
+                // Stores written before the marker existed are format 1.
+                let found: u32 = self.get(Cf::Meta, MetaKey::Format.key())?.unwrap_or(1);
+                if found != STORE_FORMAT {
+                    return Err(StoreError::Format {
+                        path: self.path.as_ref().clone(),
+                        found,
+                        wanted: STORE_FORMAT,
+                    });
+                }
+                Ok(Identity {
+                    node_id,
+                    fresh: false,
+                })
+            }
             (Some(stored), _) if stored != cluster_id => Err(StoreError::ClusterMismatch {
                 path: self.path.as_ref().clone(),
                 stored,
@@ -280,6 +309,7 @@ impl Db {
                     &cluster_id.to_string(),
                 )?;
                 self.put(&mut batch, Cf::Meta, MetaKey::NodeId.key(), &node_id)?;
+                self.put(&mut batch, Cf::Meta, MetaKey::Format.key(), &STORE_FORMAT)?;
                 self.write(batch, true)?;
                 Ok(Identity {
                     node_id,
@@ -485,6 +515,32 @@ mod tests {
         let err = Db::open(dir.path(), "c-2").unwrap_err();
         assert!(matches!(err, StoreError::ClusterMismatch { .. }), "{err}");
         assert!(err.to_string().contains("c-1"), "{err}");
+    }
+
+    #[test]
+    fn a_data_dir_of_another_store_format_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), "c-1").unwrap();
+        // What a data dir written before the format marker looks like.
+        let cf = db.cf(Cf::Meta).unwrap();
+        db.raw().delete_cf(cf, MetaKey::Format.key()).unwrap();
+        drop(db);
+        let err = Db::open(dir.path(), "c-1").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Format {
+                    found: 1,
+                    wanted: STORE_FORMAT,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("format 1"), "{err}");
+        let (db, _) = Db::open(tempfile::tempdir().unwrap().path(), "c-1").unwrap();
+        let format: Option<u32> = db.get(Cf::Meta, MetaKey::Format.key()).unwrap();
+        assert_eq!(format, Some(STORE_FORMAT), "a new store is marked");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use crate::journal::{DedupeRecord, JournalRecord, JournalState};
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
 const MAGIC: &[u8; 4] = b"RSNP";
-const VERSION: u32 = 2;
+/// 3: dedupe records carry a SHA-256 digest and the journal state the replicated dedupe clock
+/// and window; images of version 2 are refused (the two formats' dedupe expiry cannot mix).
+const VERSION: u32 = 3;
 const HEADER: usize = 12;
 /// Longest key a row may carry (operation ids are at most 256 bytes, index keys 8).
 const MAX_KEY: u32 = 4 << 10;
@@ -362,7 +364,7 @@ mod tests {
                 journal: JournalState {
                     next_index: 2,
                     first_index: 1,
-                    dedupe_horizon_ms: 0,
+                    ..JournalState::default()
                 },
             },
             rows: vec![
@@ -378,7 +380,7 @@ mod tests {
                     DedupeRecord {
                         index: 1,
                         term: 1,
-                        digest: 7,
+                        digest: [7; 32],
                         committed_at_ms: 9,
                     },
                 ),

@@ -120,7 +120,7 @@ fn apply_proposal(
     proposal: &Proposal,
     term: u64,
 ) -> Result<Vec<journal::OpOutcome>, StoreError> {
-    let horizon = journal::advance_dedupe_horizon(&mut state.journal, proposal);
+    let horizon = journal::advance_clock(&mut state.journal, proposal);
     // Garbage collection only: whether a record is live is decided by the horizon in
     // `apply_operation`, so it does not depend on how entries were grouped into calls.
     expire_dedupe(db, batch, overlay, horizon)?;
@@ -130,13 +130,8 @@ fn apply_proposal(
             Some(cached) => *cached,
             None => db.get::<DedupeRecord>(Cf::Dedupe, op.id.as_bytes())?,
         };
-        let (outcome, record) = journal::apply_operation(
-            &mut state.journal,
-            known.as_ref(),
-            op,
-            term,
-            proposal.proposed_at_ms,
-        );
+        let (outcome, record) =
+            journal::apply_operation(&mut state.journal, known.as_ref(), op, term);
         if let Some(record) = record {
             db.put(batch, Cf::Dedupe, op.id.as_bytes(), &record)?;
             batch.put_cf(

@@ -35,8 +35,12 @@ pub const NODE_HEADER: &str = "x-raft-node-id";
 /// replacement with a fresh volume at the same address) refuses, so it never answers Raft
 /// traffic meant for the member it replaced.
 pub const TARGET_HEADER: &str = "x-raft-target-id";
-/// The path peers connect to.
-pub const PEER_PATH: &str = "/raft";
+/// The path peers connect to; its version changes whenever what peers exchange does (v2:
+/// proposals carry the replicated dedupe clock), so nodes of different formats refuse each
+/// other with a clear reason instead of applying entries differently.
+pub const PEER_PATH: &str = "/raft/v2";
+/// The path of the first protocol, refused with [`server::Refusal::OldProtocol`].
+pub const OLD_PEER_PATH: &str = "/raft";
 
 /// Compare secrets in constant time.
 pub fn token_matches(expected: &str, presented: &str) -> bool {

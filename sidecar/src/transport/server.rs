@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
-use super::{CLUSTER_HEADER, NODE_HEADER, PEER_PATH, TARGET_HEADER, token_matches};
+use super::{CLUSTER_HEADER, NODE_HEADER, OLD_PEER_PATH, PEER_PATH, TARGET_HEADER, token_matches};
 use crate::metrics::ReasonLabel;
 use crate::types::NodeId;
 
@@ -45,6 +45,8 @@ pub struct PeerAuth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     UnknownPath,
+    /// A peer of an earlier version (`/raft`, without a protocol version in the path).
+    OldProtocol,
     BadToken,
     OtherCluster,
     OtherNode,
@@ -54,6 +56,7 @@ impl Refusal {
     fn status(self) -> StatusCode {
         match self {
             Refusal::UnknownPath => StatusCode::NOT_FOUND,
+            Refusal::OldProtocol => StatusCode::UPGRADE_REQUIRED,
             Refusal::BadToken => StatusCode::UNAUTHORIZED,
             Refusal::OtherCluster => StatusCode::FORBIDDEN,
             Refusal::OtherNode => StatusCode::CONFLICT,
@@ -63,6 +66,9 @@ impl Refusal {
     fn message(self) -> &'static str {
         match self {
             Refusal::UnknownPath => "no such path",
+            Refusal::OldProtocol => {
+                "peer speaks an earlier protocol than this node; run one raft-sidecar version per cluster"
+            }
             Refusal::BadToken => "bad or missing cluster token",
             Refusal::OtherCluster => "peer belongs to another cluster",
             Refusal::OtherNode => "this address now belongs to another node id",
@@ -72,6 +78,7 @@ impl Refusal {
     pub fn label(self) -> ReasonLabel {
         let reason = match self {
             Refusal::UnknownPath => "unknown_path",
+            Refusal::OldProtocol => "old_protocol",
             Refusal::BadToken => "bad_token",
             Refusal::OtherCluster => "other_cluster",
             Refusal::OtherNode => "other_node",
@@ -82,6 +89,9 @@ impl Refusal {
 
 impl PeerAuth {
     fn check(&self, req: &Request) -> Result<Option<NodeId>, Refusal> {
+        if req.uri().path() == OLD_PEER_PATH {
+            return Err(Refusal::OldProtocol);
+        }
         if req.uri().path() != PEER_PATH {
             return Err(Refusal::UnknownPath);
         }

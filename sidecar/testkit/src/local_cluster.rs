@@ -21,6 +21,8 @@ pub struct NodeSpec {
     pub peer: SocketAddr,
     /// Part of the static `--initial-members` set (false for nodes added later).
     pub initial: bool,
+    /// Flags for this node only, after the cluster's (takes effect at its next start).
+    pub args: Vec<String>,
 }
 
 impl NodeSpec {
@@ -131,6 +133,7 @@ impl LocalCluster {
             admin: local(port(7090)?),
             peer: local(port(7070)?),
             initial,
+            args: Vec::new(),
         };
         self.nodes.push(spec);
         self.children.push(None);
@@ -165,6 +168,7 @@ impl LocalCluster {
             .args(["--advertise-admin", &spec.admin.to_string()])
             .args(["--auth-token-file", &self.token_file.to_string_lossy()])
             .args(&self.extra_args)
+            .args(&spec.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));

@@ -13,13 +13,16 @@ fn op(id: &str, payload: &str) -> StoredOperation {
     }
 }
 
-fn entry(term: u64, index: u64, ops: Vec<StoredOperation>, at_ms: u64, window_ms: u64) -> Entry {
+/// An entry whose leader read the replicated clock as `clock_ms` and was started with a dedupe
+/// window of `window_ms` (which the cluster adopts only if it has none yet).
+fn entry(term: u64, index: u64, ops: Vec<StoredOperation>, clock_ms: u64, window_ms: u64) -> Entry {
     RaftEntry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
         payload: EntryPayload::Normal(std::sync::Arc::new(Proposal {
             operations: ops,
-            proposed_at_ms: at_ms,
-            dedupe_window_ms: window_ms,
+            clock_ms,
+            initial_window_ms: window_ms,
+            set_window_ms: None,
         })),
     }
 }
@@ -156,6 +159,8 @@ async fn retention_drops_the_oldest_journal_records() {
         JournalState {
             next_index: 6,
             first_index: 3,
+            clock_ms: 10,
+            dedupe_window_ms: Some(1_000),
             dedupe_horizon_ms: 0,
         }
     );
@@ -440,5 +445,53 @@ async fn dedupe_outcomes_do_not_depend_on_how_entries_are_grouped_into_apply_cal
         one_by_one[2],
         vec![OpOutcome::Appended { index: 3, term: 1 }],
         "a is past the window"
+    );
+}
+
+/// Leader A stamps the replicated clock at 100 s; leader B's clock is 20 s behind, more than
+/// the 10 s window. Whatever B commits must still be deduplicated within the window.
+#[tokio::test]
+async fn a_leader_whose_clock_is_behind_still_deduplicates_what_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 100);
+    sm.apply(vec![entry(1, 1, vec![op("x", "1")], 100_000, 10_000)])
+        .await
+        .unwrap();
+    let first = sm
+        .apply(vec![entry(2, 2, vec![op("a", "1")], 80_000, 10_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        first[0].outcomes,
+        vec![OpOutcome::Appended { index: 2, term: 2 }]
+    );
+    // The client retries half a second later, through the same leader.
+    let retry = sm
+        .apply(vec![entry(2, 3, vec![op("a", "1")], 80_500, 10_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        retry[0].outcomes,
+        vec![OpOutcome::Duplicate { index: 2, term: 2 }],
+        "a record must not be born expired"
+    );
+}
+
+/// The window is the cluster's, not the proposing node's: a leader started with a shorter
+/// `--dedupe-window` does not forget ids that the cluster's window still covers.
+#[tokio::test]
+async fn a_leader_started_with_a_shorter_window_does_not_shorten_the_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), 100);
+    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 1_000, 10_000)])
+        .await
+        .unwrap();
+    let out = sm
+        .apply(vec![entry(2, 2, vec![op("a", "1")], 1_500, 100)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].outcomes,
+        vec![OpOutcome::Duplicate { index: 1, term: 1 }]
     );
 }
