@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use checker::{Ack, Entry, History, check};
 use netns::NetCluster;
+use raft_api::ErrorCode;
 use raft_api::admin::MemberSpec;
 use raft_api::client::{ClientError, SidecarClient};
 use raft_api::daemon::Operation;
@@ -95,9 +96,25 @@ struct ClientLog {
     acks: Vec<Ack>,
     /// Sent, never acknowledged (given up after the run): may or may not be in the journal.
     indeterminate: usize,
+    /// Abandoned after answers that were all certain refusals: must not be in the journal.
+    refused: Vec<String>,
     /// Answers no correct sidecar gives to a well-formed, unique operation.
     unexpected: Vec<String>,
     errors: BTreeMap<String, usize>,
+}
+
+/// Answers documented as certain: the operation was not and will not be committed.
+fn certain_refusal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Api {
+            code: ErrorCode::NoLeader
+                | ErrorCode::NoQuorum
+                | ErrorCode::ShuttingDown
+                | ErrorCode::NotInitialized,
+            ..
+        }
+    )
 }
 
 fn error_kind(e: &ClientError) -> String {
@@ -133,6 +150,8 @@ async fn client(
             timestamp: None,
         };
         log.sent.push(op.id.clone());
+        // Whether any answer so far left the outcome open (TIMEOUT, a lost connection).
+        let mut uncertain = false;
         loop {
             // Now and then the same operation goes to two nodes at once: two copies in flight,
             // possibly on two leaders; every answer that acknowledges it must agree.
@@ -148,6 +167,7 @@ async fn client(
                 }
             };
             let mut done = false;
+            let mut all_refused = true;
             for (i, answer) in answers {
                 match answer {
                     Ok(r) => {
@@ -160,6 +180,10 @@ async fn client(
                     }
                     Err(e) => {
                         *log.errors.entry(error_kind(&e)).or_default() += 1;
+                        if !certain_refusal(&e) {
+                            all_refused = false;
+                            uncertain = true;
+                        }
                         let retry = match &e {
                             ClientError::Api { code, .. } => code.is_retryable(),
                             ClientError::Http { .. } => true,
@@ -173,6 +197,12 @@ async fn client(
                 }
             }
             if done {
+                break;
+            }
+            // Now and then take a certain refusal at its word and drop the operation: the
+            // checker then proves it was never committed.
+            if all_refused && !uncertain && rng.random_bool(0.3) {
+                log.refused.push(op.id.clone());
                 break;
             }
             if let Some(give_up) = *end.borrow()
@@ -502,13 +532,14 @@ async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one
     );
     assert!(
         v.safe(),
-        "safety violated (seed {}): lost={} duplicated={} divergent={} phantom={} split_terms={}",
+        "safety violated (seed {}): lost={} duplicated={} divergent={} phantom={} split_terms={} false_refusals={}",
         cfg.seed,
         v.lost,
         v.duplicated,
         v.divergent,
         v.phantom,
-        v.split_terms
+        v.split_terms,
+        v.false_refusals
     );
     assert_eq!(
         v.lagging, 0,
@@ -581,6 +612,7 @@ async fn run(
     for log in logs {
         history.sent.extend(log.sent);
         history.acks.extend(log.acks);
+        history.refused.extend(log.refused);
         unexpected.extend(log.unexpected);
         indeterminate += log.indeterminate;
         for (k, n) in log.errors {
@@ -608,11 +640,17 @@ async fn run(
         history.journals.push((c.nodes[i].name.clone(), journal));
     }
     let v = check(&history);
+    for i in 0..cfg.nodes {
+        for p in c.panics(i) {
+            println!("nemesis: {} panicked:\n{p}", c.nodes[i].name);
+        }
+    }
     let sent: HashSet<&String> = history.sent.iter().collect();
     let summary = format!(
-        "sent={} journal={} indeterminate={indeterminate} converged={converged} phantom={} split_terms={} lagging={} terms_seen={} errors={errors:?}",
+        "sent={} journal={} indeterminate={indeterminate} refused={} converged={converged} phantom={} split_terms={} lagging={} terms_seen={} errors={errors:?}",
         sent.len(),
         v.journal_len,
+        history.refused.len(),
         v.phantom,
         v.split_terms,
         v.lagging,
@@ -659,6 +697,7 @@ mod checker_finds {
                 .map(|(i, j)| (format!("node-{i}"), Some(j)))
                 .collect(),
             leaders: Default::default(),
+            refused: Default::default(),
         }
     }
 
@@ -698,6 +737,15 @@ mod checker_finds {
         assert_eq!(v.divergent, 1, "{v:?}");
         let gap = check(&history(vec![vec![e(1, 1, "a"), e(3, 1, "b")]], &[]));
         assert_eq!(gap.divergent, 1, "{gap:?}");
+    }
+
+    #[test]
+    fn a_refused_operation_in_the_journal_is_a_false_refusal() {
+        let mut h = history(vec![vec![e(1, 1, "a"), e(2, 1, "b")]], &[]);
+        h.refused = ["b".to_string(), "c".to_string()].into();
+        let v = check(&h);
+        assert_eq!(v.false_refusals, 1, "{v:?}");
+        assert!(!v.safe());
     }
 
     #[test]

@@ -217,12 +217,37 @@ fn classify(r: ClientWriteResult, count: usize) -> Result<Vec<OpOutcome>, WriteF
                 resp.data.outcomes.len()
             ),
         )),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WriteFailure::new(
-            ErrorCode::NoLeader,
-            "leadership changed before the operation was proposed; retry",
-        )
-        .with_leader(f.leader_node.map(|n| n.name))),
+        // openraft answers ForwardToLeader both when this node was no longer leader at the
+        // call (nothing appended) and when the entry it appended was truncated by a newer
+        // leader; a node that still holds that entry can win a later election and commit it
+        // (Raft's "figure 8"). The two cannot be told apart here, so the outcome is unknown.
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteFailure::outcome_unknown(
+                "leadership changed while the operation was being proposed",
+            )
+            .with_leader(f.leader_node.map(|n| n.name)))
+        }
         Err(RaftError::APIError(e)) => Err(WriteFailure::new(ErrorCode::Internal, e.to_string())),
-        Err(RaftError::Fatal(e)) => Err(WriteFailure::new(ErrorCode::ShuttingDown, e.to_string())),
+        // Raft stopped with the entry possibly appended and replicated: not a refusal.
+        Err(RaftError::Fatal(e)) => Err(WriteFailure::outcome_unknown(format!(
+            "Raft stopped while the operation was being proposed ({e})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::ForwardToLeader;
+
+    use super::*;
+
+    #[test]
+    fn a_leadership_change_during_a_proposal_is_an_unknown_outcome_not_a_refusal() {
+        let lost: ClientWriteResult = Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+            ForwardToLeader::empty(),
+        )));
+        let err = classify(lost, 1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout, "{err:?}");
+        assert!(err.code.is_retryable());
     }
 }

@@ -364,12 +364,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 // state machine has durably applied, or a kill -9 in between leaves a node whose
                 // log is purged beyond its state (entries lost; openraft's invariant
                 // `purge_upto <= snapshot` broken at restart). A later purge catches up.
+                // A snapshot install may have purged further meanwhile (openraft decided this
+                // purge earlier): the bound never moves back, or the log would claim entries
+                // the install deleted. The guard keeps the install from writing between our
+                // read and our write.
+                let _guard = db.purge_guard();
                 let applied: Option<super::applied::AppliedState> =
                     db.get(Cf::Meta, MetaKey::Applied.key())?;
+                let purged: Option<LogId> = db.get(Cf::Meta, MetaKey::LastPurged.key())?;
                 let log_id = match applied.and_then(|a| a.last_applied) {
                     Some(applied) => log_id.min(applied),
                     None => log_id,
                 };
+                if purged >= Some(log_id) {
+                    return Ok(());
+                }
                 let mut batch = WriteBatch::default();
                 db.put(&mut batch, Cf::Meta, MetaKey::LastPurged.key(), &log_id)?;
                 batch.delete_range_cf(db.cf(Cf::Log)?, index_key(0), index_key(log_id.index + 1));
@@ -460,6 +469,39 @@ mod tests {
         );
         log.save_committed(at(2)).await.unwrap();
         assert_eq!(log.read_committed().await.unwrap(), at(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_purge_never_lowers_what_a_snapshot_install_purged() {
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), "c").unwrap();
+        let mut log = LogStore::new(db.clone());
+        let at = |index| Some(LogId::new(CommittedLeaderId::new(1, 1), index));
+        // The store as a snapshot install at 10 leaves it: applied and purged up to 10.
+        let state = super::super::applied::AppliedState {
+            last_applied: at(10),
+            ..Default::default()
+        };
+        let mut batch = WriteBatch::default();
+        db.put(&mut batch, Cf::Meta, MetaKey::Applied.key(), &state)
+            .unwrap();
+        db.put(
+            &mut batch,
+            Cf::Meta,
+            MetaKey::LastPurged.key(),
+            &at(10).unwrap(),
+        )
+        .unwrap();
+        db.write(batch, true).unwrap();
+        // A purge openraft decided before the install (up to 8) runs after it.
+        log.purge(at(8).unwrap()).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id,
+            at(10),
+            "the purged bound moved back"
+        );
     }
 
     #[test]

@@ -180,6 +180,10 @@ pub struct Identity {
 pub struct Db {
     inner: Arc<DB>,
     path: Arc<PathBuf>,
+    /// Serialises changes of the log's purged bound (`MetaKey::LastPurged`): openraft 0.9 runs
+    /// a log purge and a snapshot install on different tasks, and each reads the bound, then
+    /// writes it.
+    purged: Arc<parking_lot::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -244,6 +248,7 @@ impl Db {
         let db = Db {
             inner: Arc::new(inner),
             path: Arc::new(path),
+            purged: Arc::new(parking_lot::Mutex::new(())),
         };
         let identity = db.check_identity(cluster_id, existed.as_deref())?;
         Ok((db, identity))
@@ -321,6 +326,11 @@ impl Db {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Held from reading `MetaKey::LastPurged` to writing the batch that changes it.
+    pub fn purge_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.purged.lock()
     }
 
     pub fn raw(&self) -> &DB {

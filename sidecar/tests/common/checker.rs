@@ -30,6 +30,9 @@ pub struct History {
     pub journals: Vec<(String, Option<Vec<Entry>>)>,
     /// Nodes that said `isLeader: true` in each term.
     pub leaders: BTreeMap<u64, BTreeSet<String>>,
+    /// Operations whose every answer was a certain refusal (not `TIMEOUT`, no lost
+    /// connection), then abandoned by their client: none may ever be committed.
+    pub refused: HashSet<String>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -46,6 +49,8 @@ pub struct Verdict {
     pub phantom: usize,
     /// Terms in which two different nodes claimed to lead.
     pub split_terms: usize,
+    /// Operations answered only with certain refusals that are in the journal anyway.
+    pub false_refusals: usize,
     /// Nodes whose journal could not be read or does not reach the longest one's end.
     pub lagging: usize,
     /// Length of the agreed (merged) journal.
@@ -60,6 +65,7 @@ impl Verdict {
             && self.divergent == 0
             && self.phantom == 0
             && self.split_terms == 0
+            && self.false_refusals == 0
     }
 
     fn note(&mut self, detail: String) {
@@ -171,6 +177,15 @@ pub fn check(h: &History) -> Verdict {
                     a.id, a.index, a.term
                 ));
             }
+        }
+    }
+    for id in &h.refused {
+        if let Some(e) = position.get(id.as_str()) {
+            v.false_refusals += 1;
+            v.note(format!(
+                "{id} was refused (a certain answer) but is committed at {} (term {})",
+                e.index, e.term
+            ));
         }
     }
     for (term, leaders) in &h.leaders {

@@ -623,6 +623,19 @@ impl NetCluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Every panic in node `i`'s log (restarts included), each with the lines that follow it
+    /// (the message and the start of the backtrace).
+    pub fn panics(&self, i: usize) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("panicked at"))
+            .map(|(at, _)| lines[at..(at + 6).min(lines.len())].join("\n"))
+            .collect()
+    }
+
     fn teardown(&mut self) {
         for child in self.children.iter_mut().flatten() {
             let _ = child.kill();

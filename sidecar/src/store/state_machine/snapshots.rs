@@ -183,6 +183,8 @@ impl SnapshotFiles {
         }
         let mut current = self.lock();
         sync_dir(&installing)?;
+        // The batch moves the log's purged bound: no log purge may read or write it meanwhile.
+        let purge_guard = db.purge_guard();
         let state = match batch_from_image(db, &installing, meta) {
             Ok((mut batch, state)) => {
                 db.put(
@@ -195,6 +197,7 @@ impl SnapshotFiles {
             }
             Err(e) => Err(e),
         };
+        drop(purge_guard);
         let state = match state {
             Ok(state) => state,
             Err(e) => {
