@@ -255,6 +255,9 @@ enum Fault {
     /// kill -9, wipe the data dir, restart (a new node id), then replace the member as the
     /// operator does: remove the old id, add the new one as a learner, promote it.
     Replace(usize),
+    /// SIGTERM to the leader (one step of a rolling restart): it must exit cleanly, having
+    /// answered truly every write it took, local or forwarded; restarted after the hold.
+    TermLeader,
 }
 
 fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
@@ -264,7 +267,7 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
         let b = (a + rng.random_range(1..n)) % n;
         (a, b)
     };
-    match rng.random_range(0..12) {
+    match rng.random_range(0..13) {
         0 => Fault::Kill(node(rng)),
         1 => Fault::KillLeader,
         2 => Fault::KillAll,
@@ -288,6 +291,7 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
         }
         9 => Fault::Slow(node(rng)),
         10 => Fault::Replace(node(rng)),
+        11 => Fault::TermLeader,
         _ => {
             let (a, b) = pair(rng);
             Fault::Flap(a, b)
@@ -322,6 +326,7 @@ impl Fault {
             Fault::Slow(_) => "slow",
             Fault::Flap(..) => "flap",
             Fault::Replace(_) => "replace",
+            Fault::TermLeader => "term-leader",
         }
     }
 }
@@ -375,6 +380,15 @@ async fn inflict(
         }
         Fault::Slow(i) => c.slow(*i),
         Fault::Replace(i) => return replace(c, *i).await,
+        Fault::TermLeader => {
+            let l = leader_or_random(c, rng).await;
+            println!("nemesis:   leader is node-{l}");
+            let code = c.terminate(l, Duration::from_secs(60)).await;
+            if code != Some(0) {
+                return Err(format!("node-{l} exited with {code:?} after SIGTERM"));
+            }
+            killed.push(l);
+        }
         Fault::Flap(a, b) => {
             let until = Instant::now() + hold;
             while Instant::now() < until {

@@ -114,7 +114,8 @@ impl Node {
         });
     }
 
-    /// Resolves when no daemon submit is in flight.
+    /// Resolves when no submit is in flight: the daemon's own, and on the leader those followers
+    /// forwarded.
     pub async fn drained(&self) {
         let mut rx = self.submits_in_flight.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use super::node::{Lifecycle, Node};
 use super::submit;
 use crate::transport::frame::{
@@ -62,10 +60,7 @@ impl PeerHandler for PeerService {
             PeerRequest::InstallSnapshot(rpc) => {
                 PeerResponse::InstallSnapshot(node.raft.install_snapshot(rpc).await)
             }
-            PeerRequest::Forward(op) => {
-                let deadline = Instant::now() + node.cfg.write_timeout;
-                PeerResponse::Forward(submit::propose_as_leader(node, op, deadline).await)
-            }
+            PeerRequest::Forward(op) => PeerResponse::Forward(submit::forwarded(node, op).await),
             PeerRequest::Removed { term, target } => {
                 let m = node.raft_metrics();
                 // Only the named node, only if it was a committed member, only from a leader

@@ -154,6 +154,14 @@ async fn await_leader(node: &Node, deadline: Instant) -> Result<NodeId, WriteFai
     }
 }
 
+/// On the leader, an operation a follower forwarded: counted in flight like a local submit,
+/// so a SIGTERM lets it finish (or answer truly) before Raft stops.
+pub(super) async fn forwarded(node: &Node, op: StoredOperation) -> WriteResult {
+    let _counted = CountedSubmit::enter(&node.submits_in_flight);
+    let deadline = Instant::now() + node.cfg.write_timeout;
+    propose_as_leader(node, op, deadline).await
+}
+
 /// On the leader: gate on quorum, then hand the operation to the batcher.
 pub(super) async fn propose_as_leader(
     node: &Node,

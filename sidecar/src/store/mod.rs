@@ -251,7 +251,36 @@ impl Db {
             purged: Arc::new(parking_lot::Mutex::new(())),
         };
         let identity = db.check_identity(cluster_id, existed.as_deref())?;
+        if identity.fresh {
+            db.set_aside_old_snapshots()?;
+        }
         Ok((db, identity))
+    }
+
+    /// A new store beside a `snapshots/` directory: the RocksDB directory was wiped (or lost)
+    /// and the snapshots of the old one stayed. A new node must not start from another node's
+    /// state, so they are moved to `snapshots.orphaned-<unix seconds>/` (kept for whoever
+    /// wants them, never read again).
+    fn set_aside_old_snapshots(&self) -> Result<(), StoreError> {
+        let dir = self.snapshot_dir();
+        let holds_any = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+        if !holds_any {
+            return Ok(());
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = dir.with_file_name(format!("snapshots.orphaned-{secs}"));
+        std::fs::rename(&dir, &aside).map_err(|source| StoreError::CreateDir {
+            path: aside.clone(),
+            source,
+        })?;
+        tracing::warn!(
+            from = %dir.display(),
+            to = %aside.display(),
+            "a new store found snapshots of an earlier one (its RocksDB directory was wiped); moved them aside"
+        );
+        Ok(())
     }
 
     /// `existed`: the contents of CURRENT before this open, when the store already existed.
@@ -551,6 +580,32 @@ mod tests {
         let (db, _) = Db::open(tempfile::tempdir().unwrap().path(), "c-1").unwrap();
         let format: Option<u32> = db.get(Cf::Meta, MetaKey::Format.key()).unwrap();
         assert_eq!(format, Some(STORE_FORMAT), "a new store is marked");
+    }
+
+    #[test]
+    fn a_wiped_store_does_not_start_from_the_snapshots_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, first) = Db::open(dir.path(), "c-1").unwrap();
+        let snapshots = db.snapshot_dir();
+        std::fs::create_dir_all(&snapshots).unwrap();
+        std::fs::write(snapshots.join("current.snap"), b"the old node's state").unwrap();
+        drop(db);
+        std::fs::remove_dir_all(dir.path().join("rocksdb")).unwrap();
+        let (db, again) = Db::open(dir.path(), "c-1").unwrap();
+        assert!(again.fresh && again.node_id != first.node_id);
+        assert!(
+            !snapshots.join("current.snap").exists(),
+            "the old snapshot is still current"
+        );
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("snapshots.orphaned-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        // The state machine opens empty.
+        let sm = state_machine::StateMachineStore::open(db, 100).unwrap();
+        assert_eq!(sm.reader().applied().last_applied, None);
     }
 
     #[test]
