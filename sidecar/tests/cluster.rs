@@ -15,7 +15,7 @@ use common::{TestCluster, op, wait_for};
 use nix::sys::signal::Signal;
 use raft_api::ErrorCode;
 use raft_api::admin::{MemberSpec, NodeRole, SettingsUpdate};
-use raft_api::daemon::PartitionState;
+use raft_api::daemon::{Consistency, PartitionState};
 
 const SECS_20: Duration = Duration::from_secs(20);
 
@@ -755,4 +755,63 @@ async fn the_dedupe_window_is_the_clusters_and_changes_only_through_the_admin_ap
         !b_again.duplicate && b_again.log_index > b.log_index,
         "expired under the new window: {b_again:?} after {b:?}"
     );
+}
+
+/// `?consistency=linearizable` on a follower that was frozen while a write committed: the
+/// read waits until the follower applied it, so it sees the write (a local read right after
+/// the thaw may not). A follower cut off from everyone answers an error, never stale data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_on_a_follower_see_every_acknowledged_write_or_fail() {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let follower = others(3, &[leader])[0];
+    t.c.signal(follower, Signal::SIGSTOP).unwrap();
+    let written = t
+        .submit_retrying(&[leader], &op("while-frozen"), SECS_20)
+        .await;
+    t.c.signal(follower, Signal::SIGCONT).unwrap();
+    let lin = Consistency::Linearizable;
+    let client = t.client(follower);
+    let seen = client.operation_read("while-frozen", lin).await.unwrap();
+    assert_eq!(seen.log_index, Some(written.log_index), "{seen:?}");
+    let page = client.journal_read(None, Some(1000), lin).await.unwrap();
+    assert!(
+        page.entries
+            .iter()
+            .any(|e| e.operation.id == "while-frozen"),
+        "{page:?}"
+    );
+    let state = client.state_read(lin).await.unwrap();
+    assert!(!state.is_leader && state.leader_id.is_some(), "{state:?}");
+
+    // Cut off: the read cannot be confirmed, so it is refused rather than served stale.
+    for r in others(3, &[follower]) {
+        t.c.signal(r, Signal::SIGSTOP).unwrap();
+    }
+    let started = Instant::now();
+    let err = client.state_read(lin).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            Some(ErrorCode::NoLeader | ErrorCode::NoQuorum | ErrorCode::Timeout)
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = client.journal_read(None, Some(1), lin).await.unwrap_err();
+    assert!(err.code().is_some_and(|c| c.is_retryable()), "{err}");
+    for r in others(3, &[follower]) {
+        t.c.signal(r, Signal::SIGCONT).unwrap();
+    }
+    t.leader(SECS_20).await;
+    // An unknown consistency is a bad request.
+    let err = client
+        .stream("/v1/state?consistency=eventual")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidOperation), "{err}");
 }

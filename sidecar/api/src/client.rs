@@ -11,7 +11,9 @@ use crate::admin::{
     ClusterSettings, ClusterView, InitializeRequest, InitializeResult, MemberSpec,
     MembershipResult, NodeStatus, SettingsUpdate, SnapshotResult,
 };
-use crate::daemon::{ConsensusState, JournalPage, Operation, OperationState, SubmitResult};
+use crate::daemon::{
+    ConsensusState, Consistency, JournalPage, Operation, OperationState, SubmitResult,
+};
 use crate::{ErrorBody, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +158,20 @@ impl SidecarClient {
     }
 
     pub async fn operation(&self, id: &str) -> Result<OperationState, ClientError> {
-        let path = format!("/v1/operations/{}", encode_path(id));
+        self.operation_read(id, Consistency::Local).await
+    }
+
+    /// `GET /v1/operations/{id}?consistency=…`.
+    pub async fn operation_read(
+        &self,
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<OperationState, ClientError> {
+        let path = format!(
+            "/v1/operations/{}?consistency={}",
+            encode_path(id),
+            consistency.as_str()
+        );
         self.json(false, Method::GET, &path, Self::NO_BODY).await
     }
 
@@ -165,24 +180,38 @@ impl SidecarClient {
         from: Option<u64>,
         limit: Option<usize>,
     ) -> Result<JournalPage, ClientError> {
-        let mut q = Vec::new();
+        self.journal_read(from, limit, Consistency::Local).await
+    }
+
+    /// `GET /v1/journal?from=…&limit=…&consistency=…`.
+    pub async fn journal_read(
+        &self,
+        from: Option<u64>,
+        limit: Option<usize>,
+        consistency: Consistency,
+    ) -> Result<JournalPage, ClientError> {
+        let mut q = vec![format!("consistency={}", consistency.as_str())];
         if let Some(f) = from {
             q.push(format!("from={f}"));
         }
         if let Some(l) = limit {
             q.push(format!("limit={l}"));
         }
-        let path = if q.is_empty() {
-            "/v1/journal".to_string()
-        } else {
-            format!("/v1/journal?{}", q.join("&"))
-        };
+        let path = format!("/v1/journal?{}", q.join("&"));
         self.json(false, Method::GET, &path, Self::NO_BODY).await
     }
 
     pub async fn state(&self) -> Result<ConsensusState, ClientError> {
-        self.json(false, Method::GET, "/v1/state", Self::NO_BODY)
-            .await
+        self.state_read(Consistency::Local).await
+    }
+
+    /// `GET /v1/state?consistency=…`.
+    pub async fn state_read(
+        &self,
+        consistency: Consistency,
+    ) -> Result<ConsensusState, ClientError> {
+        let path = format!("/v1/state?consistency={}", consistency.as_str());
+        self.json(false, Method::GET, &path, Self::NO_BODY).await
     }
 
     /// A streaming GET (SSE endpoints); the caller reads the body.

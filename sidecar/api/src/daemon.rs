@@ -83,6 +83,27 @@ pub struct JournalPage {
     pub commit_index: u64,
 }
 
+/// `?consistency=` of the read endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// What this node has applied (may be behind the leader; the default).
+    #[default]
+    Local,
+    /// Reflects every write acknowledged before the read began, on any node: the leader
+    /// confirms it still leads with a quorum, and this node waits until it applied that far.
+    Linearizable,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Local => "local",
+            Consistency::Linearizable => "linearizable",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartitionState {

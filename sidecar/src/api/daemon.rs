@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use raft_api::ErrorCode;
 use raft_api::daemon::{
-    ConsensusState, JournalPage, MemberRole, MemberState, Operation, OperationState,
+    ConsensusState, Consistency, JournalPage, MemberRole, MemberState, Operation, OperationState,
     OperationStatus, SubmitResult,
 };
 use serde::Deserialize;
@@ -23,7 +23,7 @@ use super::journal::{compacted, journal_entry};
 use super::sse;
 use crate::journal::StoredOperation;
 use crate::raft::node::Node;
-use crate::raft::submit;
+use crate::raft::{read, submit};
 use crate::store::state_machine::JournalSlice;
 
 /// Longest accepted operation id, in bytes.
@@ -214,6 +214,23 @@ pub fn parse_operation(body: &[u8], max_bytes: usize) -> Result<StoredOperation,
 struct JournalQuery {
     from: Option<u64>,
     limit: Option<usize>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// For `?consistency=linearizable`: wait until this node's applied state reflects every write
+/// acknowledged before the read (see `raft::read`); `local` reads at once.
+async fn consistent(node: &Node, consistency: Consistency) -> Result<(), ApiError> {
+    match consistency {
+        Consistency::Local => Ok(()),
+        Consistency::Linearizable => read::linearizable(node).await.map_err(ApiError::from),
+    }
 }
 
 pub fn routes(
@@ -238,6 +255,7 @@ pub fn routes(
         .then(submit);
     let get_op = warp::path!("v1" / "operations" / String)
         .and(warp::get())
+        .and(warp::query::<ReadQuery>())
         .and(with_node.clone())
         .and(with_tracker)
         .then(get_operation);
@@ -259,8 +277,14 @@ pub fn routes(
         );
     let state = warp::path!("v1" / "state")
         .and(warp::get())
+        .and(warp::query::<ReadQuery>())
         .and(with_node.clone())
-        .map(|n: Arc<Node>| warp::reply::json(&consensus_state(&n)).into_response());
+        .then(|q: ReadQuery, n: Arc<Node>| async move {
+            match consistent(&n, q.consistency).await {
+                Ok(()) => warp::reply::json(&consensus_state(&n)).into_response(),
+                Err(e) => e.into_response(),
+            }
+        });
     let events = warp::path!("v1" / "events")
         .and(warp::get())
         .and(with_node)
@@ -315,7 +339,12 @@ async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response
     }))
 }
 
-async fn get_operation(raw_id: String, node: Arc<Node>, tracker: Arc<Tracker>) -> Response {
+async fn get_operation(
+    raw_id: String,
+    q: ReadQuery,
+    node: Arc<Node>,
+    tracker: Arc<Tracker>,
+) -> Response {
     // warp hands the path segment over still percent-encoded; ids may hold any character.
     let id = match percent_encoding::percent_decode_str(&raw_id).decode_utf8() {
         Ok(id) => id.into_owned(),
@@ -327,6 +356,9 @@ async fn get_operation(raw_id: String, node: Arc<Node>, tracker: Arc<Tracker>) -
             .into_response();
         }
     };
+    if let Err(e) = consistent(&node, q.consistency).await {
+        return e.into_response();
+    }
     let result = match node.journal.lookup(id.clone()).await {
         Ok(Some(rec)) => Ok(state(
             &id,
@@ -349,6 +381,7 @@ async fn get_operation(raw_id: String, node: Arc<Node>, tracker: Arc<Tracker>) -
 async fn journal_page(q: JournalQuery, node: Arc<Node>) -> Response {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let result = async {
+        consistent(&node, q.consistency).await?;
         let slice = node
             .journal
             .page(q.from, limit)

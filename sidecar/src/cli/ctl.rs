@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
-use raft_api::admin::MemberSpec;
+use raft_api::admin::{MemberSpec, SettingsUpdate};
 use raft_api::client::{ClientError, SidecarClient};
-use raft_api::daemon::Operation;
+use raft_api::daemon::{Consistency, Operation};
 
 use super::run::Failure;
 
@@ -26,6 +26,10 @@ pub struct CtlArgs {
     /// Deadline of each request.
     #[arg(long, env = "RAFT_CTL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// `state`, `get` and `log` read with `?consistency=linearizable`: they reflect every write
+    /// acknowledged before them, on any node.
+    #[arg(long)]
+    pub linearizable: bool,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -57,6 +61,12 @@ pub enum CtlCommand {
     Watch {
         #[arg(long)]
         from: Option<u64>,
+    },
+    /// The cluster's replicated settings; with `--dedupe-window`, change the window (on the
+    /// leader).
+    Settings {
+        #[arg(long, value_parser = humantime::parse_duration)]
+        dedupe_window: Option<Duration>,
     },
     /// Membership from the leader's view.
     Members,
@@ -112,8 +122,13 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
         None => None,
     };
     let client = SidecarClient::new(Some(&args.api), Some(&args.admin), token, args.timeout);
+    let consistency = if args.linearizable {
+        Consistency::Linearizable
+    } else {
+        Consistency::Local
+    };
     match args.command {
-        CtlCommand::State => print(&client.state().await.map_err(failed)?),
+        CtlCommand::State => print(&client.state_read(consistency).await.map_err(failed)?),
         CtlCommand::Status => print(&client.status().await.map_err(failed)?),
         CtlCommand::Submit {
             id,
@@ -136,10 +151,27 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
             };
             print(&client.submit(&op).await.map_err(failed)?);
         }
-        CtlCommand::Get { id } => print(&client.operation(&id).await.map_err(failed)?),
-        CtlCommand::Log { from, limit } => {
-            print(&client.journal(from, limit).await.map_err(failed)?)
-        }
+        CtlCommand::Get { id } => print(
+            &client
+                .operation_read(&id, consistency)
+                .await
+                .map_err(failed)?,
+        ),
+        CtlCommand::Log { from, limit } => print(
+            &client
+                .journal_read(from, limit, consistency)
+                .await
+                .map_err(failed)?,
+        ),
+        CtlCommand::Settings { dedupe_window } => match dedupe_window {
+            Some(window) => {
+                let update = SettingsUpdate {
+                    dedupe_window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                };
+                print(&client.set_settings(&update).await.map_err(failed)?)
+            }
+            None => print(&client.settings().await.map_err(failed)?),
+        },
         CtlCommand::Watch { from } => {
             let path = from.map_or_else(
                 || "/v1/journal/watch".to_string(),

@@ -16,5 +16,6 @@ pub mod membership;
 mod monitor;
 pub mod node;
 mod peer;
+pub mod read;
 pub mod settings;
 pub mod submit;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use parking_lot::Mutex;
+use raft_api::ErrorCode;
 use raft_api::daemon::{ConsensusEvent, PartitionState};
 use tokio::sync::{broadcast, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -21,8 +22,9 @@ use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::store::state_machine::JournalReader;
-use crate::transport::link::Links;
+use crate::transport::link::{Link, Links};
 use crate::types::{Member, NodeId, Raft, RaftMetrics};
+use crate::write::WriteFailure;
 
 /// Where the node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,16 @@ impl Node {
     /// A member's entry in the effective membership.
     pub fn member(&self, m: &RaftMetrics, id: NodeId) -> Option<Member> {
         m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// The leader's member record and the link to it, to send it a forwarded request.
+    pub(super) fn leader_link(&self, leader: NodeId) -> Result<(Member, Arc<Link>), WriteFailure> {
+        let m = self.raft_metrics();
+        let member = self
+            .member(&m, leader)
+            .ok_or_else(|| WriteFailure::new(ErrorCode::NoLeader, "leader unknown"))?;
+        let link = self.links.get(leader, &member.peer_addr);
+        Ok((member, link))
     }
 
     /// Name of the current leader, if known.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::node::{Lifecycle, Node};
-use super::submit;
+use super::{read, submit};
 use crate::transport::frame::{
     HealthView, MembershipView, NodeIdentity, PeerRequest, PeerResponse,
 };
@@ -61,6 +61,10 @@ impl PeerHandler for PeerService {
                 PeerResponse::InstallSnapshot(node.raft.install_snapshot(rpc).await)
             }
             PeerRequest::Forward(op) => PeerResponse::Forward(submit::forwarded(node, op).await),
+            PeerRequest::ReadIndex => {
+                let deadline = tokio::time::Instant::now() + node.cfg.write_timeout;
+                PeerResponse::ReadIndex(read::read_index(node, deadline).await)
+            }
             PeerRequest::Removed { term, target } => {
                 let m = node.raft_metrics();
                 // Only the named node, only if it was a committed member, only from a leader

@@ -237,11 +237,7 @@ async fn forward(
     op: StoredOperation,
     deadline: Instant,
 ) -> WriteResult {
-    let m = node.raft_metrics();
-    let member = node
-        .member(&m, leader)
-        .ok_or_else(|| WriteFailure::new(ErrorCode::NoLeader, "leader unknown"))?;
-    let link = node.links.get(leader, &member.peer_addr);
+    let (member, link) = node.leader_link(leader)?;
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut metrics = node.raft.metrics();
     let answer = tokio::select! {

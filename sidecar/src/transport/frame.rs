@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::MAX_FRAME_BYTES;
 use crate::journal::StoredOperation;
 use crate::types::{NodeId, StoredMembership, TypeConfig};
-use crate::write::WriteResult;
+use crate::write::{WriteFailure, WriteResult};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -34,6 +34,8 @@ pub enum PeerRequest {
     /// "Do you lead, and can you reach a majority?" A follower asks its leader, so that the
     /// followers of a leader cut off in a minority also report `minority`.
     Health,
+    /// "Confirm you lead and give me the read index" (a follower's linearizable read).
+    ReadIndex,
 }
 
 /// Answer to [`PeerRequest::Identify`].
@@ -76,6 +78,8 @@ pub enum PeerResponse {
     Ack,
     /// Answer to [`PeerRequest::Health`].
     Health(HealthView),
+    /// Answer to [`PeerRequest::ReadIndex`]: the Raft index a linearizable read must see.
+    ReadIndex(Result<u64, WriteFailure>),
     /// The peer could not handle the request (not ready yet, shutting down, bad frame).
     Refused(String),
 }
