@@ -815,3 +815,38 @@ async fn linearizable_reads_on_a_follower_see_every_acknowledged_write_or_fail()
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidOperation), "{err}");
 }
+
+/// A node cut off from the majority ends its journal watches with an error event naming why,
+/// instead of leaving them open in silence while it may be behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_ends_its_watches_with_an_error_event() {
+    let mut t = TestCluster::start(3, &["--partition-detection-ms", "1000"]).await;
+    let leader = t.leader(SECS_20).await;
+    t.submit_retrying(&[leader], &op("before"), SECS_20).await;
+    let lone = others(3, &[leader])[0];
+    let mut watch = t
+        .client(lone)
+        .stream("/v1/journal/watch?from=1")
+        .await
+        .unwrap()
+        .bytes_stream();
+    let seen = raft_testkit::wait::sse_until(&mut watch, Duration::from_secs(5), |text| {
+        text.contains("\"before\"")
+    })
+    .await;
+    assert!(seen.contains("\"before\""), "{seen}");
+    for r in others(3, &[lone]) {
+        t.c.signal(r, Signal::SIGSTOP).unwrap();
+    }
+    let seen =
+        raft_testkit::wait::sse_until(&mut watch, SECS_20, |text| text.contains("event:error"))
+            .await;
+    assert!(
+        seen.contains("event:error") && seen.contains("NO_QUORUM"),
+        "the watch stayed open in silence: {seen}"
+    );
+    for r in others(3, &[lone]) {
+        t.c.signal(r, Signal::SIGCONT).unwrap();
+    }
+    t.leader(SECS_20).await;
+}

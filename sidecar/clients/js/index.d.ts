@@ -123,6 +123,9 @@ export interface MemberState {
   lastContactMs?: number;
 }
 
+/** `?consistency=` of the read calls: `local` (the default) or `linearizable`. */
+export type Consistency = 'local' | 'linearizable';
+
 /** `GET /v1/state` plus the integration guide's `lastAppliedIndex` and `timestamp`. Indices are Raft log indices. */
 export interface ConsensusState {
   /** Numeric node id, as a decimal string. */
@@ -241,9 +244,10 @@ export declare class ConsensusManager extends EventEmitter {
 
   initialize(): Promise<void>;
   replicateOperation(operation: Operation, options?: { signal?: AbortSignal }): Promise<ReplicationResult>;
-  getConsensusState(): Promise<ConsensusState>;
-  getOperation(id: string): Promise<OperationState>;
-  readJournal(query?: { from?: number; limit?: number }): Promise<JournalPage>;
+  /** `consistency: 'linearizable'`: reflects every write acknowledged before the call (the leader confirms with a quorum; this node waits until it applied that far), else rejects with NO_LEADER/NO_QUORUM/TIMEOUT. */
+  getConsensusState(options?: { consistency?: Consistency }): Promise<ConsensusState>;
+  getOperation(id: string, options?: { consistency?: Consistency }): Promise<OperationState>;
+  readJournal(query?: { from?: number; limit?: number; consistency?: Consistency }): Promise<JournalPage>;
   journal(options?: { from?: number; signal?: AbortSignal }): AsyncGenerator<JournalEntry, void, undefined>;
   removeNodeGracefully(nodeId: string): Promise<RemovalResult>;
   shutdown(): Promise<void>;

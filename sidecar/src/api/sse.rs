@@ -14,7 +14,8 @@ use warp::sse::Event;
 
 use super::error::ApiError;
 use super::journal::{check_compacted, compacted, journal_entry};
-use crate::raft::node::Node;
+use crate::raft::health;
+use crate::raft::node::{Lifecycle, Node};
 use crate::store::state_machine::JournalSlice;
 
 const PAGE: usize = 256;
@@ -41,13 +42,20 @@ pub fn journal_watch(node: Arc<Node>, from: Option<u64>) -> Response {
         return e.into_response();
     }
     let reader = node.journal.clone();
+    let watched = node.clone();
     let stream = async_stream(&node, move |tx| async move {
         let mut progress = reader.subscribe();
         let mut next = start;
         loop {
+            let removed = watched.lifecycle() == Lifecycle::Removed;
+            if let Some(why) = health::watch_ending(removed, watched.health().partition) {
+                let _ = tx.send(error_event(&ApiError::from(why))).await;
+                return;
+            }
             if reader.applied().journal.last_index() < next {
                 tokio::select! {
                     changed = progress.changed() => if changed.is_err() { return },
+                    () = watched.standing_changed() => {}
                     () = tx.closed() => return,
                 }
                 continue;

@@ -165,6 +165,26 @@ pub fn leader_verdict(
         .then_some(r.view.partition)
 }
 
+/// Why a journal watch on this node must end, if it must: a removed node's journal stops
+/// for good, and one cut off from the majority may be behind without knowing it. Both are
+/// said in an `error` event, so a watcher moves to another node instead of waiting in silence.
+/// A leaderless node (majority heard, election under way) keeps its watches.
+pub fn watch_ending(removed: bool, partition: PartitionState) -> Option<WriteFailure> {
+    if removed {
+        return Some(WriteFailure::new(
+            ErrorCode::NotInitialized,
+            "this node was removed from the cluster: its journal ends here; watch a member",
+        ));
+    }
+    (partition == PartitionState::Minority).then(|| {
+        WriteFailure::new(
+            ErrorCode::NoQuorum,
+            "this node is cut off from the majority: its journal may be behind; watch a node of \
+             the majority or retry later",
+        )
+    })
+}
+
 /// On a follower, before forwarding a write to `leader`: a refusal when the write cannot
 /// succeed, so the daemon gets a quick and certain answer instead of a forward that hangs and
 /// ends with an unknown outcome. `leader_heard`: the leader was heard within the detection
@@ -196,6 +216,17 @@ pub fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watches_end_on_a_removed_or_cut_off_node_only() {
+        use PartitionState::*;
+        let code = |removed, p| watch_ending(removed, p).map(|f| f.code);
+        assert_eq!(code(true, Healthy), Some(ErrorCode::NotInitialized));
+        assert_eq!(code(false, Minority), Some(ErrorCode::NoQuorum));
+        for p in [Healthy, Degraded, Leaderless] {
+            assert_eq!(code(false, p), None, "{p:?}");
+        }
+    }
 
     const DETECTION: Duration = Duration::from_millis(1000);
 

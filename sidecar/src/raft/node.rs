@@ -105,6 +105,17 @@ impl Node {
         *self.lifecycle.borrow()
     }
 
+    /// Resolves when the node's lifecycle or its reachability verdict changes.
+    pub fn standing_changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (mut life, mut health) = (self.lifecycle.subscribe(), self.health.subscribe());
+        async move {
+            tokio::select! {
+                _ = life.changed() => {}
+                _ = health.changed() => {}
+            }
+        }
+    }
+
     /// Stop admitting operations (they answer SHUTTING_DOWN).
     pub fn begin_shutdown(&self) {
         self.lifecycle.send_if_modified(|l| {

@@ -182,31 +182,37 @@ export class ConsensusManager extends EventEmitter {
 
   /**
    * The sidecar's `/v1/state`, plus the integration guide's `lastAppliedIndex` and `timestamp`.
+   * `consistency: 'linearizable'` reflects every write acknowledged before the call.
+   * @param {{consistency?: 'local' | 'linearizable'}} [options]
    * @returns {Promise<import('../index.js').ConsensusState>}
    */
-  async getConsensusState() {
-    const state = await this.#request({ path: '/v1/state' });
+  async getConsensusState({ consistency } = {}) {
+    const state = await this.#request({ path: `/v1/state${consistencyQuery(consistency)}` });
     this.#remember(state);
     return { ...state, lastAppliedIndex: state.appliedIndex, timestamp: new Date() };
   }
 
   /**
    * Where an operation stands on this node (`PENDING`, `REPLICATED`, `COMMITTED`, `FAILED`).
-   * Unknown ids reject with NOT_FOUND.
+   * Unknown ids reject with NOT_FOUND. With `consistency: 'linearizable'`, an operation
+   * acknowledged anywhere before the call is never NOT_FOUND here.
    * @param {string} id
+   * @param {{consistency?: 'local' | 'linearizable'}} [options]
    */
-  async getOperation(id) {
-    return this.#request({ path: `/v1/operations/${encodeURIComponent(id)}` });
+  async getOperation(id, { consistency } = {}) {
+    const path = `/v1/operations/${encodeURIComponent(id)}${consistencyQuery(consistency)}`;
+    return this.#request({ path });
   }
 
   /**
    * One page of the journal (`GET /v1/journal`).
-   * @param {{from?: number, limit?: number}} [query]
+   * @param {{from?: number, limit?: number, consistency?: 'local' | 'linearizable'}} [query]
    */
-  async readJournal({ from, limit } = {}) {
+  async readJournal({ from, limit, consistency } = {}) {
     const params = new URLSearchParams();
     if (from !== undefined) params.set('from', String(from));
     if (limit !== undefined) params.set('limit', String(limit));
+    if (consistency !== undefined) params.set('consistency', consistency);
     const query = params.size > 0 ? `?${params}` : '';
     return this.#request({ path: `/v1/journal${query}` });
   }
@@ -384,4 +390,9 @@ export class ConsensusManager extends EventEmitter {
  */
 export function createConsensusManager(...args) {
   return new ConsensusManager(...args);
+}
+
+/** `?consistency=…` for a read, or nothing for the default (local). */
+function consistencyQuery(consistency) {
+  return consistency === undefined ? '' : `?consistency=${encodeURIComponent(consistency)}`;
 }

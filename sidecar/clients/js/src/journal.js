@@ -65,9 +65,18 @@ export async function* watchJournal(opts) {
       continue;
     }
 
+    /** @type {SidecarError | undefined} */
+    let ended;
     try {
       for await (const ev of stream.events) {
-        if (ev.event === 'error') throw streamError(ev.data);
+        if (ev.event === 'error') {
+          const err = streamError(ev.data);
+          // A node that is cut off or was removed ends its watches with a retryable code:
+          // reconnect (with backoff) instead of ending the iteration.
+          if (!RECONNECTABLE.has(err.code)) throw err;
+          ended = err;
+          break;
+        }
         if (ev.event !== 'operation') continue;
         const entry = JSON.parse(ev.data);
         // Defensive: a resumed stream must start after what was delivered; never repeat.
@@ -82,10 +91,11 @@ export async function* watchJournal(opts) {
       stream.close();
     }
     if (signal?.aborted) return;
-    // The stream ended (sidecar restart, dropped connection, idle watchdog): resume.
+    // The stream ended (sidecar restart, dropped connection, idle watchdog, or an error event
+    // with a retryable code): resume.
     failures += 1;
-    const delayMs = backoffDelay(opts.reconnect, failures);
-    opts.onReconnect?.({ attempt: failures, delayMs, nextIndex: next ?? 0 });
+    const delayMs = backoffDelay(opts.reconnect, failures, ended?.retryAfterMs);
+    opts.onReconnect?.({ attempt: failures, delayMs, error: ended, nextIndex: next ?? 0 });
     if (!(await pause(delayMs, signal))) return;
   }
 }

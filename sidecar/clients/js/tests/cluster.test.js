@@ -102,6 +102,20 @@ describe('ConsensusManager on a 3-node cluster', () => {
     }
   });
 
+  test('linearizable reads on every node see an operation as soon as it is acknowledged', async () => {
+    const m = await managerOn(leader);
+    const result = await m.replicateOperation({ id: 'lin-op-1', type: 'demo', payload: { n: 1 } });
+    for (let i = 0; i < cluster.size; i++) {
+      const reader = await managerOn(i);
+      const op = await reader.getOperation('lin-op-1', { consistency: 'linearizable' });
+      assert.equal(op.logIndex, result.logIndex, `node-${i}`);
+      const page = await reader.readJournal({ from: result.logIndex, limit: 1, consistency: 'linearizable' });
+      assert.equal(page.entries[0].operation.id, 'lin-op-1', `node-${i}`);
+      const state = await reader.getConsensusState({ consistency: 'linearizable' });
+      assert.ok(state.leaderId, `node-${i}`);
+    }
+  });
+
   test('resubmitting an id is answered as a duplicate with the original index', async () => {
     const m = await managerOn(followerOf(leader));
     const first = await m.replicateOperation({ id: 'dup-1', type: 'demo', payload: { a: 1, b: 2 } });

@@ -73,6 +73,34 @@ describe('journal iterator', () => {
     assert.deepEqual(seen, [1, 2]);
   });
 
+  test('a retryable error event (a cut-off or removed node) reconnects instead of ending the iteration', async () => {
+    requests.length = 0;
+    const error = { error: { code: 'NO_QUORUM', message: 'this node is cut off from the majority' } };
+    scripts = [
+      (res) => res.end(entry(1) + `event:error\ndata:${JSON.stringify(error)}\n\n`),
+      (res) => res.end(entry(2)),
+    ];
+    const seen = [];
+    const reconnects = [];
+    const ac = new AbortController();
+    await withDeadline('entries 1 and 2', (async () => {
+      const it = watchJournal({
+        endpoint, from: 1, signal: ac.signal,
+        reconnect: { baseDelayMs: 1, maxDelayMs: 5 },
+        connectTimeoutMs: 2000,
+        idleTimeoutMs: 5000,
+        onReconnect: (info) => reconnects.push(info.error?.code),
+      });
+      for await (const e of it) {
+        seen.push(e.logIndex);
+        if (e.logIndex === 2) ac.abort();
+      }
+    })());
+    assert.deepEqual(seen, [1, 2]);
+    assert.deepEqual(reconnects, ['NO_QUORUM']);
+    assert.equal(requests[1].url, '/v1/journal/watch?from=2');
+  });
+
   test('breaking out of the loop closes the connection', async () => {
     let closed;
     const gone = new Promise((resolve) => { closed = resolve; });
