@@ -33,7 +33,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// Run `case` on `cases` inputs drawn from `strategy`; on a failure, panic with the shrunk
-/// input and the seed that replays it. Prints how many cases ran.
+/// input and the `FUZZ_SEED` value that replays it. Prints how many cases ran.
 fn fuzz<S>(name: &str, strategy: S, case: impl Fn(&[u8]))
 where
     S: Strategy<Value = Vec<u8>>,
