@@ -47,6 +47,8 @@ pub fn journal_watch(node: Arc<Node>, from: Option<u64>) -> Response {
         let mut progress = reader.subscribe();
         let mut next = start;
         loop {
+            // Subscribed before the check, so a change right after it still wakes the wait.
+            let standing = watched.standing_changed();
             let removed = watched.lifecycle() == Lifecycle::Removed;
             if let Some(why) = health::watch_ending(removed, watched.health().partition) {
                 let _ = tx.send(error_event(&ApiError::from(why))).await;
@@ -55,7 +57,7 @@ pub fn journal_watch(node: Arc<Node>, from: Option<u64>) -> Response {
             if reader.applied().journal.last_index() < next {
                 tokio::select! {
                     changed = progress.changed() => if changed.is_err() { return },
-                    () = watched.standing_changed() => {}
+                    () = standing => {}
                     () = tx.closed() => return,
                 }
                 continue;
