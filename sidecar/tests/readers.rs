@@ -17,7 +17,7 @@ use common::TestCluster;
 use raft_api::ErrorCode;
 use raft_api::daemon::Operation;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 const WRITERS: usize = 32;
 const WRITE_FOR: Duration = Duration::from_secs(8);
@@ -32,10 +32,16 @@ struct Read {
     holes: Vec<String>,
 }
 
-/// `GET /v1/journal/watch?from=N` over HTTP/1.0: the body is then the raw event stream, with
-/// no chunk framing, read at the pace the test chooses.
+/// `GET /v1/journal/watch?from=N` over HTTP/1.0 (the body is then the raw event stream, with
+/// no chunk framing), on a socket with a 4 KiB receive buffer, read at the pace the test
+/// chooses.
 async fn open_watch(t: &TestCluster, i: usize, from: u64) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(t.c.nodes[i].api).await.unwrap();
+    // A small receive buffer (which also turns off its autotuning, up to 32 MiB here) keeps the
+    // node's send buffer small too: when the reader pauses, the node's side of the watch blocks
+    // after a few events instead of writing megabytes ahead.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(t.c.nodes[i].api).await.unwrap();
     let request = format!("GET /v1/journal/watch?from={from} HTTP/1.0\r\nHost: node\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -76,9 +82,8 @@ async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
         let mut buf = String::new();
         let mut expect: Option<u64> = None;
         let mut chunk = vec![0u8; 64 * 1024];
-        // A slow consumer: bursts of reading, then pauses in which the node's socket buffers
-        // fill and its side of the watch waits while retention trims past where its next page
-        // starts.
+        // A slow consumer: bursts of reading, then pauses in which the node's side of the watch
+        // blocks on the full socket while retention trims past where its next page starts.
         let mut burst_until = Instant::now();
         'stream: while Instant::now() < until {
             if Instant::now() >= burst_until {
