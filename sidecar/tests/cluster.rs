@@ -587,6 +587,18 @@ async fn a_minority_answers_no_quorum_or_no_leader_within_three_seconds_and_reco
     let leader = t.leader(SECS_20).await;
     let lone = others(3, &[leader])[0];
     let rest = others(3, &[lone]);
+    // The lone node may be the old leader, still reporting the minority it was in: wait for a
+    // fresh verdict first, or the one awaited below could be that stale one while the new
+    // leader was heard a moment ago (a write is then forwarded, and TIMEOUT is the true answer).
+    wait_for(
+        "the lone follower to see the healed cluster",
+        SECS_20,
+        || async {
+            let s = t.client(lone).state().await.ok()?;
+            (s.partition_state == PartitionState::Healthy).then_some(())
+        },
+    )
+    .await;
     for r in &rest {
         t.c.signal(*r, Signal::SIGSTOP).unwrap();
     }
