@@ -724,6 +724,7 @@ async fn the_dedupe_window_is_the_clusters_and_changes_only_through_the_admin_ap
     }
     let leader = t.leader(SECS_20).await;
     let first = t.submit_retrying(&[leader], &op("a"), SECS_20).await;
+    // Real time must pass for the replicated clock to pass a 6 s window: nothing to poll.
     tokio::time::sleep(Duration::from_secs(7)).await;
     t.submit_retrying(&[leader], &op("filler-1"), SECS_20).await;
     let again = t.submit_retrying(&[leader], &op("a"), SECS_20).await;
@@ -760,6 +761,7 @@ async fn the_dedupe_window_is_the_clusters_and_changes_only_through_the_admin_ap
 
     // Now ids are forgotten after 6 s of the replicated clock, which entries advance.
     let b = t.submit_retrying(&[leader], &op("b"), SECS_20).await;
+    // As above: the window is measured in real time.
     tokio::time::sleep(Duration::from_secs(7)).await;
     t.submit_retrying(&[leader], &op("filler-2"), SECS_20).await;
     let b_again = t.submit_retrying(&[leader], &op("b"), SECS_20).await;

@@ -167,7 +167,6 @@ async fn client(
                 }
             };
             let mut done = false;
-            let mut all_refused = true;
             for (i, answer) in answers {
                 match answer {
                     Ok(r) => {
@@ -180,10 +179,7 @@ async fn client(
                     }
                     Err(e) => {
                         *log.errors.entry(error_kind(&e)).or_default() += 1;
-                        if !certain_refusal(&e) {
-                            all_refused = false;
-                            uncertain = true;
-                        }
+                        uncertain |= !certain_refusal(&e);
                         let retry = match &e {
                             ClientError::Api { code, .. } => code.is_retryable(),
                             ClientError::Http { .. } => true,
@@ -199,9 +195,9 @@ async fn client(
             if done {
                 break;
             }
-            // Now and then take a certain refusal at its word and drop the operation: the
-            // checker then proves it was never committed.
-            if all_refused && !uncertain && rng.random_bool(0.3) {
+            // Every answer so far was a certain refusal: now and then take it at its word and
+            // drop the operation; the checker then proves it was never committed.
+            if !uncertain && rng.random_bool(0.3) {
                 log.refused.push(op.id.clone());
                 break;
             }

@@ -32,6 +32,18 @@ struct Read {
     holes: Vec<String>,
 }
 
+impl Read {
+    /// Count an explicit `COMPACTED`; the index to start over from (the node's first).
+    async fn restart_after_compacted(&mut self, t: &TestCluster, i: usize) -> u64 {
+        self.compacted += 1;
+        t.client(i)
+            .journal(None, Some(1))
+            .await
+            .unwrap()
+            .first_index
+    }
+}
+
 /// `GET /v1/journal/watch?from=N` over HTTP/1.0 (the body is then the raw event stream, with
 /// no chunk framing), on a socket with a 4 KiB receive buffer, read at the pace the test
 /// chooses.
@@ -65,16 +77,13 @@ async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
     let mut read = Read::default();
     let mut from = 1u64;
     while Instant::now() < until {
-        let mut stream = match open_watch(t, i, from).await {
+        let opened = tokio::time::timeout(Duration::from_secs(10), open_watch(t, i, from))
+            .await
+            .unwrap_or_else(|_| panic!("node {i} did not answer a watch within 10 s"));
+        let mut stream = match opened {
             Ok(s) => s,
             Err(head) if head.contains("410") => {
-                read.compacted += 1;
-                from = t
-                    .client(i)
-                    .journal(None, Some(1))
-                    .await
-                    .unwrap()
-                    .first_index;
+                from = read.restart_after_compacted(t, i).await;
                 continue;
             }
             Err(head) => panic!("watch on node {i}: {head}"),
@@ -122,13 +131,7 @@ async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
                     }
                     Some("error") => {
                         assert!(event.contains("COMPACTED"), "node {i}: {event}");
-                        read.compacted += 1;
-                        from = t
-                            .client(i)
-                            .journal(None, Some(1))
-                            .await
-                            .unwrap()
-                            .first_index;
+                        from = read.restart_after_compacted(t, i).await;
                         break 'stream;
                     }
                     _ => {}
@@ -168,13 +171,7 @@ async fn slow_pager(t: &TestCluster, i: usize, until: Instant) -> Read {
                 }
             }
             Err(e) if e.code() == Some(ErrorCode::Compacted) => {
-                read.compacted += 1;
-                from = t
-                    .client(i)
-                    .journal(None, Some(1))
-                    .await
-                    .unwrap()
-                    .first_index;
+                from = read.restart_after_compacted(t, i).await;
             }
             Err(e) => panic!("page on node {i}: {e}"),
         }

@@ -105,6 +105,15 @@ impl Node {
         *self.lifecycle.borrow()
     }
 
+    /// Resolves once this node has applied Raft index `index`: true, or false if Raft stopped.
+    pub async fn applied_through(&self, index: u64) -> bool {
+        let mut metrics = self.raft.metrics();
+        metrics
+            .wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index))
+            .await
+            .is_ok()
+    }
+
     /// Resolves when the node's lifecycle or its reachability verdict changes.
     pub fn standing_changed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (mut life, mut health) = (self.lifecycle.subscribe(), self.health.subscribe());

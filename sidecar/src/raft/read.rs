@@ -33,11 +33,9 @@ pub async fn linearizable(node: &Node) -> Result<(), WriteFailure> {
             ));
         }
     };
-    let mut applied = node.raft.metrics();
-    let caught_up = applied.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index));
-    match tokio::time::timeout_at(deadline, caught_up).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(_)) => Err(WriteFailure::new(
+    match tokio::time::timeout_at(deadline, node.applied_through(index)).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(WriteFailure::new(
             ErrorCode::ShuttingDown,
             "Raft has stopped",
         )),

@@ -46,9 +46,8 @@ pub async fn set_dedupe_window(
         .await?
         .map_err(write_error)?;
     let index = resp.log_id.index;
-    let mut applied = node.raft.metrics();
-    deadline(applied.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index)))
-        .await?
-        .map_err(|_| MembershipError::Internal("Raft has stopped".into()))?;
+    if !deadline(node.applied_through(index)).await? {
+        return Err(MembershipError::Internal("Raft has stopped".into()));
+    }
     Ok(current(node))
 }

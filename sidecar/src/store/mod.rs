@@ -271,9 +271,12 @@ impl Db {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let aside = dir.with_file_name(format!("snapshots.orphaned-{secs}"));
-        std::fs::rename(&dir, &aside).map_err(|source| StoreError::CreateDir {
-            path: aside.clone(),
-            source,
+        std::fs::rename(&dir, &aside).map_err(|e| StoreError::Snapshot {
+            path: dir.clone(),
+            reason: format!(
+                "a new store cannot move the old snapshots aside to {}: {e}",
+                aside.display()
+            ),
         })?;
         tracing::warn!(
             from = %dir.display(),
