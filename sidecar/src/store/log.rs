@@ -359,23 +359,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.cache().purge(log_id.index);
         self.db
             .blocking(move |db| {
-                // openraft 0.9 issues this purge right after handing an installed snapshot to
-                // the state machine worker, without waiting for it: never purge past what the
-                // state machine has durably applied, or a kill -9 in between leaves a node whose
-                // log is purged beyond its state (entries lost; openraft's invariant
-                // `purge_upto <= snapshot` broken at restart). A later purge catches up.
+                // openraft 0.9 issues this purge right after handing a received snapshot to the
+                // state machine worker, without waiting for it: never purge past what the state
+                // machine has durably applied, nor past the snapshot file a restart would load
+                // (`current.snap`, the older one until the install renames the new one), or a
+                // kill -9 in between leaves a log purged beyond the restarted node's snapshot:
+                // openraft's `purge_upto <= snapshot` check fails at start, and as a leader the
+                // node could send no one the entries between the two. A later purge catches up.
                 // A snapshot install may have purged further meanwhile (openraft decided this
                 // purge earlier): the bound never moves back, or the log would claim entries
                 // the install deleted. The guard keeps the install from writing between our
                 // read and our write.
-                let _guard = db.purge_guard();
+                let snapshot = db.purge_guard();
                 let applied: Option<super::applied::AppliedState> =
                     db.get(Cf::Meta, MetaKey::Applied.key())?;
                 let purged: Option<LogId> = db.get(Cf::Meta, MetaKey::LastPurged.key())?;
-                let log_id = match applied.and_then(|a| a.last_applied) {
-                    Some(applied) => log_id.min(applied),
-                    None => log_id,
-                };
+                let bounds = [applied.and_then(|a| a.last_applied), *snapshot];
+                let log_id = bounds.into_iter().flatten().fold(log_id, LogId::min);
                 if purged >= Some(log_id) {
                     return Ok(());
                 }

@@ -22,7 +22,7 @@ use rocksdb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::NodeId;
+use crate::types::{LogId, NodeId};
 
 /// The column families; one enum so no string literal names a family anywhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,8 +182,9 @@ pub struct Db {
     path: Arc<PathBuf>,
     /// Serialises changes of the log's purged bound (`MetaKey::LastPurged`): openraft 0.9 runs
     /// a log purge and a snapshot install on different tasks, and each reads the bound, then
-    /// writes it.
-    purged: Arc<parking_lot::Mutex<()>>,
+    /// writes it. Holds the last log id of the snapshot a restart would load
+    /// (`snapshots/current.snap`), which no purge may pass.
+    purged: Arc<parking_lot::Mutex<Option<LogId>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -248,7 +249,7 @@ impl Db {
         let db = Db {
             inner: Arc::new(inner),
             path: Arc::new(path),
-            purged: Arc::new(parking_lot::Mutex::new(())),
+            purged: Arc::new(parking_lot::Mutex::new(None)),
         };
         let identity = db.check_identity(cluster_id, existed.as_deref())?;
         if identity.fresh {
@@ -360,8 +361,9 @@ impl Db {
         &self.path
     }
 
-    /// Held from reading `MetaKey::LastPurged` to writing the batch that changes it.
-    pub fn purge_guard(&self) -> parking_lot::MutexGuard<'_, ()> {
+    /// Held from reading `MetaKey::LastPurged` to writing the batch that changes it; holds
+    /// the last log id of the current snapshot file, set by whoever replaces that file.
+    pub fn purge_guard(&self) -> parking_lot::MutexGuard<'_, Option<LogId>> {
         self.purged.lock()
     }
 

@@ -11,7 +11,9 @@
 //!   marked install is finished (renamed) and an unmarked `installing.snap` is discarded, so a
 //!   `kill -9` at any point leaves state and file consistent.
 //!
-//! Every rename is followed by a directory fsync.
+//! Every rename is followed by a directory fsync. Whoever replaces `current.snap` records its
+//! last log id in the store's purge guard: the log is never purged past the snapshot a restart
+//! would load.
 
 use parking_lot::Mutex;
 use std::fs::{self, File};
@@ -81,6 +83,7 @@ impl SnapshotFiles {
         } else {
             None
         };
+        *db.purge_guard() = current.as_ref().and_then(|m| m.last_log_id);
         Ok(SnapshotFiles {
             dir,
             current: Mutex::new(current),
@@ -156,6 +159,7 @@ impl SnapshotFiles {
             return Ok((meta, file?));
         }
         rename(&path, &self.dir.join(CURRENT))?;
+        *db.purge_guard() = meta.last_log_id;
         *current = Some(meta.clone());
         Ok((meta, file?))
     }
@@ -206,6 +210,7 @@ impl SnapshotFiles {
             }
         };
         rename(&installing, &self.dir.join(CURRENT))?;
+        *db.purge_guard() = meta.last_log_id;
         clear_marker(db)?;
         *current = Some(meta.clone());
         Ok(state)

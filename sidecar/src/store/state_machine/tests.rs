@@ -495,3 +495,59 @@ async fn a_leader_started_with_a_shorter_window_does_not_shorten_the_clusters() 
         vec![OpOutcome::Duplicate { index: 1, term: 1 }]
     );
 }
+
+/// openraft 0.9 hands a snapshot received from the leader to the state machine worker and, in
+/// the same step, asks the log to purge up to it. If the node is killed before the install
+/// renames the file, the next start loads the older `current.snap`: the log must not have been
+/// purged past it (openraft's `purge_upto <= snapshot` check panics at start, and a leader
+/// could not send the entries between that snapshot and the purge point to anyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_ahead_of_an_install_never_passes_the_snapshot_a_restart_loads() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let at = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    {
+        let (db, _) = Db::open(dir.path(), "c").unwrap();
+        let mut sm = StateMachineStore::open(db.clone(), 100).unwrap();
+        let mut log = crate::store::log::LogStore::new(db.clone());
+        let entries: Vec<Entry> = (1..=15)
+            .map(|i| entry(1, i, vec![op(&format!("o{i}"), "x")], i * 10, 1_000))
+            .collect();
+        let mut batch = WriteBatch::default();
+        for e in &entries {
+            db.put(
+                &mut batch,
+                Cf::Log,
+                &crate::store::index_key(e.log_id.index),
+                e,
+            )
+            .unwrap();
+        }
+        db.write(batch, true).unwrap();
+        sm.apply(entries[..10].to_vec()).await.unwrap();
+        let built = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(built.meta.last_log_id, Some(at(10)));
+        sm.apply(entries[10..].to_vec()).await.unwrap();
+        // The leader's snapshot at 20 arrives: openraft purges to 20 before the install ran.
+        log.purge(at(20)).await.unwrap();
+        // kill -9 here.
+    }
+    let (db, _) = Db::open(dir.path(), "c").unwrap();
+    let mut sm = StateMachineStore::open(db.clone(), 100).unwrap();
+    let mut log = crate::store::log::LogStore::new(db);
+    let snapshot = sm.get_current_snapshot().await.unwrap().unwrap();
+    let purged = log.get_log_state().await.unwrap().last_purged_log_id;
+    assert!(
+        purged <= snapshot.meta.last_log_id,
+        "the log is purged to {purged:?}, past the snapshot a restart loads ({:?})",
+        snapshot.meta.last_log_id
+    );
+    // Entries after the snapshot are still there for followers (and for openraft at start).
+    let held = log.try_get_log_entries(11..16).await.unwrap();
+    assert_eq!(held.len(), 5);
+}
