@@ -1,16 +1,22 @@
-//! The nemesis: concurrent clients submit uniquely identified operations (retrying by id) while
-//! a seeded random schedule of real faults runs (partitions one- and two-way, a bridge node,
-//! packet loss, slow links, kill -9, SIGSTOP, kill -9 of every node, a lost disk replaced as the
-//! operator replaces it); then a checker verifies,
-//! from every node's journal and every client's log, that every acknowledged operation is
-//! present exactly once where it was acknowledged, that journals agree, that nothing appears
-//! that no client sent, and that no two nodes led the same term.
+//! The nemesis: concurrent clients submit uniquely identified operations (retrying by id, and
+//! now and then submitting an acknowledged one again) while a seeded random schedule of real
+//! faults runs (partitions one- and two-way, a bridge node, packet loss, slow links, kill -9,
+//! SIGSTOP, kill -9 of every node, SIGTERM of the leader, a lost disk replaced as the operator
+//! replaces it, a node restarted with its clocks hours ahead or behind), and on every node a
+//! live watcher and a paginating reader follow the journal; then a checker verifies, from
+//! every node's journal, every reader's record and every client's log, that every
+//! acknowledged operation is present exactly once where it was acknowledged, that journals
+//! agree, that nothing appears that no client sent, that no operation answered only with
+//! certain refusals was committed, that every reader was given every index in order (or an
+//! explicit `COMPACTED`), and that no two nodes led the same term.
 //!
 //! `NEMESIS_SEED=S NEMESIS_SECONDS=D cargo test --release -p raft-sidecar --test nemesis -- --nocapture`
 //! (random seed when unset, 60 s by default; also `NEMESIS_NODES` (5), `NEMESIS_CLIENTS` (4),
-//! `NEMESIS_SUBNET` (40; another value lets a second run share the machine)).
-//! It always prints `acknowledged=N lost=0 duplicated=0 divergent=0 faults=K seed=S`; replay a
-//! failure with its seed (the schedule is the same; timing, and so the interleaving, is not).
+//! `NEMESIS_SUBNET` (40; another value lets a second run share the machine),
+//! `NEMESIS_RETENTION` (200; `all` keeps whole journals)).
+//! It always prints `acknowledged=N lost=0 duplicated=0 divergent=0 readers=R gaps=0
+//! definite_violations=0 faults=K seed=S`; replay a failure with its seed (the schedule is the
+//! same; timing, and so the interleaving, is not).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,8 +26,12 @@
 
 #[path = "common/checker.rs"]
 mod checker;
+#[path = "common/journal_readers.rs"]
+mod journal_readers;
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/sse.rs"]
+mod sse;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -45,6 +55,8 @@ struct Config {
     clients: usize,
     /// Network 10.213.<subnet>.0/24 (and the cluster's name): two runs at once need two.
     subnet: u8,
+    /// `--journal-retention` of every node; None keeps every operation readable.
+    retention: Option<u64>,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -65,29 +77,53 @@ impl Config {
             nodes: env_or("NEMESIS_NODES", 5),
             clients: env_or("NEMESIS_CLIENTS", 4),
             subnet: env_or("NEMESIS_SUBNET", 40),
+            retention: match std::env::var("NEMESIS_RETENTION").as_deref() {
+                Ok("all") => None,
+                Ok(_) => Some(env_or("NEMESIS_RETENTION", 0)),
+                Err(_) => Some(200),
+            },
         }
     }
 }
 
+/// The nodes' dedupe window: records expire during a long run, and no client retries one
+/// operation for anywhere near this long, so a second copy is always a violation.
+const DEDUPE_WINDOW_SECS: i64 = 600;
+/// Acknowledged operations submitted again (by id) after up to this long: within the
+/// window, each must be answered with its first result, never appended again.
+const RESUBMIT_WITHIN: Duration = Duration::from_secs(60);
+
 /// Node flags: quick partition detection, frequent snapshots and log purges so restarted
-/// nodes catch up by snapshot install, a short write timeout so TIMEOUT retries happen, and
-/// a journal retention no run reaches.
-const NODE_FLAGS: &[&str] = &[
-    "--partition-detection-ms",
-    "1000",
-    "--snapshot-interval",
-    "300",
-    "--log-compaction-threshold",
-    "100",
-    "--max-log-size",
-    "1000",
-    "--write-timeout-ms",
-    "3000",
-    // The checker reads every journal whole: keep every operation readable (a long run sends
-    // more than the default 100,000, and a trimmed journal would read as lost operations).
-    "--journal-retention",
-    "100000000",
-];
+/// nodes catch up by snapshot install, a short write timeout so TIMEOUT retries happen.
+/// By default a journal retention of 200 and a snapshot every 100 entries, so readers meet
+/// trims and snapshot installs all the time, and the readers' observations stand in for the
+/// trimmed part of the journals; with `NEMESIS_RETENTION=all`, a retention no run reaches
+/// (a long run sends more than the default 100,000) and the checker reads every journal
+/// whole.
+fn node_flags(cfg: &Config) -> Vec<String> {
+    let (snapshot_interval, retention) = match cfg.retention {
+        None => (300, 100_000_000),
+        Some(r) => (100, r),
+    };
+    [
+        "--partition-detection-ms",
+        "1000",
+        "--snapshot-interval",
+        &snapshot_interval.to_string(),
+        "--log-compaction-threshold",
+        "100",
+        "--max-log-size",
+        "1000",
+        "--write-timeout-ms",
+        "3000",
+        "--dedupe-window",
+        &format!("{DEDUPE_WINDOW_SECS}s"),
+        "--journal-retention",
+        &retention.to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
 
 /// What one client saw.
 #[derive(Default)]
@@ -100,6 +136,8 @@ struct ClientLog {
     refused: Vec<String>,
     /// Answers no correct sidecar gives to a well-formed, unique operation.
     unexpected: Vec<String>,
+    /// Acknowledged operations submitted again and acknowledged again.
+    resubmitted: usize,
     errors: BTreeMap<String, usize>,
 }
 
@@ -138,10 +176,13 @@ async fn client(
 ) -> ClientLog {
     let mut rng = StdRng::seed_from_u64(seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9));
     let mut log = ClientLog::default();
+    // Acknowledged operations to submit again, and when.
+    let mut again: Vec<(Operation, Instant)> = Vec::new();
     for n in 0.. {
         if end.borrow().is_some() {
             break;
         }
+        resubmit_due(&mut again, &nodes, &mut rng, &mut log).await;
         let op = Operation {
             id: format!("c{k}-{n}"),
             op_type: "nemesis".into(),
@@ -193,6 +234,10 @@ async fn client(
                 }
             }
             if done {
+                if rng.random_bool(0.05) {
+                    let delay = rng.random_range(Duration::ZERO..RESUBMIT_WITHIN);
+                    again.push((op.clone(), Instant::now() + delay));
+                }
                 break;
             }
             // Every answer so far was a certain refusal: now and then take it at its word and
@@ -211,6 +256,40 @@ async fn client(
         }
     }
     log
+}
+
+/// Submit each acknowledged operation that is due once more to a random node. A success
+/// must carry the first acknowledgement's index and term (the checker holds it to that);
+/// an error leaves it due for the next round.
+async fn resubmit_due(
+    again: &mut Vec<(Operation, Instant)>,
+    nodes: &[SidecarClient],
+    rng: &mut StdRng,
+    log: &mut ClientLog,
+) {
+    let now = Instant::now();
+    let mut pending = Vec::new();
+    for (op, due) in again.drain(..) {
+        if due > now {
+            pending.push((op, due));
+            continue;
+        }
+        match nodes[rng.random_range(0..nodes.len())].submit(&op).await {
+            Ok(r) => {
+                log.resubmitted += 1;
+                log.acks.push(Ack {
+                    id: r.operation_id,
+                    index: r.log_index,
+                    term: r.term,
+                });
+            }
+            Err(e) => {
+                *log.errors.entry(error_kind(&e)).or_default() += 1;
+                pending.push((op, due));
+            }
+        }
+    }
+    *again = pending;
 }
 
 /// Poll every node's `/v1/state` and record who claims to lead each term.
@@ -254,6 +333,10 @@ enum Fault {
     /// SIGTERM to the leader (one step of a rolling restart): it must exit cleanly, having
     /// answered truly every write it took, local or forwarded; restarted after the hold.
     TermLeader,
+    /// kill -9, then restart with the node's monotonic and boot-time clocks shifted by this
+    /// many seconds (more than the dedupe window plus an hour, ahead or behind), as a node
+    /// whose clock jumped across a restart; it keeps that clock from then on.
+    Clock(usize, i64),
 }
 
 fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
@@ -263,7 +346,7 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
         let b = (a + rng.random_range(1..n)) % n;
         (a, b)
     };
-    match rng.random_range(0..13) {
+    match rng.random_range(0..14) {
         0 => Fault::Kill(node(rng)),
         1 => Fault::KillLeader,
         2 => Fault::KillAll,
@@ -288,6 +371,10 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
         9 => Fault::Slow(node(rng)),
         10 => Fault::Replace(node(rng)),
         11 => Fault::TermLeader,
+        12 => {
+            let secs = DEDUPE_WINDOW_SECS + 3600 + rng.random_range(0..3600);
+            Fault::Clock(node(rng), if rng.random_bool(0.5) { secs } else { -secs })
+        }
         _ => {
             let (a, b) = pair(rng);
             Fault::Flap(a, b)
@@ -323,6 +410,7 @@ impl Fault {
             Fault::Flap(..) => "flap",
             Fault::Replace(_) => "replace",
             Fault::TermLeader => "term-leader",
+            Fault::Clock(..) => "clock",
         }
     }
 }
@@ -376,6 +464,12 @@ async fn inflict(
         }
         Fault::Slow(i) => c.slow(*i),
         Fault::Replace(i) => return replace(c, *i).await,
+        Fault::Clock(i, secs) => {
+            c.kill9(*i).await;
+            let used = c.set_clock_offset(*i, *secs);
+            println!("nemesis:   node-{i} restarts with its clocks shifted by {used} s");
+            killed.push(*i);
+        }
         Fault::TermLeader => {
             let l = leader_or_random(c, rng).await;
             println!("nemesis:   leader is node-{l}");
@@ -519,11 +613,11 @@ async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one
     let kinds = kinds.lock().unwrap().clone();
     let faults: usize = kinds.values().sum();
     println!("nemesis: faults by kind: {kinds:?}");
-    let (v, logs_summary, unexpected) = match outcome {
+    let (v, logs_summary, unexpected, panics) = match outcome {
         Ok(x) => x,
         Err(e) => {
             println!(
-                "acknowledged=? lost=? duplicated=? divergent=? faults={faults} seed={}",
+                "acknowledged=? lost=? duplicated=? divergent=? readers=? gaps=? definite_violations=? faults={faults} seed={}",
                 cfg.seed
             );
             panic!("the nemesis run could not complete: {e}");
@@ -537,19 +631,38 @@ async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one
         println!("nemesis: unexpected answer: {u}");
     }
     println!(
-        "acknowledged={} lost={} duplicated={} divergent={} faults={faults} seed={}",
-        v.acknowledged, v.lost, v.duplicated, v.divergent, cfg.seed
+        "acknowledged={} lost={} duplicated={} divergent={} readers={} gaps={} definite_violations={} faults={faults} seed={}",
+        v.acknowledged,
+        v.lost,
+        v.duplicated,
+        v.divergent,
+        v.readers,
+        v.gaps,
+        v.false_refusals,
+        cfg.seed
     );
     assert!(
         v.safe(),
-        "safety violated (seed {}): lost={} duplicated={} divergent={} phantom={} split_terms={} false_refusals={}",
+        "safety violated (seed {}): lost={} duplicated={} divergent={} gaps={} phantom={} split_terms={} false_refusals={}",
         cfg.seed,
         v.lost,
         v.duplicated,
         v.divergent,
+        v.gaps,
         v.phantom,
         v.split_terms,
         v.false_refusals
+    );
+    assert_eq!(
+        v.unverified, 0,
+        "acknowledged operations at indices that retention trimmed before any reader saw them: \
+         unchecked (seed {}); NEMESIS_RETENTION=all checks whole journals",
+        cfg.seed
+    );
+    assert_eq!(
+        v.stalled_readers, 0,
+        "readers did not read through to the end (seed {})",
+        cfg.seed
     );
     assert_eq!(
         v.lagging, 0,
@@ -561,17 +674,21 @@ async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one
         "unexpected answers (seed {})",
         cfg.seed
     );
+    assert_eq!(panics, 0, "a node panicked (seed {})", cfg.seed);
     assert!(v.acknowledged > 0, "no operation was acknowledged at all");
 }
 
-type Outcome = (checker::Verdict, String, Vec<String>);
+/// The verdict, a one-line summary, unexpected answers and how many times a node panicked.
+type Outcome = (checker::Verdict, String, Vec<String>, usize);
 
 async fn run(
     cfg: &Config,
     kinds: Arc<Mutex<BTreeMap<&'static str, usize>>>,
 ) -> Result<Outcome, String> {
     let name = format!("nem{}", cfg.subnet);
-    let mut c = NetCluster::start(&name, cfg.subnet, cfg.nodes, NODE_FLAGS).await;
+    let flags = node_flags(cfg);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut c = NetCluster::start(&name, cfg.subnet, cfg.nodes, &flags).await;
     let endpoints: Arc<Vec<SidecarClient>> = Arc::new(
         (0..cfg.nodes)
             .map(|i| c.client_with_timeout(i, Duration::from_secs(6)))
@@ -583,6 +700,23 @@ async fn run(
         .map(|k| tokio::spawn(client(k, cfg.seed, endpoints.clone(), end_rx.clone())))
         .collect();
     let monitor = tokio::spawn(watch_leaders(endpoints.clone(), stop_rx));
+    let (readers_stop_tx, readers_stop) = watch::channel(None);
+    let mut readers = Vec::new();
+    for i in 0..cfg.nodes {
+        let name = c.nodes[i].name.clone();
+        readers.push(tokio::spawn(journal_readers::pager(
+            endpoints[i].clone(),
+            name.clone(),
+            readers_stop.clone(),
+        )));
+        // A watch lasts as long as it carries events: no request deadline.
+        let long = c.client_with_timeout(i, Duration::from_secs(24 * 3600));
+        readers.push(tokio::spawn(journal_readers::watcher(
+            long,
+            name,
+            readers_stop.clone(),
+        )));
+    }
 
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let started = Instant::now();
@@ -611,15 +745,37 @@ async fn run(
     let leaders = monitor
         .await
         .map_err(|e| format!("leader monitor failed: {e}"))?;
+    // Readers read through to the end of the journal, then stop.
+    let mut end = 0;
+    for i in 0..cfg.nodes {
+        if let Ok(page) = c.client(i).journal(None, Some(1)).await {
+            end = end.max(page.commit_index);
+        }
+    }
+    readers_stop_tx.send_replace(Some((end, Instant::now() + Duration::from_secs(60))));
+    let mut reader_logs = Vec::new();
+    for r in readers {
+        reader_logs.push(r.await.map_err(|e| format!("reader task failed: {e}"))?);
+    }
 
     let mut history = History {
         leaders,
+        journals_trimmed: cfg.retention.is_some(),
         ..History::default()
     };
+    let (mut compacted, mut interruptions) = (0, BTreeMap::<String, usize>::new());
+    for r in reader_logs {
+        compacted += r.compacted;
+        for (k, n) in r.interruptions {
+            *interruptions.entry(k).or_default() += n;
+        }
+        history.readers.push(r.observed);
+    }
     let mut unexpected = Vec::new();
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-    let mut indeterminate = 0;
+    let (mut indeterminate, mut resubmitted) = (0, 0);
     for log in logs {
+        resubmitted += log.resubmitted;
         history.sent.extend(log.sent);
         history.acks.extend(log.acks);
         history.refused.extend(log.refused);
@@ -632,6 +788,7 @@ async fn run(
     for i in 0..cfg.nodes {
         if let Ok(page) = c.client(i).journal(None, Some(1)).await
             && page.first_index > 1
+            && cfg.retention.is_none()
         {
             return Err(format!(
                 "node-{i}'s journal starts at {}: trimmed by retention, so it cannot be checked whole",
@@ -650,23 +807,34 @@ async fn run(
         history.journals.push((c.nodes[i].name.clone(), journal));
     }
     let v = check(&history);
+    let mut panics = 0;
     for i in 0..cfg.nodes {
         for p in c.panics(i) {
             println!("nemesis: {} panicked:\n{p}", c.nodes[i].name);
+            panics += 1;
         }
     }
     let sent: HashSet<&String> = history.sent.iter().collect();
     let summary = format!(
-        "sent={} journal={} indeterminate={indeterminate} refused={} converged={converged} phantom={} split_terms={} lagging={} terms_seen={} errors={errors:?}",
+        "sent={} journal={} indeterminate={indeterminate} resubmitted={resubmitted} refused={} converged={converged} phantom={} split_terms={} lagging={} panics={panics} terms_seen={} errors={errors:?}\n\
+         nemesis: read={} compacted={compacted} stalled_readers={} unverified={} reader_interruptions={interruptions:?}",
         sent.len(),
         v.journal_len,
         history.refused.len(),
         v.phantom,
         v.split_terms,
         v.lagging,
-        history.leaders.len()
+        history.leaders.len(),
+        history
+            .readers
+            .iter()
+            .flat_map(|r| &r.segments)
+            .map(|(_, e)| e.len())
+            .sum::<usize>(),
+        v.stalled_readers,
+        v.unverified,
     );
-    if !v.safe() || v.lagging > 0 {
+    if !v.safe() || v.lagging > 0 || v.stalled_readers > 0 || panics > 0 {
         for i in 0..cfg.nodes {
             println!(
                 "----- {} (last 20 log lines) -----\n{}",
@@ -675,12 +843,12 @@ async fn run(
             );
         }
     }
-    Ok((v, summary, unexpected))
+    Ok((v, summary, unexpected, panics))
 }
 
 /// The checker is not vacuous: it counts each kind of violation it is meant to find.
 mod checker_finds {
-    use super::checker::{Ack, Entry, History, check};
+    use super::checker::{Ack, Entry, History, Observed, check};
 
     fn e(index: u64, term: u64, id: &str) -> Entry {
         Entry {
@@ -706,9 +874,70 @@ mod checker_finds {
                 .enumerate()
                 .map(|(i, j)| (format!("node-{i}"), Some(j)))
                 .collect(),
-            leaders: Default::default(),
-            refused: Default::default(),
+            ..History::default()
         }
+    }
+
+    fn reader(segments: Vec<(u64, Vec<Entry>)>) -> Observed {
+        Observed {
+            reader: "node-0 watcher".into(),
+            segments,
+            reached_end: true,
+        }
+    }
+
+    #[test]
+    fn a_reader_given_every_index_or_a_compacted_restart_passes() {
+        let full = vec![e(1, 1, "a"), e(2, 1, "b"), e(3, 2, "c")];
+        let mut h = history(vec![full.clone()], &[("a", 1, 1), ("c", 3, 2)]);
+        h.readers = vec![
+            reader(vec![(1, full.clone())]),
+            // COMPACTED after index 1, started over at 3.
+            reader(vec![(1, vec![e(1, 1, "a")]), (3, vec![e(3, 2, "c")])]),
+        ];
+        let v = check(&h);
+        assert!(v.safe(), "{v:?}");
+        assert_eq!((v.readers, v.gaps, v.stalled_readers), (2, 0, 0));
+    }
+
+    #[test]
+    fn a_reader_skipping_an_index_or_starting_late_is_a_gap() {
+        let full = vec![e(1, 1, "a"), e(2, 1, "b"), e(3, 2, "c")];
+        let mut h = history(vec![full], &[]);
+        h.readers = vec![
+            reader(vec![(1, vec![e(1, 1, "a"), e(3, 2, "c")])]),
+            reader(vec![(1, vec![e(2, 1, "b"), e(3, 2, "c")])]),
+        ];
+        let v = check(&h);
+        assert_eq!(v.gaps, 2, "{v:?}");
+        assert!(!v.safe());
+    }
+
+    #[test]
+    fn a_reader_disagreeing_with_the_journals_or_not_finishing_is_reported() {
+        let full = vec![e(1, 1, "a"), e(2, 1, "b")];
+        let mut h = history(vec![full], &[]);
+        let mut late = reader(vec![(1, vec![e(1, 1, "a"), e(2, 1, "c")])]);
+        late.reached_end = false;
+        h.readers = vec![late];
+        let v = check(&h);
+        assert_eq!((v.divergent, v.stalled_readers), (1, 1), "{v:?}");
+    }
+
+    #[test]
+    fn readers_stand_in_for_trimmed_journals_and_unseen_acks_are_unverified() {
+        // Retention kept only index 3 on the node; a reader saw 1 and 2 earlier.
+        let mut h = history(
+            vec![vec![e(3, 2, "c")]],
+            &[("a", 1, 1), ("b", 2, 1), ("d", 4, 2)],
+        );
+        h.journals_trimmed = true;
+        h.readers = vec![reader(vec![(1, vec![e(1, 1, "a"), e(2, 1, "b")])])];
+        let v = check(&h);
+        assert_eq!((v.lost, v.unverified), (0, 1), "{v:?}");
+        // A reader's copy is checked like a journal's: "b" acknowledged elsewhere is lost.
+        h.acks[1].index = 3;
+        assert_eq!(check(&h).lost, 1);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 #[allow(dead_code, reason = "shared fixtures; this binary uses some of them")]
 mod common;
+#[path = "common/sse.rs"]
+mod sse;
 
 use std::time::{Duration, Instant};
 
@@ -109,13 +111,7 @@ async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
             buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
             while let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    event
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name))
-                        .map(str::trim)
-                        .map(str::to_string)
-                };
+                let field = |name: &str| sse::field(&event, name);
                 match field("event:").as_deref() {
                     Some("operation") => {
                         let index: u64 = field("id:").unwrap().parse().unwrap();

@@ -20,6 +20,18 @@ pub struct Ack {
     pub term: u64,
 }
 
+/// What one journal reader was given: segments, each the index the reader asked to start at
+/// and the entries that followed. A new segment starts only after an explicit `COMPACTED`;
+/// within one, every entry must be the previous index + 1 (the first: the index asked for).
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Node and kind of reader, for findings.
+    pub reader: String,
+    pub segments: Vec<(u64, Vec<Entry>)>,
+    /// Whether it read through the end of the agreed journal before its deadline.
+    pub reached_end: bool,
+}
+
 /// Everything the checker reads.
 #[derive(Debug, Default)]
 pub struct History {
@@ -33,6 +45,12 @@ pub struct History {
     /// Operations whose every answer was a certain refusal (not `TIMEOUT`, no lost
     /// connection), then abandoned by their client: none may ever be committed.
     pub refused: HashSet<String>,
+    /// What each journal reader saw.
+    pub readers: Vec<Observed>,
+    /// Whether retention trimmed the final journals: the readers' observations then stand in
+    /// for the trimmed part, and an acknowledgement at an index no reader saw counts as
+    /// unverified, not lost.
+    pub journals_trimmed: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -53,6 +71,16 @@ pub struct Verdict {
     pub false_refusals: usize,
     /// Nodes whose journal could not be read or does not reach the longest one's end.
     pub lagging: usize,
+    /// Journal readers checked.
+    pub readers: usize,
+    /// Indices a reader was not given in order: a hole, a repeat or a backward step with no
+    /// `COMPACTED` before it.
+    pub gaps: usize,
+    /// Readers that did not read through to the end of the agreed journal.
+    pub stalled_readers: usize,
+    /// Acknowledgements at an index no reader and no final journal holds (only when the
+    /// journals are trimmed by retention).
+    pub unverified: usize,
     /// Length of the agreed (merged) journal.
     pub journal_len: usize,
     pub details: Vec<String>,
@@ -66,6 +94,7 @@ impl Verdict {
             && self.phantom == 0
             && self.split_terms == 0
             && self.false_refusals == 0
+            && self.gaps == 0
     }
 
     fn note(&mut self, detail: String) {
@@ -119,19 +148,7 @@ pub fn check(h: &History) -> Verdict {
     }
     for (name, journal) in &readable {
         for e in journal.iter() {
-            match merged.get(&e.index) {
-                Some(r) if *r == e => {}
-                Some(r) => {
-                    v.divergent += 1;
-                    v.note(format!(
-                        "{name} has {}@{} (term {}) where {longest_name} has {}@{} (term {})",
-                        e.id, e.index, e.term, r.id, r.index, r.term
-                    ));
-                }
-                None => {
-                    merged.insert(e.index, e);
-                }
-            }
+            merge(&mut v, &mut merged, name, e);
         }
         let their_last = journal.last().map_or(0, |e| e.index);
         if their_last < last {
@@ -141,6 +158,8 @@ pub fn check(h: &History) -> Verdict {
             ));
         }
     }
+    v.readers = h.readers.len();
+    check_readers(h, &mut v, &mut merged, last);
     v.journal_len = merged.len();
     // Duplicates and phantoms in the agreed journal.
     let mut position: HashMap<&str, &Entry> = HashMap::new();
@@ -170,6 +189,7 @@ pub fn check(h: &History) -> Verdict {
                     a.id, a.index, a.term, e.index, e.term
                 ));
             }
+            None if h.journals_trimmed && !merged.contains_key(&a.index) => v.unverified += 1,
             None => {
                 v.lost += 1;
                 v.note(format!(
@@ -195,4 +215,52 @@ pub fn check(h: &History) -> Verdict {
         }
     }
     v
+}
+
+/// Every reader gap-free and in the agreed order; what readers saw of indices the final
+/// journals no longer hold joins the agreed journal.
+fn check_readers<'h>(
+    h: &'h History,
+    v: &mut Verdict,
+    merged: &mut BTreeMap<u64, &'h Entry>,
+    last: u64,
+) {
+    for r in &h.readers {
+        for (from, entries) in &r.segments {
+            let mut want = *from;
+            for e in entries {
+                if e.index != want {
+                    v.gaps += 1;
+                    v.note(format!(
+                        "{}: was given {} where {want} was due",
+                        r.reader, e.index
+                    ));
+                }
+                want = e.index + 1;
+                merge(v, merged, &r.reader, e);
+            }
+        }
+        if !r.reached_end {
+            v.stalled_readers += 1;
+            v.note(format!("{} did not read through to {last}", r.reader));
+        }
+    }
+}
+
+/// Add what `source` holds at `e.index` to the agreed journal, or count a divergence when the
+/// agreed journal has another entry there.
+fn merge<'h>(v: &mut Verdict, merged: &mut BTreeMap<u64, &'h Entry>, source: &str, e: &'h Entry) {
+    match merged.get(&e.index) {
+        Some(m) if *m == e => {}
+        Some(m) => {
+            v.divergent += 1;
+            v.note(format!(
+                "{source} has {}@{} (term {}) where the agreed journal has {} (term {})",
+                e.id, e.index, e.term, m.id, m.term
+            ));
+        }
+        None => {
+            merged.insert(e.index, e);
+        }
+    }
 }

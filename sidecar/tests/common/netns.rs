@@ -79,6 +79,9 @@ pub struct NetCluster {
     pub nodes: Vec<NetNode>,
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
+    /// Seconds added to each node's monotonic and boot-time clocks from its next start on
+    /// (a time namespace: the node's clocks jump by the change across that restart).
+    clock_offsets: Vec<i64>,
     faults: Faults,
     extra_args: Vec<String>,
     _dir: TempDir,
@@ -120,7 +123,12 @@ pub fn require_root_and_tools() {
         euid_zero,
         "the network-fault tests need root (network namespaces, nft, tc); run them as root, as CI does"
     );
-    for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables"), ("tc", "iproute2")] {
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("tc", "iproute2"),
+        ("unshare", "util-linux"),
+    ] {
         let found = Command::new(tool)
             .arg("-V")
             .stdout(Stdio::null())
@@ -176,7 +184,17 @@ impl NetCluster {
         );
         let gate = GATE.lock().await;
         clean_leftovers(name);
-        let dir = tempfile::tempdir().unwrap();
+        // `RAFT_TEST_KEEP=1` keeps every node's data directory and log after the test, to
+        // inspect a failure (the path is printed).
+        let keep = std::env::var_os("RAFT_TEST_KEEP").is_some_and(|v| v == "1");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap();
+        if keep {
+            eprintln!("{name}: keeping {}", dir.path().display());
+        }
         let token = format!("{:032x}", rand::random::<u128>());
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, &token).unwrap();
@@ -192,13 +210,18 @@ impl NetCluster {
         let mut c = NetCluster {
             name: name.to_string(),
             subnet,
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_raft-sidecar")),
+            // `RAFT_SIDECAR_BIN` runs another build (a copy kept apart from rebuilds).
+            bin: std::env::var_os("RAFT_SIDECAR_BIN").map_or_else(
+                || PathBuf::from(env!("CARGO_BIN_EXE_raft-sidecar")),
+                PathBuf::from,
+            ),
             token,
             token_file,
             cluster_id: format!("net-{name}"),
             nodes,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
+            clock_offsets: vec![0; n],
             faults: Faults::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
@@ -263,8 +286,21 @@ impl NetCluster {
             .open(&node.log)
             .unwrap();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &node.ns])
-            .arg(&self.bin)
+        cmd.args(["netns", "exec", &node.ns]);
+        let offset = self.clock_offsets[i];
+        if offset != 0 {
+            // unshare execs the sidecar inside the new time namespace: the pid stays its own.
+            let offset = offset.to_string();
+            cmd.args([
+                "unshare",
+                "--time",
+                "--monotonic",
+                &offset,
+                "--boottime",
+                &offset,
+            ]);
+        }
+        cmd.arg(&self.bin)
             .arg("run")
             .args(["--data-dir", &node.dir.to_string_lossy()])
             .args(["--node-name", &node.name])
@@ -284,6 +320,18 @@ impl NetCluster {
         // `ip netns exec` execs the sidecar: the child's pid is the sidecar's.
         self.children[i] = Some(cmd.spawn().unwrap());
         self.paused[i] = false;
+    }
+
+    /// Run node `i`, from its next start on, with its monotonic and boot-time clocks shifted
+    /// by `secs` (negative: behind), clamped so they stay positive. Returns the offset used.
+    pub fn set_clock_offset(&mut self, i: usize, secs: i64) -> i64 {
+        let uptime = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|u| u.split('.').next()?.parse::<i64>().ok())
+            .unwrap_or(0);
+        let used = secs.max(60 - uptime);
+        self.clock_offsets[i] = used;
+        used
     }
 
     pub fn pid(&self, i: usize) -> Option<Pid> {
