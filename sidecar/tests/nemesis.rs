@@ -1,9 +1,10 @@
 //! The nemesis: concurrent clients submit uniquely identified operations (retrying by id, and
 //! now and then submitting an acknowledged one again) while a seeded random schedule of real
 //! faults runs (partitions one- and two-way, a bridge node, packet loss, slow links, kill -9,
-//! SIGSTOP, kill -9 of every node, SIGTERM of the leader, a lost disk replaced as the operator
-//! replaces it, a node restarted with its clocks hours ahead or behind), and on every node a
-//! live watcher and a paginating reader follow the journal; then a checker verifies, from
+//! SIGSTOP, kill -9 of every node, SIGTERM of the leader, a rolling restart, the leader
+//! removing itself, a lost disk replaced as the operator replaces it, a node restarted with its
+//! clocks hours ahead or behind), and on every node a live watcher and a paginating reader
+//! follow the journal (recording how stale each local read was); then a checker verifies, from
 //! every node's journal, every reader's record and every client's log, that every
 //! acknowledged operation is present exactly once where it was acknowledged, that journals
 //! agree, that nothing appears that no client sent, that no operation answered only with
@@ -34,6 +35,7 @@ mod netns;
 mod sse;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -337,6 +339,12 @@ enum Fault {
     /// many seconds (more than the dedupe window plus an hour, ahead or behind), as a node
     /// whose clock jumped across a restart; it keeps that clock from then on.
     Clock(usize, i64),
+    /// The leader removes itself through its own admin API, keeps running removed for the
+    /// hold (clients still call it), then is replaced like a lost disk.
+    RemoveLeader,
+    /// A rolling restart as the operator runs one: SIGTERM each node in turn, the leader
+    /// last, each restarted and answering before the next.
+    Rolling,
 }
 
 fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
@@ -346,7 +354,7 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
         let b = (a + rng.random_range(1..n)) % n;
         (a, b)
     };
-    match rng.random_range(0..14) {
+    match rng.random_range(0..16) {
         0 => Fault::Kill(node(rng)),
         1 => Fault::KillLeader,
         2 => Fault::KillAll,
@@ -375,6 +383,8 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
             let secs = DEDUPE_WINDOW_SECS + 3600 + rng.random_range(0..3600);
             Fault::Clock(node(rng), if rng.random_bool(0.5) { secs } else { -secs })
         }
+        13 => Fault::RemoveLeader,
+        14 => Fault::Rolling,
         _ => {
             let (a, b) = pair(rng);
             Fault::Flap(a, b)
@@ -411,6 +421,8 @@ impl Fault {
             Fault::Replace(_) => "replace",
             Fault::TermLeader => "term-leader",
             Fault::Clock(..) => "clock",
+            Fault::RemoveLeader => "remove-leader",
+            Fault::Rolling => "rolling-restart",
         }
     }
 }
@@ -463,7 +475,13 @@ async fn inflict(
             }
         }
         Fault::Slow(i) => c.slow(*i),
-        Fault::Replace(i) => return replace(c, *i).await,
+        Fault::Replace(i) => return replace(c, *i, None).await,
+        Fault::RemoveLeader => {
+            let l = leader_or_random(c, rng).await;
+            println!("nemesis:   leader is node-{l}");
+            return replace(c, l, Some(hold)).await;
+        }
+        Fault::Rolling => return rolling_restart(c, rng).await,
         Fault::Clock(i, secs) => {
             c.kill9(*i).await;
             let used = c.set_clock_offset(*i, *secs);
@@ -504,14 +522,30 @@ async fn inflict(
     Ok(())
 }
 
-/// Lose node `i`'s disk and replace it the way the operator does, within a deadline.
-async fn replace(c: &mut NetCluster, i: usize) -> Result<(), String> {
+/// Lose node `i`'s disk and replace it the way the operator does, within a deadline. With
+/// `removed_for`, node `i` is first removed while it runs (by itself when it leads) and kept
+/// running, removed, that long.
+async fn replace(
+    c: &mut NetCluster,
+    i: usize,
+    removed_for: Option<Duration>,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let admin = |j: usize| c.client_with_timeout(j, Duration::from_secs(5));
     let old = retry("read the old node id", deadline, || async {
         admin(i).status().await.map(|s| s.node_id)
     })
     .await?;
+    if let Some(hold) = removed_for {
+        let all: Vec<usize> = (0..c.nodes.len()).collect();
+        let removal = retry("remove a running member", deadline, || async {
+            let l = leader_of(c, &all).await?;
+            admin(l).remove(old.parse().unwrap_or_default()).await
+        })
+        .await?;
+        println!("nemesis:   node-{i} removed: {removal:?}");
+        tokio::time::sleep(hold).await;
+    }
     c.kill9(i).await;
     c.wipe(i);
     c.start_node(i);
@@ -547,6 +581,29 @@ async fn replace(c: &mut NetCluster, i: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// SIGTERM every node in turn, the leader last; each must exit cleanly and answer again
+/// after its restart before the next one goes.
+async fn rolling_restart(c: &mut NetCluster, rng: &mut StdRng) -> Result<(), String> {
+    let leader = leader_or_random(c, rng).await;
+    let order = (0..c.nodes.len()).filter(|i| *i != leader).chain([leader]);
+    for i in order {
+        let code = c.terminate(i, Duration::from_secs(60)).await;
+        if code != Some(0) {
+            return Err(format!("node-{i} exited with {code:?} after SIGTERM"));
+        }
+        c.start_node(i);
+        let c = &*c;
+        retry(
+            &format!("node-{i} to answer after its restart"),
+            Instant::now() + Duration::from_secs(30),
+            || async { c.state(i).await },
+        )
+        .await?;
+    }
+    println!("nemesis:   rolled every node, node-{leader} (the leader) last");
+    Ok(())
+}
+
 /// The node among `among` that its peers name as leader.
 async fn leader_of(c: &NetCluster, among: &[usize]) -> Result<usize, ClientError> {
     for j in among {
@@ -573,6 +630,24 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
+}
+
+/// How stale one node's local reads were (pagers only).
+fn print_staleness(r: &journal_readers::ReaderLog) {
+    let mut s = r.staleness.clone();
+    if s.is_empty() {
+        return;
+    }
+    s.sort_unstable();
+    let at = |q: f64| s[((s.len() - 1) as f64 * q) as usize];
+    println!(
+        "nemesis: {}: {} local reads, behind the newest commit seen by then: p50={} p99={} max={} entries",
+        r.observed.reader,
+        s.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 /// Wait (bounded) until every node's journal ends at the same index twice in a row.
@@ -702,12 +777,14 @@ async fn run(
     let monitor = tokio::spawn(watch_leaders(endpoints.clone(), stop_rx));
     let (readers_stop_tx, readers_stop) = watch::channel(None);
     let mut readers = Vec::new();
+    let newest = Arc::new(AtomicU64::new(0));
     for i in 0..cfg.nodes {
         let name = c.nodes[i].name.clone();
         readers.push(tokio::spawn(journal_readers::pager(
             endpoints[i].clone(),
             name.clone(),
             readers_stop.clone(),
+            newest.clone(),
         )));
         // A watch lasts as long as it carries events: no request deadline.
         let long = c.client_with_timeout(i, Duration::from_secs(24 * 3600));
@@ -765,6 +842,7 @@ async fn run(
     };
     let (mut compacted, mut interruptions) = (0, BTreeMap::<String, usize>::new());
     for r in reader_logs {
+        print_staleness(&r);
         compacted += r.compacted;
         for (k, n) in r.interruptions {
             *interruptions.entry(k).or_default() += n;

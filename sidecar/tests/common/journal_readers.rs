@@ -5,6 +5,8 @@
 //! installs and retention trims.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -36,6 +38,9 @@ pub struct ReaderLog {
     pub compacted: usize,
     /// Error answers and dropped streams, by kind (each followed by a resume where it left off).
     pub interruptions: BTreeMap<String, usize>,
+    /// Per page (paginating reader only): how many entries its `commitIndex` was behind the
+    /// newest one any reader had been given by then, a measure of how stale a local read is.
+    pub staleness: Vec<u64>,
 }
 
 impl ReaderLog {
@@ -48,6 +53,7 @@ impl ReaderLog {
             },
             compacted: 0,
             interruptions: BTreeMap::new(),
+            staleness: Vec::new(),
         }
     }
 
@@ -104,13 +110,21 @@ fn kind_of(e: &ClientError) -> String {
     }
 }
 
-/// Page through `node`'s journal from index 1 until `stop` says the run is over.
-pub async fn pager(node: SidecarClient, name: String, mut stop: Stop) -> ReaderLog {
+/// Page through `node`'s journal from index 1 until `stop` says the run is over. `newest` is
+/// the highest commit index any reader was given so far, shared by all of them.
+pub async fn pager(
+    node: SidecarClient,
+    name: String,
+    mut stop: Stop,
+    newest: Arc<AtomicU64>,
+) -> ReaderLog {
     let mut log = ReaderLog::new(&name, "pager");
     while !log.done(&stop) {
         let next = log.next();
         match tokio::time::timeout(OPEN, node.journal(Some(next), Some(PAGE))).await {
             Ok(Ok(page)) => {
+                let seen = newest.fetch_max(page.commit_index, Ordering::Relaxed);
+                log.staleness.push(seen.saturating_sub(page.commit_index));
                 for e in &page.entries {
                     log.record(e);
                 }
