@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod journal;
 pub mod metrics;
+pub mod operation;
 pub mod raft;
 pub mod store;
 pub mod transport;

@@ -258,3 +258,147 @@ async fn peer_connections_without_the_token_or_cluster_id_are_refused_and_bad_fr
         still_serving(&t, leader, "after-bad-peer-frame").await;
     }
 }
+
+/// Send `request` over an authenticated peer connection to `to`, claiming to be node `from`;
+/// the node's answer.
+async fn forged(
+    t: &TestCluster,
+    to: usize,
+    from: u64,
+    request: raft_sidecar::transport::frame::PeerRequest,
+) -> raft_sidecar::transport::frame::PeerResponse {
+    use raft_sidecar::transport::NODE_HEADER;
+    use raft_sidecar::transport::frame::{Envelope, decode, encode};
+    let url = format!("ws://{}{PEER_PATH}", t.c.nodes[to].peer);
+    let mut req = url.into_client_request().unwrap();
+    let headers = req.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", t.c.token).parse().unwrap(),
+    );
+    headers.insert(CLUSTER_HEADER, t.c.cluster_id.parse().unwrap());
+    headers.insert(NODE_HEADER, from.to_string().parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let frame = encode(&Envelope {
+        id: 1,
+        body: request,
+    })
+    .unwrap();
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the connection stays open")
+            .unwrap();
+        if let Message::Binary(bytes) = msg {
+            return decode(&bytes).unwrap().body;
+        }
+    }
+}
+
+/// Whoever holds the shared token (it crosses the pod network with every operator request)
+/// can neither make a member remove itself with a forged notice nor commit an operation that
+/// the daemon API would refuse (and that would stop every daemon's journal read at its index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_peer_frames_neither_remove_a_member_nor_commit_an_invalid_operation() {
+    use raft_sidecar::journal::StoredOperation;
+    use raft_sidecar::transport::frame::{PeerRequest, PeerResponse};
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let follower = (leader + 1) % 3;
+    let id_of = |i: usize| {
+        let c = t.client(i);
+        async move { c.status().await.unwrap().node_id.parse::<u64>().unwrap() }
+    };
+    let (leader_id, follower_id) = (id_of(leader).await, id_of(follower).await);
+
+    // A removal notice "from the leader" in the highest possible term.
+    let answer = forged(
+        &t,
+        follower,
+        leader_id,
+        PeerRequest::Removed {
+            term: u64::MAX,
+            target: follower_id,
+        },
+    )
+    .await;
+    assert!(matches!(answer, PeerResponse::Ack), "{answer:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let role = t.client(follower).status().await.unwrap().role;
+    assert_ne!(
+        format!("{role:?}").to_lowercase(),
+        "removed",
+        "a forged notice removed a member"
+    );
+    still_serving(&t, follower, "after-forged-removal").await;
+
+    // Operations the daemon API refuses, forwarded straight to the leader.
+    let good = StoredOperation {
+        id: "forged-ok-shape".into(),
+        op_type: "t".into(),
+        payload: Some(r#"{"a":1}"#.into()),
+        daemon_id: None,
+        timestamp: None,
+    };
+    let bad = [
+        StoredOperation {
+            id: String::new(),
+            ..good.clone()
+        },
+        StoredOperation {
+            id: "x".repeat(10_000),
+            ..good.clone()
+        },
+        StoredOperation {
+            op_type: String::new(),
+            ..good.clone()
+        },
+        StoredOperation {
+            id: "forged-not-json".into(),
+            payload: Some("{not json".into()),
+            ..good.clone()
+        },
+        StoredOperation {
+            id: "forged-deep".into(),
+            payload: Some(format!("{}{}", "[".repeat(1000), "]".repeat(1000))),
+            ..good.clone()
+        },
+        StoredOperation {
+            id: "forged-not-canonical".into(),
+            payload: Some(r#"{ "b": 1, "a": 2 }"#.into()),
+            ..good.clone()
+        },
+        StoredOperation {
+            id: "forged-too-large".into(),
+            payload: Some(format!("\"{}\"", "y".repeat(2 << 20))),
+            ..good.clone()
+        },
+    ];
+    for op in bad {
+        let shown: String = format!("{op:?}").chars().take(120).collect();
+        let answer = forged(&t, leader, follower_id, PeerRequest::Forward(op)).await;
+        match answer {
+            PeerResponse::Forward(Err(f)) => assert!(
+                matches!(
+                    f.code,
+                    raft_api::ErrorCode::InvalidOperation | raft_api::ErrorCode::PayloadTooLarge
+                ),
+                "{shown}: refused with {f:?}"
+            ),
+            other => panic!("{shown}: answered {other:?}"),
+        }
+    }
+    // Every node still reads its whole journal, and none of them holds a forged operation.
+    for i in 0..3 {
+        let journal = t.client(i).journal(Some(1), Some(10_000)).await.unwrap();
+        assert!(
+            journal
+                .entries
+                .iter()
+                .all(|e| !e.operation.id.starts_with("forged") && !e.operation.id.is_empty()),
+            "node {i} committed a forged operation"
+        );
+    }
+}

@@ -10,11 +10,10 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use raft_api::ErrorCode;
 use raft_api::daemon::{
-    ConsensusState, Consistency, JournalPage, MemberRole, MemberState, Operation, OperationState,
+    ConsensusState, Consistency, JournalPage, MemberRole, MemberState, OperationState,
     OperationStatus, SubmitResult,
 };
 use serde::Deserialize;
-use serde_json::Value;
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
@@ -22,12 +21,12 @@ use super::error::ApiError;
 use super::journal::{compacted, journal_entry};
 use super::sse;
 use crate::journal::StoredOperation;
+use crate::operation;
+pub use crate::operation::{MAX_ID_BYTES, canonical_json};
 use crate::raft::node::Node;
 use crate::raft::{read, submit};
 use crate::store::state_machine::JournalSlice;
 
-/// Longest accepted operation id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
 /// Largest journal page.
 pub const MAX_PAGE: usize = 1000;
 /// Failures remembered for `GET /v1/operations/{id}`.
@@ -137,77 +136,10 @@ fn state(
     }
 }
 
-/// JSON text with object keys sorted at every level and no whitespace: two payloads are the
-/// same operation content exactly when these strings are equal.
-pub fn canonical_json(value: &Value) -> String {
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    if let Some(inner) = map.get(k) {
-                        write(inner, out);
-                    }
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            scalar => out.push_str(&scalar.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
-}
-
-/// Parse and validate a submitted operation (400 INVALID_OPERATION with the reason otherwise).
+/// Parse and validate a submitted operation (400 INVALID_OPERATION or 413 PAYLOAD_TOO_LARGE
+/// with the reason otherwise).
 pub fn parse_operation(body: &[u8], max_bytes: usize) -> Result<StoredOperation, ApiError> {
-    if body.len() > max_bytes {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "operation is {} bytes; the limit (--max-operation-bytes) is {max_bytes}",
-                body.len()
-            ),
-        ));
-    }
-    let op: Operation = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("malformed operation JSON: {e}")))?;
-    if op.id.is_empty() {
-        return Err(ApiError::invalid("`id` must not be empty"));
-    }
-    if op.id.len() > MAX_ID_BYTES {
-        return Err(ApiError::invalid(format!(
-            "`id` is {} bytes; at most {MAX_ID_BYTES} allowed",
-            op.id.len()
-        )));
-    }
-    if op.op_type.is_empty() {
-        return Err(ApiError::invalid("`type` must not be empty"));
-    }
-    Ok(StoredOperation {
-        payload: op.payload.as_ref().map(canonical_json),
-        id: op.id,
-        op_type: op.op_type,
-        daemon_id: op.daemon_id,
-        timestamp: op.timestamp,
-    })
+    operation::parse(body, max_bytes).map_err(|e| ApiError::new(e.code(), e.to_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -464,60 +396,5 @@ pub fn consensus_state(node: &Node) -> ConsensusState {
         snapshot_index: m.snapshot.map_or(0, |s| s.index),
         quorum_available: health.quorum_available,
         members,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value =
-            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": null}}"#)
-                .unwrap();
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"a":{"x":null,"y":[1,{"c":3,"d":2}]},"b":1}"#
-        );
-        let b: Value =
-            serde_json::from_str(r#"{"a": {"x": null, "y": [1, {"c": 3, "d": 2}]}, "b": 1}"#)
-                .unwrap();
-        assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(canonical_json(&Value::String("q\"".into())), r#""q\"""#);
-    }
-
-    #[test]
-    fn operations_are_validated_with_clear_reasons() {
-        let ok =
-            parse_operation(br#"{"id":"t-1","type":"x","payload":{"b":2,"a":1}}"#, 1024).unwrap();
-        assert_eq!(ok.payload.as_deref(), Some(r#"{"a":1,"b":2}"#));
-        let cases: [(&[u8], &str); 5] = [
-            (b"not json", "malformed"),
-            (br#"{"type":"x"}"#, "malformed"),
-            (br#"{"id":"","type":"x"}"#, "`id`"),
-            (br#"{"id":"a","type":""}"#, "`type`"),
-            (br#"{"id":"a"}"#, "malformed"),
-        ];
-        for (body, needle) in cases {
-            let err = parse_operation(body, 1024).unwrap_err();
-            assert_eq!(err.code(), ErrorCode::InvalidOperation);
-            assert!(
-                err.0.error.message.contains(needle),
-                "{}",
-                err.0.error.message
-            );
-        }
-        let long_id = format!(r#"{{"id":"{}","type":"x"}}"#, "a".repeat(257));
-        assert!(
-            parse_operation(long_id.as_bytes(), 4096)
-                .unwrap_err()
-                .0
-                .error
-                .message
-                .contains("256")
-        );
-        let big = parse_operation(&[b' '; 2048], 1024).unwrap_err();
-        assert_eq!(big.code(), ErrorCode::PayloadTooLarge);
     }
 }

@@ -22,7 +22,7 @@ use super::events::{Observation, PreviousTick};
 use super::health::{self, Health, LeaderReport, View, millis};
 use super::node::{Lifecycle, Node};
 use crate::metrics::{PeerLabel, RoleLabel};
-use crate::transport::frame::{PeerRequest, PeerResponse};
+use crate::transport::frame::{MembershipView, PeerRequest, PeerResponse};
 use crate::types::{NodeId, RaftMetrics};
 
 const TICK: Duration = Duration::from_millis(100);
@@ -326,18 +326,57 @@ async fn detect_removal(node: &Node, m: &RaftMetrics, watch: &mut Watch) {
         else {
             continue;
         };
-        let newer = view
-            .membership
-            .log_id()
-            .is_some_and(|l| l.index > our_index);
-        if newer
-            && view.leader.is_some()
-            && view.membership.membership().get_node(&node.id).is_none()
-        {
+        if view.leader.is_some() && proves_removal(&view, our_index, node.id) {
             node.become_removed("a peer's newer committed membership no longer lists this node")
                 .await;
             return;
         }
+    }
+}
+
+/// Whether a peer's committed membership proves this node removed: committed after the one we
+/// know (`our_index`), and not listing us.
+fn proves_removal(view: &MembershipView, our_index: u64, us: NodeId) -> bool {
+    let newer = view
+        .membership
+        .log_id()
+        .is_some_and(|l| l.index > our_index);
+    newer && view.membership.membership().get_node(&us).is_none()
+}
+
+/// A peer says it removed us (`PeerRequest::Removed`): believe it only if the member it claims
+/// to be, called at the address our membership gives for it, leads and has committed a
+/// membership newer than the one we applied that does not list us.
+pub(super) async fn verify_removal_notice(node: &Node, sender: NodeId) {
+    let m = node.raft_metrics();
+    let Some(member) = m.membership_config.membership().get_node(&sender).cloned() else {
+        tracing::warn!(
+            sender,
+            "ignored a removal notice from a node that is not a member"
+        );
+        return;
+    };
+    let link = node.links.get(sender, &member.peer_addr);
+    let Ok(PeerResponse::Membership(view)) = link
+        .call(PeerRequest::Membership, Duration::from_secs(2))
+        .await
+    else {
+        tracing::warn!(
+            sender,
+            "a removal notice could not be confirmed with its sender; ignored"
+        );
+        return;
+    };
+    let applied = node.journal.applied().membership;
+    let our_index = applied.log_id().map_or(0, |l| l.index);
+    if view.leader == Some(sender) && proves_removal(&view, our_index, node.id) {
+        node.become_removed("the leader's committed membership no longer lists this node")
+            .await;
+    } else {
+        tracing::warn!(
+            sender,
+            "ignored a removal notice that the sender's committed membership does not confirm"
+        );
     }
 }
 

@@ -1,11 +1,11 @@
 //! What a node answers on the peer transport: openraft's RPCs, forwarded daemon writes (this
 //! node as leader), identity, membership and health questions, and the leader's removal
-//! notice, which is honoured only when it can be true.
+//! notice, which is honoured only once the leader's committed membership confirms it.
 
 use std::sync::Arc;
 
 use super::node::{Lifecycle, Node};
-use super::{read, submit};
+use super::{monitor, read, submit};
 use crate::transport::frame::{
     HealthView, MembershipView, NodeIdentity, PeerRequest, PeerResponse,
 };
@@ -65,17 +65,17 @@ impl PeerHandler for PeerService {
                 let deadline = tokio::time::Instant::now() + node.cfg.write_timeout;
                 PeerResponse::ReadIndex(read::read_index(node, deadline).await)
             }
-            PeerRequest::Removed { term, target } => {
-                let m = node.raft_metrics();
-                // Only the named node, only if it was a committed member, only from a leader
-                // at least as recent as what we know.
-                let was_member = node.journal.applied().membership.log_id().is_some();
+            PeerRequest::Removed { target, .. } => {
+                // A notice is a reason to check, never proof (anyone holding the token can send
+                // one, in any term): ask the member it claims to come from, at the address our
+                // own membership gives for it, for its committed membership.
                 if target == node.id
-                    && was_member
-                    && term >= m.current_term
-                    && from.is_some_and(|f| f != node.id)
+                    && let Some(sender) = from.filter(|f| *f != node.id)
                 {
-                    node.become_removed("the leader reported our removal").await;
+                    let node = node.clone();
+                    self.node.spawn_errand(async move {
+                        monitor::verify_removal_notice(&node, sender).await;
+                    });
                 }
                 PeerResponse::Ack
             }

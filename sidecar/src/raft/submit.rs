@@ -13,6 +13,7 @@ use super::batch::Pending;
 use super::health::{self, quorum_fresh};
 use super::node::{Lifecycle, Node};
 use crate::journal::{OpOutcome, StoredOperation};
+use crate::operation;
 use crate::transport::frame::{PeerRequest, PeerResponse};
 use crate::transport::link::CallError;
 use crate::types::NodeId;
@@ -157,6 +158,14 @@ async fn await_leader(node: &Node, deadline: Instant) -> Result<NodeId, WriteFai
 /// On the leader, an operation a follower forwarded: counted in flight like a local submit,
 /// so a SIGTERM lets it finish (or answer truly) before Raft stops.
 pub(super) async fn forwarded(node: &Node, op: StoredOperation) -> WriteResult {
+    // Checked again, never trusted: the sending follower checked it, but so could anyone
+    // holding the token claim to have.
+    if let Err(e) = operation::check_parsed(&op, node.cfg.max_operation_bytes) {
+        return Err(WriteFailure::new(
+            e.code(),
+            format!("forwarded operation refused: {e}"),
+        ));
+    }
     let _counted = CountedSubmit::enter(&node.submits_in_flight);
     let deadline = Instant::now() + node.cfg.write_timeout;
     propose_as_leader(node, op, deadline).await
