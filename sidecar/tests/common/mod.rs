@@ -74,20 +74,7 @@ impl TestCluster {
 
     /// Every journal entry of node `i` as (logIndex, operation id), reading all pages.
     pub async fn journal(&self, i: usize) -> Result<Vec<(u64, String)>, ClientError> {
-        let mut out = Vec::new();
-        let mut from = None;
-        loop {
-            let page = self.client(i).journal(from, Some(1000)).await?;
-            if page.entries.is_empty() {
-                return Ok(out);
-            }
-            out.extend(
-                page.entries
-                    .into_iter()
-                    .map(|e| (e.log_index, e.operation.id)),
-            );
-            from = Some(page.next_index);
-        }
+        read_journal(&self.client(i)).await
     }
 
     /// Wait until the journals of `nodes` are identical and hold `len` entries.
@@ -126,6 +113,24 @@ impl Drop for TestCluster {
                 );
             }
         }
+    }
+}
+
+/// Every journal entry a node holds as (logIndex, operation id), reading all pages.
+pub async fn read_journal(client: &SidecarClient) -> Result<Vec<(u64, String)>, ClientError> {
+    let mut out = Vec::new();
+    let mut from = None;
+    loop {
+        let page = client.journal(from, Some(1000)).await?;
+        if page.entries.is_empty() {
+            return Ok(out);
+        }
+        out.extend(
+            page.entries
+                .into_iter()
+                .map(|e| (e.log_index, e.operation.id)),
+        );
+        from = Some(page.next_index);
     }
 }
 

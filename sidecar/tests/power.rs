@@ -1,0 +1,251 @@
+//! Power cuts, not only `kill -9`: every node's data directory sits on a filesystem that keeps
+//! unsynced writes in memory (`raft_testkit::volatile_fs`), and a cut drops them as a power
+//! failure drops the page cache. Acknowledged operations must survive a cut of a minority, of
+//! the leader and of every node at once, and every node must come back. Needs root and
+//! `/dev/fuse` (CI runs as root).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use raft_api::daemon::Operation;
+use raft_testkit::local_cluster::{LocalCluster, Ports};
+use raft_testkit::volatile_fs::VolatileFs;
+use raft_testkit::wait::{retryable, wait_for};
+
+#[allow(dead_code, reason = "shared fixtures; this binary uses some of them")]
+mod common;
+use common::read_journal;
+
+const NODES: usize = 3;
+const WRITERS: usize = 8;
+/// Each round cuts the power of a follower, then of the leader, then of every node.
+const ROUNDS: usize = 3;
+
+/// Mount a volatile filesystem over `backing` at `at`.
+fn mount(backing: &Path, at: &Path) -> VolatileFs {
+    VolatileFs::mount(backing, at).unwrap_or_else(|e| {
+        panic!(
+            "cannot mount the volatile filesystem at {} ({e}): the power-cut tests need root and /dev/fuse; run them as root, as CI does",
+            at.display()
+        )
+    })
+}
+
+/// What the writers were told: operation id → journal index.
+type Acks = Arc<parking_lot::Mutex<HashMap<String, u64>>>;
+
+/// Submit operations `w<w>-<n>` one after another to rotating nodes, each retried with the same
+/// id until acknowledged, until `stop`.
+async fn writer(
+    w: usize,
+    c: Arc<Vec<raft_api::client::SidecarClient>>,
+    acks: Acks,
+    stop: Arc<AtomicBool>,
+) {
+    for n in 0u64.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let op = Operation {
+            id: format!("w{w}-{n}"),
+            op_type: "power".into(),
+            payload: Some(serde_json::json!({ "w": w, "n": n, "pad": "p".repeat(200) })),
+            daemon_id: None,
+            timestamp: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut attempt = w + usize::try_from(n).unwrap();
+        loop {
+            match c[attempt % c.len()].submit(&op).await {
+                Ok(r) => {
+                    acks.lock().insert(op.id.clone(), r.log_index);
+                    break;
+                }
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{} failed for good: {e}", op.id),
+            }
+        }
+    }
+}
+
+/// The unsynced bytes a cut dropped, per file (node-prefixed).
+type Lost = Vec<(String, u64)>;
+
+/// Drop node `i`'s unsynced writes (kill it first).
+fn cut_power(fs: &[VolatileFs], i: usize) -> Lost {
+    fs[i]
+        .cut_power()
+        .into_iter()
+        .map(|(path, bytes)| (format!("node-{i}/{}", path.display()), bytes))
+        .collect()
+}
+
+/// `kill -9` node `i`, drop its unsynced writes, start it again.
+async fn cut(c: &mut LocalCluster, fs: &[VolatileFs], i: usize) -> Lost {
+    c.kill9(i).await.unwrap();
+    let lost = cut_power(fs, i);
+    c.start(i).unwrap();
+    lost
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_operations_survive_power_cuts_of_a_minority_the_leader_and_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Vec<VolatileFs> = (0..NODES)
+        .map(|i| {
+            mount(
+                &dir.path().join(format!("backing-{i}")),
+                &dir.path().join(format!("node-{i}")),
+            )
+        })
+        .collect();
+    let bin = Path::new(env!("CARGO_BIN_EXE_raft-sidecar"));
+    let flags = [
+        "--snapshot-interval",
+        "500",
+        "--log-compaction-threshold",
+        "100",
+    ];
+    let mut c = LocalCluster::new(bin, dir.path(), NODES, Ports::Free, &flags).unwrap();
+    c.start_all().unwrap();
+    let outcome = run(&mut c, &fs).await;
+    c.stop_all(Duration::from_secs(10)).await;
+    if let Err(e) = outcome {
+        for i in 0..NODES {
+            eprintln!(
+                "----- node-{i} (last 40 log lines) -----\n{}",
+                c.log_tail(i, 40)
+            );
+        }
+        panic!("{e}");
+    }
+}
+
+async fn run(c: &mut LocalCluster, fs: &[VolatileFs]) -> Result<(), String> {
+    c.wait_for_leader(Duration::from_secs(30)).await?;
+    let clients = Arc::new((0..NODES).map(|i| c.client(i)).collect::<Vec<_>>());
+    let acks: Acks = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(writer(w, clients.clone(), acks.clone(), stop.clone())))
+        .collect();
+    let pause = || tokio::time::sleep(Duration::from_secs(2));
+    let mut lost = Vec::new();
+    for _ in 0..ROUNDS {
+        pause().await;
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        let follower = (leader + 1) % NODES;
+        lost.push(("a follower", cut(c, fs, follower).await));
+
+        pause().await;
+        let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
+        lost.push(("the leader", cut(c, fs, leader).await));
+
+        pause().await;
+        for i in 0..NODES {
+            c.kill9(i).await.unwrap();
+        }
+        let all = (0..NODES).flat_map(|i| cut_power(fs, i)).collect();
+        lost.push(("every node", all));
+        for i in 0..NODES {
+            c.start(i).unwrap();
+        }
+    }
+    pause().await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.map_err(|e| format!("writer failed: {e}"))?;
+    }
+    let acks = acks.lock().clone();
+    println!("power cuts: {} operations acknowledged", acks.len());
+    for (what, files) in &lost {
+        println!("power cut of {what}: unsynced bytes dropped {files:?}");
+    }
+    // The cuts must have dropped writes the store made (not only the RocksDB info log), or
+    // the test proved nothing.
+    let store_lost = lost
+        .iter()
+        .flat_map(|(_, files)| files)
+        .any(|(path, _)| path.contains("/rocksdb/") && !path.contains("/LOG"));
+    if !store_lost {
+        return Err(format!(
+            "no cut dropped an unsynced write of the store: {lost:?}"
+        ));
+    }
+    // Every node back, with the same journal, holding every acknowledged operation exactly once
+    // where it was acknowledged.
+    let journals = wait_for(
+        "every node's journal to agree after the cuts",
+        Duration::from_secs(60),
+        || {
+            let clients = clients.clone();
+            async move {
+                let mut seen = Vec::new();
+                for client in clients.iter() {
+                    seen.push(read_journal(client).await.ok()?);
+                }
+                seen.windows(2)
+                    .all(|w| w[0] == w[1])
+                    .then(|| seen.remove(0))
+            }
+        },
+    )
+    .await;
+    let mut at: HashMap<&str, u64> = HashMap::new();
+    for (index, id) in &journals {
+        if let Some(first) = at.insert(id, *index) {
+            return Err(format!(
+                "{id} is in the journal twice, at {first} and {index}"
+            ));
+        }
+    }
+    for (id, index) in &acks {
+        match at.get(id.as_str()) {
+            Some(found) if found == index => {}
+            Some(found) => return Err(format!("{id} acknowledged at {index}, found at {found}")),
+            None => return Err(format!("{id} acknowledged at {index}, lost")),
+        }
+    }
+    Ok(())
+}
+
+/// The filesystem under the test: synced writes stay, unsynced ones go at a cut.
+#[test]
+fn the_volatile_filesystem_keeps_synced_writes_and_loses_the_rest_at_a_cut() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = mount(&dir.path().join("backing"), &dir.path().join("mnt"));
+    let mnt = fs.mountpoint().to_path_buf();
+    let mut synced = std::fs::File::create(mnt.join("synced")).unwrap();
+    synced.write_all(b"kept").unwrap();
+    synced.sync_data().unwrap();
+    synced.write_all(b" and lost").unwrap();
+    let mut unsynced = std::fs::File::create(mnt.join("unsynced")).unwrap();
+    unsynced.write_all(b"lost").unwrap();
+    std::fs::create_dir(mnt.join("dir")).unwrap();
+    std::fs::rename(mnt.join("synced"), mnt.join("dir/renamed")).unwrap();
+    assert_eq!(
+        std::fs::read(mnt.join("dir/renamed")).unwrap(),
+        b"kept and lost"
+    );
+    assert_eq!(std::fs::read(mnt.join("unsynced")).unwrap(), b"lost");
+    drop((synced, unsynced));
+    assert_eq!(
+        fs.cut_power(),
+        vec![("dir/renamed".into(), 9), ("unsynced".into(), 4)]
+    );
+    assert_eq!(std::fs::read(mnt.join("dir/renamed")).unwrap(), b"kept");
+    assert_eq!(std::fs::read(mnt.join("unsynced")).unwrap(), b"");
+}
