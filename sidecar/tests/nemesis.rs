@@ -3,8 +3,9 @@
 //! faults runs (partitions one- and two-way, a bridge node, packet loss, slow links, kill -9,
 //! SIGSTOP, kill -9 of every node, SIGTERM of the leader, a rolling restart, the leader
 //! removing itself, a lost disk replaced as the operator replaces it, a node restarted with its
-//! clocks hours ahead or behind), and on every node a live watcher and a paginating reader
-//! follow the journal (recording how stale each local read was); then a checker verifies, from
+//! clocks hours ahead or behind, power cuts of one node or all that lose every unsynced
+//! write), and on every node a live watcher and a paginating reader follow the journal
+//! (recording how stale each local read was); then a checker verifies, from
 //! every node's journal, every reader's record and every client's log, that every
 //! acknowledged operation is present exactly once where it was acknowledged, that journals
 //! agree, that nothing appears that no client sent, that no operation answered only with
@@ -14,7 +15,8 @@
 //! `NEMESIS_SEED=S NEMESIS_SECONDS=D cargo test --release -p raft-sidecar --test nemesis -- --nocapture`
 //! (random seed when unset, 60 s by default; also `NEMESIS_NODES` (5), `NEMESIS_CLIENTS` (4),
 //! `NEMESIS_SUBNET` (40; another value lets a second run share the machine),
-//! `NEMESIS_RETENTION` (200; `all` keeps whole journals)).
+//! `NEMESIS_RETENTION` (200; `all` keeps whole journals), `NEMESIS_POWER` (1; 0: no volatile
+//! filesystems, no power cuts)).
 //! It always prints `acknowledged=N lost=0 duplicated=0 divergent=0 readers=R gaps=0
 //! definite_violations=0 faults=K seed=S`; replay a failure with its seed (the schedule is the
 //! same; timing, and so the interleaving, is not).
@@ -59,6 +61,8 @@ struct Config {
     subnet: u8,
     /// `--journal-retention` of every node; None keeps every operation readable.
     retention: Option<u64>,
+    /// Data directories on volatile filesystems, and power cuts among the faults.
+    power: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -84,6 +88,7 @@ impl Config {
                 Ok(_) => Some(env_or("NEMESIS_RETENTION", 0)),
                 Err(_) => Some(200),
             },
+            power: env_or("NEMESIS_POWER", 1) == 1,
         }
     }
 }
@@ -345,16 +350,21 @@ enum Fault {
     /// A rolling restart as the operator runs one: SIGTERM each node in turn, the leader
     /// last, each restarted and answering before the next.
     Rolling,
+    /// Power cut: kill -9 and every write the node had not synced is lost (its data directory
+    /// is a volatile filesystem); restarted after the hold.
+    PowerCut(usize),
+    /// Power cut of every node at once; restarted at once.
+    PowerCutAll,
 }
 
-fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
+fn pick_fault(rng: &mut StdRng, n: usize, power: bool) -> Fault {
     let node = |rng: &mut StdRng| rng.random_range(0..n);
     let pair = |rng: &mut StdRng| {
         let a = rng.random_range(0..n);
         let b = (a + rng.random_range(1..n)) % n;
         (a, b)
     };
-    match rng.random_range(0..16) {
+    match rng.random_range(0..18) {
         0 => Fault::Kill(node(rng)),
         1 => Fault::KillLeader,
         2 => Fault::KillAll,
@@ -385,6 +395,9 @@ fn pick_fault(rng: &mut StdRng, n: usize) -> Fault {
         }
         13 => Fault::RemoveLeader,
         14 => Fault::Rolling,
+        15 if power => Fault::PowerCut(node(rng)),
+        16 if power => Fault::PowerCutAll,
+        15 | 16 => Fault::Kill(node(rng)),
         _ => {
             let (a, b) = pair(rng);
             Fault::Flap(a, b)
@@ -423,6 +436,8 @@ impl Fault {
             Fault::Clock(..) => "clock",
             Fault::RemoveLeader => "remove-leader",
             Fault::Rolling => "rolling-restart",
+            Fault::PowerCut(_) => "power-cut",
+            Fault::PowerCutAll => "power-cut-all",
         }
     }
 }
@@ -482,6 +497,19 @@ async fn inflict(
             return replace(c, l, Some(hold)).await;
         }
         Fault::Rolling => return rolling_restart(c, rng).await,
+        Fault::PowerCut(i) => {
+            let lost = c.power_cut(*i).await;
+            println!("nemesis:   node-{i} lost {lost} unsynced bytes");
+            killed.push(*i);
+        }
+        Fault::PowerCutAll => {
+            let mut lost = 0;
+            for i in 0..n {
+                lost += c.power_cut(i).await;
+                killed.push(i);
+            }
+            println!("nemesis:   the nodes lost {lost} unsynced bytes");
+        }
         Fault::Clock(i, secs) => {
             c.kill9(*i).await;
             let used = c.set_clock_offset(*i, *secs);
@@ -507,7 +535,7 @@ async fn inflict(
             }
         }
     }
-    if !matches!(fault, Fault::KillAll | Fault::Flap(..)) {
+    if !matches!(fault, Fault::KillAll | Fault::PowerCutAll | Fault::Flap(..)) {
         tokio::time::sleep(hold).await;
     }
     c.heal();
@@ -680,8 +708,15 @@ async fn converge(c: &NetCluster, within: Duration) -> bool {
 async fn under_a_seeded_nemesis_every_acknowledged_operation_is_kept_once_in_one_order() {
     let cfg = Config::from_env();
     println!(
-        "nemesis: seed={} seconds={} nodes={} clients={} (replay: NEMESIS_SEED={} NEMESIS_SECONDS={})",
-        cfg.seed, cfg.seconds, cfg.nodes, cfg.clients, cfg.seed, cfg.seconds
+        "nemesis: seed={} seconds={} nodes={} clients={} retention={:?} power={} (replay: NEMESIS_SEED={} NEMESIS_SECONDS={})",
+        cfg.seed,
+        cfg.seconds,
+        cfg.nodes,
+        cfg.clients,
+        cfg.retention,
+        cfg.power,
+        cfg.seed,
+        cfg.seconds
     );
     let kinds: Arc<Mutex<BTreeMap<&'static str, usize>>> = Arc::default();
     let outcome = run(&cfg, kinds.clone()).await;
@@ -763,7 +798,7 @@ async fn run(
     let name = format!("nem{}", cfg.subnet);
     let flags = node_flags(cfg);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut c = NetCluster::start(&name, cfg.subnet, cfg.nodes, &flags).await;
+    let mut c = NetCluster::start_with(&name, cfg.subnet, cfg.nodes, &flags, cfg.power).await;
     let endpoints: Arc<Vec<SidecarClient>> = Arc::new(
         (0..cfg.nodes)
             .map(|i| c.client_with_timeout(i, Duration::from_secs(6)))
@@ -799,7 +834,7 @@ async fn run(
     let started = Instant::now();
     let run_for = Duration::from_secs(cfg.seconds);
     while started.elapsed() < run_for {
-        let fault = pick_fault(&mut rng, cfg.nodes);
+        let fault = pick_fault(&mut rng, cfg.nodes, cfg.power);
         let hold = Duration::from_millis(rng.random_range(1000..5000));
         let quiet = Duration::from_millis(rng.random_range(500..2500));
         println!(

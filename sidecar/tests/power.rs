@@ -248,4 +248,21 @@ fn the_volatile_filesystem_keeps_synced_writes_and_loses_the_rest_at_a_cut() {
     );
     assert_eq!(std::fs::read(mnt.join("dir/renamed")).unwrap(), b"kept");
     assert_eq!(std::fs::read(mnt.join("unsynced")).unwrap(), b"");
+
+    // A file renamed over or unlinked while open stays readable through its handle, unsynced
+    // writes included (snapshots are sent from such handles).
+    use std::io::{Read, Seek};
+    let mut open = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(mnt.join("dir/renamed"))
+        .unwrap();
+    open.write_all(b"!").unwrap();
+    std::fs::write(mnt.join("newer"), b"newer").unwrap();
+    std::fs::rename(mnt.join("newer"), mnt.join("dir/renamed")).unwrap();
+    let mut seen = String::new();
+    open.rewind().unwrap();
+    open.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, "!ept");
+    assert_eq!(std::fs::read(mnt.join("dir/renamed")).unwrap(), b"newer");
 }

@@ -9,7 +9,8 @@
 //! data is where a database's durability lives or dies.)
 //!
 //! Files are opened with direct I/O, so the kernel caches no file data of its own and reads
-//! after a cut see the backing file. Needs root and `/dev/fuse`.
+//! after a cut see the backing file. Each open handle holds its backing file open, so a file
+//! unlinked or renamed over while open stays readable through it. Needs root and `/dev/fuse`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -102,6 +103,10 @@ struct State {
     inodes: HashMap<PathBuf, u64>,
     next_inode: u64,
     dirty: HashMap<u64, Dirty>,
+    /// Open handles: the inode and the backing file, opened when the handle was, so a file
+    /// unlinked or renamed over while open stays readable through it (as POSIX requires).
+    handles: HashMap<u64, (u64, Arc<fs::File>)>,
+    next_handle: u64,
 }
 
 impl State {
@@ -130,15 +135,52 @@ impl State {
         ino
     }
 
+    /// `rel` is gone (unlinked, or renamed over): its inode lives on while handles are open.
     fn forget_path(&mut self, rel: &Path) {
         if let Some(ino) = self.inodes.remove(rel) {
             self.paths.remove(&ino);
-            self.dirty.remove(&ino);
+            if !self.handles.values().any(|(i, _)| *i == ino) {
+                self.dirty.remove(&ino);
+            }
+        }
+    }
+
+    /// A backing file of `ino`: an open handle's (works after an unlink), else by its path.
+    fn file(&self, ino: u64) -> Result<Arc<fs::File>, Errno> {
+        if let Some((_, file)) = self.handles.values().find(|(i, _)| *i == ino) {
+            return Ok(file.clone());
+        }
+        Ok(Arc::new(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.real(ino)?)?,
+        ))
+    }
+
+    fn open_handle(&mut self, ino: u64) -> Result<u64, Errno> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.real(ino)?)?;
+        self.next_handle += 1;
+        self.handles.insert(self.next_handle, (ino, Arc::new(file)));
+        Ok(self.next_handle)
+    }
+
+    /// The file handle `fh` of `ino`, or any way to reach its backing file.
+    fn handle(&self, fh: FileHandle, ino: u64) -> Result<Arc<fs::File>, Errno> {
+        match self.handles.get(&fh.0) {
+            Some((_, file)) => Ok(file.clone()),
+            None => self.file(ino),
         }
     }
 
     fn attr(&self, ino: u64) -> Result<FileAttr, Errno> {
-        let meta = fs::symlink_metadata(self.real(ino)?)?;
+        let meta = match self.real(ino) {
+            Ok(path) => fs::symlink_metadata(path)?,
+            Err(_) => self.file(ino)?.metadata()?,
+        };
         let kind = FileType::from_std(meta.file_type()).unwrap_or(FileType::RegularFile);
         let size = self.dirty.get(&ino).map_or(meta.len(), |d| d.size);
         let time = |secs: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
@@ -166,7 +208,7 @@ impl State {
         let Some(dirty) = self.dirty.remove(&ino) else {
             return Ok(());
         };
-        let file = fs::OpenOptions::new().write(true).open(self.real(ino)?)?;
+        let file = self.file(ino)?;
         for (at, bytes) in &dirty.extents {
             file.write_all_at(bytes, *at)?;
         }
@@ -176,7 +218,7 @@ impl State {
 
     fn dirty_for(&mut self, ino: u64) -> Result<&mut Dirty, Errno> {
         if !self.dirty.contains_key(&ino) {
-            let size = fs::metadata(self.real(ino)?)?.len();
+            let size = self.file(ino)?.metadata()?.len();
             self.dirty.insert(
                 ino,
                 Dirty {
@@ -211,6 +253,8 @@ impl VolatileFs {
             inodes,
             next_inode: INodeNo::ROOT.0,
             dirty: HashMap::new(),
+            handles: HashMap::new(),
+            next_handle: 0,
         }));
         let mut config = Config::default();
         config.mount_options = vec![
@@ -406,12 +450,12 @@ impl Filesystem for Handler {
             open.open(path)?;
             fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
         });
-        match made {
-            Ok(attr) => reply.created(
+        match made.and_then(|attr| Ok((attr, self.state().open_handle(attr.ino.0)?))) {
+            Ok((attr, fh)) => reply.created(
                 &TTL,
                 &attr,
                 Generation(0),
-                FileHandle(0),
+                FileHandle(fh),
                 FopenFlags::FOPEN_DIRECT_IO,
             ),
             Err(e) => reply.error(e),
@@ -480,10 +524,10 @@ impl Filesystem for Handler {
             if flags.0 & libc::O_TRUNC != 0 {
                 st.dirty_for(ino.0)?.truncate(0);
             }
-            st.real(ino.0).map(|_| ())
+            st.open_handle(ino.0)
         })();
         match done {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => reply.error(e),
         }
     }
@@ -492,7 +536,7 @@ impl Filesystem for Handler {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -501,8 +545,7 @@ impl Filesystem for Handler {
     ) {
         let st = self.state();
         let done = (|| {
-            let path = st.real(ino.0)?;
-            let file = fs::File::open(&path)?;
+            let file = st.handle(fh, ino.0)?;
             let len = st
                 .dirty
                 .get(&ino.0)
@@ -558,6 +601,25 @@ impl Filesystem for Handler {
         reply: ReplyEmpty,
     ) {
         // close() does not make data durable.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut st = self.state();
+        st.handles.remove(&fh.0);
+        // The last handle of a file whose name is gone: nothing can reach its writes any more.
+        if !st.paths.contains_key(&ino.0) && !st.handles.values().any(|(i, _)| *i == ino.0) {
+            st.dirty.remove(&ino.0);
+        }
         reply.ok();
     }
 

@@ -28,6 +28,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use raft_api::client::{ClientError, SidecarClient};
 use raft_api::daemon::{ConsensusState, JournalEntry};
+use raft_testkit::volatile_fs::VolatileFs;
 use tempfile::TempDir;
 
 /// Cluster tests of one binary run one at a time: several processes each on a 2-core machine.
@@ -84,6 +85,9 @@ pub struct NetCluster {
     clock_offsets: Vec<i64>,
     faults: Faults,
     extra_args: Vec<String>,
+    /// Each node's data directory as a volatile filesystem (empty unless asked for); unmounted
+    /// after `Drop` stopped the nodes.
+    volatile: Vec<VolatileFs>,
     _dir: TempDir,
     _gate: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -177,6 +181,18 @@ impl NetCluster {
     /// tests) on subnet `10.213.<subnet>.0/24`, start them bootstrapped with
     /// `--initial-members`, and wait for an agreed leader.
     pub async fn start(name: &str, subnet: u8, n: usize, extra_args: &[&str]) -> NetCluster {
+        Self::start_with(name, subnet, n, extra_args, false).await
+    }
+
+    /// [`NetCluster::start`], with every node's data directory on a volatile filesystem when
+    /// `volatile` (see [`NetCluster::power_cut`]).
+    pub async fn start_with(
+        name: &str,
+        subnet: u8,
+        n: usize,
+        extra_args: &[&str],
+        volatile: bool,
+    ) -> NetCluster {
         require_root_and_tools();
         assert!(
             name.len() <= 8,
@@ -224,9 +240,19 @@ impl NetCluster {
             clock_offsets: vec![0; n],
             faults: Faults::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            volatile: Vec::new(),
             _dir: dir,
             _gate: gate,
         };
+        if volatile {
+            let root = c._dir.path().to_path_buf();
+            c.volatile = (0..n)
+                .map(|i| {
+                    VolatileFs::mount(&root.join(format!("backing-{i}")), &c.nodes[i].dir)
+                        .unwrap_or_else(|e| panic!("mount a volatile filesystem for node {i}: {e}"))
+                })
+                .collect();
+        }
         c.build_network();
         for i in 0..n {
             c.start_node(i);
@@ -411,10 +437,30 @@ impl NetCluster {
             self.children[i].is_none(),
             "wipe node {i} after stopping it"
         );
-        match std::fs::remove_dir_all(&self.nodes[i].dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("wipe node {i}: {e}"),
-            _ => {}
+        // Everything inside, not the directory itself: it may be a mount point.
+        let Ok(entries) = std::fs::read_dir(&self.nodes[i].dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.unwrap_or_else(|e| panic!("wipe node {i}: {}: {e}", path.display()));
         }
+    }
+
+    /// Cut node `i`'s power: kill -9, then drop every write it had not synced (the cluster
+    /// must have been started on volatile filesystems). The bytes lost.
+    pub async fn power_cut(&mut self, i: usize) -> u64 {
+        self.kill9(i).await;
+        let fs = self
+            .volatile
+            .get(i)
+            .unwrap_or_else(|| panic!("node {i} is not on a volatile filesystem"));
+        fs.cut_power().iter().map(|(_, bytes)| bytes).sum()
     }
 
     pub fn data_dir(&self, i: usize) -> &Path {
