@@ -30,8 +30,9 @@ impl OperationError {
     }
 }
 
-/// Parse and validate a submitted operation's JSON body (`max_bytes`: `--max-operation-bytes`).
-/// The payload is stored as canonical JSON.
+/// Parse and validate a submitted operation's JSON body (`max_bytes`: `--max-operation-bytes`,
+/// which bounds both the body as sent and the operation as stored, see [`stored_len`]). The
+/// payload is stored as canonical JSON.
 pub fn parse(body: &[u8], max_bytes: usize) -> Result<StoredOperation, OperationError> {
     if body.len() > max_bytes {
         return Err(OperationError::TooLarge {
@@ -53,19 +54,45 @@ pub fn parse(body: &[u8], max_bytes: usize) -> Result<StoredOperation, Operation
     if op.op_type.is_empty() {
         return Err(OperationError::Invalid("`type` must not be empty".into()));
     }
-    Ok(StoredOperation {
+    let stored = StoredOperation {
         payload: op.payload.as_ref().map(canonical_json),
         id: op.id,
         op_type: op.op_type,
         daemon_id: op.daemon_id,
         timestamp: op.timestamp,
-    })
+    };
+    check_stored_len(&stored, max_bytes)?;
+    Ok(stored)
 }
 
-/// Check an operation that arrived already parsed (a follower's forward) exactly as [`parse`]
-/// checks a daemon's body: it must be what `parse` makes of its own JSON form, payload in
-/// canonical form included.
+/// The bytes an operation takes as stored: its strings (the payload in canonical form) and
+/// its timestamp. Never more than the JSON body it came in, except where re-encoding lengthens
+/// a number (`1e9` is stored as `1000000000.0`); the limit applies to both, so a follower and
+/// its leader judge an operation's size alike.
+pub fn stored_len(op: &StoredOperation) -> usize {
+    op.id.len()
+        + op.op_type.len()
+        + op.payload.as_ref().map_or(0, String::len)
+        + op.daemon_id.as_ref().map_or(0, String::len)
+        + op.timestamp.map_or(0, |_| 8)
+}
+
+fn check_stored_len(op: &StoredOperation, max_bytes: usize) -> Result<(), OperationError> {
+    let size = stored_len(op);
+    if size > max_bytes {
+        return Err(OperationError::TooLarge {
+            size,
+            max: max_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Check an operation that arrived already parsed (a follower's forward) as [`parse`] checks a
+/// daemon's body: within the size limit as stored, and exactly what `parse` makes of its own
+/// JSON form, payload in canonical form included.
 pub fn check_parsed(op: &StoredOperation, max_bytes: usize) -> Result<(), OperationError> {
+    check_stored_len(op, max_bytes)?;
     let payload = match op.payload.as_deref() {
         None => None,
         Some(text) => Some(
@@ -81,7 +108,7 @@ pub fn check_parsed(op: &StoredOperation, max_bytes: usize) -> Result<(), Operat
         timestamp: op.timestamp,
     })
     .map_err(|e| OperationError::Invalid(format!("cannot encode the operation: {e}")))?;
-    if parse(&body, max_bytes)? != *op {
+    if parse(&body, usize::MAX)? != *op {
         return Err(OperationError::Invalid(
             "payload is not in canonical JSON form".into(),
         ));
@@ -197,5 +224,26 @@ mod tests {
         }
         let big = with(&|o| o.payload = Some(format!("\"{}\"", "y".repeat(2048))));
         assert_eq!(refused(big).code(), ErrorCode::PayloadTooLarge);
+    }
+
+    #[test]
+    fn the_size_limit_is_judged_alike_on_the_body_and_as_stored() {
+        // Compact JSON: stored smaller than sent, so whatever a follower accepted passes again.
+        let body = br#"{"id":"a","type":"t","payload":{"k":"v"}}"#;
+        let op = parse(body, body.len()).unwrap();
+        assert!(stored_len(&op) < body.len());
+        assert_eq!(check_parsed(&op, body.len()), Ok(()));
+        // Numbers that lengthen when stored are refused on both paths alike.
+        let numbers = format!(
+            r#"{{"id":"a","type":"t","payload":[{}1e9]}}"#,
+            "1e9,".repeat(100)
+        );
+        let err = parse(numbers.as_bytes(), numbers.len()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PayloadTooLarge);
+        let op = parse(numbers.as_bytes(), usize::MAX).unwrap();
+        assert_eq!(
+            check_parsed(&op, numbers.len()).unwrap_err().code(),
+            ErrorCode::PayloadTooLarge
+        );
     }
 }
