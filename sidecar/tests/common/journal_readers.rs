@@ -78,8 +78,9 @@ impl ReaderLog {
         *self.interruptions.entry(kind.into()).or_default() += 1;
     }
 
-    /// After a `COMPACTED`: a new segment from the node's first retained index.
-    async fn start_over(&mut self, node: &SidecarClient) {
+    /// After a `COMPACTED`: a new segment from the node's first retained index (asked until
+    /// the node answers or the readers' deadline passes).
+    async fn start_over(&mut self, node: &SidecarClient, stop: &Stop) {
         self.compacted += 1;
         loop {
             match tokio::time::timeout(OPEN, node.journal(None, Some(1))).await {
@@ -87,6 +88,7 @@ impl ReaderLog {
                     self.observed.segments.push((page.first_index, Vec::new()));
                     return;
                 }
+                _ if self.done(stop) => return,
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
@@ -132,7 +134,9 @@ pub async fn pager(
                     let _ = tokio::time::timeout(Duration::from_millis(100), stop.changed()).await;
                 }
             }
-            Ok(Err(e)) if e.code() == Some(ErrorCode::Compacted) => log.start_over(&node).await,
+            Ok(Err(e)) if e.code() == Some(ErrorCode::Compacted) => {
+                log.start_over(&node, &stop).await;
+            }
             Ok(Err(e)) => {
                 log.interrupted(kind_of(&e));
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -152,7 +156,7 @@ pub async fn watcher(node: SidecarClient, name: String, stop: Stop) -> ReaderLog
         let response = match tokio::time::timeout(OPEN, node.stream(&path)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if e.code() == Some(ErrorCode::Compacted) => {
-                log.start_over(&node).await;
+                log.start_over(&node, &stop).await;
                 continue;
             }
             Ok(Err(e)) => {
@@ -197,7 +201,7 @@ async fn follow(
                 Some("error") => {
                     let code = serde_json::from_str::<ErrorBody>(&data).map(|b| b.error.code);
                     match code {
-                        Ok(ErrorCode::Compacted) => log.start_over(node).await,
+                        Ok(ErrorCode::Compacted) => log.start_over(node, stop).await,
                         Ok(code) => {
                             log.interrupted(code.to_string());
                             tokio::time::sleep(Duration::from_millis(200)).await;
