@@ -88,6 +88,37 @@ async fn three_nodes_elect_a_leader_accept_writes_on_leader_and_follower_and_kee
             .await
             .unwrap();
     assert_eq!(code, Some(0));
+
+    // So does a SIGTERM while the node is still starting: sent as soon as the process watches
+    // for it (its caught-signal mask in /proc), which is while it opens its store.
+    t.c.start(follower).unwrap();
+    let pid = t.c.pid(follower).unwrap();
+    let watches_sigterm = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let mask = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))?
+                    .trim()
+                    .to_string();
+                u64::from_str_radix(&mask, 16).ok()
+            })
+            .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+    };
+    let deadline = std::time::Instant::now() + SECS_20;
+    while !watches_sigterm() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted node did not watch for SIGTERM within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let code =
+        t.c.terminate(follower, Duration::from_secs(15))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "SIGTERM while starting");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

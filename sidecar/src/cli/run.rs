@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use tokio::signal::unix::{SignalKind, signal};
+use futures_util::FutureExt;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::RunArgs;
@@ -23,6 +24,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .validate()
         .map_err(|e| Failure::Config(e.to_string()))?;
     let grace = cfg.shutdown_grace;
+    // Watched from the start: a SIGTERM while the store opens (a restart replaying its log can
+    // take a while) must stop the node cleanly, not kill it with the default action.
+    let mut signals = Signals::watch().map_err(Failure::Runtime)?;
     let running = launch::start(cfg, Arc::new(Metrics::new()))
         .await
         .map_err(|e| match e {
@@ -31,6 +35,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             | NodeError::PeerListen { .. } => Failure::Config(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         })?;
+    if signals.arrived() {
+        tracing::info!("stopping: signalled while starting");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
     let node = running.node.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let servers = crate::api::serve(node.clone(), stop_rx)
@@ -45,7 +55,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         advertise = %node.cfg.advertise_peer,
         "raft-sidecar running"
     );
-    wait_for_signal().await.map_err(Failure::Runtime)?;
+    signals.recv().await;
     tracing::info!(
         ?grace,
         "stopping: refusing new operations, draining in-flight ones"
@@ -73,14 +83,32 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<(), String> {
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, watched from the moment this is made (signals that arrive before the
+/// first `recv` are kept).
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn watch() -> Result<Self, String> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())
+                .map_err(|e| format!("cannot watch SIGTERM: {e}"))?,
+            int: signal(SignalKind::interrupt())
+                .map_err(|e| format!("cannot watch SIGINT: {e}"))?,
+        })
     }
-    Ok(())
+
+    /// Whether a signal has arrived already.
+    fn arrived(&mut self) -> bool {
+        self.term.recv().now_or_never().is_some() || self.int.recv().now_or_never().is_some()
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
