@@ -176,6 +176,22 @@ async fn garbage_oversized_and_non_http_bytes_on_every_port_are_refused_and_the_
         }
         still_serving(&t, leader, &format!("after-garbage-on-{port_name}")).await;
     }
+    // Resuming a watch after the largest possible event id is answered (a watch that waits),
+    // not an arithmetic overflow that drops the connection.
+    let mut s = TcpStream::connect(n.api).await.unwrap();
+    s.write_all(
+        b"GET /v1/journal/watch HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 18446744073709551615\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut head)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))) && head.starts_with(b"HTTP/1.1 200"),
+        "Last-Event-ID u64::MAX: {read:?} {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    still_serving(&t, leader, "after-last-event-id-max").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

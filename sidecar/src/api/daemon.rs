@@ -203,7 +203,9 @@ pub fn routes(
         .and(with_node.clone())
         .then(
             |q: JournalQuery, last: Option<u64>, node: Arc<Node>| async move {
-                let from = last.map(|l| l + 1).or(q.from);
+                // Resume after the last event seen; after u64::MAX nothing can come, and the
+                // watch just waits (no overflow).
+                let from = last.map(|l| l.saturating_add(1)).or(q.from);
                 sse::journal_watch(node, from)
             },
         );
