@@ -191,6 +191,9 @@ export interface ConsensusManagerOptions {
   retry?: Partial<RetryPolicy>;
   /** Reconnect backoff of the event and journal streams. Default {100, 2000}. */
   reconnect?: Partial<BackoffPolicy>;
+  /** Operations larger than this (as JSON) are refused with PAYLOAD_TOO_LARGE before they are
+   * sent. Set it to the sidecar's --max-operation-bytes. Default 1048576 (its default). */
+  maxOperationBytes?: number;
 }
 
 /** Events re-emitted from the sidecar's `/v1/events`. */

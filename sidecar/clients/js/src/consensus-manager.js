@@ -32,6 +32,10 @@ const DEFAULTS = Object.freeze({
   // The sidecar sends an SSE keep-alive every 15 s; three missed ones mean a dead connection.
   idleTimeoutMs: 45000,
   reconnect: Object.freeze({ baseDelayMs: 100, maxDelayMs: 2000 }),
+  // The sidecar's default --max-operation-bytes. An operation above it is refused here, before
+  // it is sent: a sidecar refuses a body far above its limit without reading it, and fetch then
+  // reports a broken pipe instead of the 413.
+  maxOperationBytes: 1024 * 1024,
 });
 
 export class ConsensusManager extends EventEmitter {
@@ -169,6 +173,13 @@ export class ConsensusManager extends EventEmitter {
     }
     const body = { ...operation };
     if (body.daemonId === undefined && this.#opts.daemonId !== undefined) body.daemonId = this.#opts.daemonId;
+    const size = Buffer.byteLength(JSON.stringify(body));
+    if (size > this.#opts.maxOperationBytes) {
+      throw new SidecarError({
+        code: ErrorCode.PAYLOAD_TOO_LARGE,
+        message: `operation is ${size} bytes; the limit (maxOperationBytes, the sidecar's --max-operation-bytes) is ${this.#opts.maxOperationBytes}`,
+      });
+    }
     const cancel = this.#signal(signal);
     return withRetry(
       () => this.#request({ path: '/v1/operations', method: 'POST', body, signal: cancel }),

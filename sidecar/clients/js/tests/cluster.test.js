@@ -145,6 +145,12 @@ describe('ConsensusManager on a 3-node cluster', () => {
     const conflict = await refused(m.replicateOperation({ id: 'conflict-1', type: 'demo', payload: { v: 2 } }), 'ID_CONFLICT', 409);
     assert.equal(conflict.attempts, 1);
     await refused(m.replicateOperation({ id: 'big-1', type: 'demo', payload: 'x'.repeat(70 * 1024) }), 'PAYLOAD_TOO_LARGE', 413);
+    // Far above the sidecar's limit (64 KiB + 64 KiB of slack here): the sidecar reads the body
+    // and throws it away before answering, so fetch gets the 413, not a broken pipe.
+    await refused(m.replicateOperation({ id: 'big-2', type: 'demo', payload: 'x'.repeat(400 * 1024) }), 'PAYLOAD_TOO_LARGE', 413);
+    // Above the client's own limit: refused before it is sent.
+    const small = await managerOn(followerOf(leader), { maxOperationBytes: 1024 });
+    await refused(small.replicateOperation({ id: 'big-3', type: 'demo', payload: 'x'.repeat(2048) }), 'PAYLOAD_TOO_LARGE', undefined);
     await refused(m.getOperation('never-submitted'), 'NOT_FOUND', 404);
     assert.deepEqual(retries, []);
     const ok = await m.replicateOperation({ id: 'after-bad-input', type: 'demo' });
