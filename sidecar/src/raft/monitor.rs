@@ -357,10 +357,22 @@ pub(super) async fn verify_removal_notice(node: &Node, sender: NodeId) {
         return;
     };
     let link = node.links.get(sender, &member.peer_addr);
-    let Ok(PeerResponse::Membership(view)) = link
-        .call(PeerRequest::Membership, Duration::from_secs(2))
-        .await
-    else {
+    // A removed learner has no other way to learn it (it never starts an election, so the
+    // leaderless probe never runs): a failed call is tried again, a few times.
+    let mut view = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if let Ok(PeerResponse::Membership(v)) = link
+            .call(PeerRequest::Membership, Duration::from_secs(2))
+            .await
+        {
+            view = Some(v);
+            break;
+        }
+    }
+    let Some(view) = view else {
         tracing::warn!(
             sender,
             "a removal notice could not be confirmed with its sender; ignored"
