@@ -341,7 +341,19 @@ async fn forged_peer_frames_neither_remove_a_member_nor_commit_an_invalid_operat
     )
     .await;
     assert!(matches!(answer, PeerResponse::Ack), "{answer:?}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The node checks the notice with the leader it names; wait for its verdict, not a time.
+    let log = t.c.nodes[follower].log_path();
+    common::wait_for(
+        "the follower to rule on the forged notice",
+        SECS_20,
+        || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ignored a removal notice")
+                .then_some(())
+        },
+    )
+    .await;
     let role = t.client(follower).status().await.unwrap().role;
     assert_ne!(
         format!("{role:?}").to_lowercase(),

@@ -141,6 +141,7 @@ async fn run(c: &mut LocalCluster, fs: &[VolatileFs]) -> Result<(), String> {
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(writer(w, clients.clone(), acks.clone(), stop.clone())))
         .collect();
+    // Between cuts the writers run on for a while: load, not a wait for a condition.
     let pause = || tokio::time::sleep(Duration::from_secs(2));
     let mut lost = Vec::new();
     for _ in 0..ROUNDS {
