@@ -22,6 +22,10 @@ pub enum Error {
     },
     #[error("no address for pod {0}: it has no pod IP yet")]
     NoPodAddress(String),
+    #[error("cannot make an admin client for pod {pod}: {reason}")]
+    AdminClient { pod: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] crate::resources::tls::TlsError),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("resource has no {0}")]
@@ -46,6 +50,8 @@ impl Error {
             Error::Kube { .. } => "KubeApi",
             Error::Sidecar { .. } => "Sidecar",
             Error::NoPodAddress(_) => "NoPodAddress",
+            Error::AdminClient { .. } => "AdminClient",
+            Error::Tls(_) => "Tls",
             Error::Secret(_) => "Secret",
             Error::InvalidObject(_) => "InvalidObject",
             Error::Encode { .. } => "Encode",

@@ -103,8 +103,10 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
 
     let server = tokio::spawn(async move {
         let ns = "/api/v1/namespaces/team-a";
-        let (_, send) = expect(&mut mock, "GET", &format!("{ns}/secrets/prod-token")).await;
-        send.send_response(not_found());
+        for secret in ["prod-token", "prod-ca", "prod-tls"] {
+            let (_, send) = expect(&mut mock, "GET", &format!("{ns}/secrets/{secret}")).await;
+            send.send_response(not_found());
+        }
         let (_, send) = expect(
             &mut mock,
             "GET",
@@ -126,6 +128,29 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
         assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
         assert!(secret["data"]["token"].is_string() && secret["data"]["cluster-id"].is_string());
         send.send_response(ok(secret));
+        // A new CA (never mounted) and a certificate per pod, one spare for the next step.
+        let (ca, send) = expect(&mut mock, "PATCH", &format!("{ns}/secrets/prod-ca")).await;
+        for key in ["ca.crt", "ca.key", "operator.crt", "operator.key"] {
+            assert!(ca["data"][key].is_string(), "prod-ca has no {key}");
+        }
+        send.send_response(ok(ca));
+        let (tls, send) = expect(&mut mock, "PATCH", &format!("{ns}/secrets/prod-tls")).await;
+        let keys: Vec<&String> = tls["data"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "ca.crt",
+                "prod-0.crt",
+                "prod-0.key",
+                "prod-1.crt",
+                "prod-1.key",
+                "prod-2.crt",
+                "prod-2.key",
+                "prod-3.crt",
+                "prod-3.key"
+            ]
+        );
+        send.send_response(ok(tls));
         let (svc, send) = expect(&mut mock, "PATCH", &format!("{ns}/services/prod")).await;
         assert_eq!(svc["spec"]["clusterIP"], "None");
         assert_eq!(svc["spec"]["publishNotReadyAddresses"], true);
@@ -147,6 +172,19 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
         assert_eq!(sts["spec"]["replicas"], 3);
         assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
         assert_eq!(sts["spec"]["updateStrategy"]["type"], "OnDelete");
+        let sidecar = &sts["spec"]["template"]["spec"]["containers"][0];
+        let env: Vec<(&str, &str)> = sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+            .collect();
+        assert!(
+            env.contains(&("RAFT_TLS_CERT", "/etc/raft-tls/$(POD_NAME).crt")),
+            "{env:?}"
+        );
+        assert!(!env.iter().any(|(k, _)| *k == "RAFT_INSECURE_PLAINTEXT"));
+        assert_eq!(sidecar["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
         send.send_response(ok(sts));
 
         // Status through the status subresource: waiting for the pods, nothing recorded.
@@ -189,10 +227,14 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
 }
 
 // ---------------------------------------------------------------------------------------------
-// With scripted sidecars: three fake admin servers answer as uninitialized nodes.
+// With scripted sidecars: three fake admin servers answer as uninitialized nodes, over mutual
+// TLS with the cluster's certificates (the operator dials 127.0.0.1 and checks that each
+// presents a certificate for its pod's stable DNS name).
 
 use std::sync::Mutex;
 
+use raft_operator::resources::names::ClusterNames;
+use raft_operator::resources::tls::ClusterPki;
 use warp::Filter;
 
 struct FakeSidecar {
@@ -200,7 +242,7 @@ struct FakeSidecar {
     initialize_calls: Arc<Mutex<Vec<Value>>>,
 }
 
-async fn fake_sidecar(ordinal: u32) -> FakeSidecar {
+async fn fake_sidecar(ordinal: u32, pki: &ClusterPki) -> FakeSidecar {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let status = warp::path!("admin" / "v1" / "status").map(move || {
         warp::reply::json(&json!({
@@ -222,11 +264,65 @@ async fn fake_sidecar(ordinal: u32) -> FakeSidecar {
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(warp::serve(status.or(initialize)).incoming(listener).run());
+    let acceptor = tls_acceptor(pki, &format!("prod-{ordinal}"));
+    let routes = status.or(initialize);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, routes) = (acceptor.clone(), routes.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(warp::service(routes));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
     FakeSidecar {
         port,
         initialize_calls: calls,
     }
+}
+
+/// A member's TLS server: its certificate from `pki`, and a client certificate of the cluster
+/// CA required (the operator's).
+fn tls_acceptor(pki: &ClusterPki, pod: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cert = pki.member(pod).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+fn names() -> ClusterNames {
+    ClusterNames::new("prod", "team-a", "cluster.local")
+}
+
+fn pki() -> ClusterPki {
+    ClusterPki::ensure(None, &names(), 4, std::time::SystemTime::now()).unwrap()
 }
 
 fn pod_json(ordinal: u32, admin_port: u16) -> Value {
@@ -238,13 +334,24 @@ fn pod_json(ordinal: u32, admin_port: u16) -> Value {
     })
 }
 
-/// The reads of one reconcile (Secret and StatefulSet exist, three pods), then the four applies.
-async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar]) {
+/// The reads of one reconcile (Secrets and StatefulSet exist, three pods), then the six
+/// applies; the certificate Secrets are applied back unchanged.
+async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki: &ClusterPki) {
     let ns = "/api/v1/namespaces/team-a";
     let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/prod-token")).await;
     send.send_response(ok(json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "prod-token", "namespace": "team-a"},
         "data": {"token": "c2VjcmV0", "cluster-id": "cmMtdGVzdA=="}})));
+    let rc = cluster();
+    let ca = serde_json::to_value(pki.ca_secret(&rc, &names())).unwrap();
+    let members = serde_json::to_value(pki.members_secret(&rc, &names())).unwrap();
+    for (name, secret) in [("prod-ca", &ca), ("prod-tls", &members)] {
+        let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/{name}")).await;
+        let mut secret = secret.clone();
+        secret["apiVersion"] = json!("v1");
+        secret["kind"] = json!("Secret");
+        send.send_response(ok(secret));
+    }
     let (_, send) = expect(
         mock,
         "GET",
@@ -268,6 +375,8 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar]) {
     send.send_response(ok(empty_list("PersistentVolumeClaimList")));
     for path in [
         format!("{ns}/secrets/prod-token"),
+        format!("{ns}/secrets/prod-ca"),
+        format!("{ns}/secrets/prod-tls"),
         format!("{ns}/services/prod"),
         "/apis/policy/v1/namespaces/team-a/poddisruptionbudgets/prod".to_owned(),
         "/apis/apps/v1/namespaces/team-a/statefulsets/prod".to_owned(),
@@ -275,6 +384,15 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar]) {
         let (body, send) = expect(mock, "PATCH", &path).await;
         if path.ends_with("statefulsets/prod") {
             assert_eq!(body["spec"]["replicas"], 3, "bootstrap keeps the spec size");
+        }
+        if path.ends_with("prod-ca") {
+            assert_eq!(
+                body["data"], ca["data"],
+                "the CA Secret is applied unchanged"
+            );
+        }
+        if path.ends_with("prod-tls") {
+            assert_eq!(body["data"], members["data"], "good certificates are kept");
         }
         send.send_response(ok(body));
     }
@@ -301,10 +419,11 @@ fn context(client: kube::Client) -> Arc<Context> {
 #[tokio::test]
 async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_once_on_ordinal_0()
 {
+    let pki = pki();
     let sidecars = vec![
-        fake_sidecar(0).await,
-        fake_sidecar(1).await,
-        fake_sidecar(2).await,
+        fake_sidecar(0, &pki).await,
+        fake_sidecar(1, &pki).await,
+        fake_sidecar(2, &pki).await,
     ];
     let ports: Vec<u16> = sidecars.iter().map(|s| s.port).collect();
 
@@ -313,7 +432,7 @@ async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_
     let ctx = context(kube::Client::new(service, "default"));
     let sc = &sidecars;
     let recorded = async {
-        serve_reads_and_applies(&mut mock, sc).await;
+        serve_reads_and_applies(&mut mock, sc, &pki).await;
         let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
         let op = status["status"]["operation"].clone();
         assert_eq!(op["kind"], "Initialize");
@@ -344,7 +463,7 @@ async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_
     let mut rc = cluster();
     rc.status = Some(serde_json::from_value(json!({"operation": op})).unwrap());
     let acted = async {
-        serve_reads_and_applies(&mut mock, sc).await;
+        serve_reads_and_applies(&mut mock, sc, &pki).await;
         let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
         assert_eq!(status["status"]["operation"]["phase"], "AwaitingCommit");
         send.send_response(ok(json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster", "metadata": {"name": "prod", "namespace": "team-a"}, "spec": {}})));

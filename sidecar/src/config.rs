@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::tls::TlsPaths;
+
 /// Flags of `raft-sidecar run` (docs/sidecar.md "Configuration").
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -44,6 +46,21 @@ pub struct RunArgs {
     /// Run without a token: peer and admin traffic unauthenticated. Development only.
     #[arg(long, env = "RAFT_INSECURE")]
     pub insecure: bool,
+    /// This member's certificate (PEM, its chain after it), valid for its --node-name as a DNS
+    /// name; presented to peers and admin clients. Re-read when the file changes.
+    #[arg(long, env = "RAFT_TLS_CERT", conflicts_with = "insecure_plaintext")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RAFT_TLS_KEY", conflicts_with = "insecure_plaintext")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificates (PEM; several during a CA rotation): peers and admin
+    /// clients must present a certificate signed by one of them.
+    #[arg(long, env = "RAFT_TLS_CA", conflicts_with = "insecure_plaintext")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve peers and the admin API in plain text, without mutual TLS. Anyone who can see the
+    /// pod network can read and replay the cluster token. Development and tests only.
+    #[arg(long, env = "RAFT_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
     /// Static bootstrap: `name=host:port,…`; the lowest name initializes the cluster once.
     #[arg(long, env = "RAFT_INITIAL_MEMBERS")]
     pub initial_members: Option<String>,
@@ -133,6 +150,8 @@ pub struct NodeConfig {
     pub advertise_peer: String,
     pub advertise_admin: String,
     pub token: Option<String>,
+    /// `None` only with `--insecure-plaintext`.
+    pub tls: Option<TlsPaths>,
     pub initial_members: Vec<InitialMember>,
     pub heartbeat: Duration,
     pub election_timeout_min: Duration,
@@ -162,6 +181,11 @@ pub enum ConfigError {
     RemoteApi(SocketAddr),
     #[error("--auth-token-file is required unless --insecure is given")]
     MissingToken,
+    #[error(
+        "--{0} is required: peers and the admin API use mutual TLS (--tls-cert, --tls-key, \
+         --tls-ca); --insecure-plaintext turns it off"
+    )]
+    MissingTls(&'static str),
     #[error("cannot read --auth-token-file {path}: {reason}")]
     UnreadableToken { path: PathBuf, reason: String },
     #[error("--auth-token-file {0} is empty")]
@@ -220,6 +244,7 @@ impl RunArgs {
             return Err(ConfigError::RemoteApi(self.api_addr));
         }
         let token = self.read_token()?;
+        let tls = self.tls_paths()?;
         let (min, max, hb) = (
             self.election_timeout_min_ms,
             self.election_timeout_max_ms,
@@ -280,6 +305,7 @@ impl RunArgs {
             advertise_peer,
             advertise_admin,
             token,
+            tls,
             initial_members,
             heartbeat: Duration::from_millis(hb),
             election_timeout_min: Duration::from_millis(min),
@@ -313,6 +339,25 @@ impl RunArgs {
                 Ok(Some(token))
             }
         }
+    }
+
+    fn tls_paths(&self) -> Result<Option<TlsPaths>, ConfigError> {
+        if self.insecure_plaintext {
+            return Ok(None);
+        }
+        let cert = self
+            .tls_cert
+            .clone()
+            .ok_or(ConfigError::MissingTls("tls-cert"))?;
+        let key = self
+            .tls_key
+            .clone()
+            .ok_or(ConfigError::MissingTls("tls-key"))?;
+        let ca = self
+            .tls_ca
+            .clone()
+            .ok_or(ConfigError::MissingTls("tls-ca"))?;
+        Ok(Some(TlsPaths { cert, key, ca }))
     }
 
     fn parse_initial_members(&self, own_name: &str) -> Result<Vec<InitialMember>, ConfigError> {
@@ -370,6 +415,7 @@ mod tests {
             "--node-name",
             "n1",
             "--insecure",
+            "--insecure-plaintext",
         ];
         all.extend_from_slice(args);
         Probe::try_parse_from(all).unwrap().run
@@ -454,6 +500,7 @@ mod tests {
             "c1",
             "--node-name",
             "n",
+            "--insecure-plaintext",
             "--auth-token-file",
             path,
         ])
@@ -476,6 +523,43 @@ mod tests {
             args.validate().unwrap_err(),
             ConfigError::UnreadableToken { .. }
         ));
+    }
+
+    #[test]
+    fn mutual_tls_is_required_unless_plaintext_is_asked_for() {
+        let base = [
+            "probe",
+            "--cluster-id",
+            "c1",
+            "--node-name",
+            "n1",
+            "--insecure",
+        ];
+        let args = Probe::try_parse_from(base).unwrap().run;
+        assert_eq!(
+            args.validate().unwrap_err(),
+            ConfigError::MissingTls("tls-cert")
+        );
+        let mut with_files = base.to_vec();
+        with_files.extend(["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        let args = Probe::try_parse_from(&with_files).unwrap().run;
+        assert_eq!(
+            args.validate().unwrap_err(),
+            ConfigError::MissingTls("tls-ca")
+        );
+        with_files.extend(["--tls-ca", "ca.pem"]);
+        let cfg = Probe::try_parse_from(&with_files)
+            .unwrap()
+            .run
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.tls.unwrap().ca, PathBuf::from("ca.pem"));
+        with_files.push("--insecure-plaintext");
+        assert!(
+            Probe::try_parse_from(&with_files).is_err(),
+            "files and plaintext conflict"
+        );
+        assert_eq!(parse(&[]).validate().unwrap().tls, None);
     }
 
     #[test]

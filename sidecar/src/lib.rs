@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod operation;
 pub mod raft;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod types;
 pub mod write;

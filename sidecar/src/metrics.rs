@@ -43,8 +43,23 @@ pub struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabel {
     pub peer: String,
+}
+
+/// What the TLS watcher reports.
+#[derive(Clone, Default)]
+pub struct TlsMetrics {
+    /// `consensus_tls_reloads_total`, by result.
+    pub reloads: Family<ReasonLabel, Counter>,
+    /// `consensus_tls_certificate_expiry_timestamp_seconds`.
+    pub expiry: Gauge,
 }
 
 /// Every metric the sidecar exports.
@@ -69,6 +84,9 @@ pub struct Metrics {
     pub journal_first_index: Gauge,
     pub resident_memory: Gauge,
     pub peer_handshakes_refused: Family<ReasonLabel, Counter>,
+    pub tls_reloads: Family<ReasonLabel, Counter>,
+    pub tls_expiry: Gauge,
+    pub connections_refused: Family<ListenerLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,6 +96,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The TLS watcher's share.
+    pub fn tls(&self) -> TlsMetrics {
+        TlsMetrics {
+            reloads: self.tls_reloads.clone(),
+            expiry: self.tls_expiry.clone(),
+        }
+    }
+
     pub fn new() -> Self {
         let mut m = Self {
             registry: Registry::default(),
@@ -100,6 +126,9 @@ impl Metrics {
             journal_first_index: Gauge::default(),
             resident_memory: Gauge::default(),
             peer_handshakes_refused: Family::default(),
+            tls_reloads: Family::default(),
+            tls_expiry: Gauge::default(),
+            connections_refused: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -176,6 +205,21 @@ impl Metrics {
             "peer_handshakes_refused",
             "Peer connections refused at the handshake, by reason (bad_token, other_cluster, other_node, unknown_path)",
             m.peer_handshakes_refused.clone(),
+        );
+        sub.register(
+            "tls_reloads",
+            "Certificate files read again after a change, by result (loaded, refused)",
+            m.tls_reloads.clone(),
+        );
+        sub.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When this member's certificate expires (Unix time; 0 without TLS)",
+            m.tls_expiry.clone(),
+        );
+        sub.register(
+            "connections_refused",
+            "Connections closed before a request was served, by listener and reason",
+            m.connections_refused.clone(),
         );
         sub.register(
             "journal_first_index",

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestCluster, op};
 use futures_util::{SinkExt, StreamExt};
-use raft_sidecar::transport::{CLUSTER_HEADER, PEER_PATH};
+use raft_sidecar::transport::{CLUSTER_HEADER, NODE_HEADER, NODE_NAME_HEADER, PEER_PATH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -199,21 +199,27 @@ async fn peer_connections_without_the_token_or_cluster_id_are_refused_and_bad_fr
  {
     let mut t = TestCluster::start(3, &[]).await;
     let leader = t.leader(SECS_20).await;
-    let url = format!("ws://{}{PEER_PATH}", t.c.nodes[leader].peer);
+    let url = format!("wss://{}{PEER_PATH}", t.c.nodes[leader].peer);
     let token = t.c.token.clone();
     let cluster = t.c.cluster_id.clone();
+    // Each attempt holds a certificate of the cluster's CA for the name it claims: what is
+    // tested here is the token and cluster id checks behind it.
     let attempt = |auth: Option<String>, cluster: Option<String>| {
         let url = url.clone();
+        let t = &t;
         async move {
             let mut req = url.into_client_request().unwrap();
+            let headers = req.headers_mut();
             if let Some(a) = auth {
-                req.headers_mut()
-                    .insert("authorization", a.parse().unwrap());
+                headers.insert("authorization", a.parse().unwrap());
             }
             if let Some(c) = cluster {
-                req.headers_mut().insert(CLUSTER_HEADER, c.parse().unwrap());
+                headers.insert(CLUSTER_HEADER, c.parse().unwrap());
             }
-            tokio_tungstenite::connect_async(req).await
+            headers.insert(NODE_HEADER, "1".parse().unwrap());
+            headers.insert(NODE_NAME_HEADER, "intruder".parse().unwrap());
+            let stream = common::peer_tls(t, leader, "intruder").await;
+            tokio_tungstenite::client_async(req, stream).await
         }
     };
     let status = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
@@ -280,12 +286,11 @@ async fn peer_connections_without_the_token_or_cluster_id_are_refused_and_bad_fr
 async fn forged(
     t: &TestCluster,
     to: usize,
-    from: u64,
+    (from, from_id): (usize, u64),
     request: raft_sidecar::transport::frame::PeerRequest,
 ) -> raft_sidecar::transport::frame::PeerResponse {
-    use raft_sidecar::transport::NODE_HEADER;
     use raft_sidecar::transport::frame::{Envelope, decode, encode};
-    let url = format!("ws://{}{PEER_PATH}", t.c.nodes[to].peer);
+    let url = format!("wss://{}{PEER_PATH}", t.c.nodes[to].peer);
     let mut req = url.into_client_request().unwrap();
     let headers = req.headers_mut();
     headers.insert(
@@ -293,8 +298,12 @@ async fn forged(
         format!("Bearer {}", t.c.token).parse().unwrap(),
     );
     headers.insert(CLUSTER_HEADER, t.c.cluster_id.parse().unwrap());
-    headers.insert(NODE_HEADER, from.to_string().parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    headers.insert(NODE_HEADER, from_id.to_string().parse().unwrap());
+    let name = &t.c.nodes[from].name;
+    headers.insert(NODE_NAME_HEADER, name.parse().unwrap());
+    // A certificate for the member it claims to be: a stolen key, the strongest forger.
+    let stream = common::peer_tls(t, to, name).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
     let frame = encode(&Envelope {
         id: 1,
         body: request,
@@ -313,8 +322,8 @@ async fn forged(
     }
 }
 
-/// Whoever holds the shared token (it crosses the pod network with every operator request)
-/// can neither make a member remove itself with a forged notice nor commit an operation that
+/// Whoever holds the shared token and a member's certificate can neither make a member remove
+/// itself with a forged notice nor commit an operation that
 /// the daemon API would refuse (and that would stop every daemon's journal read at its index).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_peer_frames_neither_remove_a_member_nor_commit_an_invalid_operation() {
@@ -333,7 +342,7 @@ async fn forged_peer_frames_neither_remove_a_member_nor_commit_an_invalid_operat
     let answer = forged(
         &t,
         follower,
-        leader_id,
+        (leader, leader_id),
         PeerRequest::Removed {
             term: u64::MAX,
             target: follower_id,
@@ -406,7 +415,13 @@ async fn forged_peer_frames_neither_remove_a_member_nor_commit_an_invalid_operat
     ];
     for op in bad {
         let shown: String = format!("{op:?}").chars().take(120).collect();
-        let answer = forged(&t, leader, follower_id, PeerRequest::Forward(op)).await;
+        let answer = forged(
+            &t,
+            leader,
+            (follower, follower_id),
+            PeerRequest::Forward(op),
+        )
+        .await;
         match answer {
             PeerResponse::Forward(Err(f)) => assert!(
                 matches!(

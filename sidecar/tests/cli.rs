@@ -24,7 +24,7 @@ fn sidecar(args: &[&str]) -> (Option<i32>, String) {
 fn bad_configuration_exits_64_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["run", "--no-such-flag"], "--no-such-flag"),
         (
             &["run", "--node-name", "n", "--insecure", "--data-dir", data],
@@ -51,6 +51,7 @@ fn bad_configuration_exits_64_with_one_clear_line() {
                 "--node-name",
                 "n",
                 "--insecure",
+                "--insecure-plaintext",
                 "--election-timeout-min-ms",
                 "500",
                 "--data-dir",
@@ -84,6 +85,19 @@ fn bad_configuration_exits_64_with_one_clear_line() {
             ],
             "--auth-token-file",
         ),
+        (
+            &[
+                "run",
+                "--cluster-id",
+                "c",
+                "--node-name",
+                "n",
+                "--insecure",
+                "--data-dir",
+                data,
+            ],
+            "--tls-cert",
+        ),
     ];
     for (args, needle) in cases {
         let (code, stderr) = sidecar(args);
@@ -112,6 +126,7 @@ fn a_data_dir_of_another_cluster_is_refused() {
         "--node-name",
         "n",
         "--insecure",
+        "--insecure-plaintext",
         "--data-dir",
         data,
         "--api-addr",

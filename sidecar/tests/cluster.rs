@@ -6,6 +6,7 @@
     reason = "test code"
 )]
 
+#[allow(dead_code, reason = "shared fixtures; this binary uses some of them")]
 mod common;
 
 use std::collections::HashMap;
@@ -125,9 +126,9 @@ async fn three_nodes_elect_a_leader_accept_writes_on_leader_and_follower_and_kee
 async fn every_documented_bad_input_gets_its_error_code_and_the_node_keeps_serving() {
     let mut t = TestCluster::start(3, &["--max-operation-bytes", "4KiB"]).await;
     let leader = t.leader(SECS_20).await;
-    let http = reqwest::Client::new();
+    let http = t.c.admin_http().reqwest();
     let api = format!("http://{}", t.c.nodes[leader].api);
-    let admin = format!("http://{}", t.c.nodes[leader].admin);
+    let admin = format!("https://{}", t.c.nodes[leader].admin);
 
     daemon_api_refuses_malformed_requests(&http, &api).await;
     a_reused_id_with_other_content_is_an_id_conflict(&t, leader).await;

@@ -169,6 +169,7 @@ fn error_kind(e: &ClientError) -> String {
         ClientError::Http { .. } => "connection".into(),
         ClientError::Unexpected { status, .. } => format!("unexpected-{status}"),
         ClientError::NoAddress(_) => "no-address".into(),
+        ClientError::Tls(_) => "tls-config".into(),
     }
 }
 

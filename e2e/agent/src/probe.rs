@@ -1,6 +1,7 @@
-//! Container probes: `httpGet` (HTTP/1.0 GET to the pod IP from the host; 200–399 is success),
-//! `tcpSocket` (connect) and `exec` (`nsenter` into the container's namespaces). `grpc` and
-//! `https` are not supported and count as failures. [`Tracker`] applies the kubelet's timing
+//! Container probes: `httpGet` (HTTP/1.0 GET to the pod IP from the host, over TLS for
+//! `scheme: HTTPS` without checking the certificate, as the kubelet does; 200–399 is success),
+//! `tcpSocket` (connect) and `exec` (`nsenter` into the container's namespaces). `grpc` is not
+//! supported and counts as a failure. [`Tracker`] applies the kubelet's timing
 //! (initial delay, period, timeout) and thresholds to a stream of results; it is pure and
 //! driven by the pod worker's clock.
 
@@ -64,12 +65,10 @@ pub async fn run(
         Duration::from_secs(u64::try_from(probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1));
     let attempt = async {
         if let Some(h) = &probe.http_get {
-            if h.scheme
+            let tls = h
+                .scheme
                 .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case("https"))
-            {
-                return Err(ProbeError::Unsupported("https"));
-            }
+                .is_some_and(|s| s.eq_ignore_ascii_case("https"));
             let host: IpAddr = h.host.as_deref().and_then(|s| s.parse().ok()).unwrap_or(ip);
             let addr = SocketAddr::new(host, port(container, &h.port)?);
             let headers: Vec<(String, String)> = h
@@ -78,7 +77,7 @@ pub async fn run(
                 .flatten()
                 .map(|hh| (hh.name.clone(), hh.value.clone()))
                 .collect();
-            http_get(addr, h.path.as_deref().unwrap_or("/"), &headers).await
+            http_get(addr, tls, h.path.as_deref().unwrap_or("/"), &headers).await
         } else if let Some(t) = &probe.tcp_socket {
             let host: IpAddr = t.host.as_deref().and_then(|s| s.parse().ok()).unwrap_or(ip);
             let addr = SocketAddr::new(host, port(container, &t.port)?);
@@ -101,12 +100,21 @@ pub async fn run(
 
 async fn http_get(
     addr: SocketAddr,
+    tls: bool,
     path: &str,
     headers: &[(String, String)],
 ) -> Result<(), ProbeError> {
-    let mut stream = TcpStream::connect(addr)
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| ProbeError::Connect { addr, source })?;
+    let mut stream: Box<dyn Io> = if tls {
+        let config = unverified_tls().map_err(|e| ProbeError::Io(std::io::Error::other(e)))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        Box::new(connector.connect(name, tcp).await.map_err(ProbeError::Io)?)
+    } else {
+        Box::new(tcp)
+    };
     let mut request = format!(
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: kube-probe/raft-test-agent\r\n"
     );
@@ -133,6 +141,72 @@ async fn http_get(
     } else {
         Err(ProbeError::Status(code))
     }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// A TLS client that accepts any server certificate: the kubelet's HTTPS probes do not verify
+/// (a probe asks whether the container answers, not who it is).
+fn unverified_tls()
+-> Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>, tokio_rustls::rustls::Error> {
+    use tokio_rustls::rustls::{self, client::danger, crypto, pki_types};
+
+    #[derive(Debug)]
+    struct AnyCertificate(std::sync::Arc<crypto::CryptoProvider>);
+
+    impl danger::ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &pki_types::CertificateDer<'_>,
+            _: &[pki_types::CertificateDer<'_>],
+            _: &pki_types::ServerName<'_>,
+            _: &[u8],
+            _: pki_types::UnixTime,
+        ) -> Result<danger::ServerCertVerified, rustls::Error> {
+            Ok(danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<danger::HandshakeSignatureValid, rustls::Error> {
+            crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<danger::HandshakeSignatureValid, rustls::Error> {
+            crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    let provider = std::sync::Arc::new(crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 /// The status code of `HTTP/1.x NNN ...`.

@@ -3,8 +3,6 @@
 //! cluster's leader. Every action is idempotent (see `plan`), so repeating one after a crash is
 //! harmless.
 
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -14,18 +12,21 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::model::Observed;
-use super::observe::admin_client;
+use super::observe::AdminAccess;
 use super::plan::Action;
 use crate::error::Error;
 use crate::resources::names::{ClusterNames, FIELD_MANAGER};
+use crate::resources::tls::ClusterPki;
 use crate::resources::{self, ClusterSecret, StatefulSetParams};
 
-/// Apply the Secret, headless Service, PodDisruptionBudget and StatefulSet.
+/// Apply the Secrets (token, CA, members' certificates), headless Service,
+/// PodDisruptionBudget and StatefulSet.
 pub async fn apply_owned(
     client: &kube::Client,
     rc: &RaftCluster,
     names: &ClusterNames,
     secret: &ClusterSecret,
+    pki: &ClusterPki,
     sts: &StatefulSetParams,
 ) -> Result<(), Error> {
     let ns = &names.namespace;
@@ -34,6 +35,15 @@ pub async fn apply_owned(
         ns,
         &names.secret(),
         &resources::secret(rc, names, secret),
+    )
+    .await?;
+    ssa::<Secret>(client, ns, &names.ca_secret(), &pki.ca_secret(rc, names)).await?;
+    // Before the StatefulSet: a pod it starts finds its certificate already there.
+    ssa::<Secret>(
+        client,
+        ns,
+        &names.tls_secret(),
+        &pki.members_secret(rc, names),
     )
     .await?;
     ssa::<Service>(
@@ -91,8 +101,7 @@ pub async fn act(
     client: &kube::Client,
     o: &Observed,
     action: &Action,
-    token: &str,
-    timeout: Duration,
+    access: &AdminAccess,
 ) -> Result<(), Error> {
     let ns = &o.names.namespace;
     let leader = || -> Result<(String, raft_api::client::SidecarClient), Error> {
@@ -100,12 +109,12 @@ pub async fn act(
             .leader
             .as_ref()
             .ok_or(Error::InvalidObject("leader (the plan acted without one)"))?;
-        sidecar_of(o, &l.pod, token, timeout).map(|c| (l.pod.clone(), c))
+        sidecar_of(o, &l.pod, access).map(|c| (l.pod.clone(), c))
     };
     match action {
         Action::None => Ok(()),
         Action::Initialize { pod, members } => {
-            let c = sidecar_of(o, pod, token, timeout)?;
+            let c = sidecar_of(o, pod, access)?;
             c.initialize(members.clone())
                 .await
                 .map(|_| ())
@@ -162,15 +171,19 @@ pub async fn act(
 fn sidecar_of(
     o: &Observed,
     pod: &str,
-    token: &str,
-    timeout: Duration,
+    access: &AdminAccess,
 ) -> Result<raft_api::client::SidecarClient, Error> {
     let view = o.pods.values().find(|p| p.name == pod);
     let ip = view
         .and_then(|p| p.ip.as_deref())
         .ok_or_else(|| Error::NoPodAddress(pod.to_owned()))?;
     let port = view.map_or(crate::resources::names::ADMIN_PORT, |p| p.admin_port);
-    Ok(admin_client(ip, port, token, timeout))
+    access
+        .client(pod, ip, port)
+        .map_err(|reason| Error::AdminClient {
+            pod: pod.to_owned(),
+            reason,
+        })
 }
 
 async fn delete_pod(client: &kube::Client, ns: &str, name: &str, uid: &str) -> Result<(), Error> {

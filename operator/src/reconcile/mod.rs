@@ -11,7 +11,7 @@ pub mod sidecar_metrics;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
@@ -24,7 +24,9 @@ use crate::config::RunConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::resources::names::{ClusterNames, FIELD_MANAGER};
+use crate::resources::tls::ClusterPki;
 use crate::resources::{ClusterSecret, StatefulSetParams};
+use observe::AdminAccess;
 use plan::Step;
 
 /// Shared by every reconcile.
@@ -60,13 +62,26 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
 
     // plan
     let plan = plan::plan(&o);
+    // Certificates for every pod that exists or may be made before the next reconcile.
+    let members = plan
+        .statefulset_replicas
+        .max(o.desired_replicas)
+        .max(o.statefulset.as_ref().map_or(0, |s| s.replicas))
+        .saturating_add(1);
+    let pki = ClusterPki::ensure(observation.pki, &names, members, SystemTime::now())?;
+    let access = AdminAccess {
+        token: secret.token.clone(),
+        tls: Some(pki.operator_tls()),
+        names: names.clone(),
+        timeout,
+    };
 
     // apply: owned objects at the planned size, then the step's action
     let sts = StatefulSetParams {
         replicas: i32::try_from(plan.statefulset_replicas).unwrap_or(i32::MAX),
         default_sidecar_image: ctx.config.sidecar_image.clone(),
     };
-    apply::apply_owned(&ctx.client, rc, &names, &secret, &sts).await?;
+    apply::apply_owned(&ctx.client, rc, &names, &secret, &pki, &sts).await?;
     let previous = rc.status.clone().unwrap_or_default();
     let mut cluster_id = previous.cluster_id.clone();
     let operation = match &plan.step {
@@ -75,7 +90,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         Step::Record(op) => Some(op.clone()),
         Step::Act { action, next } => {
             info!(cluster = %names.name, ?action, "acting on the recorded step");
-            apply::act(&ctx.client, &o, action, &secret.token, timeout).await?;
+            apply::act(&ctx.client, &o, action, &access).await?;
             Some(next.clone())
         }
         Step::Finish(outcome) => {

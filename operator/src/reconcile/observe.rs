@@ -1,9 +1,10 @@
 //! The observe stage: read the cluster's Kubernetes objects and ask every sidecar for its
-//! status (admin API at the pod IP, with the cluster token), then the leader for its membership
+//! status (admin API at the pod IP, over mutual TLS, with the cluster token), then the leader for its membership
 //! and metrics. Sidecars are queried concurrently, each with the configured deadline; a sidecar
 //! that does not answer is recorded as such, never an error of the whole reconcile.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use raft_api::admin::NodeRole;
-use raft_api::client::SidecarClient;
+use raft_api::client::{ClientTls, SidecarClient};
 use raft_crds::RaftCluster;
 
 use super::model::{LeaderView, Observed, PodView, StatefulSetView};
@@ -20,20 +21,53 @@ use super::sidecar_metrics;
 use crate::error::Error;
 use crate::resources::ClusterSecret;
 use crate::resources::names::{ADMIN_PORT, ClusterNames, SIDECAR_CONTAINER};
+use crate::resources::tls::ClusterPki;
 
-/// What observe hands on besides the model: the Secret's contents, if it exists.
+/// What observe hands on besides the model: the Secrets' contents, if they exist.
 pub struct Observation {
     pub observed: Observed,
     pub secret: Option<ClusterSecret>,
+    pub pki: Option<ClusterPki>,
 }
 
-pub fn admin_client(ip: &str, port: u16, token: &str, timeout: Duration) -> SidecarClient {
-    let addr = if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    };
-    SidecarClient::new(None, Some(&addr), Some(token.to_owned()), timeout)
+/// How the operator reaches members' admin APIs: the cluster token and, once the cluster has
+/// its CA, the operator's client certificate (each pod is dialled at its IP and must present
+/// a certificate for its stable DNS name).
+#[derive(Clone)]
+pub struct AdminAccess {
+    pub token: String,
+    pub tls: Option<ClientTls>,
+    pub names: ClusterNames,
+    pub timeout: Duration,
+}
+
+impl AdminAccess {
+    /// A client of the admin API of `pod` at `ip:port`.
+    pub fn client(&self, pod: &str, ip: &str, port: u16) -> Result<SidecarClient, String> {
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("pod IP {ip:?} is not an IP address"))?;
+        let Some(tls) = &self.tls else {
+            let addr = SocketAddr::new(ip, port).to_string();
+            return Ok(SidecarClient::new(
+                None,
+                Some(&addr),
+                Some(self.token.clone()),
+                self.timeout,
+            ));
+        };
+        let host = self.names.pod_host(pod);
+        let connector = tls
+            .connector_for(&host, SocketAddr::new(ip, port))
+            .map_err(|e| e.to_string())?;
+        Ok(SidecarClient::new(
+            None,
+            Some(&format!("https://{host}:{port}")),
+            Some(self.token.clone()),
+            self.timeout,
+        )
+        .with_tls(&connector))
+    }
 }
 
 pub async fn observe(
@@ -50,6 +84,23 @@ pub async fn observe(
         .map_err(Error::kube(format!("get secret {}", names.secret())))?
         .map(|s| ClusterSecret::from_secret(&s))
         .transpose()?;
+    let ca = secrets
+        .get_opt(&names.ca_secret())
+        .await
+        .map_err(Error::kube(format!("get secret {}", names.ca_secret())))?;
+    let members = secrets
+        .get_opt(&names.tls_secret())
+        .await
+        .map_err(Error::kube(format!("get secret {}", names.tls_secret())))?;
+    let pki = ca
+        .map(|ca| ClusterPki::from_secrets(&ca, members.as_ref()))
+        .transpose()?;
+    let access = secret.as_ref().map(|s| AdminAccess {
+        token: s.token.clone(),
+        tls: pki.as_ref().map(ClusterPki::operator_tls),
+        names: names.clone(),
+        timeout: sidecar_timeout,
+    });
 
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let statefulset = sts
@@ -75,19 +126,13 @@ pub async fn observe(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::kube(format!("list pods {selector}")))?;
-    let token = secret.as_ref().map(|s| s.token.clone());
     let views = join_all(
         pods.items
             .into_iter()
             .filter_map(|p| Some((names.ordinal_of(p.metadata.name.as_deref()?)?, p)))
             .map(|(ordinal, pod)| {
-                let token = token.clone();
-                async move {
-                    (
-                        ordinal,
-                        pod_view(pod, token.as_deref(), sidecar_timeout).await,
-                    )
-                }
+                let access = access.clone();
+                async move { (ordinal, pod_view(pod, access.as_ref()).await) }
             }),
     )
     .await;
@@ -108,8 +153,8 @@ pub async fn observe(
         })
         .collect();
 
-    let leader = match &token {
-        Some(token) => leader_view(&pods, token, sidecar_timeout).await,
+    let leader = match &access {
+        Some(access) => leader_view(&pods, access).await,
         None => None,
     };
 
@@ -130,10 +175,11 @@ pub async fn observe(
             now: Timestamp::now(),
         },
         secret,
+        pki,
     })
 }
 
-async fn pod_view(pod: Pod, token: Option<&str>, timeout: Duration) -> PodView {
+async fn pod_view(pod: Pod, access: Option<&AdminAccess>) -> PodView {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.as_ref();
     let ready = status
@@ -143,11 +189,11 @@ async fn pod_view(pod: Pod, token: Option<&str>, timeout: Duration) -> PodView {
         .and_then(|s| s.pod_ip.clone())
         .filter(|ip| !ip.is_empty());
     let admin_port = admin_port(&pod);
-    let node = match (&ip, token) {
-        (Some(ip), Some(token)) => admin_client(ip, admin_port, token, timeout)
-            .status()
-            .await
-            .map_err(|e| e.to_string()),
+    let node = match (&ip, access) {
+        (Some(ip), Some(access)) => match access.client(&name, ip, admin_port) {
+            Ok(client) => client.status().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
         (None, _) => Err("pod has no IP yet".to_owned()),
         (_, None) => Err("cluster secret missing".to_owned()),
     };
@@ -180,16 +226,14 @@ fn admin_port(pod: &Pod) -> u16 {
 }
 
 /// The member that claims leadership in the highest term, asked for its membership view.
-async fn leader_view(
-    pods: &BTreeMap<u32, PodView>,
-    token: &str,
-    timeout: Duration,
-) -> Option<LeaderView> {
+async fn leader_view(pods: &BTreeMap<u32, PodView>, access: &AdminAccess) -> Option<LeaderView> {
     let pod = pods
         .values()
         .filter(|p| p.status().is_some_and(|s| s.role == NodeRole::Leader))
         .max_by_key(|p| p.status().map_or(0, |s| s.term))?;
-    let client = admin_client(pod.ip.as_deref()?, pod.admin_port, token, timeout);
+    let client = access
+        .client(&pod.name, pod.ip.as_deref()?, pod.admin_port)
+        .ok()?;
     let cluster = client.cluster().await.ok()?;
     let health = client
         .metrics()

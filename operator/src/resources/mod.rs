@@ -8,6 +8,7 @@ mod pdb;
 mod secret;
 mod service;
 mod statefulset;
+pub mod tls;
 
 pub use pdb::pod_disruption_budget;
 pub use secret::{ClusterSecret, SecretError, secret};

@@ -62,6 +62,16 @@ impl ClusterNames {
         format!("{}-token", self.name)
     }
 
+    /// The cluster CA and the operator's client certificate (never mounted).
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.name)
+    }
+
+    /// The members' certificates (mounted into every member).
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.name)
+    }
+
     pub fn pod(&self, ordinal: u32) -> String {
         format!("{}-{ordinal}", self.name)
     }

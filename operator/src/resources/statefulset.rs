@@ -34,6 +34,7 @@ use super::names::{
     ADMIN_PORT, API_PORT, CLUSTER_ID_KEY, ClusterNames, DAEMON_CONTAINER, DATA_DIR, DATA_VOLUME,
     PEER_PORT, SIDECAR_CONTAINER, TOKEN_DIR, TOKEN_KEY, TOKEN_VOLUME,
 };
+use super::tls::{CA_CERT_KEY, TLS_DIR, TLS_VOLUME};
 
 /// What the StatefulSet needs besides the resource itself.
 #[derive(Debug, Clone)]
@@ -90,15 +91,26 @@ pub fn statefulset(
                 }),
                 spec: Some(PodSpec {
                     containers,
-                    volumes: Some(vec![Volume {
-                        name: TOKEN_VOLUME.to_owned(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(names.secret()),
-                            default_mode: Some(0o400),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: TOKEN_VOLUME.to_owned(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.secret()),
+                                default_mode: Some(0o400),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: TLS_VOLUME.to_owned(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.tls_secret()),
+                                default_mode: Some(0o400),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
                     security_context: Some(PodSecurityContext {
                         fs_group: Some(RUN_AS_USER),
                         ..PodSecurityContext::default()
@@ -197,6 +209,10 @@ fn sidecar_container(
         env("RAFT_ADVERTISE_PEER", format!("{pod_host}:{PEER_PORT}")),
         env("RAFT_ADVERTISE_ADMIN", format!("{pod_host}:{ADMIN_PORT}")),
         env("RAFT_AUTH_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_KEY}")),
+        // Each member presents its own pair from the cluster's TLS Secret.
+        env("RAFT_TLS_CERT", format!("{TLS_DIR}/$(POD_NAME).crt")),
+        env("RAFT_TLS_KEY", format!("{TLS_DIR}/$(POD_NAME).key")),
+        env("RAFT_TLS_CA", format!("{TLS_DIR}/{CA_CERT_KEY}")),
         env("RAFT_HEARTBEAT_MS", raft.heartbeat_ms.to_string()),
         env(
             "RAFT_ELECTION_TIMEOUT_MIN_MS",
@@ -220,6 +236,8 @@ fn sidecar_container(
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
+            // The admin port speaks TLS; the kubelet does not verify probe certificates.
+            scheme: Some("HTTPS".to_owned()),
             port: IntOrString::Int(i32::from(ADMIN_PORT)),
             ..HTTPGetAction::default()
         }),
@@ -258,6 +276,12 @@ fn sidecar_container(
             VolumeMount {
                 name: TOKEN_VOLUME.to_owned(),
                 mount_path: TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: TLS_VOLUME.to_owned(),
+                mount_path: TLS_DIR.to_owned(),
                 read_only: Some(true),
                 ..VolumeMount::default()
             },

@@ -35,6 +35,8 @@ pub enum ClientError {
     },
     #[error("no {0} address configured for this client")]
     NoAddress(&'static str),
+    #[error("TLS client configuration: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -47,14 +49,105 @@ impl ClientError {
     }
 }
 
-/// Client of one sidecar: its daemon API and/or its admin API.
-#[derive(Debug, Clone)]
+/// Client of one sidecar: its daemon API and/or its admin API. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct SidecarClient {
     http: reqwest::Client,
     timeout: Duration,
     api: Option<String>,
     admin: Option<String>,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for SidecarClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SidecarClient")
+            .field("api", &self.api)
+            .field("admin", &self.admin)
+            .field("timeout", &self.timeout)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What an admin client needs for mutual TLS: the cluster's CA bundle, and a certificate of
+/// that CA with its key (all PEM). `Debug` leaves the key out.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
+/// An HTTP client prepared for mutual TLS: build it once from [`ClientTls`] and share it (its
+/// connections are pooled).
+#[derive(Debug, Clone)]
+pub struct TlsHttp {
+    http: reqwest::Client,
+}
+
+impl TlsHttp {
+    /// The prepared client itself, for requests this crate has no method for.
+    pub fn reqwest(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+}
+
+impl ClientTls {
+    /// The HTTP client that presents this certificate and trusts only this CA bundle.
+    pub fn connector(&self) -> Result<TlsHttp, ClientError> {
+        self.build(reqwest::Client::builder())
+    }
+
+    /// Like [`Self::connector`], but `host` is reached at `addr` without asking DNS: for a
+    /// server whose certificate names `host` and that is dialled at a known address (the
+    /// operator calls pods at their IP, their certificates name their stable DNS names).
+    pub fn connector_for(
+        &self,
+        host: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<TlsHttp, ClientError> {
+        self.build(reqwest::Client::builder().resolve(host, addr))
+    }
+
+    fn build(&self, builder: reqwest::ClientBuilder) -> Result<TlsHttp, ClientError> {
+        let bad = |e: reqwest::Error| ClientError::Tls(e.to_string());
+        let mut builder = builder
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .min_tls_version(reqwest::tls::Version::TLS_1_3);
+        for ca in reqwest::Certificate::from_pem_bundle(&self.ca_pem).map_err(bad)? {
+            builder = builder.add_root_certificate(ca);
+        }
+        let identity = [self.cert_pem.as_slice(), b"\n", self.key_pem.as_slice()].concat();
+        builder = builder.identity(reqwest::Identity::from_pem(&identity).map_err(bad)?);
+        Ok(TlsHttp {
+            http: builder.build().map_err(bad)?,
+        })
+    }
+
+    /// Read the three PEM files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self, ClientError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", path.display())))
+        };
+        Ok(Self {
+            ca_pem: read(ca)?,
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        })
+    }
 }
 
 fn base(addr: &str) -> String {
@@ -81,6 +174,17 @@ impl SidecarClient {
             admin: admin.map(base),
             token,
         }
+    }
+
+    /// Call the admin API over mutual TLS (`https://`) with `tls`. The daemon API (loopback)
+    /// stays plain HTTP.
+    pub fn with_tls(mut self, tls: &TlsHttp) -> Self {
+        self.http = tls.http.clone();
+        self.admin = self.admin.map(|a| match a.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => a,
+        });
+        self
     }
 
     fn url(&self, admin: bool, path: &str) -> Result<String, ClientError> {

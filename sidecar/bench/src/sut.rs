@@ -38,7 +38,7 @@ impl Drop for ScratchDir {
 
 /// The processes of the cluster under test.
 enum Nodes {
-    Sidecar(LocalCluster),
+    Sidecar(Box<LocalCluster>),
     Etcd(EtcdCluster),
 }
 
@@ -78,9 +78,9 @@ impl Sut {
             System::Sidecar => {
                 let bin = opts.sidecar_bin()?;
                 let extra: Vec<&str> = opts.node_args.iter().map(String::as_str).collect();
-                Nodes::Sidecar(
+                Nodes::Sidecar(Box::new(
                     LocalCluster::new(&bin, &root, n, Ports::Free, &extra).map_err(prepare)?,
-                )
+                ))
             }
             System::Etcd => {
                 let mut extra = Vec::new();
@@ -365,6 +365,7 @@ fn error_label(e: &ClientError) -> String {
         ClientError::Http { .. } => "HTTP".into(),
         ClientError::Unexpected { status, .. } => format!("UNEXPECTED_{status}"),
         ClientError::NoAddress(_) => "NO_ADDRESS".into(),
+        ClientError::Tls(_) => "TLS_CONFIG".into(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The admin API (docs/sidecar.md "Admin API") on `--admin-addr`: open probes and metrics, and
-//! token-protected `/admin/v1/…` for status, membership, settings and snapshots. Membership
+//! `/admin/v1/…` behind a client certificate of the cluster CA and the token for status, membership, settings and snapshots. Membership
 //! and settings changes go to the leader; a follower answers `421 NOT_LEADER` naming the leader and its admin address (no
 //! forwarding).
 
@@ -20,6 +20,7 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
+use super::listener::ClientCertificate;
 use crate::raft::membership::{self, MembershipError};
 use crate::raft::node::{Lifecycle, Node};
 use crate::raft::settings;
@@ -45,27 +46,40 @@ fn parse_node_id(raw: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::invalid(format!("{raw:?} is not a node id")))
 }
 
-/// Bearer-token check for `/admin/v1/…`; with `--insecure` everything passes.
-fn authorized(token: Option<String>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |presented: Option<String>| {
-            let token = token.clone();
-            async move {
-                let Some(expected) = token else { return Ok(()) };
-                let given = presented
-                    .as_deref()
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .unwrap_or("");
-                if token_matches(&expected, given) {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(ApiError::new(
-                        ErrorCode::Unauthorized,
-                        "missing or wrong bearer token",
-                    )))
+/// The checks of `/admin/v1/…`: with TLS a client certificate of the cluster CA (verified at
+/// the handshake), and the bearer token unless `--insecure`.
+fn authorized(
+    token: Option<String>,
+    tls: bool,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::ext::optional::<ClientCertificate>()
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(
+            move |cert: Option<ClientCertificate>, presented: Option<String>| {
+                let token = token.clone();
+                async move {
+                    if tls && cert.is_none() {
+                        return Err(warp::reject::custom(ApiError::new(
+                            ErrorCode::Unauthorized,
+                            "a client certificate of the cluster's CA is required",
+                        )));
+                    }
+                    let Some(expected) = token else { return Ok(()) };
+                    let given = presented
+                        .as_deref()
+                        .and_then(|h| h.strip_prefix("Bearer "))
+                        .unwrap_or("");
+                    if token_matches(&expected, given) {
+                        Ok(())
+                    } else {
+                        Err(warp::reject::custom(ApiError::new(
+                            ErrorCode::Unauthorized,
+                            "missing or wrong bearer token",
+                        )))
+                    }
                 }
-            }
-        })
+            },
+        )
         .untuple_one()
 }
 
@@ -103,7 +117,7 @@ pub fn routes(
         });
     let admin = warp::path("admin")
         .and(warp::path("v1"))
-        .and(authorized(node.cfg.token.clone()));
+        .and(authorized(node.cfg.token.clone(), node.tls.is_some()));
     let body = warp::body::content_length_limit(MAX_ADMIN_BODY).and(warp::body::bytes());
 
     let status = warp::path!("status")

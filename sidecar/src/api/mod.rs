@@ -1,10 +1,12 @@
-//! HTTP edges of the node: the daemon API (loopback) and the admin API (cluster-facing).
-//! Both take a shutdown future so callers and tests control their lifetime.
+//! HTTP edges of the node: the daemon API (loopback, plain HTTP) and the admin API
+//! (cluster-facing, TLS unless `--insecure-plaintext`). Both take a shutdown future so callers
+//! and tests control their lifetime.
 
 pub mod admin;
 pub mod daemon;
 pub mod error;
 mod journal;
+pub mod listener;
 mod sse;
 
 use std::net::SocketAddr;
@@ -13,8 +15,16 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warp::Filter;
+use warp::Reply;
+
+use listener::ListenerOptions;
 
 use crate::raft::node::Node;
+
+/// Open connections to the daemon API at once (the daemon's submitters and journal watchers).
+const MAX_DAEMON_CONNECTIONS: usize = 1024;
+/// Open connections to the admin API at once (the operator, probes, Prometheus, tools).
+const MAX_ADMIN_CONNECTIONS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} for the {api} API: {source}")]
@@ -55,16 +65,30 @@ pub async fn serve(node: Arc<Node>, stop: watch::Receiver<bool>) -> Result<Serve
         addr: node.cfg.admin_listen,
         source,
     })?;
-    let daemon_routes = daemon::routes(node.clone()).recover(error::recover);
-    let admin_routes = admin::routes(node).recover(error::recover);
-    let daemon = warp::serve(daemon_routes)
-        .incoming(daemon_listener)
-        .graceful(stopped(stop.clone()))
-        .run();
-    let admin = warp::serve(admin_routes)
-        .incoming(admin_listener)
-        .graceful(stopped(stop))
-        .run();
+    let daemon_routes = daemon::routes(node.clone())
+        .recover(error::recover)
+        .map(Reply::into_response);
+    let admin_routes = admin::routes(node.clone())
+        .recover(error::recover)
+        .map(Reply::into_response);
+    let options = |name, max_connections, tls| ListenerOptions {
+        name,
+        max_connections,
+        tls,
+        refused: node.metrics.connections_refused.clone(),
+    };
+    let daemon = listener::serve(
+        daemon_listener,
+        options("daemon", MAX_DAEMON_CONNECTIONS, None),
+        daemon_routes,
+        stopped(stop.clone()),
+    );
+    let admin = listener::serve(
+        admin_listener,
+        options("admin", MAX_ADMIN_CONNECTIONS, node.tls.clone()),
+        admin_routes,
+        stopped(stop),
+    );
     Ok(Servers {
         daemon_addr,
         admin_addr,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use raft_api::admin::{MemberSpec, SettingsUpdate};
-use raft_api::client::{ClientError, SidecarClient};
+use raft_api::client::{ClientError, ClientTls, SidecarClient, TlsHttp};
 use raft_api::daemon::{Consistency, Operation};
 
 use super::run::Failure;
@@ -23,6 +23,16 @@ pub struct CtlArgs {
     /// File holding the admin token (default: `raft-dev/token` when present).
     #[arg(long, env = "RAFT_AUTH_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Client certificate for the admin API's mutual TLS (default: `raft-dev/tls/raft-admin/`
+    /// when present; without one the admin API is called in plain text).
+    #[arg(long, env = "RAFT_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Key of --tls-cert.
+    #[arg(long, env = "RAFT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA bundle.
+    #[arg(long, env = "RAFT_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
     /// Deadline of each request.
     #[arg(long, env = "RAFT_CTL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -121,7 +131,10 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
         ),
         None => None,
     };
-    let client = SidecarClient::new(Some(&args.api), Some(&args.admin), token, args.timeout);
+    let mut client = SidecarClient::new(Some(&args.api), Some(&args.admin), token, args.timeout);
+    if let Some(tls) = client_tls(&args)? {
+        client = client.with_tls(&tls);
+    }
     let consistency = if args.linearizable {
         Consistency::Linearizable
     } else {
@@ -214,4 +227,28 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The admin client's certificate: the flags, else `raft-dev`'s when present, else none.
+fn client_tls(args: &CtlArgs) -> Result<Option<TlsHttp>, Failure> {
+    let files = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some((ca.clone(), cert.clone(), key.clone())),
+        _ => {
+            let dev = PathBuf::from("raft-dev/tls/raft-admin");
+            dev.exists().then(|| {
+                (
+                    dev.join(raft_pki::CA_FILE),
+                    dev.join(raft_pki::CERT_FILE),
+                    dev.join(raft_pki::KEY_FILE),
+                )
+            })
+        }
+    };
+    let Some((ca, cert, key)) = files else {
+        return Ok(None);
+    };
+    ClientTls::from_files(&ca, &cert, &key)
+        .and_then(|tls| tls.connector())
+        .map(Some)
+        .map_err(|e| Failure::Config(e.to_string()))
 }

@@ -1,5 +1,6 @@
 //! `raft-sidecar dev`: a local N-node cluster on loopback (child processes of this binary),
-//! bootstrapped through `--initial-members`; prints each node's addresses and the leader, and
+//! bootstrapped through `--initial-members`, with mutual TLS between peers and on the admin API
+//! from a throwaway CA kept in its directory; prints each node's addresses and the leader, and
 //! stops every node cleanly on Ctrl-C.
 
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
     for (i, n) in cluster.nodes.iter().enumerate() {
         let mark = if i == leader { "  (leader)" } else { "" };
         println!(
-            "  {:<7} api http://{}  admin http://{}  peer {}  log {}{mark}",
+            "  {:<7} api http://{}  admin https://{}  peer {}  log {}{mark}",
             n.name,
             n.api,
             n.admin,
@@ -69,6 +70,11 @@ pub async fn run(args: DevArgs) -> Result<(), Failure> {
         );
     }
     println!("admin token: {}", cluster.token_file().display());
+    println!(
+        "throwaway CA: {} (admin client certificate in {})",
+        cluster.pki.ca_file().display(),
+        args.dir.join("tls/raft-admin").display()
+    );
     println!("leader: {}", cluster.nodes[leader].name);
     println!(
         "try: raft-sidecar ctl submit --id task-1 --type demo --payload '{{\"n\":1}}'   (Ctrl-C stops the cluster)"

@@ -18,9 +18,10 @@ use crate::metrics::Metrics;
 use crate::store::log::LogStore;
 use crate::store::state_machine::StateMachineStore;
 use crate::store::{Db, StoreError};
+use crate::tls::Tls;
 use crate::transport::link::{Links, PeerIdentity};
 use crate::transport::network::Network;
-use crate::transport::server::{self, PeerAuth};
+use crate::transport::server::{self, MemberName, PeerAuth};
 use crate::types::Raft;
 
 /// Raft entries per AppendEntries RPC. An entry holds at most ~1 MiB of batched operations plus
@@ -38,6 +39,8 @@ pub enum NodeError {
     RaftConfig(String),
     #[error("failed to start Raft: {0}")]
     RaftStart(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen for peers on {addr}: {source}")]
     PeerListen {
         addr: std::net::SocketAddr,
@@ -58,10 +61,22 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
     let (db, identity) = Db::open(&cfg.data_dir, &cfg.cluster_id)?;
     let removed = db.is_removed()?;
     tracing::info!(node_id = identity.node_id, fresh = identity.fresh, removed, dir = %cfg.data_dir.display(), "store open");
+    let tls = match &cfg.tls {
+        Some(paths) => Some(Tls::load(paths.clone(), &cfg.name, metrics.tls())?),
+        None => {
+            tracing::warn!(
+                "--insecure-plaintext: peer and admin traffic is NOT encrypted or authenticated by \
+                 certificates; anyone on the pod network can read and replay the cluster token"
+            );
+            None
+        }
+    };
     let links = Links::new(PeerIdentity {
         node_id: identity.node_id,
+        name: cfg.name.clone(),
         cluster_id: cfg.cluster_id.clone(),
         token: cfg.token.clone(),
+        tls: tls.clone(),
         backoff_max: cfg.election_timeout_min / 3,
     });
     let state_machine = StateMachineStore::open(db.clone(), cfg.journal_retention)?;
@@ -92,6 +107,7 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
         journal,
         links,
         metrics,
+        tls: tls.clone(),
     };
     let lifecycle = if removed {
         Lifecycle::Removed
@@ -102,13 +118,30 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
     if removed {
         let _ = node.raft.shutdown().await;
     }
+    let member_name: MemberName = {
+        let raft = node.raft.clone();
+        Arc::new(move |id| {
+            let metrics = raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|m| m.name.clone())
+        })
+    };
     let auth = PeerAuth {
         node_id: node.id,
         cluster_id: cfg.cluster_id.clone(),
         token: cfg.token.clone(),
+        tls: tls.clone(),
+        member_name,
         refused: node.metrics.peer_handshakes_refused.clone(),
+        connections_refused: node.metrics.connections_refused.clone(),
     };
     let mut tasks = JoinSet::new();
+    if let Some(tls) = tls {
+        tasks.spawn(tls.watch(node.shutdown_signal()));
+    }
     tasks.spawn(server::serve(
         listener,
         auth,

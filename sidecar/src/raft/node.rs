@@ -22,6 +22,7 @@ use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::store::state_machine::JournalReader;
+use crate::tls::Tls;
 use crate::transport::link::{Link, Links};
 use crate::types::{Member, NodeId, Raft, RaftMetrics};
 use crate::write::WriteFailure;
@@ -44,6 +45,8 @@ pub struct Node {
     pub journal: JournalReader,
     pub links: Links,
     pub metrics: Arc<Metrics>,
+    /// `None` only with `--insecure-plaintext`; the admin API serves with it too.
+    pub tls: Option<Arc<Tls>>,
     pub events: broadcast::Sender<ConsensusEvent>,
     pub(super) batcher: Batcher,
     /// The monitor's latest verdict.
@@ -72,6 +75,7 @@ impl Node {
             journal: parts.journal,
             links: parts.links,
             metrics: parts.metrics,
+            tls: parts.tls,
             events: broadcast::channel(256).0,
             batcher,
             health: watch::channel(Health::default()).0,
@@ -276,4 +280,5 @@ pub(super) struct NodeParts {
     pub journal: JournalReader,
     pub links: Links,
     pub metrics: Arc<Metrics>,
+    pub tls: Option<Arc<Tls>>,
 }

@@ -23,9 +23,27 @@ impl PeerService {
     }
 }
 
+/// The node a Raft RPC says it comes from (the leader or candidate in its vote); with TLS it
+/// must be the node the connection was authenticated as.
+fn claimed_sender(request: &PeerRequest) -> Option<NodeId> {
+    match request {
+        PeerRequest::AppendEntries(rpc) => rpc.vote.leader_id().voted_for(),
+        PeerRequest::Vote(rpc) => rpc.vote.leader_id().voted_for(),
+        PeerRequest::InstallSnapshot(rpc) => rpc.vote.leader_id().voted_for(),
+        _ => None,
+    }
+}
+
 impl PeerHandler for PeerService {
     async fn handle(&self, from: Option<NodeId>, request: PeerRequest) -> PeerResponse {
         let node = &self.node;
+        if let (Some(from), Some(claimed)) = (from, claimed_sender(&request))
+            && claimed != from
+        {
+            return PeerResponse::Refused(format!(
+                "the request is node {claimed}'s but the connection is node {from}'s"
+            ));
+        }
         node.touch(from);
         let removed = node.lifecycle() == Lifecycle::Removed;
         match request {

@@ -14,13 +14,14 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
-use super::{CLUSTER_HEADER, NODE_HEADER, PEER_PATH, TARGET_HEADER};
+use super::{CLUSTER_HEADER, NODE_HEADER, NODE_NAME_HEADER, PEER_PATH, PeerStream, TARGET_HEADER};
+use crate::tls::Tls;
 use crate::types::NodeId;
 
 /// First backoff after a failed dial.
@@ -30,6 +31,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// With requests outstanding and nothing received for this long, the socket is presumed dead.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(500);
+/// Why a connection ended when new certificates were loaded.
+const RELOADED: &str = "certificates reloaded";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CallError {
@@ -41,14 +44,30 @@ pub enum CallError {
     Timeout { addr: String, ms: u64 },
 }
 
-/// Who we are when we dial: sent on the upgrade request.
-#[derive(Debug, Clone)]
+/// Who we are when we dial: sent on the upgrade request (and, with TLS, proven by our
+/// certificate). `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct PeerIdentity {
     pub node_id: NodeId,
+    /// Our member name, which our certificate names.
+    pub name: String,
     pub cluster_id: String,
     pub token: Option<String>,
+    /// `None` only with `--insecure-plaintext`.
+    pub tls: Option<Arc<Tls>>,
     /// Backoff cap (≈ election_timeout_min / 3).
     pub backoff_max: Duration,
+}
+
+impl std::fmt::Debug for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerIdentity")
+            .field("node_id", &self.node_id)
+            .field("name", &self.name)
+            .field("cluster_id", &self.cluster_id)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +191,7 @@ struct LinkTask {
     epoch: Instant,
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Socket = WebSocketStream<PeerStream>;
 
 impl LinkTask {
     async fn run(self, mut rx: mpsc::Receiver<Outbound>) {
@@ -188,7 +207,11 @@ impl LinkTask {
                     self.status.send_replace(LinkStatus::Connected);
                     backoff = BACKOFF_MIN;
                     let reason = self.serve(socket, &mut rx, first).await;
-                    tracing::debug!(peer = %self.addr, %reason, "peer connection ended");
+                    if reason == RELOADED {
+                        tracing::info!(peer = %self.addr, "re-dialling the peer with reloaded certificates");
+                    } else {
+                        tracing::debug!(peer = %self.addr, %reason, "peer connection ended");
+                    }
                     self.status.send_replace(LinkStatus::Idle);
                 }
                 Err(reason) => {
@@ -238,7 +261,12 @@ impl LinkTask {
     }
 
     async fn dial(&self) -> Result<Socket, String> {
-        let mut request = format!("ws://{}{PEER_PATH}", self.addr)
+        let scheme = if self.identity.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        let mut request = format!("{scheme}://{}{PEER_PATH}", self.addr)
             .into_client_request()
             .map_err(|e| format!("bad peer address: {e}"))?;
         let headers = request.headers_mut();
@@ -246,6 +274,7 @@ impl LinkTask {
             |v: &str| HeaderValue::from_str(v).map_err(|e| format!("bad header value: {e}"));
         headers.insert(CLUSTER_HEADER, header(&self.identity.cluster_id)?);
         headers.insert(NODE_HEADER, header(&self.identity.node_id.to_string())?);
+        headers.insert(NODE_NAME_HEADER, header(&self.identity.name)?);
         if let Some(target) = self.target {
             headers.insert(TARGET_HEADER, header(&target.to_string())?);
         }
@@ -253,16 +282,48 @@ impl LinkTask {
             headers.insert("authorization", header(&format!("Bearer {token}"))?);
         }
         let config = super::websocket_config();
-        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let connect = async {
+            let stream = self.connect().await?;
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(resp) => {
+                        format!("peer refused the connection with HTTP {}", resp.status())
+                    }
+                    other => other.to_string(),
+                })
+        };
         match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
             Err(_) => Err(format!("dial timed out after {DIAL_TIMEOUT:?}")),
-            Ok(Err(tungstenite::Error::Http(resp))) => Err(format!(
-                "peer refused the connection with HTTP {}",
-                resp.status()
-            )),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e),
             Ok(Ok((socket, _))) => Ok(socket),
         }
+    }
+
+    /// TCP, then TLS when configured: the peer's certificate must be of our CA and valid for
+    /// the host we dial (its stable DNS name, or the IP address it is dialled at).
+    async fn connect(&self) -> Result<PeerStream, String> {
+        let tcp = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.identity.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let server_name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host:?} cannot be checked against a certificate: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.current().client.clone());
+        let stream = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        Ok(Box::new(stream))
     }
 
     fn heard(&self) {
@@ -283,11 +344,24 @@ impl LinkTask {
         let mut last_rx = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         let mut queued = Some(first);
+        // New certificates: stop sending on this socket, let the answers in flight arrive
+        // (bounded), then re-dial with them; requests wait in the queue meanwhile.
+        let mut generations = self.identity.tls.as_ref().map(|t| t.generations());
+        let mut draining: Option<Instant> = None;
         let reason = loop {
+            if let Some(since) = draining
+                && (pending.is_empty() || since.elapsed() > STALL_LIMIT)
+            {
+                break RELOADED.to_string();
+            }
             let out = match queued.take() {
                 Some(out) => Some(out),
                 None => tokio::select! {
-                    next = rx.recv() => match next {
+                    () = reloaded(&mut generations), if draining.is_none() => {
+                        draining = Some(Instant::now());
+                        None
+                    }
+                    next = rx.recv(), if draining.is_none() => match next {
                         Some(out) => Some(out),
                         None => break "link dropped".to_string(),
                     },
@@ -338,6 +412,16 @@ impl LinkTask {
         }
         let _ = sink.close().await;
         reason
+    }
+}
+
+/// Resolves when a new generation of certificates is loaded (never without TLS).
+async fn reloaded(generations: &mut Option<watch::Receiver<u64>>) {
+    let Some(rx) = generations else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -1,4 +1,5 @@
-//! Peer transport: one authenticated, multiplexed WebSocket per peer carrying binary frames.
+//! Peer transport: one authenticated, multiplexed WebSocket per peer carrying binary frames,
+//! over mutual TLS (unless `--insecure-plaintext`; see [`crate::tls`]).
 //!
 //! `frame` is the wire format, `link` the dialling side (lazy connect, capped exponential
 //! backoff, many requests in flight), `server` the accepting side, and `network` the adapter
@@ -31,6 +32,9 @@ pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocket
 pub const CLUSTER_HEADER: &str = "x-raft-cluster-id";
 /// Request header naming the dialling node (for logs and last-contact metrics).
 pub const NODE_HEADER: &str = "x-raft-node-id";
+/// Request header naming the dialling member's name; with TLS its certificate must be valid
+/// for that name, and the node id it claims must be that member's.
+pub const NODE_NAME_HEADER: &str = "x-raft-node-name";
 /// Request header naming the node the dialler means to reach. A node with another id (say, a
 /// replacement with a fresh volume at the same address) refuses, so it never answers Raft
 /// traffic meant for the member it replaced.
@@ -41,6 +45,11 @@ pub const TARGET_HEADER: &str = "x-raft-target-id";
 pub const PEER_PATH: &str = "/raft/v2";
 /// The path of the first protocol, refused with [`server::Refusal::OldProtocol`].
 pub const OLD_PEER_PATH: &str = "/raft";
+
+/// A peer connection's byte stream: TCP, or TLS over TCP.
+pub trait PeerIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PeerIo for T {}
+pub type PeerStream = Box<dyn PeerIo>;
 
 /// Compare secrets in constant time.
 pub fn token_matches(expected: &str, presented: &str) -> bool {

@@ -1,5 +1,7 @@
-//! The accepting side of the peer transport: authenticates the upgrade (cluster token and
-//! cluster id), then answers every request frame concurrently on the same socket.
+//! The accepting side of the peer transport: with TLS, a certificate of the cluster CA at the
+//! handshake; then the upgrade (cluster token, cluster id, and a claimed name and node id that
+//! the certificate and our membership agree with); then every request frame is answered
+//! concurrently on the same socket.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,10 +17,26 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use rustls_pki_types::CertificateDer;
+
 use super::frame::{self, Envelope, PeerRequest, PeerResponse};
-use super::{CLUSTER_HEADER, NODE_HEADER, OLD_PEER_PATH, PEER_PATH, TARGET_HEADER, token_matches};
-use crate::metrics::ReasonLabel;
+use super::{
+    CLUSTER_HEADER, NODE_HEADER, NODE_NAME_HEADER, OLD_PEER_PATH, PEER_PATH, PeerStream,
+    TARGET_HEADER, token_matches,
+};
+use crate::metrics::{ListenerLabel, ReasonLabel};
+use crate::tls::{self, Tls};
 use crate::types::NodeId;
+
+/// Most peer connections open at once (a cluster of 9 needs 8 to 16); past it new ones are
+/// closed at once, before TLS or the upgrade cost anything.
+const MAX_CONNECTIONS: usize = 256;
+/// The TLS handshake and the WebSocket upgrade together must finish within this.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The name a node id has in our membership, if it is a member (the id a certificate-bearing
+/// peer claims must be its own).
+pub type MemberName = Arc<dyn Fn(NodeId) -> Option<String> + Send + Sync>;
 
 /// Answers peer requests; implemented by the node.
 pub trait PeerHandler: Send + Sync + 'static {
@@ -37,8 +55,13 @@ pub struct PeerAuth {
     pub cluster_id: String,
     /// `None` only with `--insecure`.
     pub token: Option<String>,
+    /// `None` only with `--insecure-plaintext`.
+    pub tls: Option<Arc<Tls>>,
+    pub member_name: MemberName,
     /// `consensus_peer_handshakes_refused_total`, by reason.
     pub refused: Family<ReasonLabel, Counter>,
+    /// `consensus_connections_refused_total{listener="peer"}`.
+    pub connections_refused: Family<ListenerLabel, Counter>,
 }
 
 /// Why a dialling peer was turned away (a metric label and the answer's status).
@@ -50,6 +73,9 @@ pub enum Refusal {
     BadToken,
     OtherCluster,
     OtherNode,
+    /// With TLS: no name or node id claimed, a certificate not valid for the claimed name, or
+    /// a node id that our membership gives another name.
+    NotItsCertificate,
 }
 
 impl Refusal {
@@ -60,6 +86,7 @@ impl Refusal {
             Refusal::BadToken => StatusCode::UNAUTHORIZED,
             Refusal::OtherCluster => StatusCode::FORBIDDEN,
             Refusal::OtherNode => StatusCode::CONFLICT,
+            Refusal::NotItsCertificate => StatusCode::FORBIDDEN,
         }
     }
 
@@ -72,6 +99,9 @@ impl Refusal {
             Refusal::BadToken => "bad or missing cluster token",
             Refusal::OtherCluster => "peer belongs to another cluster",
             Refusal::OtherNode => "this address now belongs to another node id",
+            Refusal::NotItsCertificate => {
+                "the certificate does not name the member (name and node id) the peer claims"
+            }
         }
     }
 
@@ -82,13 +112,20 @@ impl Refusal {
             Refusal::BadToken => "bad_token",
             Refusal::OtherCluster => "other_cluster",
             Refusal::OtherNode => "other_node",
+            Refusal::NotItsCertificate => "not_its_certificate",
         };
         ReasonLabel { reason }
     }
 }
 
 impl PeerAuth {
-    fn check(&self, req: &Request) -> Result<Option<NodeId>, Refusal> {
+    /// `cert` is the peer's certificate when the connection is TLS (already verified against
+    /// the CA by the handshake).
+    fn check(
+        &self,
+        req: &Request,
+        cert: Option<&CertificateDer<'_>>,
+    ) -> Result<Option<NodeId>, Refusal> {
         if req.uri().path() == OLD_PEER_PATH {
             return Err(Refusal::OldProtocol);
         }
@@ -112,7 +149,17 @@ impl PeerAuth {
         {
             return Err(Refusal::OtherNode);
         }
-        Ok(header(NODE_HEADER).and_then(|v| v.parse().ok()))
+        let from = header(NODE_HEADER).and_then(|v| v.parse().ok());
+        if self.tls.is_some() {
+            let (Some(cert), Some(id), Some(name)) = (cert, from, header(NODE_NAME_HEADER)) else {
+                return Err(Refusal::NotItsCertificate);
+            };
+            let known = (self.member_name)(id);
+            if !tls::names(cert, name) || known.is_some_and(|known| known != name) {
+                return Err(Refusal::NotItsCertificate);
+            }
+        }
+        Ok(from)
     }
 }
 
@@ -131,9 +178,15 @@ pub async fn serve<H: PeerHandler>(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= MAX_CONNECTIONS {
+                        auth.connections_refused
+                            .get_or_create(&ListenerLabel { listener: "peer", reason: "limit" })
+                            .inc();
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let (auth, handler) = (auth.clone(), handler.clone());
-                    while connections.try_join_next().is_some() {}
                     connections.spawn(async move {
                         if let Err(reason) = connection(stream, auth, handler).await {
                             tracing::debug!(%remote, %reason, "peer connection closed");
@@ -150,18 +203,44 @@ pub async fn serve<H: PeerHandler>(
     connections.shutdown().await;
 }
 
+/// The TLS handshake when configured: the stream and the peer's certificate.
+async fn secure(
+    stream: TcpStream,
+    tls: Option<&Tls>,
+) -> Result<(PeerStream, Option<CertificateDer<'static>>), String> {
+    let Some(tls) = tls else {
+        return Ok((Box::new(stream), None));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().peer_server.clone());
+    let stream = acceptor
+        .accept(stream)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.clone().into_owned());
+    Ok((Box::new(stream), cert))
+}
+
 async fn connection<H: PeerHandler>(
     stream: TcpStream,
     auth: PeerAuth,
     handler: Arc<H>,
 ) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let (stream, cert) = tokio::time::timeout_at(deadline, secure(stream, auth.tls.as_deref()))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())??;
     let mut from = None;
     #[expect(
         clippy::result_large_err,
         reason = "the handshake callback signature is tungstenite's"
     )]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        match auth.check(req) {
+        match auth.check(req, cert.as_ref()) {
             Ok(id) => {
                 from = id;
                 Ok(resp)
@@ -196,7 +275,7 @@ async fn connection<H: PeerHandler>(
     };
     let config = super::websocket_config();
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let socket = tokio::time::timeout(std::time::Duration::from_secs(5), handshake)
+    let socket = tokio::time::timeout_at(deadline, handshake)
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -213,8 +292,25 @@ async fn connection<H: PeerHandler>(
         }
         let _ = sink.close().await;
     });
+    // Made with certificates that were since replaced: closed after a grace period (the
+    // dialler normally moves to a new connection first).
+    let generations = auth.tls.as_ref().map(|t| t.generations());
+    let stale = async move {
+        let Some(mut rx) = generations else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(tls::STALE_CONNECTION_GRACE).await;
+    };
+    tokio::pin!(stale);
     let result = loop {
-        let Some(msg) = stream.next().await else {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            () = &mut stale => break Err("made with replaced certificates".to_string()),
+        };
+        let Some(msg) = msg else {
             break Ok(());
         };
         match msg.map_err(|e| e.to_string())? {
@@ -267,7 +363,10 @@ mod tests {
             node_id: 7,
             cluster_id: "c".into(),
             token: Some("t".into()),
+            tls: None,
+            member_name: Arc::new(|_| None),
             refused: Family::default(),
+            connections_refused: Family::default(),
         }
     }
 
@@ -279,7 +378,7 @@ mod tests {
             (NODE_HEADER, "3"),
             (TARGET_HEADER, "7"),
         ]);
-        assert_eq!(auth().check(&req), Ok(Some(3)));
+        assert_eq!(auth().check(&req, None), Ok(Some(3)));
     }
 
     #[test]
@@ -290,16 +389,53 @@ mod tests {
             (CLUSTER_HEADER, "c"),
             (TARGET_HEADER, "8"),
         ]);
-        assert_eq!(auth().check(&req).unwrap_err(), Refusal::OtherNode);
+        assert_eq!(auth().check(&req, None).unwrap_err(), Refusal::OtherNode);
     }
 
     #[test]
     fn wrong_token_or_cluster_is_refused() {
         let req = request(&[("authorization", "Bearer x"), (CLUSTER_HEADER, "c")]);
-        assert_eq!(auth().check(&req).unwrap_err(), Refusal::BadToken);
+        assert_eq!(auth().check(&req, None).unwrap_err(), Refusal::BadToken);
         let req = request(&[(CLUSTER_HEADER, "c")]);
-        assert_eq!(auth().check(&req).unwrap_err(), Refusal::BadToken);
+        assert_eq!(auth().check(&req, None).unwrap_err(), Refusal::BadToken);
         let req = request(&[("authorization", "Bearer t"), (CLUSTER_HEADER, "other")]);
-        assert_eq!(auth().check(&req).unwrap_err(), Refusal::OtherCluster);
+        assert_eq!(auth().check(&req, None).unwrap_err(), Refusal::OtherCluster);
+    }
+
+    #[test]
+    fn with_tls_the_certificate_must_name_the_claimed_member_and_id() {
+        use rustls_pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            raft_pki::Authority::generate("test CA", std::time::Duration::from_secs(3600)).unwrap();
+        let paths = crate::tls::tests::member_dir(&ca, dir.path(), "n1");
+        let cert = CertificateDer::from_pem_file(&paths.cert).unwrap();
+        let mut auth = auth();
+        auth.tls = Some(Tls::load(paths, "n1", Default::default()).unwrap());
+        auth.member_name = Arc::new(|id| (id == 4).then(|| "n4".to_string()));
+        let claim = |id: &str, name: &str| {
+            request(&[
+                ("authorization", "Bearer t"),
+                (CLUSTER_HEADER, "c"),
+                (NODE_HEADER, id),
+                (NODE_NAME_HEADER, name),
+            ])
+        };
+        assert_eq!(auth.check(&claim("3", "n1"), Some(&cert)), Ok(Some(3)));
+        for (id, name, why) in [
+            ("3", "n2", "a name the certificate does not give"),
+            ("4", "n1", "the id of a member with another name"),
+        ] {
+            assert_eq!(
+                auth.check(&claim(id, name), Some(&cert)),
+                Err(Refusal::NotItsCertificate),
+                "{why}"
+            );
+        }
+        assert_eq!(
+            auth.check(&claim("3", "n1"), None),
+            Err(Refusal::NotItsCertificate),
+            "no certificate"
+        );
     }
 }

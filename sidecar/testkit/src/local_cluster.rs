@@ -1,5 +1,7 @@
 //! A cluster of real `raft-sidecar run` processes on loopback: what `raft-sidecar dev` starts,
 //! and what the cluster tests and benchmarks drive (kill -9, SIGTERM, SIGSTOP, restart, wipe).
+//! Peers and the admin API use mutual TLS, with a throwaway CA kept under the cluster's
+//! directory (see [`crate::pki::LocalPki`]).
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
@@ -9,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use raft_api::client::SidecarClient;
+use raft_api::client::{SidecarClient, TlsHttp};
+
+use crate::pki::LocalPki;
 
 /// Where one node listens and keeps its data.
 #[derive(Debug, Clone)]
@@ -23,6 +27,8 @@ pub struct NodeSpec {
     pub initial: bool,
     /// Flags for this node only, after the cluster's (takes effect at its next start).
     pub args: Vec<String>,
+    /// Its certificate, key and the CA bundle (`tls.crt`, `tls.key`, `ca.crt`).
+    pub tls_dir: PathBuf,
 }
 
 impl NodeSpec {
@@ -46,6 +52,8 @@ pub struct LocalCluster {
     pub cluster_id: String,
     pub token: String,
     token_file: PathBuf,
+    pub pki: LocalPki,
+    admin_tls: TlsHttp,
     ports: Ports,
     pub nodes: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
@@ -99,12 +107,16 @@ impl LocalCluster {
                 t
             }
         };
+        let pki = LocalPki::open(&root.join("tls"))?;
+        let admin_tls = pki.admin_client()?;
         let mut cluster = Self {
             bin: bin.to_path_buf(),
             root: root.to_path_buf(),
             cluster_id: "dev".into(),
             token,
             token_file,
+            pki,
+            admin_tls,
             ports,
             nodes: Vec::new(),
             children: Vec::new(),
@@ -126,8 +138,11 @@ impl LocalCluster {
             }
         };
         let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let name = format!("node-{i}");
+        let tls_dir = self.pki.member(&name, &["127.0.0.1"])?;
         let spec = NodeSpec {
-            name: format!("node-{i}"),
+            tls_dir,
+            name,
             dir: self.root.join(format!("node-{i}")),
             api: local(port(7080)?),
             admin: local(port(7090)?),
@@ -167,6 +182,7 @@ impl LocalCluster {
             .args(["--advertise-peer", &spec.peer.to_string()])
             .args(["--advertise-admin", &spec.admin.to_string()])
             .args(["--auth-token-file", &self.token_file.to_string_lossy()])
+            .args(LocalPki::flags(&spec.tls_dir))
             .args(&self.extra_args)
             .args(&spec.args)
             .stdin(Stdio::null())
@@ -259,6 +275,12 @@ impl LocalCluster {
             Some(self.token.clone()),
             Duration::from_secs(30),
         )
+        .with_tls(&self.admin_tls)
+    }
+
+    /// An HTTP client presenting the admin client certificate (for raw admin requests).
+    pub fn admin_http(&self) -> &TlsHttp {
+        &self.admin_tls
     }
 
     /// Index of the node every running member agrees leads, waiting up to `within`.

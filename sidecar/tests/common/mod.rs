@@ -144,3 +144,58 @@ pub fn op(id: &str) -> Operation {
         timestamp: None,
     }
 }
+
+/// A TLS connection to node `to`'s peer port presenting a certificate of the cluster's own CA
+/// for the member name `name` (what a member, or whoever has its key, can open); the
+/// WebSocket upgrade is the caller's.
+pub async fn peer_tls(
+    t: &TestCluster,
+    to: usize,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let ca = t.c.pki.authority();
+    let issued = ca
+        .issue(&raft_pki::Subject {
+            common_name: name.into(),
+            names: vec![name.into()],
+            usage: raft_pki::Usage::Member,
+            valid_for: Duration::from_secs(3600),
+        })
+        .unwrap();
+    peer_tls_as(t, to, ca.cert_pem(), &issued).await.unwrap()
+}
+
+/// A TLS connection to node `to`'s peer port trusting the CAs in `trust` and presenting
+/// `cert`; `Err` when the handshake fails on our side.
+pub async fn peer_tls_as(
+    t: &TestCluster,
+    to: usize,
+    trust: &str,
+    cert: &raft_pki::KeyedCert,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(trust.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(t.c.nodes[to].peer)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))
+}

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use raft_api::client::{ClientError, SidecarClient};
+use raft_api::client::{ClientError, SidecarClient, TlsHttp};
 use raft_api::daemon::{ConsensusState, JournalEntry};
+use raft_testkit::pki::LocalPki;
 use raft_testkit::volatile_fs::VolatileFs;
 use tempfile::TempDir;
 
@@ -76,6 +77,9 @@ pub struct NetCluster {
     bin: PathBuf,
     pub token: String,
     token_file: PathBuf,
+    /// The cluster's throwaway CA (peers and admin clients use mutual TLS).
+    pub pki: LocalPki,
+    admin_tls: TlsHttp,
     pub cluster_id: String,
     pub nodes: Vec<NetNode>,
     children: Vec<Option<Child>>,
@@ -214,6 +218,8 @@ impl NetCluster {
         let token = format!("{:032x}", rand::random::<u128>());
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, &token).unwrap();
+        let pki = LocalPki::open(&dir.path().join("tls")).unwrap();
+        let admin_tls = pki.admin_client().unwrap();
         let nodes = (0..n)
             .map(|i| NetNode {
                 name: format!("node-{i}"),
@@ -233,6 +239,8 @@ impl NetCluster {
             ),
             token,
             token_file,
+            pki,
+            admin_tls,
             cluster_id: format!("net-{name}"),
             nodes,
             children: (0..n).map(|_| None).collect(),
@@ -337,6 +345,7 @@ impl NetCluster {
             .args(["--advertise-peer", &node.peer().to_string()])
             .args(["--advertise-admin", &node.admin().to_string()])
             .args(["--auth-token-file", &self.token_file.to_string_lossy()])
+            .args(LocalPki::flags(&self.tls_dir(i)))
             .args(["--initial-members", &self.initial_members()])
             .args(&self.extra_args)
             .env_remove("HOSTNAME")
@@ -616,6 +625,15 @@ impl NetCluster {
             Some(self.token.clone()),
             timeout,
         )
+        .with_tls(&self.admin_tls)
+    }
+
+    /// Node `i`'s certificate directory (issued on first use, valid for its name and IP).
+    pub fn tls_dir(&self, i: usize) -> PathBuf {
+        let node = &self.nodes[i];
+        self.pki
+            .member(&node.name, &[&node.ip.to_string()])
+            .unwrap_or_else(|e| panic!("issue a certificate for {}: {e}", node.name))
     }
 
     pub fn client(&self, i: usize) -> SidecarClient {

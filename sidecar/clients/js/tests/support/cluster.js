@@ -112,6 +112,8 @@ export class LocalCluster {
       '--advertise-peer', n.peer,
       '--advertise-admin', n.admin,
       '--auth-token-file', this.tokenFile,
+      // The JavaScript client's admin calls do not present client certificates yet.
+      '--insecure-plaintext',
       '--initial-members', members,
       ...this.extraArgs,
     ], { stdio: ['ignore', log, log], env });

@@ -1,0 +1,301 @@
+//! The cluster's certificates, kept in two Secrets:
+//!
+//! - `<name>-ca` (never mounted): the cluster CA's certificate and key, and the operator's own
+//!   client certificate for the admin APIs.
+//! - `<name>-tls` (mounted into every member at [`TLS_DIR`]): the CA certificate and, for each
+//!   pod ordinal, `<pod>.crt` and `<pod>.key`, valid for the pod's name and its stable DNS
+//!   names. One Secret for all members because a StatefulSet's pods share one template; each
+//!   member is started with its own pair (`$(POD_NAME).crt`).
+//!
+//! [`ClusterPki::ensure`] is the pure "build" part: what exists is kept; what is missing or
+//! expires within [`RENEW_BEFORE`] is issued; nothing is ever regenerated that is still good, so
+//! applying the result again changes nothing. Members reload renewed files without a restart.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use raft_api::client::ClientTls;
+use raft_crds::RaftCluster;
+use raft_pki::{Authority, KeyedCert, PkiError, Subject, Usage};
+
+use super::meta::owned_meta;
+use super::names::ClusterNames;
+
+/// Where members find their certificates.
+pub const TLS_DIR: &str = "/etc/raft-tls";
+pub const TLS_VOLUME: &str = "raft-tls";
+pub const CA_CERT_KEY: &str = "ca.crt";
+const CA_KEY_KEY: &str = "ca.key";
+const OPERATOR_CERT_KEY: &str = "operator.crt";
+const OPERATOR_KEY_KEY: &str = "operator.key";
+
+/// Lifetime of the cluster CA.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// Lifetime of member and operator certificates.
+pub const LEAF_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
+/// A certificate this close to expiry is renewed.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("secret {secret}: key {key:?} is missing or not UTF-8")]
+    MissingKey { secret: String, key: String },
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+}
+
+/// The cluster's CA, the operator's client certificate and the members' certificates.
+/// `Debug` shows no key.
+#[derive(Clone)]
+pub struct ClusterPki {
+    ca_cert: String,
+    ca_key: String,
+    operator: KeyedCert,
+    /// By pod name.
+    members: BTreeMap<String, KeyedCert>,
+}
+
+impl std::fmt::Debug for ClusterPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPki")
+            .field("members", &self.members.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn get(s: &Secret, key: &str) -> Result<String, TlsError> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| TlsError::MissingKey {
+            secret: s.metadata.name.clone().unwrap_or_default(),
+            key: key.to_owned(),
+        })
+}
+
+/// Whether `pem` is a certificate that stays valid for longer than [`RENEW_BEFORE`].
+fn still_good(pem: &str, now: SystemTime) -> bool {
+    raft_pki::not_after(pem).is_ok_and(|t| t > now + RENEW_BEFORE)
+}
+
+impl ClusterPki {
+    /// Read back what the two Secrets hold (members: every `<pod>.crt` with its `.key`).
+    pub fn from_secrets(ca: &Secret, members: Option<&Secret>) -> Result<Self, TlsError> {
+        let mut pairs = BTreeMap::new();
+        if let Some(s) = members {
+            for key in s.data.iter().flat_map(|d| d.keys()) {
+                let Some(pod) = key.strip_suffix(".crt").filter(|p| *p != "ca") else {
+                    continue;
+                };
+                let (Ok(cert_pem), Ok(key_pem)) = (get(s, key), get(s, &format!("{pod}.key")))
+                else {
+                    continue;
+                };
+                pairs.insert(pod.to_owned(), KeyedCert { cert_pem, key_pem });
+            }
+        }
+        Ok(Self {
+            ca_cert: get(ca, CA_CERT_KEY)?,
+            ca_key: get(ca, CA_KEY_KEY)?,
+            operator: KeyedCert {
+                cert_pem: get(ca, OPERATOR_CERT_KEY)?,
+                key_pem: get(ca, OPERATOR_KEY_KEY)?,
+            },
+            members: pairs,
+        })
+    }
+
+    /// `existing` with a CA (made if there is none), a good operator certificate and a good
+    /// certificate for each of the first `members` pods.
+    pub fn ensure(
+        existing: Option<ClusterPki>,
+        names: &ClusterNames,
+        members: u32,
+        now: SystemTime,
+    ) -> Result<Self, TlsError> {
+        let (ca, mut pki) = match existing {
+            Some(pki) => (Authority::from_pem(&pki.ca_cert, &pki.ca_key)?, pki),
+            None => {
+                let ca =
+                    Authority::generate(&format!("{} raft cluster CA", names.name), CA_VALIDITY)?;
+                let operator = issue_operator(&ca)?;
+                let pki = Self {
+                    ca_cert: ca.cert_pem().to_owned(),
+                    ca_key: ca.key_pem(),
+                    operator,
+                    members: BTreeMap::new(),
+                };
+                (ca, pki)
+            }
+        };
+        if !still_good(&pki.operator.cert_pem, now) {
+            pki.operator = issue_operator(&ca)?;
+        }
+        for ordinal in 0..members {
+            let pod = names.pod(ordinal);
+            if pki
+                .members
+                .get(&pod)
+                .is_some_and(|c| still_good(&c.cert_pem, now))
+            {
+                continue;
+            }
+            let cert = ca.issue(&Subject {
+                common_name: pod.clone(),
+                names: member_names(names, &pod),
+                usage: Usage::Member,
+                valid_for: LEAF_VALIDITY,
+            })?;
+            pki.members.insert(pod, cert);
+        }
+        Ok(pki)
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_cert
+    }
+
+    /// The certificate and key of `pod`, if issued.
+    pub fn member(&self, pod: &str) -> Option<&KeyedCert> {
+        self.members.get(pod)
+    }
+
+    /// What the operator presents to admin APIs.
+    pub fn operator_tls(&self) -> ClientTls {
+        ClientTls {
+            ca_pem: self.ca_cert.clone().into_bytes(),
+            cert_pem: self.operator.cert_pem.clone().into_bytes(),
+            key_pem: self.operator.key_pem.clone().into_bytes(),
+        }
+    }
+
+    /// The `<name>-ca` Secret.
+    pub fn ca_secret(&self, rc: &RaftCluster, names: &ClusterNames) -> Secret {
+        secret(
+            rc,
+            names,
+            &names.ca_secret(),
+            [
+                (CA_CERT_KEY, &self.ca_cert),
+                (CA_KEY_KEY, &self.ca_key),
+                (OPERATOR_CERT_KEY, &self.operator.cert_pem),
+                (OPERATOR_KEY_KEY, &self.operator.key_pem),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone())),
+        )
+    }
+
+    /// The `<name>-tls` Secret the members mount.
+    pub fn members_secret(&self, rc: &RaftCluster, names: &ClusterNames) -> Secret {
+        let pairs = self.members.iter().flat_map(|(pod, c)| {
+            [
+                (format!("{pod}.crt"), c.cert_pem.clone()),
+                (format!("{pod}.key"), c.key_pem.clone()),
+            ]
+        });
+        let entries = std::iter::once((CA_CERT_KEY.to_owned(), self.ca_cert.clone())).chain(pairs);
+        secret(rc, names, &names.tls_secret(), entries)
+    }
+}
+
+fn issue_operator(ca: &Authority) -> Result<KeyedCert, PkiError> {
+    ca.issue(&Subject {
+        common_name: "raft-operator".to_owned(),
+        names: vec!["raft-operator".to_owned()],
+        usage: Usage::Client,
+        valid_for: LEAF_VALIDITY,
+    })
+}
+
+/// The names a member's certificate is valid for: its pod name (the identity its peers
+/// check) and every form of its stable DNS name through the headless Service.
+fn member_names(names: &ClusterNames, pod: &str) -> Vec<String> {
+    let service = names.service();
+    let ns = &names.namespace;
+    vec![
+        pod.to_owned(),
+        format!("{pod}.{service}"),
+        format!("{pod}.{service}.{ns}"),
+        format!("{pod}.{service}.{ns}.svc"),
+        names.pod_host(pod),
+    ]
+}
+
+fn secret(
+    rc: &RaftCluster,
+    names: &ClusterNames,
+    name: &str,
+    entries: impl Iterator<Item = (String, String)>,
+) -> Secret {
+    Secret {
+        metadata: owned_meta(rc, names, name),
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            entries
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn names() -> ClusterNames {
+        ClusterNames::new("prod", "ns", "cluster.local")
+    }
+
+    #[test]
+    fn what_is_still_good_is_kept_and_only_the_missing_is_issued() {
+        let rc = RaftCluster::new("prod", Default::default());
+        let now = SystemTime::now();
+        let first = ClusterPki::ensure(None, &names(), 3, now).unwrap();
+        let read = ClusterPki::from_secrets(
+            &first.ca_secret(&rc, &names()),
+            Some(&first.members_secret(&rc, &names())),
+        )
+        .unwrap();
+        assert_eq!(read.members.len(), 3);
+        let again = ClusterPki::ensure(Some(read), &names(), 5, now).unwrap();
+        assert_eq!(again.ca_cert, first.ca_cert, "the CA is never regenerated");
+        assert_eq!(again.operator, first.operator);
+        for pod in ["prod-0", "prod-1", "prod-2"] {
+            assert_eq!(again.members[pod], first.members[pod], "{pod} reissued");
+        }
+        assert!(again.members.contains_key("prod-4"));
+        let secret = again.members_secret(&rc, &names());
+        let keys: Vec<_> = secret.data.unwrap().into_keys().collect();
+        assert!(keys.contains(&"prod-4.key".to_owned()) && keys.contains(&"ca.crt".to_owned()));
+        assert!(!format!("{again:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn certificates_close_to_expiry_are_renewed_by_the_same_ca() {
+        let first = ClusterPki::ensure(None, &names(), 1, SystemTime::now()).unwrap();
+        let later = SystemTime::now() + LEAF_VALIDITY - RENEW_BEFORE + DAY;
+        let renewed = ClusterPki::ensure(Some(first.clone()), &names(), 1, later).unwrap();
+        assert_eq!(renewed.ca_cert, first.ca_cert);
+        assert_ne!(renewed.members["prod-0"], first.members["prod-0"]);
+        assert_ne!(renewed.operator, first.operator);
+    }
+
+    #[test]
+    fn a_ca_secret_without_its_key_is_an_error_not_a_new_ca() {
+        let rc = RaftCluster::new("prod", Default::default());
+        let pki = ClusterPki::ensure(None, &names(), 0, SystemTime::now()).unwrap();
+        let mut ca = pki.ca_secret(&rc, &names());
+        ca.data.as_mut().unwrap().remove(CA_KEY_KEY);
+        let err = ClusterPki::from_secrets(&ca, None).unwrap_err().to_string();
+        assert!(err.contains("ca.key"), "{err}");
+    }
+}

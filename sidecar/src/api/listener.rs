@@ -1,0 +1,145 @@
+//! Serving one HTTP API on a bound listener: an accept loop with a cap on open connections, an
+//! optional TLS handshake (the admin API), HTTP/1.1 with a deadline on reading request headers,
+//! and a graceful stop that lets requests in flight finish.
+//!
+//! A client that presented a certificate of the cluster CA at the TLS handshake has
+//! [`ClientCertificate`] among its requests' extensions; routes that need one check for it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use warp::Filter;
+use warp::reply::Response;
+
+use crate::metrics::ListenerLabel;
+use crate::tls::Tls;
+
+/// A client's whole request head must arrive within this (slow-header clients are cut off);
+/// it also bounds how long an idle keep-alive connection is kept.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The TLS handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Marks a request whose connection presented a client certificate of the cluster CA.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertificate;
+
+/// How one listener serves.
+#[derive(Clone)]
+pub struct ListenerOptions {
+    /// `daemon` or `admin`: the metric label and the name in logs.
+    pub name: &'static str,
+    /// Connections open at once; past it new ones are closed unanswered.
+    pub max_connections: usize,
+    /// TLS with an optional client certificate; `None` serves plain HTTP.
+    pub tls: Option<Arc<Tls>>,
+    /// `consensus_connections_refused_total`.
+    pub refused: Family<ListenerLabel, Counter>,
+}
+
+impl ListenerOptions {
+    fn refuse(&self, reason: &'static str) {
+        self.refused
+            .get_or_create(&ListenerLabel {
+                listener: self.name,
+                reason,
+            })
+            .inc();
+    }
+}
+
+/// Serve `filter` on `listener` until `shutdown` resolves, then wait for the requests in
+/// flight (the caller bounds that wait).
+pub async fn serve<F>(
+    listener: TcpListener,
+    options: ListenerOptions,
+    filter: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    tokio::pin!(shutdown);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(listener = options.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            options.refuse("limit");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (options, filter, watcher) = (options.clone(), filter.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Some(tls) = options.tls.clone() else {
+                connection(stream, None, filter, watcher).await;
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().admin_server.clone());
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty())
+                        .then_some(ClientCertificate);
+                    connection(stream, cert, filter, watcher).await;
+                }
+                Ok(Err(e)) => {
+                    options.refuse("tls");
+                    tracing::debug!(listener = options.name, %remote, error = %e, "TLS handshake failed");
+                }
+                Err(_) => options.refuse("handshake_timeout"),
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn connection<I, F>(
+    io: I,
+    cert: Option<ClientCertificate>,
+    filter: F,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let inner = TowerToHyperService::new(warp::service(filter));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        if let Some(cert) = cert {
+            req.extensions_mut().insert(cert);
+        }
+        inner.call(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
