@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -87,6 +89,12 @@ pub struct RaftClusterSpec {
     #[serde(default)]
     pub pod_template: PodTemplateOverrides,
 
+    /// The pods' security context, replacing the default (non-root user 65532, group and
+    /// fsGroup 65532, RuntimeDefault seccomp), which passes the "restricted" Pod Security
+    /// Standard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+
     /// Stop all membership changes and rolling restarts (manual recovery).
     #[serde(default)]
     pub paused: bool,
@@ -108,6 +116,7 @@ impl Default for RaftClusterSpec {
             storage: StorageSpec::default(),
             raft: RaftSpec::default(),
             pod_template: PodTemplateOverrides::default(),
+            pod_security_context: None,
             paused: false,
         }
     }
@@ -128,6 +137,11 @@ pub struct DaemonSpec {
     /// Compute resources of the daemon container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// The daemon container's security context, replacing the default (non-root, no privilege
+    /// escalation, every capability dropped, read-only root filesystem), which passes the
+    /// "restricted" Pod Security Standard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Image the sidecar runs when `spec.sidecar.image` is unset: the operator's own version.

@@ -430,6 +430,7 @@ async fn example_daemons_in_every_pod_execute_the_same_operations_in_the_same_or
             ],
             env: vec![],
             resources: None,
+            security_context: None,
         });
         env.create("c", spec).await.unwrap();
         env.wait_settled("c", 3).await;

@@ -6,6 +6,7 @@
 //! synced) → once committed, `store::state_machine` applies it through the pure `journal` core
 //! → the caller gets its answer and `/v1/journal` readers see it.
 
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod config;

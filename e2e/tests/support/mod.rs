@@ -206,6 +206,17 @@ where
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut object = Namespace::default();
     object.metadata.name = Some(ns.clone());
+    // Every scenario runs under the "restricted" Pod Security Standard, enforced by the API
+    // server: a pod the operator makes that does not meet it is refused.
+    object.metadata.labels = Some(
+        [
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
     namespaces
         .create(&PostParams::default(), &object)
         .await

@@ -92,9 +92,7 @@ pub async fn observe(
         .get_opt(&names.tls_secret())
         .await
         .map_err(Error::kube(format!("get secret {}", names.tls_secret())))?;
-    let pki = ca
-        .map(|ca| ClusterPki::from_secrets(&ca, members.as_ref()))
-        .transpose()?;
+    let pki = ClusterPki::observed(names, ca.as_ref(), members.as_ref())?;
     let access = secret.as_ref().map(|s| AdminAccess {
         token: s.token.clone(),
         tls: pki.as_ref().map(ClusterPki::operator_tls),

@@ -21,8 +21,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -111,10 +111,13 @@ pub fn statefulset(
                             ..Volume::default()
                         },
                     ]),
-                    security_context: Some(PodSecurityContext {
-                        fs_group: Some(RUN_AS_USER),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(
+                        spec.pod_security_context
+                            .clone()
+                            .unwrap_or_else(restricted_pod_security),
+                    ),
+                    // Neither container talks to the Kubernetes API.
+                    automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(30),
                     node_selector: Some(spec.pod_template.node_selector.clone())
                         .filter(|s| !s.is_empty()),
@@ -286,11 +289,13 @@ fn sidecar_container(
                 ..VolumeMount::default()
             },
         ]),
+        // Complete on its own ("restricted"), whatever `spec.podSecurityContext` says.
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS_USER),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
+            seccomp_profile: Some(runtime_default_seccomp()),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".to_owned()]),
                 add: None,
@@ -326,7 +331,48 @@ fn daemon_container(daemon: &raft_crds::DaemonSpec) -> Container {
         args: Some(daemon.args.clone()).filter(|a| !a.is_empty()),
         env: Some(env_vars),
         resources: daemon.resources.clone(),
+        security_context: Some(
+            daemon
+                .security_context
+                .clone()
+                .unwrap_or_else(restricted_daemon_security),
+        ),
         ..Container::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+/// The pods' default security context: what the "restricted" Pod Security Standard asks at the
+/// pod level.
+fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The daemon container's default security context ("restricted", read-only root).
+fn restricted_daemon_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
     }
 }
 
@@ -428,6 +474,68 @@ mod tests {
     }
 
     #[test]
+    fn pods_are_restricted_by_default_and_the_user_can_replace_the_pod_and_daemon_contexts() {
+        let daemon = DaemonSpec {
+            image: "unrdf/daemon:1.4".into(),
+            args: vec![],
+            env: vec![],
+            resources: None,
+            security_context: None,
+        };
+        let spec = RaftClusterSpec {
+            daemon: Some(daemon.clone()),
+            ..RaftClusterSpec::default()
+        };
+        let pod = build(spec).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let psc = pod.security_context.clone().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        for c in &pod.containers {
+            let sc = c.security_context.clone().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(
+                sc.capabilities.unwrap().drop.unwrap(),
+                ["ALL"],
+                "{}",
+                c.name
+            );
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        }
+
+        let spec = RaftClusterSpec {
+            daemon: Some(DaemonSpec {
+                security_context: Some(SecurityContext {
+                    read_only_root_filesystem: Some(false),
+                    ..SecurityContext::default()
+                }),
+                ..daemon
+            }),
+            pod_security_context: Some(PodSecurityContext {
+                run_as_user: Some(1000),
+                ..PodSecurityContext::default()
+            }),
+            ..RaftClusterSpec::default()
+        };
+        let pod = build(spec).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_user, Some(1000));
+        let daemon = &pod.containers[0];
+        let sidecar = &pod.containers[1];
+        assert_eq!(
+            daemon
+                .security_context
+                .clone()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(false)
+        );
+        // The sidecar stays restricted on its own, whatever the pod's context says.
+        let sc = sidecar.security_context.clone().unwrap();
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(sc.run_as_non_root, Some(true));
+    }
+
+    #[test]
     fn the_daemon_runs_beside_the_sidecar_and_finds_it_through_raft_api() {
         let spec = RaftClusterSpec {
             daemon: Some(DaemonSpec {
@@ -435,6 +543,7 @@ mod tests {
                 args: vec!["--verbose".into()],
                 env: vec![],
                 resources: None,
+                security_context: None,
             }),
             ..RaftClusterSpec::default()
         };

@@ -42,6 +42,12 @@ pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 pub enum TlsError {
     #[error("secret {secret}: key {key:?} is missing or not UTF-8")]
     MissingKey { secret: String, key: String },
+    #[error(
+        "secret {ca} (the cluster CA) is missing while {members} exists: the members trust only \
+         that CA, so a new one would cut them off from each other; restore {ca}, or delete \
+         {members} to have both made anew (every member then reloads new certificates)"
+    )]
+    CaMissing { ca: String, members: String },
     #[error(transparent)]
     Pki(#[from] PkiError),
 }
@@ -77,12 +83,32 @@ fn get(s: &Secret, key: &str) -> Result<String, TlsError> {
         })
 }
 
-/// Whether `pem` is a certificate that stays valid for longer than [`RENEW_BEFORE`].
-fn still_good(pem: &str, now: SystemTime) -> bool {
-    raft_pki::not_after(pem).is_ok_and(|t| t > now + RENEW_BEFORE)
+/// Whether `pem` is a certificate signed by `ca_pem`, for exactly `names` (when given), valid
+/// for longer than [`RENEW_BEFORE`].
+fn still_good(pem: &str, ca_pem: &str, names: Option<&[String]>, now: SystemTime) -> bool {
+    raft_pki::signed_by(pem, ca_pem)
+        && raft_pki::inspect(pem)
+            .is_ok_and(|c| c.not_after > now + RENEW_BEFORE && names.is_none_or(|n| c.names == n))
 }
 
 impl ClusterPki {
+    /// What the two Secrets hold, if the CA exists. A members' Secret without the CA's is an
+    /// error, never a reason to make a new CA.
+    pub fn observed(
+        names: &ClusterNames,
+        ca: Option<&Secret>,
+        members: Option<&Secret>,
+    ) -> Result<Option<Self>, TlsError> {
+        match (ca, members) {
+            (Some(ca), members) => Self::from_secrets(ca, members).map(Some),
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(TlsError::CaMissing {
+                ca: names.ca_secret(),
+                members: names.tls_secret(),
+            }),
+        }
+    }
+
     /// Read back what the two Secrets hold (members: every `<pod>.crt` with its `.key`).
     pub fn from_secrets(ca: &Secret, members: Option<&Secret>) -> Result<Self, TlsError> {
         let mut pairs = BTreeMap::new();
@@ -132,21 +158,22 @@ impl ClusterPki {
                 (ca, pki)
             }
         };
-        if !still_good(&pki.operator.cert_pem, now) {
+        if !still_good(&pki.operator.cert_pem, ca.cert_pem(), None, now) {
             pki.operator = issue_operator(&ca)?;
         }
         for ordinal in 0..members {
             let pod = names.pod(ordinal);
+            let wanted = member_names(names, &pod);
             if pki
                 .members
                 .get(&pod)
-                .is_some_and(|c| still_good(&c.cert_pem, now))
+                .is_some_and(|c| still_good(&c.cert_pem, ca.cert_pem(), Some(&wanted), now))
             {
                 continue;
             }
             let cert = ca.issue(&Subject {
                 common_name: pod.clone(),
-                names: member_names(names, &pod),
+                names: wanted,
                 usage: Usage::Member,
                 valid_for: LEAF_VALIDITY,
             })?;
@@ -287,6 +314,34 @@ mod tests {
         assert_eq!(renewed.ca_cert, first.ca_cert);
         assert_ne!(renewed.members["prod-0"], first.members["prod-0"]);
         assert_ne!(renewed.operator, first.operator);
+    }
+
+    #[test]
+    fn a_certificate_for_other_names_or_of_another_ca_is_replaced() {
+        let now = SystemTime::now();
+        let first = ClusterPki::ensure(None, &names(), 1, now).unwrap();
+        let moved = ClusterNames::new("prod", "ns", "example.org");
+        let renamed = ClusterPki::ensure(Some(first.clone()), &moved, 1, now).unwrap();
+        assert_ne!(renamed.members["prod-0"], first.members["prod-0"]);
+        let foreign = ClusterPki::ensure(None, &names(), 1, now).unwrap();
+        let mut mixed = first.clone();
+        mixed.members = foreign.members.clone();
+        let fixed = ClusterPki::ensure(Some(mixed), &names(), 1, now).unwrap();
+        assert_ne!(fixed.members["prod-0"], foreign.members["prod-0"]);
+    }
+
+    #[test]
+    fn a_members_secret_without_the_ca_is_an_error_not_a_new_ca() {
+        let rc = RaftCluster::new("prod", Default::default());
+        let pki = ClusterPki::ensure(None, &names(), 1, SystemTime::now()).unwrap();
+        let members = pki.members_secret(&rc, &names());
+        let err = ClusterPki::observed(&names(), None, Some(&members)).unwrap_err();
+        assert!(matches!(err, TlsError::CaMissing { .. }), "{err}");
+        assert!(
+            ClusterPki::observed(&names(), None, None)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -70,15 +70,27 @@ impl KeyedCert {
     }
 }
 
+/// Write beside `path` (created with `mode` from the start, so a key is never readable by
+/// others even for a moment), sync, then rename over `path`.
 fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| PkiError::Write {
         path: path.display().to_string(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).map_err(err)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".new");
+    let tmp = std::path::PathBuf::from(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    file.write_all(contents.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
 
@@ -222,17 +234,71 @@ fn san(subject: &str, name: &str) -> Result<SanType, PkiError> {
         .map_err(|_| bad())
 }
 
+/// What a certificate says about itself (the first of `pem`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub not_after: SystemTime,
+    /// Its DNS and IP subject alternative names, in order.
+    pub names: Vec<String>,
+}
+
+/// Whether the first certificate of `pem` carries a valid signature of the CA certificate
+/// `ca_pem` (two CAs of the same name are told apart).
+pub fn signed_by(pem: &str, ca_pem: &str) -> bool {
+    let parse = |pem: &str| {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .ok()
+            .map(|(_, b)| b)
+    };
+    let (Some(cert), Some(ca)) = (parse(pem), parse(ca_pem)) else {
+        return false;
+    };
+    let (Ok(cert), Ok(ca)) = (cert.parse_x509(), ca.parse_x509()) else {
+        return false;
+    };
+    cert.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// Read the first certificate of `pem`.
+pub fn inspect(pem: &str) -> Result<Inspected, PkiError> {
+    use x509_parser::extensions::GeneralName;
+    let bad = |e: String| PkiError::BadCertificate(e);
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let cert = block.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp())
+        .map_err(|_| bad("expires before 1970".to_string()))?;
+    let names = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some((*d).to_string()),
+                GeneralName::IPAddress(b) => ip_from_bytes(b).map(|ip| ip.to_string()),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    Ok(Inspected {
+        not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        names,
+    })
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
 /// When the first certificate of `pem` expires.
 pub fn not_after(pem: &str) -> Result<SystemTime, PkiError> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
-    let cert = block
-        .parse_x509()
-        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
-    let secs = cert.validity().not_after.timestamp();
-    let secs = u64::try_from(secs)
-        .map_err(|_| PkiError::BadCertificate("expires before 1970".to_string()))?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    inspect(pem).map(|i| i.not_after)
 }
 
 #[cfg(test)]
@@ -273,6 +339,11 @@ mod tests {
             "{left:?}"
         );
         assert!(not_after("not a certificate").is_err());
+        let seen = inspect(&issued.cert_pem).unwrap();
+        assert_eq!(seen.names, ["n1", "127.0.0.1"]);
+        assert!(signed_by(&issued.cert_pem, ca.cert_pem()));
+        let namesake = Authority::generate("raft test CA", 10 * DAY).unwrap();
+        assert!(!signed_by(&issued.cert_pem, namesake.cert_pem()));
     }
 
     #[test]

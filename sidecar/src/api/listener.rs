@@ -1,4 +1,5 @@
-//! Serving one HTTP API on a bound listener: an accept loop with a cap on open connections, an
+//! Serving one HTTP API on a bound listener: an accept loop with connection caps
+//! ([`crate::admission`]), an
 //! optional TLS handshake (the admin API), HTTP/1.1 with a deadline on reading request headers,
 //! and a graceful stop that lets requests in flight finish.
 //!
@@ -18,10 +19,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use warp::Filter;
 use warp::reply::Response;
 
+use crate::admission::{Admission, Caps, Open, Pending};
 use crate::metrics::ListenerLabel;
 use crate::tls::Tls;
 
@@ -30,6 +31,13 @@ use crate::tls::Tls;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The admission slot a connection holds while it is served (released when dropped).
+#[expect(dead_code, reason = "held only for its Drop, which releases the slot")]
+enum Slot {
+    Pending(Pending),
+    Open(Open),
+}
 
 /// Marks a request whose connection presented a client certificate of the cluster CA.
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +48,10 @@ pub struct ClientCertificate;
 pub struct ListenerOptions {
     /// `daemon` or `admin`: the metric label and the name in logs.
     pub name: &'static str,
-    /// Connections open at once; past it new ones are closed unanswered.
-    pub max_connections: usize,
+    /// Connection caps. Connections without a client certificate of the cluster CA (probes,
+    /// Prometheus, the daemon, strangers) count as pending for their whole life, so the
+    /// per-address cap bounds them; those with one count as open.
+    pub caps: Caps,
     /// TLS with an optional client certificate; `None` serves plain HTTP.
     pub tls: Option<Arc<Tls>>,
     /// `consensus_connections_refused_total`.
@@ -71,7 +81,7 @@ pub async fn serve<F>(
 {
     tokio::pin!(shutdown);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let admission = Admission::new(options.caps);
     loop {
         let (stream, remote) = tokio::select! {
             () = &mut shutdown => break,
@@ -84,15 +94,18 @@ pub async fn serve<F>(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            options.refuse("limit");
-            continue;
+        let slot = match admission.pending(remote.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                options.refuse(refused.label());
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let (options, filter, watcher) = (options.clone(), filter.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _slot = slot;
             let Some(tls) = options.tls.clone() else {
+                let _slot = slot;
                 connection(stream, None, filter, watcher).await;
                 return;
             };
@@ -105,6 +118,17 @@ pub async fn serve<F>(
                         .peer_certificates()
                         .is_some_and(|c| !c.is_empty())
                         .then_some(ClientCertificate);
+                    // Anonymous connections keep their pending slot (capped per address).
+                    let _slot = match cert {
+                        None => Slot::Pending(slot),
+                        Some(_) => match slot.open() {
+                            Ok(open) => Slot::Open(open),
+                            Err(refused) => {
+                                options.refuse(refused.label());
+                                return;
+                            }
+                        },
+                    };
                     connection(stream, cert, filter, watcher).await;
                 }
                 Ok(Err(e)) => {

@@ -17,14 +17,25 @@ use tokio::sync::watch;
 use warp::Filter;
 use warp::Reply;
 
+use crate::admission::Caps;
 use listener::ListenerOptions;
 
 use crate::raft::node::Node;
 
-/// Open connections to the daemon API at once (the daemon's submitters and journal watchers).
-const MAX_DAEMON_CONNECTIONS: usize = 1024;
-/// Open connections to the admin API at once (the operator, probes, Prometheus, tools).
-const MAX_ADMIN_CONNECTIONS: usize = 128;
+/// The daemon API: loopback only, so every connection comes from one address (the daemon's
+/// submitters and journal watchers).
+const DAEMON_CAPS: Caps = Caps {
+    open: 1024,
+    pending: 1024,
+    pending_per_address: 1024,
+};
+/// The admin API: 128 connections with a client certificate (the operator, tools); without
+/// one (probes, Prometheus, strangers) 64 in all and 8 per source address.
+const ADMIN_CAPS: Caps = Caps {
+    open: 128,
+    pending: 64,
+    pending_per_address: 8,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} for the {api} API: {source}")]
@@ -71,21 +82,21 @@ pub async fn serve(node: Arc<Node>, stop: watch::Receiver<bool>) -> Result<Serve
     let admin_routes = admin::routes(node.clone())
         .recover(error::recover)
         .map(Reply::into_response);
-    let options = |name, max_connections, tls| ListenerOptions {
+    let options = |name, caps, tls| ListenerOptions {
         name,
-        max_connections,
+        caps,
         tls,
         refused: node.metrics.connections_refused.clone(),
     };
     let daemon = listener::serve(
         daemon_listener,
-        options("daemon", MAX_DAEMON_CONNECTIONS, None),
+        options("daemon", DAEMON_CAPS, None),
         daemon_routes,
         stopped(stop.clone()),
     );
     let admin = listener::serve(
         admin_listener,
-        options("admin", MAX_ADMIN_CONNECTIONS, node.tls.clone()),
+        options("admin", ADMIN_CAPS, node.tls.clone()),
         admin_routes,
         stopped(stop),
     );

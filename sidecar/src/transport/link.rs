@@ -203,10 +203,10 @@ impl LinkTask {
         loop {
             self.status.send_replace(LinkStatus::Connecting);
             match self.dial().await {
-                Ok(socket) => {
+                Ok((socket, generations)) => {
                     self.status.send_replace(LinkStatus::Connected);
                     backoff = BACKOFF_MIN;
-                    let reason = self.serve(socket, &mut rx, first).await;
+                    let reason = self.serve(socket, &mut rx, generations, first).await;
                     if reason == RELOADED {
                         tracing::info!(peer = %self.addr, "re-dialling the peer with reloaded certificates");
                     } else {
@@ -260,7 +260,10 @@ impl LinkTask {
         }
     }
 
-    async fn dial(&self) -> Result<Socket, String> {
+    /// A connected socket, and (with TLS) a receiver of certificate generations subscribed
+    /// before the handshake, so a reload during the dial is noticed too.
+    async fn dial(&self) -> Result<(Socket, Option<watch::Receiver<u64>>), String> {
+        let generations = self.identity.tls.as_ref().map(|t| t.generations());
         let scheme = if self.identity.tls.is_some() {
             "wss"
         } else {
@@ -296,7 +299,7 @@ impl LinkTask {
         match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
             Err(_) => Err(format!("dial timed out after {DIAL_TIMEOUT:?}")),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((socket, _))) => Ok(socket),
+            Ok(Ok((socket, _))) => Ok((socket, generations)),
         }
     }
 
@@ -336,6 +339,7 @@ impl LinkTask {
         &self,
         socket: Socket,
         rx: &mut mpsc::Receiver<Outbound>,
+        mut generations: Option<watch::Receiver<u64>>,
         first: Outbound,
     ) -> String {
         let (mut sink, mut stream) = socket.split();
@@ -346,7 +350,6 @@ impl LinkTask {
         let mut queued = Some(first);
         // New certificates: stop sending on this socket, let the answers in flight arrive
         // (bounded), then re-dial with them; requests wait in the queue meanwhile.
-        let mut generations = self.identity.tls.as_ref().map(|t| t.generations());
         let mut draining: Option<Instant> = None;
         let reason = loop {
             if let Some(since) = draining

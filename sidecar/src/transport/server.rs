@@ -24,13 +24,24 @@ use super::{
     CLUSTER_HEADER, NODE_HEADER, NODE_NAME_HEADER, OLD_PEER_PATH, PEER_PATH, PeerStream,
     TARGET_HEADER, token_matches,
 };
+use crate::admission::{Admission, Caps, Pending};
 use crate::metrics::{ListenerLabel, ReasonLabel};
 use crate::tls::{self, Tls};
 use crate::types::NodeId;
 
-/// Most peer connections open at once (a cluster of 9 needs 8 to 16); past it new ones are
-/// closed at once, before TLS or the upgrade cost anything.
-const MAX_CONNECTIONS: usize = 256;
+/// Peer connections: at most 256 authenticated at once (a cluster of 9 needs 8 to 16), and
+/// while still in the TLS handshake or the upgrade at most 64, 8 per source address, so a host
+/// that opens idle connections cannot take the slots real peers re-dial into.
+const CAPS: Caps = Caps {
+    open: 256,
+    pending: 64,
+    pending_per_address: 8,
+};
+/// Why a connection made with replaced certificates was closed.
+const STALE: &str = "made with replaced certificates";
+/// How long the requests in flight on such a connection may still take to answer (longer
+/// than any write timeout a request can wait on).
+const STALE_DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
 /// The TLS handshake and the WebSocket upgrade together must finish within this.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -62,6 +73,17 @@ pub struct PeerAuth {
     pub refused: Family<ReasonLabel, Counter>,
     /// `consensus_connections_refused_total{listener="peer"}`.
     pub connections_refused: Family<ListenerLabel, Counter>,
+}
+
+impl PeerAuth {
+    fn refuse_connection(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabel {
+                listener: "peer",
+                reason,
+            })
+            .inc();
+    }
 }
 
 /// Why a dialling peer was turned away (a metric label and the answer's status).
@@ -173,22 +195,24 @@ pub async fn serve<H: PeerHandler>(
     tokio::pin!(shutdown);
     // Connections end with the server: on shutdown they are aborted and awaited.
     let mut connections = JoinSet::new();
+    let admission = Admission::new(CAPS);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     while connections.try_join_next().is_some() {}
-                    if connections.len() >= MAX_CONNECTIONS {
-                        auth.connections_refused
-                            .get_or_create(&ListenerLabel { listener: "peer", reason: "limit" })
-                            .inc();
-                        continue;
-                    }
+                    let slot = match admission.pending(remote.ip()) {
+                        Ok(slot) => slot,
+                        Err(refused) => {
+                            auth.refuse_connection(refused.label());
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let (auth, handler) = (auth.clone(), handler.clone());
                     connections.spawn(async move {
-                        if let Err(reason) = connection(stream, auth, handler).await {
+                        if let Err(reason) = connection(stream, slot, auth, handler).await {
                             tracing::debug!(%remote, %reason, "peer connection closed");
                         }
                     });
@@ -227,13 +251,25 @@ async fn secure(
 
 async fn connection<H: PeerHandler>(
     stream: TcpStream,
+    slot: Pending,
     auth: PeerAuth,
     handler: Arc<H>,
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    let (stream, cert) = tokio::time::timeout_at(deadline, secure(stream, auth.tls.as_deref()))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())??;
+    // Subscribed before the handshake: a reload during it counts as a replacement too.
+    let generations = auth.tls.as_ref().map(|t| t.generations());
+    let secured = tokio::time::timeout_at(deadline, secure(stream, auth.tls.as_deref())).await;
+    let (stream, cert) = match secured {
+        Ok(Ok(secured)) => secured,
+        Ok(Err(e)) => {
+            auth.refuse_connection("tls");
+            return Err(e);
+        }
+        Err(_) => {
+            auth.refuse_connection("handshake_timeout");
+            return Err("TLS handshake timed out".to_string());
+        }
+    };
     let mut from = None;
     #[expect(
         clippy::result_large_err,
@@ -279,6 +315,10 @@ async fn connection<H: PeerHandler>(
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
+    let _open = slot.open().map_err(|refused| {
+        auth.refuse_connection(refused.label());
+        "too many peer connections open".to_string()
+    })?;
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     // Requests are answered concurrently; those still running when the connection ends are
@@ -294,7 +334,6 @@ async fn connection<H: PeerHandler>(
     });
     // Made with certificates that were since replaced: closed after a grace period (the
     // dialler normally moves to a new connection first).
-    let generations = auth.tls.as_ref().map(|t| t.generations());
     let stale = async move {
         let Some(mut rx) = generations else {
             return std::future::pending().await;
@@ -308,7 +347,7 @@ async fn connection<H: PeerHandler>(
     let result = loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
-            () = &mut stale => break Err("made with replaced certificates".to_string()),
+            () = &mut stale => break Err(STALE.to_string()),
         };
         let Some(msg) = msg else {
             break Ok(());
@@ -338,6 +377,11 @@ async fn connection<H: PeerHandler>(
             _ => {}
         }
     };
+    if result.as_ref().is_err_and(|e| e == STALE) {
+        // The socket still works: let the requests in flight answer (bounded), then close.
+        let drained = async { while requests.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(STALE_DRAIN, drained).await;
+    }
     requests.shutdown().await;
     drop(tx);
     let _ = writer.await;
