@@ -138,6 +138,22 @@ pub struct InitialMember {
     pub peer_addr: String,
 }
 
+/// The shared cluster token; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// Validated node configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -149,7 +165,7 @@ pub struct NodeConfig {
     pub admin_listen: SocketAddr,
     pub advertise_peer: String,
     pub advertise_admin: String,
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// `None` only with `--insecure-plaintext`.
     pub tls: Option<TlsPaths>,
     pub initial_members: Vec<InitialMember>,
@@ -322,7 +338,7 @@ impl RunArgs {
         })
     }
 
-    fn read_token(&self) -> Result<Option<String>, ConfigError> {
+    fn read_token(&self) -> Result<Option<Token>, ConfigError> {
         match (&self.auth_token_file, self.insecure) {
             (None, true) => Ok(None),
             (None, false) => Err(ConfigError::MissingToken),
@@ -336,7 +352,7 @@ impl RunArgs {
                 if token.is_empty() {
                     return Err(ConfigError::EmptyToken(path.clone()));
                 }
-                Ok(Some(token))
+                Ok(Some(Token(token)))
             }
         }
     }
@@ -506,7 +522,12 @@ mod tests {
         ])
         .unwrap()
         .run;
-        assert_eq!(args.validate().unwrap().token.as_deref(), Some("s3cret"));
+        let cfg = args.validate().unwrap();
+        assert_eq!(cfg.token.as_ref().map(Token::expose), Some("s3cret"));
+        assert!(
+            !format!("{cfg:?}").contains("s3cret"),
+            "the token is printed"
+        );
         let missing = dir.path().join("nope");
         let args = Probe::try_parse_from([
             "probe",

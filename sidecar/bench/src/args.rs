@@ -92,6 +92,10 @@ pub struct ClusterOpts {
         allow_hyphen_values = true
     )]
     pub node_args: Vec<String>,
+    /// Run the sidecars with `--insecure-plaintext` (no mutual TLS between them), to measure
+    /// what TLS costs or to compare with an etcd run without TLS.
+    #[arg(long, env = "RAFT_BENCH_PLAINTEXT")]
+    pub plaintext: bool,
     /// Also write the final JSON report to this file.
     #[arg(long, env = "RAFT_BENCH_JSON")]
     pub json: Option<PathBuf>,

@@ -78,9 +78,12 @@ impl Sut {
             System::Sidecar => {
                 let bin = opts.sidecar_bin()?;
                 let extra: Vec<&str> = opts.node_args.iter().map(String::as_str).collect();
-                Nodes::Sidecar(Box::new(
-                    LocalCluster::new(&bin, &root, n, Ports::Free, &extra).map_err(prepare)?,
-                ))
+                let mut cluster =
+                    LocalCluster::new(&bin, &root, n, Ports::Free, &extra).map_err(prepare)?;
+                if opts.plaintext {
+                    cluster.use_plaintext();
+                }
+                Nodes::Sidecar(Box::new(cluster))
             }
             System::Etcd => {
                 let mut extra = Vec::new();

@@ -115,9 +115,10 @@ pub fn routes(
             )
             .into_response()
         });
-    let admin = warp::path("admin")
-        .and(warp::path("v1"))
-        .and(authorized(node.cfg.token.clone(), node.tls.is_some()));
+    let admin = warp::path("admin").and(warp::path("v1")).and(authorized(
+        node.cfg.token.as_ref().map(|t| t.expose().to_owned()),
+        node.tls.is_some(),
+    ));
     let body = warp::body::content_length_limit(MAX_ADMIN_BODY).and(warp::body::bytes());
 
     let status = warp::path!("status")

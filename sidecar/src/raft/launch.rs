@@ -75,7 +75,7 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
         node_id: identity.node_id,
         name: cfg.name.clone(),
         cluster_id: cfg.cluster_id.clone(),
-        token: cfg.token.clone(),
+        token: cfg.token.as_ref().map(|t| t.expose().to_owned()),
         tls: tls.clone(),
         backoff_max: cfg.election_timeout_min / 3,
     });
@@ -132,7 +132,7 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
     let auth = PeerAuth {
         node_id: node.id,
         cluster_id: cfg.cluster_id.clone(),
-        token: cfg.token.clone(),
+        token: cfg.token.as_ref().map(|t| t.expose().to_owned()),
         tls: tls.clone(),
         member_name,
         refused: node.metrics.peer_handshakes_refused.clone(),

@@ -255,9 +255,25 @@ async fn connection<H: PeerHandler>(
     auth: PeerAuth,
     handler: Arc<H>,
 ) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     // Subscribed before the handshake: a reload during it counts as a replacement too.
     let generations = auth.tls.as_ref().map(|t| t.generations());
+    let (socket, from) = handshake(stream, &auth).await?;
+    let _open = slot.open().map_err(|refused| {
+        auth.refuse_connection(refused.label());
+        "too many peer connections open".to_string()
+    })?;
+    answer(socket, from, handler, stale_after_reload(generations)).await
+}
+
+type PeerSocket = tokio_tungstenite::WebSocketStream<PeerStream>;
+
+/// TLS (when configured) and the WebSocket upgrade, together within [`HANDSHAKE_TIMEOUT`]:
+/// the socket and the node id the peer proved (or, without TLS, claimed).
+async fn handshake(
+    stream: TcpStream,
+    auth: &PeerAuth,
+) -> Result<(PeerSocket, Option<NodeId>), String> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let secured = tokio::time::timeout_at(deadline, secure(stream, auth.tls.as_deref())).await;
     let (stream, cert) = match secured {
         Ok(Ok(secured)) => secured,
@@ -281,44 +297,66 @@ async fn connection<H: PeerHandler>(
                 from = id;
                 Ok(resp)
             }
-            Err(refusal) => {
-                auth.refused.get_or_create(&refusal.label()).inc();
-                let dialler = req
-                    .headers()
-                    .get(NODE_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("?");
-                // A member with the wrong token or cluster dials again with capped backoff, so
-                // those stay a trickle; stray requests (scanners, probes) are only counted.
-                if refusal == Refusal::UnknownPath {
-                    tracing::debug!(
-                        reason = refusal.message(),
-                        dialler,
-                        "peer handshake refused"
-                    );
-                } else {
-                    tracing::warn!(
-                        reason = refusal.message(),
-                        dialler,
-                        "peer handshake refused"
-                    );
-                }
-                let mut answer = ErrorResponse::new(Some(refusal.message().to_string()));
-                *answer.status_mut() = refusal.status();
-                Err(answer)
-            }
+            Err(refusal) => Err(refused(auth, req, refusal)),
         }
     };
     let config = super::websocket_config();
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let socket = tokio::time::timeout_at(deadline, handshake)
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    let socket = tokio::time::timeout_at(deadline, upgrade)
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let _open = slot.open().map_err(|refused| {
-        auth.refuse_connection(refused.label());
-        "too many peer connections open".to_string()
-    })?;
+    Ok((socket, from))
+}
+
+/// Count and log a refused upgrade; the answer to send.
+fn refused(auth: &PeerAuth, req: &Request, refusal: Refusal) -> ErrorResponse {
+    auth.refused.get_or_create(&refusal.label()).inc();
+    let dialler = req
+        .headers()
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    // A member with the wrong token or cluster dials again with capped backoff, so those stay
+    // a trickle; stray requests (scanners, probes) are only counted.
+    if refusal == Refusal::UnknownPath {
+        tracing::debug!(
+            reason = refusal.message(),
+            dialler,
+            "peer handshake refused"
+        );
+    } else {
+        tracing::warn!(
+            reason = refusal.message(),
+            dialler,
+            "peer handshake refused"
+        );
+    }
+    let mut answer = ErrorResponse::new(Some(refusal.message().to_string()));
+    *answer.status_mut() = refusal.status();
+    answer
+}
+
+/// Resolves [`tls::STALE_CONNECTION_GRACE`] after the first reload seen by `generations`
+/// (never without TLS): a connection made with certificates since replaced ends then.
+async fn stale_after_reload(generations: Option<tokio::sync::watch::Receiver<u64>>) {
+    let Some(mut rx) = generations else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(tls::STALE_CONNECTION_GRACE).await;
+}
+
+/// Answer the request frames of `socket` concurrently until it closes, a frame does not
+/// decode, or `stale` resolves (then the requests in flight may still answer, bounded).
+async fn answer<H: PeerHandler>(
+    socket: PeerSocket,
+    from: Option<NodeId>,
+    handler: Arc<H>,
+    stale: impl Future<Output = ()>,
+) -> Result<(), String> {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     // Requests are answered concurrently; those still running when the connection ends are
@@ -332,17 +370,6 @@ async fn connection<H: PeerHandler>(
         }
         let _ = sink.close().await;
     });
-    // Made with certificates that were since replaced: closed after a grace period (the
-    // dialler normally moves to a new connection first).
-    let stale = async move {
-        let Some(mut rx) = generations else {
-            return std::future::pending().await;
-        };
-        if rx.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        tokio::time::sleep(tls::STALE_CONNECTION_GRACE).await;
-    };
     tokio::pin!(stale);
     let result = loop {
         let msg = tokio::select! {

@@ -54,6 +54,8 @@ pub struct LocalCluster {
     token_file: PathBuf,
     pub pki: LocalPki,
     admin_tls: TlsHttp,
+    /// Nodes run with `--insecure-plaintext` (see [`LocalCluster::use_plaintext`]).
+    plaintext: bool,
     ports: Ports,
     pub nodes: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
@@ -117,6 +119,7 @@ impl LocalCluster {
             token_file,
             pki,
             admin_tls,
+            plaintext: false,
             ports,
             nodes: Vec::new(),
             children: Vec::new(),
@@ -182,7 +185,11 @@ impl LocalCluster {
             .args(["--advertise-peer", &spec.peer.to_string()])
             .args(["--advertise-admin", &spec.admin.to_string()])
             .args(["--auth-token-file", &self.token_file.to_string_lossy()])
-            .args(LocalPki::flags(&spec.tls_dir))
+            .args(if self.plaintext {
+                vec!["--insecure-plaintext".to_owned()]
+            } else {
+                LocalPki::flags(&spec.tls_dir)
+            })
             .args(&self.extra_args)
             .args(&spec.args)
             .stdin(Stdio::null())
@@ -269,13 +276,22 @@ impl LocalCluster {
         let spec = &self.nodes[i];
         let api = spec.api.to_string();
         let admin = spec.admin.to_string();
-        SidecarClient::new(
+        let client = SidecarClient::new(
             Some(&api),
             Some(&admin),
             Some(self.token.clone()),
             Duration::from_secs(30),
-        )
-        .with_tls(&self.admin_tls)
+        );
+        if self.plaintext {
+            client
+        } else {
+            client.with_tls(&self.admin_tls)
+        }
+    }
+
+    /// Start nodes without mutual TLS from now on (benchmarks measuring what TLS costs).
+    pub fn use_plaintext(&mut self) {
+        self.plaintext = true;
     }
 
     /// An HTTP client presenting the admin client certificate (for raw admin requests).
