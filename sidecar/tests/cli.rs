@@ -141,6 +141,56 @@ fn a_data_dir_of_another_cluster_is_refused() {
 }
 
 #[test]
+fn unusable_certificate_files_are_a_configuration_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ca =
+        raft_pki::Authority::generate("test CA", std::time::Duration::from_secs(3600)).unwrap();
+    // A certificate for another member than --node-name.
+    let issued = ca
+        .issue(&raft_pki::Subject {
+            common_name: "other".into(),
+            names: vec!["other".into()],
+            usage: raft_pki::Usage::Member,
+            valid_for: std::time::Duration::from_secs(3600),
+        })
+        .unwrap();
+    let certs = dir.path().join("tls");
+    issued.write_dir(&certs, ca.cert_pem()).unwrap();
+    let file = |f: &str| certs.join(f).to_str().unwrap().to_owned();
+    let missing = dir.path().join("nope.crt").to_str().unwrap().to_owned();
+    for (cert, needle) in [
+        (file("tls.crt"), "not valid for this member's name"),
+        (missing.clone(), missing.as_str()),
+    ] {
+        let (code, stderr) = sidecar(&[
+            "run",
+            "--cluster-id",
+            "c",
+            "--node-name",
+            "n",
+            "--insecure",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--api-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &file("tls.key"),
+            "--tls-ca",
+            &file("ca.crt"),
+        ]);
+        assert_eq!(code, Some(64), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}
+
+#[test]
 fn help_lists_every_run_flag_with_its_environment_variable() {
     let out = Command::new(env!("CARGO_BIN_EXE_raft-sidecar"))
         .args(["run", "--help"])

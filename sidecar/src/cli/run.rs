@@ -32,6 +32,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(|e| match e {
             NodeError::Store(StoreError::ClusterMismatch { .. })
             | NodeError::RaftConfig(_)
+            | NodeError::Tls(_)
             | NodeError::PeerListen { .. } => Failure::Config(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         })?;
