@@ -140,6 +140,18 @@ impl Load {
         }
     }
 
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Wait until `more` writes past `from` were acknowledged.
+    async fn until_acked(&self, from: u64, more: u64, what: &str) {
+        wait_for(what, Duration::from_secs(20), || async move {
+            (self.acked() >= from + more).then_some(())
+        })
+        .await;
+    }
+
     async fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
@@ -190,7 +202,8 @@ async fn certificates_and_the_ca_rotate_under_load_with_no_failed_write() {
     let during = connector(&bundle, &old_client);
     let pids: Vec<_> = (0..3).map(|i| t.c.pid(i)).collect();
     let load = Load::start(&t, 8);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.until_acked(0, 100, "writes to flow before the rotation")
+        .await;
 
     // 1. Every member trusts both CAs.
     for node in &t.c.nodes {
@@ -210,8 +223,9 @@ async fn certificates_and_the_ca_rotate_under_load_with_no_failed_write() {
         replace(&node.tls_dir.join(CA_FILE), new_ca.cert_pem());
     }
     until_reloaded(&t, 3, &after, "the new CA alone").await;
-    // Links re-dial at each reload; keep writing a little past the last one.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Links re-dial at each reload; keep writing past the last one.
+    load.until_acked(load.acked(), 100, "writes after the last reload")
+        .await;
     let started = Instant::now();
     let (acked, failures) = load.finish().await;
     assert!(

@@ -23,3 +23,23 @@ pub(super) fn owned_meta(rc: &RaftCluster, names: &ClusterNames, name: &str) -> 
 fn owner_reference(rc: &RaftCluster) -> Option<OwnerReference> {
     rc.controller_owner_ref(&())
 }
+
+/// An owned `Opaque` Secret named `name` holding `entries` (key, UTF-8 value).
+pub(super) fn opaque_secret(
+    rc: &RaftCluster,
+    names: &ClusterNames,
+    name: &str,
+    entries: impl IntoIterator<Item = (String, String)>,
+) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: owned_meta(rc, names, name),
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}

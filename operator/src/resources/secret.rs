@@ -3,14 +3,11 @@
 //! a new token would lock the running members out, a new cluster id would make every data dir
 //! refuse to open.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use raft_crds::RaftCluster;
 use rand::RngCore;
 
-use super::meta::owned_meta;
+use super::meta::opaque_secret;
 use super::names::{CLUSTER_ID_KEY, ClusterNames, TOKEN_KEY};
 
 /// The contents of the cluster Secret.
@@ -77,21 +74,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn secret(rc: &RaftCluster, names: &ClusterNames, contents: &ClusterSecret) -> Secret {
-    Secret {
-        metadata: owned_meta(rc, names, &names.secret()),
-        type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([
-            (
-                TOKEN_KEY.to_owned(),
-                ByteString(contents.token.clone().into_bytes()),
-            ),
-            (
-                CLUSTER_ID_KEY.to_owned(),
-                ByteString(contents.cluster_id.clone().into_bytes()),
-            ),
-        ])),
-        ..Secret::default()
-    }
+    opaque_secret(
+        rc,
+        names,
+        &names.secret(),
+        [
+            (TOKEN_KEY.to_owned(), contents.token.clone()),
+            (CLUSTER_ID_KEY.to_owned(), contents.cluster_id.clone()),
+        ],
+    )
 }
 
 #[cfg(test)]

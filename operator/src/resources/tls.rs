@@ -14,13 +14,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use raft_api::client::ClientTls;
 use raft_crds::RaftCluster;
 use raft_pki::{Authority, KeyedCert, PkiError, Subject, Usage};
 
-use super::meta::owned_meta;
+use super::meta::opaque_secret;
 use super::names::ClusterNames;
 
 /// Where members find their certificates.
@@ -203,7 +202,7 @@ impl ClusterPki {
 
     /// The `<name>-ca` Secret.
     pub fn ca_secret(&self, rc: &RaftCluster, names: &ClusterNames) -> Secret {
-        secret(
+        opaque_secret(
             rc,
             names,
             &names.ca_secret(),
@@ -227,7 +226,7 @@ impl ClusterPki {
             ]
         });
         let entries = std::iter::once((CA_CERT_KEY.to_owned(), self.ca_cert.clone())).chain(pairs);
-        secret(rc, names, &names.tls_secret(), entries)
+        opaque_secret(rc, names, &names.tls_secret(), entries)
     }
 }
 
@@ -252,24 +251,6 @@ fn member_names(names: &ClusterNames, pod: &str) -> Vec<String> {
         format!("{pod}.{service}.{ns}.svc"),
         names.pod_host(pod),
     ]
-}
-
-fn secret(
-    rc: &RaftCluster,
-    names: &ClusterNames,
-    name: &str,
-    entries: impl Iterator<Item = (String, String)>,
-) -> Secret {
-    Secret {
-        metadata: owned_meta(rc, names, name),
-        type_: Some("Opaque".to_owned()),
-        data: Some(
-            entries
-                .map(|(k, v)| (k, ByteString(v.into_bytes())))
-                .collect(),
-        ),
-        ..Secret::default()
-    }
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl KeyedCert {
 
 /// Write beside `path` (created with `mode` from the start, so a key is never readable by
 /// others even for a moment), sync, then rename over `path`.
-fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| PkiError::Write {

@@ -33,8 +33,8 @@ impl LocalPki {
             (Ok(c), Ok(k)) => Authority::from_pem(&c, &k).map_err(other)?,
             _ => {
                 let ca = Authority::generate("raft-sidecar local CA", 10 * YEAR).map_err(other)?;
-                write_private(&key, &ca.key_pem())?;
-                std::fs::write(&cert, ca.cert_pem())?;
+                raft_pki::write_atomic(&key, &ca.key_pem(), 0o600).map_err(other)?;
+                raft_pki::write_atomic(&cert, ca.cert_pem(), 0o644).map_err(other)?;
                 ca
             }
         };
@@ -108,20 +108,4 @@ impl LocalPki {
             file(CA_FILE),
         ]
     }
-}
-
-/// Write a new private file (mode 0600 from creation); an existing one is replaced.
-fn write_private(path: &Path, contents: &str) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
 }
