@@ -24,6 +24,13 @@
 #
 # BuildKit is needed (cache mounts). A cold build compiles RocksDB: ~10 minutes on 2 cores.
 
+# TODO: pin both base images, and the `# syntax=docker/dockerfile:1` frontend above, by digest
+# (`<tag>@sha256:<digest>`, so a rebuild uses exactly the image reviewed), with the digest of the
+# multi-platform index read from the registry itself, e.g.
+#   docker buildx imagetools inspect rust:1-bookworm --format '{{json .Manifest.Digest}}'
+# and updated deliberately (Renovate or Dependabot). Not done yet: no image registry was reachable
+# where this was written, and a digest copied from elsewhere cannot be checked to be the current
+# multi-platform image of these tags. Meanwhile --build-arg RUST_IMAGE=…@sha256:… pins a build.
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 

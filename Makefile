@@ -1,5 +1,5 @@
 # One entry point for common tasks; CI (.ci/run) calls `make test` too.
-.PHONY: deps dev test tools-early fmt lint unit build js-client chart e2e nemesis
+.PHONY: deps dev test tools-early fmt deny lint unit build js-client chart e2e nemesis
 
 deps: ## Debian packages the build and tests need (libclang-dev for rocksdb, ...)
 	./scripts/install-deps.sh
@@ -12,6 +12,11 @@ build: deps
 
 fmt:
 	cargo fmt --all -- --check
+
+# Without the inclusion graphs, the duplicate-version warnings take ~150 lines instead of ~2000;
+# `scripts/cargo-deny.sh check bans` shows which crates pull each one in.
+deny: ## cargo deny check licenses bans sources (deny.toml; cargo-deny built once, cached)
+	./scripts/cargo-deny.sh check --hide-inclusion-graph licenses bans sources
 
 lint:
 	cargo clippy --all-targets -- -D warnings
@@ -44,4 +49,4 @@ tools-early:
 	echo "building the control-plane tools in the background (log: $$log)"; \
 	nohup nice -n 19 e2e/controlplane/build.sh helm etcd kubernetes >"$$log" 2>&1 </dev/null &
 
-test: deps tools-early fmt lint unit js-client chart e2e nemesis ## everything CI runs
+test: deps tools-early fmt deny lint unit js-client chart e2e nemesis ## everything CI runs

@@ -304,8 +304,11 @@ kubeconform() {
 # ------------------------------------------------------------------------------- checks
 value_sets=(
 	"defaults:"
-	"monitoring:--set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true"
-	"namespaced:--set watchNamespace=team-a --set monitoring.podMonitor.enabled=true"
+	"monitoring:--set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true"
+	"namespaced:--set watchNamespaces={team-a,team-b} --set monitoring.podMonitor.enabled=true"
+	"legacy-namespace:--set watchNamespace=team-a"
+	"cluster-wide:--set clusterWide=true --set monitoring.podMonitor.enabled=true"
+	"single:--set replicas=1 --set leaderElection.enabled=false"
 )
 
 for set in "${value_sets[@]}"; do
@@ -319,6 +322,122 @@ for set in "${value_sets[@]}"; do
 	# No -ignore-missing-schemas: an object without a schema is an error.
 	kubeconform "$scratch/$name.yaml"
 done
+
+# The RBAC is namespaced unless clusterWide: a Role per watched namespace, else a ClusterRole.
+roles() { # file: "kind namespace" of every Role/ClusterRole
+	awk '/^---/ { if (k != "") print k, (n == "" ? "-" : n); k = ""; n = "" }
+		/^kind: (Role|ClusterRole)$/ { k = $2 }
+		/^  namespace: / { if (n == "") n = $2 }
+		END { if (k != "") print k, (n == "" ? "-" : n) }' "$1"
+}
+expect_roles() { # name, expected lines
+	local got
+	got=$(roles "$scratch/$1.yaml" | sort | tr '\n' ' ')
+	[[ $got == "$2" ]] || {
+		echo "check-chart: $1: RBAC is [$got], expected [$2]" >&2
+		exit 1
+	}
+}
+# Besides, with leader election, a Role for the Lease in the release namespace.
+expect_roles defaults "Role raft-operator Role raft-operator "
+expect_roles namespaced "Role raft-operator Role team-a Role team-b "
+expect_roles legacy-namespace "Role raft-operator Role team-a "
+expect_roles cluster-wide "ClusterRole - Role raft-operator "
+expect_roles single "Role raft-operator "
+grep -q 'value: "team-a,team-b"' "$scratch/namespaced.yaml" || {
+	echo "check-chart: namespaced: RAFT_OPERATOR_NAMESPACE is not team-a,team-b" >&2
+	exit 1
+}
+
+# High availability: two replicas by default, a rolling update, leader election on a Lease the
+# operator may get, create and update in the release namespace (whatever it watches), a
+# PodDisruptionBudget; one replica without leader election is Recreate, with neither.
+log "leader election: replicas, Lease RBAC, PodDisruptionBudget"
+for name in defaults namespaced legacy-namespace cluster-wide single; do
+	"$YAML2JSON" "$scratch/$name.yaml" >"$scratch/$name.json"
+	python3 - "$name" "$scratch/$name.json" <<'PYTHON' || die "$name: leader election objects (above)"
+import json
+import sys
+
+name, path = sys.argv[1:3]
+docs = json.load(open(path, encoding="utf-8"))
+ha = name != "single"
+
+
+def one(kind):
+    found = [d for d in docs if d.get("kind") == kind]
+    assert len(found) == 1, f"{len(found)} {kind}s"
+    return found[0]
+
+
+deploy = one("Deployment")
+spec = deploy["spec"]
+assert spec["replicas"] == (2 if ha else 1), f"replicas {spec['replicas']}"
+assert spec["strategy"]["type"] == ("RollingUpdate" if ha else "Recreate"), spec["strategy"]
+env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+roles = [d for d in docs if d.get("kind") == "Role" and d["metadata"]["name"].endswith("-leader-election")]
+pdbs = [d for d in docs if d.get("kind") == "PodDisruptionBudget"]
+if not ha:
+    assert "RAFT_OPERATOR_LEADER_ELECTION" not in env, "leader election env without it"
+    assert not roles and not pdbs, "Lease Role or PodDisruptionBudget without leader election"
+    sys.exit(0)
+assert env["RAFT_OPERATOR_LEADER_ELECTION"]["value"] == "true"
+ns = env["RAFT_OPERATOR_LEADER_ELECTION_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+assert ns == "metadata.namespace", ns
+lease = env["RAFT_OPERATOR_LEADER_ELECTION_LEASE_NAME"]["value"]
+assert len(roles) == 1, f"{len(roles)} leader election Roles"
+role = roles[0]
+assert role["metadata"]["namespace"] == "raft-operator", role["metadata"]
+verbs = set()
+for rule in role["rules"]:
+    assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"], rule
+    names = rule.get("resourceNames")
+    assert names in (None, [lease]), rule
+    verbs |= {(v, bool(names)) for v in rule["verbs"]}
+# create cannot be limited by name; get and update only on the operator's Lease.
+assert verbs == {("create", False), ("get", True), ("update", True)}, sorted(verbs)
+bindings = [d for d in docs if d.get("kind") == "RoleBinding" and d["metadata"]["name"] == role["metadata"]["name"]]
+assert len(bindings) == 1 and bindings[0]["roleRef"]["name"] == role["metadata"]["name"], bindings
+assert bindings[0]["subjects"][0]["name"] == spec["template"]["spec"]["serviceAccountName"]
+pdb = one("PodDisruptionBudget")
+assert pdb["spec"]["maxUnavailable"] == 1, pdb["spec"]
+assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"], pdb["spec"]
+PYTHON
+done
+# The Grafana dashboard: valid JSON in its ConfigMap, with the discovery label, every panel
+# querying, and every series it queries one the sidecar or the operator exports (as documented).
+log "grafana dashboard: JSON, label, series"
+"$YAML2JSON" "$scratch/monitoring.yaml" >"$scratch/monitoring.json"
+python3 - "$scratch/monitoring.json" docs/sidecar.md docs/operator.md <<'PYTHON' || die "grafana dashboard (above)"
+import json
+import re
+import sys
+
+docs = json.load(open(sys.argv[1], encoding="utf-8"))
+maps = [d for d in docs if d.get("kind") == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+assert len(maps) == 1, f"{len(maps)} dashboard ConfigMaps"
+cm = maps[0]
+assert cm["metadata"]["labels"].get("grafana_dashboard") == "1", cm["metadata"]["labels"]
+dash = json.loads(cm["data"]["raft-clusters.json"])
+documented = set()
+for path in sys.argv[2:]:
+    documented |= set(re.findall(r"`((?:consensus|raftcluster|raft_operator|process)_[a-z_]+)`", open(path, encoding="utf-8").read()))
+panels = [p for p in dash["panels"] if p["type"] != "row"]
+assert len(panels) >= 10, f"{len(panels)} panels"
+for p in panels:
+    assert p["targets"], f"panel {p['title']!r} queries nothing"
+    for t in p["targets"]:
+        for series in re.findall(r"\b((?:consensus|raftcluster|raft_operator|process)_[a-z_]+)\{", t["expr"]):
+            base = re.sub(r"_(bucket|sum|count)$", "", series)
+            assert base in documented, f"panel {p['title']!r}: {series} is not a documented metric"
+print(f"check-chart: dashboard {dash['title']!r}: {len(panels)} panels, every series documented", file=sys.stderr)
+PYTHON
+
+# Two replicas without leader election would reconcile twice at once: refused.
+if "$helm" template raft-operator "$chart" --set leaderElection.enabled=false >/dev/null 2>&1; then
+	die "replicas 2 without leader election was accepted"
+fi
 
 # Self-test: each of these is invalid and must be rejected.
 log "self-test: broken manifests must fail"

@@ -13,7 +13,7 @@ export E2E_LOG_DIR=${E2E_LOG_DIR:-$target/e2e-logs}
 [[ $(id -u) -eq 0 ]] || { echo "e2e-local: needs root (network namespaces, bridge, mounts)" >&2; exit 1; }
 
 # Always rebuild: the cluster script only builds binaries that are missing, never stale ones.
-cargo build -p raft-sidecar -p raft-operator -p raft-test-agent -p raft-example-daemon
+cargo build -p raft-sidecar -p raft-operator -p raft-test-agent -p raft-example-daemon -p kubectl-raft
 cargo test --no-run -p raft-e2e --test e2e
 
 e2e/local/cluster down >/dev/null 2>&1 || true

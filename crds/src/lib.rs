@@ -13,8 +13,8 @@ pub mod spec;
 pub mod status;
 
 pub use spec::{
-    DaemonSpec, MAX_NAME_LENGTH, PodTemplateOverrides, RaftCluster, RaftClusterSpec, RaftSpec,
-    SidecarSpec, StorageSpec,
+    DaemonSpec, MAX_NAME_LENGTH, NetworkPolicySpec, PodTemplateOverrides, RaftCluster,
+    RaftClusterSpec, RaftSpec, SidecarSpec, StorageSpec,
 };
 pub use status::{
     ClusterPhase, MemberRole, MemberStatus, OperationKind, OperationPhase, OperationStatus,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+    TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -95,6 +97,17 @@ pub struct RaftClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security_context: Option<PodSecurityContext>,
 
+    /// How the pods spread over failure domains (zones, nodes), as in a pod's
+    /// `topologySpreadConstraints`; one without a `labelSelector` counts this cluster's pods.
+    /// Independently, unless `podTemplate.affinity` is set, members preferably run on
+    /// different nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// The NetworkPolicy the operator keeps for the cluster's pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
     /// Stop all membership changes and rolling restarts (manual recovery).
     #[serde(default)]
     pub paused: bool,
@@ -117,6 +130,8 @@ impl Default for RaftClusterSpec {
             raft: RaftSpec::default(),
             pod_template: PodTemplateOverrides::default(),
             pod_security_context: None,
+            topology_spread_constraints: Vec::new(),
+            network_policy: NetworkPolicySpec::default(),
             paused: false,
         }
     }
@@ -142,6 +157,35 @@ pub struct DaemonSpec {
     /// "restricted" Pod Security Standard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+}
+
+/// The cluster's NetworkPolicy: the peer port (7070) admits only the cluster's own pods, the
+/// admin port (7090: admin API, `/metrics`, probes) only the operator's pods and `adminFrom`;
+/// every other port (the daemon's) stays open as before. Probes from the pod's own node are
+/// admitted whatever the policy says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create and keep the NetworkPolicy; `false` deletes the one the operator created.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Who else may reach the admin port, as in a NetworkPolicy's `ingress[].from`: Prometheus
+    /// scraping `/metrics`, a toolbox pod running `raft-sidecar ctl`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_from: Vec<NetworkPolicyPeer>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            admin_from: Vec::new(),
+        }
+    }
 }
 
 /// Image the sidecar runs when `spec.sidecar.image` is unset: the operator's own version.

@@ -7,7 +7,8 @@
 #   3. kind load docker-image the images (the sidecar twice: under E2E_SIDECAR_IMAGE and
 #      E2E_SIDECAR_IMAGE_NEXT, the image a rolling-update test switches to);
 #   4. route the pod network from the host to the nodes (the tests call pods by IP);
-#   5. helm upgrade --install charts/raft-operator, wait for the operator;
+#   5. helm upgrade --install charts/raft-operator (clusterWide: every test makes its own
+#      namespace), wait for the operator;
 #   6. cargo test -p raft-e2e --test e2e -- --test-threads=1 with E2E_OPERATOR=deployment;
 #   7. on failure, print the operator's log and export all of kind's logs to $E2E_LOG_DIR;
 #      delete the cluster unless KEEP_CLUSTER=1 (or it existed before).
@@ -119,6 +120,7 @@ run "$helm" upgrade --install raft-operator charts/raft-operator \
 	--set image.repository="${operator_image%:*}" --set image.tag="$tag" \
 	--set image.pullPolicy=Never \
 	--set sidecarImage.repository="${sidecar_image%:*}" --set sidecarImage.tag="$tag" \
+	--set clusterWide=true \
 	--wait --timeout 180s
 run "$kubectl" -n "$operator_ns" wait --for=condition=Available deployment \
 	-l app.kubernetes.io/name=raft-operator --timeout 120s
@@ -129,6 +131,7 @@ export E2E_OPERATOR_NAMESPACE=$operator_ns
 export E2E_SIDECAR_IMAGE=$sidecar_image
 export E2E_SIDECAR_IMAGE_NEXT=$sidecar_image_next
 export E2E_DAEMON_IMAGE=$daemon_image
+run cargo build -p kubectl-raft # the plugin scenario runs it on this machine
 run cargo test -p raft-e2e --test e2e -- --test-threads=1 "$@"
 status=0
 log "PASS"

@@ -1,12 +1,15 @@
 //! Wiring: the kube-runtime Controller over RaftClusters (woken by changes to what they own and
-//! to their pods), the metrics/health server, and one shutdown signal for both.
+//! to their pods), the metrics/health server, one shutdown signal for both, and — with leader
+//! election — the Lease that decides whether this replica runs the controllers at all.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
@@ -14,12 +17,15 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use raft_crds::RaftCluster;
-use tracing::{info, warn};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
 use warp::Filter;
 
 use crate::config::RunConfig;
+use crate::leader::{Elector, LeaderError};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
+use crate::resources::names::MANAGED_BY_US;
 
 fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
@@ -31,12 +37,15 @@ where
     }
 }
 
-/// Run until `shutdown` resolves; in-flight reconciles finish first.
+/// Run until `shutdown` resolves; in-flight reconciles finish first. With leader election the
+/// controllers start only once this replica holds the Lease; losing it returns an error at once,
+/// without waiting for in-flight reconciles (a standby may already be taking over), and the
+/// caller exits non-zero so that the Deployment restarts the process as a fresh standby.
 pub async fn run(
     client: kube::Client,
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> Result<(), LeaderError> {
     let metrics = Arc::new(Metrics::new());
     let recorder = Recorder::new(
         client.clone(),
@@ -45,59 +54,178 @@ pub async fn run(
             instance: std::env::var("POD_NAME").ok(),
         },
     );
-    let ns = config.namespace.clone();
+    // `validate` refused a bad selector before we got here.
+    let operator_pods = config.operator_pods().ok().flatten();
+    if operator_pods.is_none() {
+        warn!(
+            "--pod-namespace/--pod-selector unset: NetworkPolicies admit the admin port only from spec.networkPolicy.adminFrom"
+        );
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: config.clone(),
+        operator_pods,
         metrics: metrics.clone(),
         recorder,
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = serve(config.metrics_addr, metrics, stop_rx);
-
-    let pods_of_clusters = watcher::Config::default().labels("app.kubernetes.io/name=raft-cluster");
-    let controller = Controller::new(
-        api::<RaftCluster>(&client, ns.as_deref()),
-        watcher::Config::default(),
-    )
-    .owns(
-        api::<StatefulSet>(&client, ns.as_deref()),
-        watcher::Config::default(),
-    )
-    .owns(
-        api::<Service>(&client, ns.as_deref()),
-        watcher::Config::default(),
-    )
-    .owns(
-        api::<Secret>(&client, ns.as_deref()),
-        watcher::Config::default(),
-    )
-    .owns(
-        api::<PodDisruptionBudget>(&client, ns.as_deref()),
-        watcher::Config::default(),
-    )
-    .watches(
-        api::<Pod>(&client, ns.as_deref()),
-        pods_of_clusters,
-        |pod: Pod| {
-            let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
-            Some(ObjectRef::<RaftCluster>::new(&instance).within(&pod.namespace()?))
-        },
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
-            Err(e) => warn!(error = %e, "controller error"),
-        }
+    // One signal fanned out to every controller; the metrics server stops after them.
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
     });
-    let server = tokio::spawn(server);
-    controller.await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Served while a standby too: /healthz and /readyz answer ok and raft_operator_leader is 0.
+    let server = tokio::spawn(serve(config.metrics_addr, metrics.clone(), stop_rx));
+
+    let election = config.leader_election.election(client.default_namespace());
+    let leadership = match election {
+        None => None,
+        Some(election) => {
+            info!(namespace = %election.namespace, lease = %election.name,
+                identity = %election.identity, "standby until this replica holds the leader Lease");
+            let lost_silently = LeaderError::RenewDeadline {
+                namespace: election.namespace.clone(),
+                name: election.name.clone(),
+                lease_duration: election.lease_duration,
+            };
+            let mut elector = Elector::new(client.clone(), election);
+            let mut standby_shutdown = shutdown_rx.clone();
+            tokio::select! {
+                () = elector.acquire() => {}
+                // The guard `wait_for` returns is not Send: dropped inside the block.
+                () = async { let _ = standby_shutdown.wait_for(|s| *s).await; } => {
+                    info!("shutdown while standby");
+                    let _ = stop_tx.send(true);
+                    let _ = server.await;
+                    return Ok(());
+                }
+            }
+            Some((hold(elector), lost_silently))
+        }
+    };
+    metrics.set_leader(true);
+
+    // kube-runtime watches one namespace or all: one controller per watched namespace.
+    let scopes: Vec<Option<&str>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config
+            .namespaces
+            .iter()
+            .map(|ns| Some(ns.as_str()))
+            .collect()
+    };
+    info!(namespaces = ?config.namespaces, "watching RaftClusters (all namespaces if empty)");
+    let controllers = join_all(scopes.into_iter().map(|ns| {
+        let mut shutdown = shutdown_rx.clone();
+        controller(&client, ns, ctx.clone(), async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+    }));
+    let result = match leadership {
+        None => {
+            controllers.await;
+            Ok(())
+        }
+        Some((
+            Leadership {
+                lost,
+                release,
+                task,
+            },
+            lost_silently,
+        )) => {
+            tokio::select! {
+                _ = controllers => {
+                    // Held until here so that no standby starts while reconciles finish.
+                    let _ = release.send(());
+                    let _ = task.await;
+                    Ok(())
+                }
+                why = lost => {
+                    // A renewing task gone without a word no longer renews: lost as well.
+                    let why = why.unwrap_or(lost_silently);
+                    error!(error = %why, "stopping the controllers");
+                    Err(why)
+                }
+            }
+        }
+    };
+    metrics.set_leader(false);
     info!("controller stopped");
     let _ = stop_tx.send(true);
-    let _ = server.await;
+    if result.is_ok() {
+        let _ = server.await;
+    }
+    result
+}
+
+/// The renewing side of an acquired Lease: `lost` says why it was lost; a message on `release`
+/// stops renewing and gives the Lease up.
+struct Leadership {
+    lost: oneshot::Receiver<LeaderError>,
+    release: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn hold(mut elector: Elector) -> Leadership {
+    let (lost_tx, lost) = oneshot::channel();
+    let (release, release_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            why = elector.hold() => {
+                let _ = lost_tx.send(why);
+            }
+            _ = release_rx => {
+                if let Err(e) = elector.release().await {
+                    warn!(error = %e, "could not release the leader Lease; a standby takes over when it expires");
+                }
+            }
+        }
+    });
+    Leadership {
+        lost,
+        release,
+        task,
+    }
+}
+
+/// The controller of one namespace (or all). It caches only objects the operator labels as
+/// its own (`app.kubernetes.io/managed-by`), never every Secret of the namespace.
+async fn controller(
+    client: &kube::Client,
+    ns: Option<&str>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let owned = || watcher::Config::default().labels(MANAGED_BY_US);
+    let pods_of_clusters = watcher::Config::default().labels("app.kubernetes.io/name=raft-cluster");
+    Controller::new(api::<RaftCluster>(client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(client, ns), owned())
+        .owns(api::<Service>(client, ns), owned())
+        // By label, not owner: the token Secret has no owner reference (it outlives its
+        // RaftCluster), and its deletion must wake the cluster at once.
+        .watches(api::<Secret>(client, ns), owned(), cluster_of::<Secret>)
+        .owns(api::<PodDisruptionBudget>(client, ns), owned())
+        .owns(api::<NetworkPolicy>(client, ns), owned())
+        .watches(api::<Pod>(client, ns), pods_of_clusters, cluster_of::<Pod>)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => warn!(error = %e, "controller error"),
+            }
+        })
+        .await;
+}
+
+/// The RaftCluster an object belongs to, by its `app.kubernetes.io/instance` label.
+fn cluster_of<K: ResourceExt>(object: K) -> Option<ObjectRef<RaftCluster>> {
+    let instance = object.labels().get("app.kubernetes.io/instance")?;
+    Some(ObjectRef::new(instance).within(&object.namespace()?))
 }
 
 /// `/metrics` (OpenMetrics), `/healthz` and `/readyz`.

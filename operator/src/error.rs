@@ -28,6 +28,10 @@ pub enum Error {
     Tls(#[from] crate::resources::tls::TlsError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(
+        "{kind} {name} exists and is not controlled by this RaftCluster: left alone (rename or delete it, or rename the RaftCluster)"
+    )]
+    NotOwned { kind: String, name: String },
     #[error("resource has no {0}")]
     InvalidObject(&'static str),
     #[error("failed to encode {what}: {source}")]
@@ -53,6 +57,7 @@ impl Error {
             Error::AdminClient { .. } => "AdminClient",
             Error::Tls(_) => "Tls",
             Error::Secret(_) => "Secret",
+            Error::NotOwned { .. } => "NotOwned",
             Error::InvalidObject(_) => "InvalidObject",
             Error::Encode { .. } => "Encode",
         }

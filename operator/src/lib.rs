@@ -8,6 +8,7 @@
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;

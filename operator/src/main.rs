@@ -34,7 +34,7 @@ fn main() -> ExitCode {
                     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
                 )
                 .init();
-            match run(config) {
+            match run(*config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("raft-operator: {e:#}");
@@ -58,7 +58,8 @@ fn run(config: raft_operator::config::RunConfig) -> anyhow::Result<()> {
             }
             tracing::info!("shutdown signal received; finishing in-flight reconciles");
         };
-        raft_operator::controller::run(client, config, shutdown).await;
+        // A lost Lease is an error: exiting non-zero gets the process restarted as a standby.
+        raft_operator::controller::run(client, config, shutdown).await?;
         Ok(())
     })
 }

@@ -44,10 +44,12 @@ pub struct Metrics {
     term: Family<ClusterLabels, Gauge>,
     commit_index: Family<ClusterLabels, Gauge>,
     operation_in_flight: Family<ClusterLabels, Gauge>,
+    operation_started: Family<ClusterLabels, Gauge>,
     condition: Family<ConditionLabels, Gauge>,
     reconciles: Family<ResultLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,10 +69,12 @@ impl Metrics {
             term: Family::default(),
             commit_index: Family::default(),
             operation_in_flight: Family::default(),
+            operation_started: Family::default(),
             condition: Family::default(),
             reconciles: Family::default(),
             errors: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -109,6 +113,11 @@ impl Metrics {
             m.operation_in_flight.clone(),
         );
         registry.register(
+            "raftcluster_operation_started_timestamp_seconds",
+            "When the step in status.operation was recorded (Unix seconds), 0 without one",
+            m.operation_started.clone(),
+        );
+        registry.register(
             "raftcluster_condition",
             "1 when the status condition is True, 0 when False",
             m.condition.clone(),
@@ -127,6 +136,11 @@ impl Metrics {
             "raft_operator_reconcile_duration_seconds",
             "Duration of one reconcile",
             m.duration.clone(),
+        );
+        registry.register(
+            "raft_operator_leader",
+            "1 while this replica runs the controllers (holds the leader Lease, or runs without leader election), 0 while it waits as a standby",
+            m.leader.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -163,6 +177,12 @@ impl Metrics {
         self.operation_in_flight
             .get_or_create(&l)
             .set(i64::from(status.operation.is_some()));
+        self.operation_started.get_or_create(&l).set(
+            status
+                .operation
+                .as_ref()
+                .map_or(0, |op| op.started_at.0.as_second()),
+        );
         for c in &status.conditions {
             self.condition
                 .get_or_create(&ConditionLabels {
@@ -183,6 +203,10 @@ impl Metrics {
         if let Some(category) = error {
             self.errors.get_or_create(&ErrorLabels { category }).inc();
         }
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// OpenMetrics text.
@@ -221,5 +245,15 @@ mod tests {
             text.contains("raft_operator_reconcile_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_leader_gauge_says_whether_this_replica_runs_the_controllers() {
+        let m = Metrics::new();
+        assert!(m.encode().unwrap().contains("raft_operator_leader 0\n"));
+        m.set_leader(true);
+        assert!(m.encode().unwrap().contains("raft_operator_leader 1\n"));
+        m.set_leader(false);
+        assert!(m.encode().unwrap().contains("raft_operator_leader 0\n"));
     }
 }

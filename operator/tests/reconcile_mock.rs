@@ -39,6 +39,29 @@ fn ok(body: Value) -> Response<Body> {
         .unwrap()
 }
 
+const RC_UID: &str = "6c3b0e8e-0000-4000-8000-000000000001";
+
+/// Answer to the metadata GET the operator makes before applying: an object it controls.
+fn ours(name: &str) -> Response<Body> {
+    ok(
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": name, "namespace": "team-a", "uid": format!("uid-{name}"),
+            "ownerReferences": [{"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster",
+                "name": "prod", "uid": RC_UID, "controller": true}]}}),
+    )
+}
+
+/// Expect the metadata GET of `path`, answer with `answer`, then expect its PATCH.
+async fn expect_apply(
+    mock: &mut Mock,
+    path: &str,
+    answer: Response<Body>,
+) -> (Value, SendResponse<Response<Body>>) {
+    let (_, send) = expect(mock, "GET", path).await;
+    send.send_response(answer);
+    expect(mock, "PATCH", path).await
+}
+
 fn empty_list(kind: &str) -> Value {
     json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
 }
@@ -67,7 +90,7 @@ async fn expect(
 fn cluster() -> RaftCluster {
     let mut rc = RaftCluster::new("prod", RaftClusterSpec::default());
     rc.metadata.namespace = Some("team-a".into());
-    rc.metadata.uid = Some("6c3b0e8e-0000-4000-8000-000000000001".into());
+    rc.metadata.uid = Some(RC_UID.into());
     rc.metadata.generation = Some(1);
     rc
 }
@@ -75,12 +98,74 @@ fn cluster() -> RaftCluster {
 fn config() -> RunConfig {
     RunConfig {
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        namespace: None,
+        namespaces: Vec::new(),
+        pod_namespace: None,
+        pod_selector: None,
         cluster_domain: "cluster.local".into(),
         sidecar_image: "raft-sidecar:test".into(),
         sidecar_timeout: Duration::from_secs(1),
         requeue_active: Duration::from_secs(2),
         requeue_idle: Duration::from_secs(30),
+        leader_election: Default::default(),
+    }
+}
+
+/// The reads of a new cluster's first reconcile: nothing exists yet.
+async fn serve_reads_of_a_new_cluster(mock: &mut Mock) {
+    let ns = "/api/v1/namespaces/team-a";
+    for secret in ["prod-token", "prod-ca", "prod-tls"] {
+        let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/{secret}")).await;
+        send.send_response(not_found());
+    }
+    let (_, send) = expect(
+        mock,
+        "GET",
+        "/apis/apps/v1/namespaces/team-a/statefulsets/prod",
+    )
+    .await;
+    send.send_response(not_found());
+    let (_, send) = expect(mock, "GET", &format!("{ns}/pods")).await;
+    send.send_response(ok(empty_list("PodList")));
+    let (_, send) = expect(mock, "GET", &format!("{ns}/persistentvolumeclaims")).await;
+    send.send_response(ok(empty_list("PersistentVolumeClaimList")));
+}
+
+fn mock_context() -> (Arc<Context>, Mock) {
+    let (service, mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (context(kube::Client::new(service, "default")), mock)
+}
+
+#[tokio::test]
+async fn a_service_of_the_same_name_that_the_cluster_does_not_control_is_never_applied_over() {
+    let (ctx, mut mock) = mock_context();
+    let server = tokio::spawn(async move {
+        let ns = "/api/v1/namespaces/team-a";
+        serve_reads_of_a_new_cluster(&mut mock).await;
+        for secret in ["prod-token", "prod-ca", "prod-tls"] {
+            let (body, send) =
+                expect_apply(&mut mock, &format!("{ns}/secrets/{secret}"), not_found()).await;
+            send.send_response(ok(body));
+        }
+        // Someone else's Service named like the cluster: no owner reference to it.
+        let (_, send) = expect(&mut mock, "GET", &format!("{ns}/services/prod")).await;
+        send.send_response(ok(
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "prod", "namespace": "team-a", "uid": "uid-theirs"}}),
+        ));
+        mock
+    });
+    let err = reconcile(Arc::new(cluster()), ctx).await.unwrap_err();
+    assert_eq!(err.category(), "NotOwned", "{err}");
+    assert!(err.to_string().contains("Service prod"), "{err}");
+    let mut mock = server.await.unwrap();
+    if let Ok(Some((extra, _))) =
+        tokio::time::timeout(Duration::from_millis(200), mock.next_request()).await
+    {
+        panic!(
+            "nothing may follow the refusal, got {} {}",
+            extra.method(),
+            extra.uri()
+        );
     }
 }
 
@@ -91,6 +176,7 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: config(),
+        operator_pods: None,
         metrics: Arc::new(Metrics::new()),
         recorder: Recorder::new(
             client,
@@ -103,38 +189,29 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
 
     let server = tokio::spawn(async move {
         let ns = "/api/v1/namespaces/team-a";
-        for secret in ["prod-token", "prod-ca", "prod-tls"] {
-            let (_, send) = expect(&mut mock, "GET", &format!("{ns}/secrets/{secret}")).await;
-            send.send_response(not_found());
-        }
-        let (_, send) = expect(
-            &mut mock,
-            "GET",
-            "/apis/apps/v1/namespaces/team-a/statefulsets/prod",
-        )
-        .await;
-        send.send_response(not_found());
-        let (_, send) = expect(&mut mock, "GET", &format!("{ns}/pods")).await;
-        send.send_response(ok(empty_list("PodList")));
-        let (_, send) = expect(&mut mock, "GET", &format!("{ns}/persistentvolumeclaims")).await;
-        send.send_response(ok(empty_list("PersistentVolumeClaimList")));
+        serve_reads_of_a_new_cluster(&mut mock).await;
 
         // Server-side apply of the owned objects, each owned by the RaftCluster.
-        let (secret, send) = expect(&mut mock, "PATCH", &format!("{ns}/secrets/prod-token")).await;
-        assert_eq!(
-            secret["metadata"]["ownerReferences"][0]["kind"],
-            "RaftCluster"
+        let (secret, send) =
+            expect_apply(&mut mock, &format!("{ns}/secrets/prod-token"), not_found()).await;
+        // The identity outlives the RaftCluster, as its volumes do: no owner reference.
+        assert!(
+            secret["metadata"].get("ownerReferences").is_none(),
+            "{secret}"
         );
-        assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
         assert!(secret["data"]["token"].is_string() && secret["data"]["cluster-id"].is_string());
         send.send_response(ok(secret));
         // A new CA (never mounted) and a certificate per pod, one spare for the next step.
-        let (ca, send) = expect(&mut mock, "PATCH", &format!("{ns}/secrets/prod-ca")).await;
+        let (ca, send) =
+            expect_apply(&mut mock, &format!("{ns}/secrets/prod-ca"), not_found()).await;
+        assert_eq!(ca["metadata"]["ownerReferences"][0]["kind"], "RaftCluster");
+        assert_eq!(ca["metadata"]["ownerReferences"][0]["controller"], true);
         for key in ["ca.crt", "ca.key", "operator.crt", "operator.key"] {
             assert!(ca["data"][key].is_string(), "prod-ca has no {key}");
         }
         send.send_response(ok(ca));
-        let (tls, send) = expect(&mut mock, "PATCH", &format!("{ns}/secrets/prod-tls")).await;
+        let (tls, send) =
+            expect_apply(&mut mock, &format!("{ns}/secrets/prod-tls"), not_found()).await;
         let keys: Vec<&String> = tls["data"].as_object().unwrap().keys().collect();
         assert_eq!(
             keys,
@@ -151,22 +228,32 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
             ]
         );
         send.send_response(ok(tls));
-        let (svc, send) = expect(&mut mock, "PATCH", &format!("{ns}/services/prod")).await;
+        let (svc, send) =
+            expect_apply(&mut mock, &format!("{ns}/services/prod"), not_found()).await;
         assert_eq!(svc["spec"]["clusterIP"], "None");
         assert_eq!(svc["spec"]["publishNotReadyAddresses"], true);
         send.send_response(ok(svc));
-        let (pdb, send) = expect(
+        let (pdb, send) = expect_apply(
             &mut mock,
-            "PATCH",
             "/apis/policy/v1/namespaces/team-a/poddisruptionbudgets/prod",
+            not_found(),
         )
         .await;
         assert_eq!(pdb["spec"]["maxUnavailable"], 1);
         send.send_response(ok(pdb));
-        let (sts, send) = expect(
+        let (np, send) = expect_apply(
             &mut mock,
-            "PATCH",
+            "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/prod",
+            not_found(),
+        )
+        .await;
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
+        assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], 7070);
+        send.send_response(ok(np));
+        let (sts, send) = expect_apply(
+            &mut mock,
             "/apis/apps/v1/namespaces/team-a/statefulsets/prod",
+            not_found(),
         )
         .await;
         assert_eq!(sts["spec"]["replicas"], 3);
@@ -328,14 +415,16 @@ fn pki() -> ClusterPki {
 fn pod_json(ordinal: u32, admin_port: u16) -> Value {
     json!({
         "metadata": {"name": format!("prod-{ordinal}"), "namespace": "team-a", "uid": format!("uid-{ordinal}"),
-                     "labels": {"controller-revision-hash": "prod-rev1"}},
+                     "labels": {"controller-revision-hash": "prod-rev1"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "prod",
+                                          "uid": "uid-prod", "controller": true}]},
         "spec": {"containers": [{"name": "raft-sidecar", "ports": [{"name": "admin", "containerPort": admin_port}]}]},
         "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
     })
 }
 
-/// The reads of one reconcile (Secrets and StatefulSet exist, three pods), then the six
-/// applies; the certificate Secrets are applied back unchanged.
+/// The reads of one reconcile (Secrets and StatefulSet exist, three pods), then the seven
+/// applies of objects the cluster controls; the certificate Secrets are applied back unchanged.
 async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki: &ClusterPki) {
     let ns = "/api/v1/namespaces/team-a";
     let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/prod-token")).await;
@@ -359,7 +448,7 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki:
     )
     .await;
     send.send_response(ok(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": "prod", "namespace": "team-a"},
+        "metadata": {"name": "prod", "namespace": "team-a", "uid": "uid-prod"},
         "spec": {"replicas": 3, "serviceName": "prod", "selector": {}, "template": {}},
         "status": {"replicas": 3, "updateRevision": "prod-rev1"}})));
     let (_, send) = expect(mock, "GET", &format!("{ns}/pods")).await;
@@ -379,9 +468,11 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki:
         format!("{ns}/secrets/prod-tls"),
         format!("{ns}/services/prod"),
         "/apis/policy/v1/namespaces/team-a/poddisruptionbudgets/prod".to_owned(),
+        "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/prod".to_owned(),
         "/apis/apps/v1/namespaces/team-a/statefulsets/prod".to_owned(),
     ] {
-        let (body, send) = expect(mock, "PATCH", &path).await;
+        let name = path.rsplit('/').next().unwrap().to_owned();
+        let (body, send) = expect_apply(mock, &path, ours(&name)).await;
         if path.ends_with("statefulsets/prod") {
             assert_eq!(body["spec"]["replicas"], 3, "bootstrap keeps the spec size");
         }
@@ -405,6 +496,7 @@ fn context(client: kube::Client) -> Arc<Context> {
     Arc::new(Context {
         client: client.clone(),
         config: config(),
+        operator_pods: None,
         metrics: Arc::new(Metrics::new()),
         recorder: Recorder::new(
             client,

@@ -94,6 +94,10 @@ pub struct RunArgs {
     /// Larger operations are refused with 413 (bytes; `KiB`/`MiB` suffixes accepted).
     #[arg(long, env = "RAFT_MAX_OPERATION_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_operation_bytes: usize,
+    /// Most operations in one `POST /v1/operations:batch` (the whole batch is also bounded by
+    /// four times `--max-operation-bytes`).
+    #[arg(long, env = "RAFT_MAX_BATCH_OPERATIONS", default_value_t = 1000)]
+    pub max_batch_operations: usize,
     /// A submit that is not committed by then answers 504 TIMEOUT.
     #[arg(long, env = "RAFT_WRITE_TIMEOUT_MS", default_value_t = 5000)]
     pub write_timeout_ms: u64,
@@ -179,6 +183,7 @@ pub struct NodeConfig {
     pub journal_retention: u64,
     pub dedupe_window: Duration,
     pub max_operation_bytes: usize,
+    pub max_batch_operations: usize,
     pub write_timeout: Duration,
     pub shutdown_grace: Duration,
 }
@@ -273,6 +278,7 @@ impl RunArgs {
             ("journal-retention", self.journal_retention),
             ("write-timeout-ms", self.write_timeout_ms),
             ("max-operation-bytes", self.max_operation_bytes as u64),
+            ("max-batch-operations", self.max_batch_operations as u64),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero { flag });
@@ -333,6 +339,7 @@ impl RunArgs {
             journal_retention: self.journal_retention,
             dedupe_window: self.dedupe_window,
             max_operation_bytes: self.max_operation_bytes,
+            max_batch_operations: self.max_batch_operations,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
         })

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::RwLock;
+use raft_api::admin::TlsInUse;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sha2::{Digest, Sha256};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 
@@ -78,6 +80,8 @@ pub struct Material {
     pub client: Arc<ClientConfig>,
     /// When our certificate expires.
     pub not_after: Option<SystemTime>,
+    /// Which files these are (reported by `/admin/v1/status`).
+    pub in_use: TlsInUse,
 }
 
 /// A node's TLS state: the current [`Material`] and its watcher's counters.
@@ -133,6 +137,19 @@ pub fn names(cert: &CertificateDer<'_>, name: &str) -> bool {
     };
     webpki::EndEntityCert::try_from(cert)
         .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&server_name).is_ok())
+}
+
+/// Resolves [`STALE_CONNECTION_GRACE`] after the first reload seen by `generations` (never
+/// without TLS): a connection made with certificates since replaced ends then, on every
+/// listener, so a certificate no longer trusted keeps no connection open.
+pub async fn stale_after_reload(generations: Option<tokio::sync::watch::Receiver<u64>>) {
+    let Some(mut rx) = generations else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(STALE_CONNECTION_GRACE).await;
 }
 
 impl Material {
@@ -192,8 +209,14 @@ impl Material {
         let not_after = std::str::from_utf8(&files.cert)
             .ok()
             .and_then(|pem| raft_pki::not_after(pem).ok());
+        let sha256 = |bytes: &[u8]| raft_api::admin::hex(&Sha256::digest(bytes));
+        let in_use = TlsInUse {
+            certificate_sha256: sha256(&files.cert),
+            ca_sha256: sha256(&files.ca),
+        };
         Ok(Self {
             files,
+            in_use,
             peer_server: Arc::new(peer_server),
             admin_server: Arc::new(admin_server),
             client: Arc::new(client),
@@ -343,8 +366,18 @@ pub(crate) mod tests {
         assert!(!tls.reload().unwrap(), "nothing changed");
         let before = tls.current().files.cert.clone();
         member_dir(&ca, dir.path(), "n1");
+        let reported = tls.current().in_use.clone();
         assert!(tls.reload().unwrap());
         assert_ne!(tls.current().files.cert, before);
+        // What status reports follows the files: the certificate changed, the CA did not.
+        let now = tls.current().in_use.clone();
+        assert_ne!(now.certificate_sha256, reported.certificate_sha256);
+        assert_eq!(now.ca_sha256, reported.ca_sha256);
+        let file = std::fs::read(&paths.cert).unwrap();
+        assert_eq!(
+            now.certificate_sha256,
+            raft_api::admin::hex(&Sha256::digest(&file))
+        );
         // A key that is not the certificate's: refused, the loaded pair stays.
         let other = ca
             .issue(&Subject {

@@ -446,6 +446,10 @@ async fn members_are_added_as_learners_promoted_and_removed_including_the_leader
         (m.lag == Some(0)).then_some(())
     })
     .await;
+    // Caught up in time too: it has everything the leader had.
+    let view = t.client(leader).cluster().await.unwrap();
+    let learner = view.members.iter().find(|m| m.node_id == status.node_id);
+    assert_eq!(learner.and_then(|m| m.lag_ms), Some(0), "{view:?}");
     let promoted = t.client(leader).promote(spec.node_id).await.unwrap();
     assert_eq!(promoted.promoted, Some(true));
     t.journals_agree(&[0, 1, 2, new], 20, SECS_20).await;
@@ -895,4 +899,89 @@ async fn a_cut_off_node_ends_its_watches_with_an_error_event() {
         t.c.signal(r, Signal::SIGCONT).unwrap();
     }
     t.leader(SECS_20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_commits_each_operation_once_answers_each_in_order_and_refuses_only_bad_batches() {
+    use raft_api::daemon::{BatchItem, BatchResult};
+
+    let mut t = TestCluster::start(3, &["--max-batch-operations", "64"]).await;
+    let leader = t.leader(SECS_20).await;
+    let follower = others(3, &[leader])[0];
+    let earlier = t.client(leader).submit(&op("b-7")).await.unwrap();
+
+    // 50 operations through a follower: one malformed, one already committed alone.
+    let mut ops: Vec<serde_json::Value> = (0..50)
+        .map(|i| serde_json::to_value(op(&format!("b-{i}"))).unwrap())
+        .collect();
+    ops[20] = serde_json::json!({"id": "b-20", "type": ""});
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/operations:batch", t.c.nodes[follower].api);
+    let send = |ops: Vec<serde_json::Value>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(&url)
+                .json(&serde_json::json!({ "operations": ops }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first: BatchResult = send(ops.clone()).await.json().await.unwrap();
+    assert_eq!(first.results.len(), 50);
+    let mut indices = std::collections::BTreeSet::new();
+    for (i, item) in first.results.iter().enumerate() {
+        match (i, item) {
+            (20, BatchItem::Failed(f)) => {
+                assert_eq!(f.operation_id.as_deref(), Some("b-20"));
+                assert_eq!(f.error.code, ErrorCode::InvalidOperation);
+            }
+            (7, BatchItem::Committed(r)) => {
+                assert!(r.duplicate, "b-7 was committed before the batch");
+                assert_eq!(r.log_index, earlier.log_index);
+            }
+            (i, BatchItem::Committed(r)) => {
+                assert_eq!(r.operation_id, format!("b-{i}"), "answers are in order");
+                assert!(!r.duplicate);
+                assert!(indices.insert(r.log_index), "one journal index each");
+            }
+            (i, other) => panic!("operation {i}: {other:?}"),
+        }
+    }
+    // Every operation in the journal once, on every node.
+    let journal = t.journals_agree(&[0, 1, 2], 49, SECS_20).await;
+    let ids: std::collections::BTreeSet<&str> = journal.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids.len(), 49);
+
+    // The same batch again (a client retry): every one a duplicate at its first index.
+    let again: BatchResult = send(ops).await.json().await.unwrap();
+    for (item, before) in again.results.iter().zip(&first.results) {
+        if let (BatchItem::Committed(a), BatchItem::Committed(b)) = (item, before) {
+            assert!(a.duplicate && a.log_index == b.log_index, "{a:?} / {b:?}");
+        }
+    }
+    t.journals_agree(&[0, 1, 2], 49, SECS_20).await;
+
+    // Refused as a whole: too many operations, none, not a batch; the typed client agrees.
+    let too_many: Vec<serde_json::Value> = (0..65)
+        .map(|i| serde_json::to_value(op(&format!("x-{i}"))).unwrap())
+        .collect();
+    expect_error(send(too_many).await, 413, "PAYLOAD_TOO_LARGE").await;
+    expect_error(send(Vec::new()).await, 400, "INVALID_OPERATION").await;
+    let not_a_batch = http
+        .post(&url)
+        .json(&serde_json::json!([1, 2]))
+        .send()
+        .await
+        .unwrap();
+    expect_error(not_a_batch, 400, "INVALID_OPERATION").await;
+    let typed = t
+        .client(leader)
+        .submit_batch(&[op("c-1"), op("c-2")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        &typed.results[..],
+        [BatchItem::Committed(_), BatchItem::Committed(_)]
+    ));
 }

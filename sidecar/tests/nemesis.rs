@@ -170,6 +170,7 @@ fn error_kind(e: &ClientError) -> String {
         ClientError::Unexpected { status, .. } => format!("unexpected-{status}"),
         ClientError::NoAddress(_) => "no-address".into(),
         ClientError::Tls(_) => "tls-config".into(),
+        ClientError::TooLarge { .. } => "too-large".into(),
     }
 }
 

@@ -50,3 +50,63 @@ app.kubernetes.io/component: operator
 {{- define "raft-operator.sidecarImage" -}}
 {{- printf "%s:%s" .Values.sidecarImage.repository (default .Chart.AppVersion .Values.sidecarImage.tag) }}
 {{- end }}
+
+{{/*
+Namespaces the operator watches, as a JSON list: watchNamespaces (plus the older single
+watchNamespace), else the release namespace. Empty when clusterWide (every namespace).
+*/}}
+{{- define "raft-operator.watchNamespaces" -}}
+{{- $list := list -}}
+{{- if not .Values.clusterWide -}}
+{{- range .Values.watchNamespaces }}{{ $list = append $list . }}{{ end -}}
+{{- with .Values.watchNamespace }}{{ $list = append $list . }}{{ end -}}
+{{- if not $list }}{{ $list = list .Release.Namespace }}{{ end -}}
+{{- end -}}
+{{- $list | uniq | toJson -}}
+{{- end }}
+
+{{/* The selector labels as key=value,key=value (RAFT_OPERATOR_POD_SELECTOR). */}}
+{{- define "raft-operator.podSelector" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := include "raft-operator.selectorLabels" . | fromYaml }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end -}}
+{{- join "," $pairs -}}
+{{- end }}
+
+{{/* Name of the leader election Lease. */}}
+{{- define "raft-operator.leaseName" -}}
+{{- default (include "raft-operator.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end }}
+
+{{/* What the operator may do in a watched namespace (or everywhere, when clusterWide). */}}
+{{- define "raft-operator.rules" -}}
+- apiGroups: ["consensus.unrdf.io"]
+  resources: ["raftclusters"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["consensus.unrdf.io"]
+  resources: ["raftclusters/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["consensus.unrdf.io"]
+  resources: ["raftclusters/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services", "secrets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods", "persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "delete"]
+- apiGroups: [""]
+  resources: ["pods/eviction"]
+  verbs: ["create"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

@@ -92,6 +92,11 @@ pub struct AgentConfig {
     #[arg(long, env = "AGENT_MAX_RESTART_BACKOFF", default_value = "10s", value_parser = humantime_duration)]
     pub max_restart_backoff: Duration,
 
+    /// How often Secret, ConfigMap and projected volumes of running pods are read again and,
+    /// when changed, swapped in atomically (a kubelet's sync period); 0 turns refreshing off
+    #[arg(long, env = "AGENT_VOLUME_REFRESH", default_value = "3s", value_parser = humantime_duration)]
+    pub volume_refresh: Duration,
+
     /// Grace period given to containers when the agent itself is stopped
     #[arg(long, env = "AGENT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime_duration)]
     pub shutdown_grace: Duration,

@@ -9,6 +9,7 @@
 //! [`dns`] keeps every pod's hosts file current; [`kubelet_api`] serves container logs to
 //! `kubectl logs`.
 
+pub mod atomic;
 pub mod config;
 pub mod dns;
 pub mod env;

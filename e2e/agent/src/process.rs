@@ -212,8 +212,9 @@ fn only_empty(p: &Path) -> bool {
     }
 }
 
-/// Everything needed to start one container process.
-#[derive(Debug, Clone)]
+/// Everything needed to start one container process. `Debug` shows the environment's names
+/// only: values may come from Secrets (`secretKeyRef`, `envFrom.secretRef`).
+#[derive(Clone)]
 pub struct Launch {
     pub container: String,
     pub netns: String,
@@ -223,6 +224,29 @@ pub struct Launch {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Redacted<'a>(&'a [(String, String)]);
+        impl std::fmt::Debug for Redacted<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
+                    .finish()
+            }
+        }
+        f.debug_struct("Launch")
+            .field("container", &self.container)
+            .field("netns", &self.netns)
+            .field("hostname", &self.hostname)
+            .field("workdir", &self.workdir)
+            .field("binds", &self.binds)
+            .field("argv", &self.argv)
+            .field("env", &Redacted(&self.env))
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 /// Starts a container process; its stdout and stderr are appended to `launch.log`.
@@ -291,6 +315,24 @@ pub fn kill_pids(pids: &[i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn launch_debug_shows_env_names_but_not_values() {
+        let launch = Launch {
+            container: "sidecar".into(),
+            netns: "e2epod-x".into(),
+            hostname: "rc-0".into(),
+            workdir: PathBuf::from("/"),
+            binds: Vec::new(),
+            argv: vec!["/bin/raft-sidecar".into(), "run".into()],
+            env: vec![("RAFT_CLUSTER_ID".into(), "s3cr3t-from-a-secret".into())],
+            log: PathBuf::from("/tmp/rc-0.log"),
+        };
+        let shown = format!("{launch:?}");
+        assert!(!shown.contains("s3cr3t-from-a-secret"), "{shown}");
+        assert!(shown.contains("RAFT_CLUSTER_ID"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 
     #[test]
     fn created_mount_points_are_removed_only_while_empty() {

@@ -64,7 +64,11 @@ pub fn classify(e: &ClientError) -> Retry {
             ..
         } => Retry::NotReady,
         ClientError::Api { code, .. } if code.is_retryable() => Retry::Transient,
-        ClientError::Api { .. } | ClientError::NoAddress(_) | ClientError::Tls(_) => Retry::Final,
+        // An answer over the client's size limit would be as large the next time.
+        ClientError::Api { .. }
+        | ClientError::NoAddress(_)
+        | ClientError::Tls(_)
+        | ClientError::TooLarge { .. } => Retry::Final,
         ClientError::Http { source, .. } if source.is_connect() => Retry::NotReady,
         // A request that timed out or broke may still have been committed: retrying the same id
         // is exactly how to find out.

@@ -13,6 +13,7 @@
 //!   local agent maps to the same binary).
 //! - `E2E_DAEMON_IMAGE`: the example daemon image (default `raft-example-daemon:0.1.0`).
 //! - `E2E_KEEP=1`: keep the namespace of a failed test.
+//! - `E2E_OPERATOR_LOG`: `RUST_LOG` of the operator process (default `info,kube=warn`).
 
 #![allow(
     dead_code,
@@ -26,6 +27,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
@@ -66,10 +68,41 @@ where
     }
 }
 
+/// Whether the pod's `Ready` condition is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Name of the operators' leader election Lease: the binary's default, and the chart's for a
+/// release named `raft-operator` (as e2e/kind/run.sh installs it).
+pub const LEASE: &str = "raft-operator";
+
+/// The workspace's target directory, where the binaries the tests run are built.
+pub fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
 /// The operator serving one test.
 pub enum Operator {
-    Process { child: Child, namespace: String },
-    Deployment { namespace: String },
+    Process {
+        child: Child,
+        namespace: String,
+    },
+    /// Several processes electing a leader on the Lease `LEASE` in the test's namespace, each
+    /// with its identity.
+    Elected {
+        children: Vec<(String, Child)>,
+        namespace: String,
+    },
+    Deployment {
+        namespace: String,
+    },
 }
 
 impl Operator {
@@ -77,11 +110,7 @@ impl Operator {
         if let Ok(p) = std::env::var("RAFT_OPERATOR_BIN") {
             return p.into();
         }
-        let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-            |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
-            PathBuf::from,
-        );
-        target.join("debug/raft-operator")
+        target_dir().join("debug/raft-operator")
     }
 
     async fn start(watch_namespace: &str) -> Operator {
@@ -91,19 +120,28 @@ impl Operator {
                     .unwrap_or_else(|_| "raft-operator".into()),
             };
         }
+        Operator::Process {
+            child: Self::spawn(watch_namespace, &[], watch_namespace),
+            namespace: watch_namespace.to_owned(),
+        }
+    }
+
+    /// One operator process watching `watch_namespace`, logging to
+    /// `$TMPDIR/raft-operator-{log_name}.log`.
+    fn spawn(watch_namespace: &str, extra_args: &[&str], log_name: &str) -> Child {
         let bin = Self::binary();
         assert!(
             bin.exists(),
             "operator binary {} not found: build it (cargo build -p raft-operator) or set RAFT_OPERATOR_BIN",
             bin.display()
         );
-        let log = std::env::temp_dir().join(format!("raft-operator-{watch_namespace}.log"));
+        let log = std::env::temp_dir().join(format!("raft-operator-{log_name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(&bin)
+        Command::new(&bin)
             .args([
                 "run",
                 "--namespace",
@@ -111,16 +149,86 @@ impl Operator {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
-            .env("RUST_LOG", "info,kube=warn")
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
             .spawn()
-            .unwrap();
-        Operator::Process {
-            child,
-            namespace: watch_namespace.to_owned(),
+            .unwrap()
+    }
+
+    /// Replace the test's operator process by one process per identity, electing a leader on
+    /// the Lease `LEASE` in the test's namespace. The chart's Deployment already runs two
+    /// replicas with leader election: left as it is.
+    pub async fn start_elected(&mut self, identities: &[&str]) {
+        let Operator::Process { child, namespace } = self else {
+            return;
+        };
+        child.kill().await.unwrap();
+        let ns = namespace.clone();
+        let children = identities
+            .iter()
+            .map(|id| {
+                let args = [
+                    "--leader-election",
+                    "--leader-election-namespace",
+                    &ns,
+                    "--leader-election-identity",
+                    id,
+                ];
+                (
+                    (*id).to_owned(),
+                    Self::spawn(&ns, &args, &format!("{ns}-{id}")),
+                )
+            })
+            .collect();
+        *self = Operator::Elected {
+            children,
+            namespace: ns,
+        };
+    }
+
+    /// The holder of the leader Lease, if any holds it.
+    pub async fn leader(&self, client: &Client) -> Option<String> {
+        let namespace = match self {
+            Operator::Elected { namespace, .. } | Operator::Deployment { namespace } => namespace,
+            Operator::Process { .. } => return None,
+        };
+        let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+        let lease = leases.get_opt(LEASE).await.ok()??;
+        lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    }
+
+    /// Kill the replica holding the Lease without warning (it cannot release it): the process,
+    /// or the pod with no grace period. Returns its identity.
+    pub async fn kill_leader(&mut self, client: &Client) -> String {
+        let leader = wait_for("an operator holding the Lease", WAIT, || {
+            self.leader(client)
+        })
+        .await;
+        match self {
+            Operator::Elected { children, .. } => {
+                let (_, child) = children
+                    .iter_mut()
+                    .find(|(id, _)| *id == leader)
+                    .unwrap_or_else(|| panic!("the Lease names {leader}, no process of ours"));
+                child.kill().await.unwrap();
+            }
+            Operator::Deployment { namespace } => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                };
+                pods.delete(&leader, &dp).await.unwrap();
+            }
+            Operator::Process { .. } => panic!("a single operator process has no leader election"),
         }
+        leader
     }
 
     /// Kill the operator without warning (a crash at any point of a step).
@@ -130,6 +238,23 @@ impl Operator {
                 child.kill().await.unwrap();
                 let ns = namespace.clone();
                 *self = Operator::start(&ns).await;
+            }
+            Operator::Elected {
+                children,
+                namespace,
+            } => {
+                let ns = namespace.clone();
+                for (id, child) in children.iter_mut() {
+                    child.kill().await.unwrap();
+                    let args = [
+                        "--leader-election",
+                        "--leader-election-namespace",
+                        &ns,
+                        "--leader-election-identity",
+                        id,
+                    ];
+                    *child = Self::spawn(&ns, &args, &format!("{ns}-{id}"));
+                }
             }
             Operator::Deployment { namespace } => {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -149,17 +274,27 @@ impl Operator {
 
     pub fn log_tail(&self) -> String {
         match self {
-            Operator::Process { namespace, .. } => {
-                let log = std::env::temp_dir().join(format!("raft-operator-{namespace}.log"));
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            }
+            Operator::Process { namespace, .. } => tail_of_log(namespace),
+            Operator::Elected {
+                children,
+                namespace,
+            } => children
+                .iter()
+                .map(|(id, _)| format!("--- {id}\n{}", tail_of_log(&format!("{namespace}-{id}"))))
+                .collect::<Vec<_>>()
+                .join("\n"),
             Operator::Deployment { .. } => {
                 "(operator runs as a Deployment: kubectl logs it)".into()
             }
         }
     }
+}
+
+fn tail_of_log(log_name: &str) -> String {
+    let log = std::env::temp_dir().join(format!("raft-operator-{log_name}.log"));
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// One test's world: a client, its namespace, its operator.
@@ -413,5 +548,30 @@ impl Env {
 
     pub async fn pod_ip(&self, pod: &str) -> Option<String> {
         self.pods().get(pod).await.ok()?.status?.pod_ip
+    }
+}
+
+/// Cordon (or uncordon) every node: pods that are deleted or added stay Pending.
+pub async fn set_unschedulable(env: &Env, unschedulable: bool) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
+    for n in nodes.list(&ListParams::default()).await.unwrap() {
+        nodes
+            .patch(
+                &n.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"unschedulable": unschedulable}})),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Run a future, catching a panic so cleanup (uncordon) happens before it is re-raised.
+pub struct AssertRecover<F>(pub F);
+
+impl<F: std::future::Future<Output = ()>> AssertRecover<F> {
+    pub async fn run(self) -> Result<(), Box<dyn std::any::Any + Send>> {
+        use futures_util::FutureExt;
+        std::panic::AssertUnwindSafe(self.0).catch_unwind().await
     }
 }

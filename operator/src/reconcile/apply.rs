@@ -5,11 +5,14 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, Preconditions};
 use raft_crds::RaftCluster;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::info;
 
 use super::model::Observed;
 use super::observe::AdminAccess;
@@ -17,75 +20,201 @@ use super::plan::Action;
 use crate::error::Error;
 use crate::resources::names::{ClusterNames, FIELD_MANAGER};
 use crate::resources::tls::ClusterPki;
-use crate::resources::{self, ClusterSecret, StatefulSetParams};
+use crate::resources::{self, ClusterSecret, OperatorPods, StatefulSetParams};
 
 /// Apply the Secrets (token, CA, members' certificates), headless Service,
-/// PodDisruptionBudget and StatefulSet.
+/// PodDisruptionBudget, NetworkPolicy (or delete ours when it is off) and StatefulSet.
+///
+/// An object of one of those names that this RaftCluster does not control (no controller
+/// owner reference with its uid) is left alone and the reconcile fails with
+/// [`Error::NotOwned`]: applying over it would take it over, and deleting the RaftCluster would
+/// then delete it.
 pub async fn apply_owned(
     client: &kube::Client,
     rc: &RaftCluster,
     names: &ClusterNames,
-    secret: &ClusterSecret,
-    pki: &ClusterPki,
-    sts: &StatefulSetParams,
+    owned: &OwnedObjects<'_>,
 ) -> Result<(), Error> {
     let ns = &names.namespace;
-    ssa::<Secret>(
+    let owner = rc
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::InvalidObject("metadata.uid"))?;
+    let apply = Applier {
         client,
         ns,
-        &names.secret(),
-        &resources::secret(rc, names, secret),
-    )
-    .await?;
-    ssa::<Secret>(client, ns, &names.ca_secret(), &pki.ca_secret(rc, names)).await?;
+        owner,
+        names,
+    };
+    // The identity is retained (no owner reference): the one a deleted RaftCluster of this
+    // name left behind is adopted.
+    apply
+        .ssa_as::<Secret>(
+            &names.secret(),
+            &resources::secret(names, owned.secret),
+            Claim::Retained,
+        )
+        .await?;
+    apply
+        .ssa::<Secret>(&names.ca_secret(), &owned.pki.ca_secret(rc, names))
+        .await?;
     // Before the StatefulSet: a pod it starts finds its certificate already there.
-    ssa::<Secret>(
-        client,
-        ns,
-        &names.tls_secret(),
-        &pki.members_secret(rc, names),
-    )
-    .await?;
-    ssa::<Service>(
-        client,
-        ns,
-        names.service(),
-        &resources::headless_service(rc, names),
-    )
-    .await?;
-    ssa::<PodDisruptionBudget>(
-        client,
-        ns,
-        names.pdb(),
-        &resources::pod_disruption_budget(rc, names),
-    )
-    .await?;
-    ssa::<StatefulSet>(
-        client,
-        ns,
-        names.statefulset(),
-        &resources::statefulset(rc, names, sts),
-    )
-    .await
+    apply
+        .ssa::<Secret>(&names.tls_secret(), &owned.pki.members_secret(rc, names))
+        .await?;
+    apply
+        .ssa::<Service>(names.service(), &resources::headless_service(rc, names))
+        .await?;
+    apply
+        .ssa::<PodDisruptionBudget>(names.pdb(), &resources::pod_disruption_budget(rc, names))
+        .await?;
+    if rc.spec.network_policy.enabled {
+        let policy = resources::network_policy(rc, names, owned.operator_pods);
+        apply
+            .ssa::<NetworkPolicy>(names.network_policy(), &policy)
+            .await?;
+    } else {
+        apply
+            .delete_if_ours::<NetworkPolicy>(names.network_policy())
+            .await?;
+    }
+    apply
+        .ssa::<StatefulSet>(
+            names.statefulset(),
+            &resources::statefulset(rc, names, owned.statefulset),
+        )
+        .await
 }
 
-async fn ssa<K>(client: &kube::Client, ns: &str, name: &str, obj: &K) -> Result<(), Error>
-where
+/// What [`apply_owned`] builds the objects from, besides the RaftCluster.
+pub struct OwnedObjects<'a> {
+    pub secret: &'a ClusterSecret,
+    pub pki: &'a ClusterPki,
+    pub statefulset: &'a StatefulSetParams,
+    pub operator_pods: Option<&'a OperatorPods>,
+}
+
+/// Server-side apply of one RaftCluster's objects, refusing objects it does not control.
+struct Applier<'a> {
+    client: &'a kube::Client,
+    ns: &'a str,
+    /// The RaftCluster's uid.
+    owner: &'a str,
+    names: &'a ClusterNames,
+}
+
+/// A namespaced kind the operator applies.
+trait Applied:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Applied for K where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + Serialize
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))?;
-    Ok(())
+}
+
+/// Which existing object of a name the cluster may apply over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Only one it controls (owner reference with its uid).
+    Controlled,
+    /// Also one without any controller that carries the cluster's labels: what a deleted
+    /// RaftCluster of the same name left behind.
+    Retained,
+}
+
+impl Applier<'_> {
+    async fn ssa<K: Applied>(&self, name: &str, obj: &K) -> Result<(), Error> {
+        self.ssa_as(name, obj, Claim::Controlled).await
+    }
+
+    async fn ssa_as<K: Applied>(&self, name: &str, obj: &K, claim: Claim) -> Result<(), Error> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        let params = match self.existing::<K>(&api, name).await? {
+            // Creating: nobody else's fields to override.
+            None => PatchParams::apply(FIELD_MANAGER),
+            // Ours: our fields win over edits made by hand (drift is reverted).
+            Some(meta)
+                if controlled_by(&meta, self.owner)
+                    || (claim == Claim::Retained && left_behind(&meta, self.names)) =>
+            {
+                PatchParams::apply(FIELD_MANAGER).force()
+            }
+            Some(_) => {
+                return Err(Error::NotOwned {
+                    kind: K::kind(&()).into_owned(),
+                    name: name.to_owned(),
+                });
+            }
+        };
+        api.patch(name, &params, &Patch::Apply(obj))
+            .await
+            .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))?;
+        Ok(())
+    }
+
+    /// Delete `name` if this RaftCluster controls it; anything else of that name is left alone.
+    async fn delete_if_ours<K: Applied>(&self, name: &str) -> Result<(), Error> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        let Some(existing) = self.existing::<K>(&api, name).await? else {
+            return Ok(());
+        };
+        if !controlled_by(&existing, self.owner) {
+            return Ok(());
+        }
+        // Only the object just checked, not one re-created under that name since.
+        let that_one = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.uid,
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        ignore_not_found(api.delete(name, &that_one).await)
+            .map_err(Error::kube(format!("delete {} {name}", K::kind(&()))))
+    }
+
+    /// The metadata of `name`, if it exists.
+    async fn existing<K: Applied>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+    ) -> Result<Option<ObjectMeta>, Error> {
+        let existing = api
+            .get_metadata_opt(name)
+            .await
+            .map_err(Error::kube(format!("get {} {name}", K::kind(&()))))?;
+        Ok(existing.map(|o| o.metadata))
+    }
+}
+
+/// Whether `meta` has no controller and the labels this cluster gives its objects.
+fn left_behind(meta: &ObjectMeta, names: &ClusterNames) -> bool {
+    let no_controller = !meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true));
+    let labels = meta.labels.clone().unwrap_or_default();
+    no_controller && names.labels().iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Whether `meta`'s controller owner reference is the object with uid `owner`.
+fn controlled_by(meta: &ObjectMeta, owner: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == owner)
 }
 
 fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
@@ -157,7 +286,7 @@ pub async fn act(
                     source,
                 })
         }
-        Action::DeletePod { name, uid } => delete_pod(client, ns, name, uid).await,
+        Action::EvictPod { name, uid } => evict_pod(client, ns, name, uid).await,
         Action::DeletePvc { name } => delete_pvc(client, ns, name).await,
         Action::DiscardVolume { pod, uid, pvc } => {
             // The claim first: it stays (protected) until the pod is gone, so the recreated
@@ -184,6 +313,32 @@ fn sidecar_of(
             pod: pod.to_owned(),
             reason,
         })
+}
+
+/// Evict `name` if it is still the pod `uid`. The PodDisruptionBudget (one member down at a
+/// time) decides with any node drain in progress: a refusal (429) is not an error, the plan
+/// asks again at the next reconcile.
+async fn evict_pod(client: &kube::Client, ns: &str, name: &str, uid: &str) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let params = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        }),
+        ..EvictParams::default()
+    };
+    match api.evict(name, &params).await {
+        Err(kube::Error::Api(s)) if s.code == 429 => {
+            info!(pod = name, reason = %s.message, "eviction refused for now (PodDisruptionBudget); asking again at the next reconcile");
+            Ok(())
+        }
+        // 409: the uid precondition failed, the pod was already replaced.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        r => ignore_not_found(r).map_err(Error::kube(format!("evict pod {name}"))),
+    }
 }
 
 async fn delete_pod(client: &kube::Client, ns: &str, name: &str, uid: &str) -> Result<(), Error> {

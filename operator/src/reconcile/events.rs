@@ -6,8 +6,9 @@ use kube::runtime::events::{Event, EventType};
 use raft_crds::{OperationKind, RaftClusterStatus};
 
 use super::plan::{Outcome, Plan, Step};
-use super::status::{PARTITION_DETECTED, QUORUM_AVAILABLE};
+use super::status::{DEGRADED, PARTITION_DETECTED, QUORUM_AVAILABLE, STEP_STUCK};
 use crate::error::Error;
+use crate::resources::ca_rotation::RotationStep;
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
     Event {
@@ -73,7 +74,8 @@ pub fn announce(
                 Outcome::MemberAdded { name, .. }
                 | Outcome::MemberRemoved { name, .. }
                 | Outcome::MemberReplaced { name, .. }
-                | Outcome::MemberRestarted { name } => Some(name.as_str()),
+                | Outcome::MemberRestarted { name }
+                | Outcome::Abandoned { name, .. } => Some(name.as_str()),
             };
             let (reason, note) = match outcome {
                 Outcome::Initialized { cluster_id } => (
@@ -96,6 +98,17 @@ pub fn announce(
                 Outcome::MemberRestarted { name } => (
                     "MemberRestarted",
                     format!("{name} restarted on the new revision and caught up"),
+                ),
+                Outcome::Abandoned { kind, name, why } => (
+                    "StepAbandoned",
+                    format!(
+                        "{} {name} abandoned before anything irreversible: {why}",
+                        match kind {
+                            OperationKind::AddMember => "adding",
+                            OperationKind::RemoveMember => "removing",
+                            _ => "the step on",
+                        }
+                    ),
                 ),
             };
             let e = event(EventType::Normal, reason, "FinishStep", note);
@@ -149,6 +162,14 @@ pub fn announce(
             condition_message(now, QUORUM_AVAILABLE),
         ));
     }
+    if degraded_for(now, STEP_STUCK) && !degraded_for(previous, STEP_STUCK) {
+        out.push(event(
+            EventType::Warning,
+            STEP_STUCK,
+            "Observe",
+            condition_message(now, DEGRADED),
+        ));
+    }
     if !condition_is(previous, PARTITION_DETECTED, "True")
         && condition_is(now, PARTITION_DETECTED, "True")
     {
@@ -162,6 +183,13 @@ pub fn announce(
     out
 }
 
+/// Whether `Degraded` is True for `reason`.
+fn degraded_for(s: &RaftClusterStatus, reason: &str) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == DEGRADED && c.status == "True" && c.reason == reason)
+}
+
 fn condition_message(s: &RaftClusterStatus, type_: &str) -> String {
     s.conditions
         .iter()
@@ -170,14 +198,34 @@ fn condition_message(s: &RaftClusterStatus, type_: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The Event for a failed reconcile (reason is the error's static category).
-pub fn failure(error: &Error) -> Event {
-    let mut note = error.to_string();
-    // Event notes are limited to 1 kB; cut on a character boundary.
+/// A step of a CA rotation.
+pub fn ca_rotation(step: RotationStep) -> Event {
+    event(
+        EventType::Normal,
+        step.reason(),
+        "RotateCA",
+        step.note().to_owned(),
+    )
+}
+
+/// The token Secret is missing while the cluster's identity exists.
+pub fn identity_lost(mut note: String) -> Event {
+    truncate(&mut note);
+    event(EventType::Warning, "IdentityLost", "Reconcile", note)
+}
+
+/// Event notes are limited to 1 kB; cut on a character boundary.
+fn truncate(note: &mut String) {
     let cut = (0..=note.len().min(1000))
         .rev()
         .find(|i| note.is_char_boundary(*i))
         .unwrap_or(0);
     note.truncate(cut);
+}
+
+/// The Event for a failed reconcile (reason is the error's static category).
+pub fn failure(error: &Error) -> Event {
+    let mut note = error.to_string();
+    truncate(&mut note);
     event(EventType::Warning, error.category(), "Reconcile", note)
 }

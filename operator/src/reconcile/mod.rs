@@ -23,9 +23,10 @@ use tracing::{info, warn};
 use crate::config::RunConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::resources::ca_rotation::{InUse, ROTATE_CA_ANNOTATION};
 use crate::resources::names::{ClusterNames, FIELD_MANAGER};
 use crate::resources::tls::ClusterPki;
-use crate::resources::{ClusterSecret, StatefulSetParams};
+use crate::resources::{ClusterSecret, OperatorPods, StatefulSetParams};
 use observe::AdminAccess;
 use plan::Step;
 
@@ -33,6 +34,8 @@ use plan::Step;
 pub struct Context {
     pub client: kube::Client,
     pub config: RunConfig,
+    /// Admitted to the admin port by each cluster's NetworkPolicy (parsed from `config`).
+    pub operator_pods: Option<OperatorPods>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
 }
@@ -58,7 +61,14 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     // observe
     let observation = observe::observe(&ctx.client, rc, &names, timeout).await?;
     let o = observation.observed;
-    let secret = observation.secret.unwrap_or_else(ClusterSecret::generate);
+    let secret = match observation.secret {
+        Some(secret) => secret,
+        None => match identity_evidence(&o) {
+            // A new identity would lock the members out of their own data: say so and wait.
+            Some(evidence) => return identity_lost(rc, ctx, &names, &o, &evidence).await,
+            None => ClusterSecret::generate(),
+        },
+    };
 
     // plan
     let plan = plan::plan(&o);
@@ -68,7 +78,24 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         .max(o.desired_replicas)
         .max(o.statefulset.as_ref().map_or(0, |s| s.replicas))
         .saturating_add(1);
-    let pki = ClusterPki::ensure(observation.pki, &names, members, SystemTime::now())?;
+    let now = SystemTime::now();
+    let (existing, rotation) = match observation.pki {
+        Some(pki) => {
+            let in_use: InUse = o
+                .pods
+                .values()
+                .map(|p| (p.name.clone(), p.status().and_then(|s| s.tls.clone())))
+                .collect();
+            let request = rc
+                .annotations()
+                .get(ROTATE_CA_ANNOTATION)
+                .map(String::as_str);
+            let (pki, step) = pki.rotate(&names, request, &in_use, now)?;
+            (Some(pki), step)
+        }
+        None => (None, None),
+    };
+    let pki = ClusterPki::ensure(existing, &names, members, now)?;
     let access = AdminAccess {
         token: secret.token.clone(),
         tls: Some(pki.operator_tls()),
@@ -81,7 +108,13 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         replicas: i32::try_from(plan.statefulset_replicas).unwrap_or(i32::MAX),
         default_sidecar_image: ctx.config.sidecar_image.clone(),
     };
-    apply::apply_owned(&ctx.client, rc, &names, &secret, &pki, &sts).await?;
+    let owned = apply::OwnedObjects {
+        secret: &secret,
+        pki: &pki,
+        statefulset: &sts,
+        operator_pods: ctx.operator_pods.as_ref(),
+    };
+    apply::apply_owned(&ctx.client, rc, &names, &owned).await?;
     let previous = rc.status.clone().unwrap_or_default();
     let mut cluster_id = previous.cluster_id.clone();
     let operation = match &plan.step {
@@ -111,18 +144,72 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     ctx.metrics
         .observe_cluster(&names.namespace, &names.name, rc.spec.replicas, &new_status);
     let reference = rc.object_ref(&());
-    for event in events::announce(&plan, Some(&names.namespace), &previous, &new_status) {
+    let rotated = rotation.map(|step| {
+        info!(cluster = %names.name, ?step, "CA rotation");
+        events::ca_rotation(step)
+    });
+    let announced = events::announce(&plan, Some(&names.namespace), &previous, &new_status);
+    for event in rotated.into_iter().chain(announced) {
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             warn!(cluster = %names.name, error = %e, "failed to publish an Event");
         }
     }
 
-    let busy = new_status.operation.is_some() || !matches!(plan.step, Step::Idle);
+    // A CA rotation moves on when members have reloaded files, which wakes no watch.
+    let busy = new_status.operation.is_some() || !matches!(plan.step, Step::Idle) || pki.rotating();
     Ok(Requeue::requeue(if busy {
         ctx.config.requeue_active
     } else {
         ctx.config.requeue_idle
     }))
+}
+
+/// Why the cluster has an identity already, if it has one: what a token Secret that is missing
+/// must not be regenerated over. (Pods cannot be asked: without the token there is no call.)
+fn identity_evidence(o: &model::Observed) -> Option<String> {
+    match &o.cluster_id {
+        Some(id) => Some(format!("status.clusterId is {id}")),
+        None if !o.pvcs.is_empty() => Some(format!(
+            "{} data volume(s) of this cluster exist",
+            o.pvcs.len()
+        )),
+        None => None,
+    }
+}
+
+/// The token Secret is gone but the identity is not: report `Degraded`/`IdentityLost` with an
+/// Event, change nothing else, and look again soon.
+async fn identity_lost(
+    rc: &RaftCluster,
+    ctx: &Context,
+    names: &ClusterNames,
+    o: &model::Observed,
+    evidence: &str,
+) -> Result<Requeue, Error> {
+    let message = format!(
+        "Secret {secret} is missing but {evidence}: a new token and cluster id would lock the \
+         members out of their data, so none is made. Restore {secret} (keys token and \
+         cluster-id; see docs/operator.md, \"Identity lost\"), or delete the volumes to start \
+         a new cluster",
+        secret = names.secret()
+    );
+    warn!(cluster = %names.name, %message, "cluster identity lost");
+    let previous = rc.status.clone().unwrap_or_default();
+    let status = status::identity_lost(&previous, o.generation, o.now, message.clone());
+    write_status(&ctx.client, rc, names, &status).await?;
+    ctx.metrics
+        .observe_cluster(&names.namespace, &names.name, rc.spec.replicas, &status);
+    if previous
+        .conditions
+        .iter()
+        .all(|c| c.reason != status::IDENTITY_LOST)
+    {
+        let event = events::identity_lost(message);
+        if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
+            warn!(cluster = %names.name, error = %e, "failed to publish an Event");
+        }
+    }
+    Ok(Requeue::requeue(ctx.config.requeue_active))
 }
 
 async fn write_status(
@@ -162,4 +249,27 @@ pub fn error_policy(rc: Arc<RaftCluster>, error: &Error, ctx: Arc<Context>) -> R
         }
     });
     Requeue::requeue(ctx.config.requeue_active.max(Duration::from_secs(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::fixtures::healthy;
+
+    #[test]
+    fn a_missing_token_secret_is_made_anew_only_for_a_cluster_without_an_identity() {
+        let mut o = healthy(3);
+        let recorded = identity_evidence(&o).unwrap();
+        assert!(recorded.contains("rc-cafe"), "{recorded}");
+        o.cluster_id = None;
+        o.pvcs = [0, 2].into();
+        let volumes = identity_evidence(&o).unwrap();
+        assert!(volumes.contains("2 data volume"), "{volumes}");
+        o.pvcs.clear();
+        assert_eq!(
+            identity_evidence(&o),
+            None,
+            "a new cluster gets a new identity"
+        );
+    }
 }

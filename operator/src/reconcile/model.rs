@@ -12,9 +12,12 @@ use raft_crds::OperationStatus;
 use super::sidecar_metrics::LeaderHealth;
 use crate::resources::names::ClusterNames;
 
-/// A learner within this many entries of the leader's log counts as caught up (the sidecar
-/// refuses to promote beyond the same limit, `PROMOTE_MAX_LAG`).
+/// A member within this many entries of the leader's log counts as caught up (the sidecar's
+/// `PROMOTE_MAX_LAG`)...
 pub const CAUGHT_UP_LAG: u64 = 100;
+/// ... and so does one that has everything the leader had this long ago (the sidecar's
+/// `CAUGHT_UP_WITHIN`): under load a healthy follower lags hundreds of entries, for milliseconds.
+pub const CAUGHT_UP_MS: u64 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -120,9 +123,11 @@ impl LeaderView {
     }
 }
 
-/// A member the leader hears from and that is within [`CAUGHT_UP_LAG`] of its log.
+/// A member the leader hears from and that is within [`CAUGHT_UP_LAG`] entries or
+/// [`CAUGHT_UP_MS`] of its log.
 pub fn is_caught_up(m: &ClusterMember) -> bool {
-    m.healthy && m.lag.unwrap_or(0) <= CAUGHT_UP_LAG
+    m.healthy
+        && (m.lag.unwrap_or(0) <= CAUGHT_UP_LAG || m.lag_ms.is_some_and(|ms| ms <= CAUGHT_UP_MS))
 }
 
 impl Observed {
@@ -177,6 +182,7 @@ pub mod fixtures {
             partition_state: PartitionState::Healthy,
             peer_address: format!("rc-{ordinal}.rc.ns.svc.cluster.local:7070"),
             admin_address: format!("rc-{ordinal}.rc.ns.svc.cluster.local:7090"),
+            tls: None,
         }
     }
 
@@ -203,6 +209,7 @@ pub mod fixtures {
             healthy: true,
             matched_index: Some(50),
             lag: Some(0),
+            lag_ms: None,
             last_contact_ms: Some(10),
         }
     }

@@ -15,6 +15,7 @@ use kube::api::{Api, ListParams};
 use raft_api::admin::NodeRole;
 use raft_api::client::{ClientTls, SidecarClient};
 use raft_crds::RaftCluster;
+use tracing::warn;
 
 use super::model::{LeaderView, Observed, PodView, StatefulSetView};
 use super::sidecar_metrics;
@@ -29,6 +30,10 @@ pub struct Observation {
     pub secret: Option<ClusterSecret>,
     pub pki: Option<ClusterPki>,
 }
+
+/// Largest admin answer the operator reads (status, membership, `/metrics` of up to nine
+/// members are a few KiB): a member that answers more cannot fill the operator's memory.
+const ADMIN_RESPONSE_LIMIT: usize = 1 << 20;
 
 /// How the operator reaches members' admin APIs: the cluster token and, once the cluster has
 /// its CA, the operator's client certificate (each pod is dialled at its IP and must present
@@ -54,7 +59,8 @@ impl AdminAccess {
                 Some(&addr),
                 Some(self.token.clone()),
                 self.timeout,
-            ));
+            )
+            .with_response_limit(ADMIN_RESPONSE_LIMIT));
         };
         let host = self.names.pod_host(pod);
         let connector = tls
@@ -66,7 +72,8 @@ impl AdminAccess {
             Some(self.token.clone()),
             self.timeout,
         )
-        .with_tls(&connector))
+        .with_tls(&connector)
+        .with_response_limit(ADMIN_RESPONSE_LIMIT))
     }
 }
 
@@ -107,16 +114,17 @@ pub async fn observe(
         .map_err(Error::kube(format!(
             "get statefulset {}",
             names.statefulset()
-        )))?
-        .map(|s| StatefulSetView {
-            replicas: s
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.replicas)
-                .and_then(|r| u32::try_from(r).ok())
-                .unwrap_or(0),
-            update_revision: s.status.and_then(|st| st.update_revision),
-        });
+        )))?;
+    let statefulset_uid = statefulset.as_ref().and_then(|s| s.metadata.uid.clone());
+    let statefulset = statefulset.map(|s| StatefulSetView {
+        replicas: s
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.replicas)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0),
+        update_revision: s.status.and_then(|st| st.update_revision),
+    });
 
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let selector = names.selector_string();
@@ -124,9 +132,21 @@ pub async fn observe(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::kube(format!("list pods {selector}")))?;
+    let (ours, foreign): (Vec<Pod>, Vec<Pod>) = pods
+        .items
+        .into_iter()
+        .partition(|p| controlled_by_statefulset(p, names, statefulset_uid.as_deref()));
+    for pod in &foreign {
+        // It carries our labels, but our StatefulSet did not make it: it gets neither the
+        // token nor a call.
+        warn!(
+            cluster = %names.name,
+            pod = pod.metadata.name.as_deref().unwrap_or_default(),
+            "pod with the cluster's labels is not controlled by its StatefulSet; ignored"
+        );
+    }
     let views = join_all(
-        pods.items
-            .into_iter()
+        ours.into_iter()
             .filter_map(|p| Some((names.ordinal_of(p.metadata.name.as_deref()?)?, p)))
             .map(|(ordinal, pod)| {
                 let access = access.clone();
@@ -174,6 +194,20 @@ pub async fn observe(
         },
         secret,
         pki,
+    })
+}
+
+/// Whether `pod`'s controller is the cluster's StatefulSet (name and uid), the only pods the
+/// operator calls with the cluster's token and client certificate.
+fn controlled_by_statefulset(pod: &Pod, names: &ClusterNames, uid: Option<&str>) -> bool {
+    let Some(uid) = uid else {
+        return false;
+    };
+    pod.metadata.owner_references.iter().flatten().any(|r| {
+        r.controller == Some(true)
+            && r.kind == "StatefulSet"
+            && r.name == names.statefulset()
+            && r.uid == uid
     })
 }
 
@@ -244,4 +278,49 @@ async fn leader_view(pods: &BTreeMap<u32, PodView>, access: &AdminAccess) -> Opt
         cluster,
         health,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn pod_owned_by(kind: &str, name: &str, uid: &str, controller: bool) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("prod-0".into());
+        pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller: Some(controller),
+            ..OwnerReference::default()
+        }]);
+        pod
+    }
+
+    #[test]
+    fn only_pods_the_clusters_statefulset_controls_are_called() {
+        let names = ClusterNames::new("prod", "team-a", "cluster.local");
+        let ours = pod_owned_by("StatefulSet", "prod", "sts-uid", true);
+        assert!(controlled_by_statefulset(&ours, &names, Some("sts-uid")));
+        // A pod someone made with the cluster's labels, or left by an older StatefulSet.
+        for foreign in [
+            Pod::default(),
+            pod_owned_by("StatefulSet", "prod", "other-uid", true),
+            pod_owned_by("StatefulSet", "other", "sts-uid", true),
+            pod_owned_by("ReplicaSet", "prod", "sts-uid", true),
+            pod_owned_by("StatefulSet", "prod", "sts-uid", false),
+        ] {
+            assert!(!controlled_by_statefulset(
+                &foreign,
+                &names,
+                Some("sts-uid")
+            ));
+        }
+        assert!(
+            !controlled_by_statefulset(&ours, &names, None),
+            "no StatefulSet, no pod of ours"
+        );
+    }
 }

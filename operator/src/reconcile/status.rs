@@ -113,6 +113,35 @@ pub fn build(
     }
 }
 
+/// Reason of `Degraded` when a recorded step has not finished within [`STEP_STUCK_AFTER`].
+pub const STEP_STUCK: &str = "StepStuck";
+/// How long a recorded step may take before `Degraded` says it is stuck. Longer than any step
+/// takes when it can make progress (a learner catching up on a large snapshot included), so
+/// the condition means a person should look.
+pub const STEP_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Reason of `Degraded` when the token Secret is gone while the cluster's identity exists.
+pub const IDENTITY_LOST: &str = "IdentityLost";
+
+/// The status while the cluster's identity is lost: the previous one with `Degraded` set
+/// (reason [`IDENTITY_LOST`]) and the phase `Degraded`; nothing else is known to have changed.
+pub fn identity_lost(
+    previous: &RaftClusterStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+    message: String,
+) -> RaftClusterStatus {
+    let v = verdict(DEGRADED, true, IDENTITY_LOST, message);
+    let mut status = previous.clone();
+    status.conditions.retain(|c| c.type_ != DEGRADED);
+    status
+        .conditions
+        .push(condition(&v, previous, generation, now));
+    status.phase = ClusterPhase::Degraded;
+    status.observed_generation = generation;
+    status
+}
+
 fn condition(
     v: &Verdict,
     previous: &RaftClusterStatus,
@@ -352,6 +381,20 @@ fn degraded(o: &Observed, plan: &Plan) -> Verdict {
             ));
         }
     }
+    if let Some(op) = &o.operation {
+        let age = o.now.duration_since(op.started_at.0);
+        let stuck = SignedDuration::try_from(STEP_STUCK_AFTER).is_ok_and(|limit| age > limit);
+        if stuck {
+            reason = STEP_STUCK;
+            problems.push(format!(
+                "step {:?} of {} recorded {}s ago has not finished (phase {:?})",
+                op.kind,
+                op.name,
+                age.as_secs(),
+                op.phase
+            ));
+        }
+    }
     if problems.is_empty() {
         verdict(
             DEGRADED,
@@ -447,6 +490,50 @@ mod tests {
 
     fn cond<'a>(s: &'a RaftClusterStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_step_recorded_longer_ago_than_the_limit_is_degraded_step_stuck() {
+        let mut o = healthy(3);
+        o.operation = Some(op(
+            raft_crds::OperationKind::AddMember,
+            3,
+            raft_crds::OperationPhase::AwaitingCatchUp,
+        ));
+        o.now = Timestamp::from_second(5 * 60).unwrap();
+        assert_ne!(
+            cond(&status_of(&o, &Default::default()), DEGRADED).reason,
+            STEP_STUCK
+        );
+        o.now = Timestamp::from_second(11 * 60).unwrap();
+        let s = status_of(&o, &Default::default());
+        let d = cond(&s, DEGRADED);
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", STEP_STUCK));
+        assert!(
+            d.message.contains("rc-3") && d.message.contains("660s"),
+            "{}",
+            d.message
+        );
+        let events = super::super::events::announce(&plan(&o), None, &Default::default(), &s);
+        assert!(
+            events.iter().any(|e| e.reason == STEP_STUCK),
+            "an Event when it becomes stuck"
+        );
+    }
+
+    #[test]
+    fn a_lost_identity_is_degraded_and_keeps_everything_else() {
+        let before = status_of(&healthy(3), &RaftClusterStatus::default());
+        let s = identity_lost(&before, Some(7), Timestamp::now(), "gone".into());
+        assert_eq!(s.phase, ClusterPhase::Degraded);
+        let d = cond(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", IDENTITY_LOST)
+        );
+        assert_eq!(s.conditions.len(), before.conditions.len());
+        assert_eq!(s.cluster_id, before.cluster_id);
+        assert_eq!(s.members, before.members);
     }
 
     #[test]

@@ -20,6 +20,18 @@ pub(super) fn owned_meta(rc: &RaftCluster, names: &ClusterNames, name: &str) -> 
     }
 }
 
+/// Metadata of an object that outlives its `RaftCluster` (the cluster's identity, kept with
+/// its retained volumes): name, namespace and labels, no owner reference, so deleting the
+/// `RaftCluster` leaves it for a re-created one of the same name to adopt.
+pub(super) fn retained_meta(names: &ClusterNames, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(names.namespace.clone()),
+        labels: Some(names.labels()),
+        ..ObjectMeta::default()
+    }
+}
+
 fn owner_reference(rc: &RaftCluster) -> Option<OwnerReference> {
     rc.controller_owner_ref(&())
 }
@@ -31,8 +43,16 @@ pub(super) fn opaque_secret(
     name: &str,
     entries: impl IntoIterator<Item = (String, String)>,
 ) -> k8s_openapi::api::core::v1::Secret {
+    secret_with(owned_meta(rc, names, name), entries)
+}
+
+/// An `Opaque` Secret with `metadata`, holding `entries` (key, UTF-8 value).
+pub(super) fn secret_with(
+    metadata: ObjectMeta,
+    entries: impl IntoIterator<Item = (String, String)>,
+) -> k8s_openapi::api::core::v1::Secret {
     k8s_openapi::api::core::v1::Secret {
-        metadata: owned_meta(rc, names, name),
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(
             entries

@@ -2,14 +2,17 @@
 //! "build" stage of the pipeline). `reconcile::apply` sends them with server-side apply; tests
 //! check the safety-relevant fields (Parallel, OnDelete, PVC retention, local-only probes).
 
+pub mod ca_rotation;
 mod meta;
 pub mod names;
+mod network_policy;
 mod pdb;
 mod secret;
 mod service;
 mod statefulset;
 pub mod tls;
 
+pub use network_policy::{OperatorPods, network_policy};
 pub use pdb::pod_disruption_budget;
 pub use secret::{ClusterSecret, SecretError, secret};
 pub use service::headless_service;

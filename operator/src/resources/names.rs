@@ -26,11 +26,15 @@ pub const TOKEN_KEY: &str = "token";
 pub const CLUSTER_ID_KEY: &str = "cluster-id";
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "raft-operator";
+/// Label selector of every object the operator creates (see [`ClusterNames::labels`]): what
+/// its watches cache.
+pub const MANAGED_BY_US: &str = "app.kubernetes.io/managed-by=raft-operator";
 
 /// Names of one cluster's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNames {
-    /// The RaftCluster's name (also the StatefulSet, headless Service and PDB name).
+    /// The RaftCluster's name (also the StatefulSet, headless Service, PDB and NetworkPolicy
+    /// name).
     pub name: String,
     pub namespace: String,
     /// DNS suffix of the Kubernetes cluster (`cluster.local`).
@@ -55,6 +59,10 @@ impl ClusterNames {
     }
 
     pub fn pdb(&self) -> &str {
+        &self.name
+    }
+
+    pub fn network_policy(&self) -> &str {
         &self.name
     }
 
@@ -161,5 +169,12 @@ mod tests {
             n.selector_string(),
             "app.kubernetes.io/instance=prod,app.kubernetes.io/name=raft-cluster"
         );
+    }
+
+    #[test]
+    fn every_object_the_operator_labels_matches_what_its_watches_cache() {
+        let labels = ClusterNames::new("prod", "ns", "cluster.local").labels();
+        let (key, value) = MANAGED_BY_US.split_once('=').unwrap();
+        assert_eq!(labels.get(key).map(String::as_str), Some(value));
     }
 }

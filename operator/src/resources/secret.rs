@@ -1,13 +1,14 @@
 //! The cluster Secret: the shared auth token (peer and admin traffic) and the cluster id the
 //! sidecars are started with. Both are generated once and then read back, never regenerated:
 //! a new token would lock the running members out, a new cluster id would make every data dir
-//! refuse to open.
+//! refuse to open. It has no owner reference: like the volumes (retained when the
+//! `RaftCluster` is deleted), it outlives the `RaftCluster`, so one re-created under the same
+//! name adopts both.
 
 use k8s_openapi::api::core::v1::Secret;
-use raft_crds::RaftCluster;
 use rand::RngCore;
 
-use super::meta::opaque_secret;
+use super::meta::{retained_meta, secret_with};
 use super::names::{CLUSTER_ID_KEY, ClusterNames, TOKEN_KEY};
 
 /// The contents of the cluster Secret.
@@ -73,11 +74,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn secret(rc: &RaftCluster, names: &ClusterNames, contents: &ClusterSecret) -> Secret {
-    opaque_secret(
-        rc,
-        names,
-        &names.secret(),
+pub fn secret(names: &ClusterNames, contents: &ClusterSecret) -> Secret {
+    secret_with(
+        retained_meta(names, &names.secret()),
         [
             (TOKEN_KEY.to_owned(), contents.token.clone()),
             (CLUSTER_ID_KEY.to_owned(), contents.cluster_id.clone()),
@@ -91,11 +90,16 @@ mod tests {
 
     #[test]
     fn a_generated_secret_reads_back_unchanged_and_never_prints_its_token() {
-        let rc = RaftCluster::new("prod", Default::default());
         let names = ClusterNames::new("prod", "ns", "cluster.local");
         let contents = ClusterSecret::generate();
         assert_eq!(contents.token.len(), 64);
-        let read = ClusterSecret::from_secret(&secret(&rc, &names, &contents)).unwrap();
+        let built = secret(&names, &contents);
+        assert!(
+            built.metadata.owner_references.is_none(),
+            "the identity outlives its RaftCluster"
+        );
+        assert_eq!(built.metadata.labels, Some(names.labels()));
+        let read = ClusterSecret::from_secret(&built).unwrap();
         assert_eq!(read, contents);
         assert!(!format!("{read:?}").contains(&contents.token));
         assert_ne!(ClusterSecret::generate(), contents);

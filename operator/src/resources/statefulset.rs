@@ -19,10 +19,12 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -123,7 +125,14 @@ pub fn statefulset(
                         .filter(|s| !s.is_empty()),
                     tolerations: Some(spec.pod_template.tolerations.clone())
                         .filter(|t| !t.is_empty()),
-                    affinity: spec.pod_template.affinity.clone(),
+                    affinity: Some(
+                        spec.pod_template
+                            .affinity
+                            .clone()
+                            .unwrap_or_else(|| spread_over_nodes(names)),
+                    ),
+                    topology_spread_constraints: Some(topology_spread(rc, names))
+                        .filter(|c| !c.is_empty()),
                     ..PodSpec::default()
                 }),
             },
@@ -350,6 +359,47 @@ fn runtime_default_seccomp() -> SeccompProfile {
 
 /// The pods' default security context: what the "restricted" Pod Security Standard asks at the
 /// pod level.
+/// The default affinity: members preferably on different nodes, so one node's loss costs one
+/// member. Preferred, not required: a cluster larger than the node count still schedules.
+fn spread_over_nodes(names: &ClusterNames) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(names.selector_labels()),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// `spec.topologySpreadConstraints` as given; one without a label selector counts this
+/// cluster's pods.
+fn topology_spread(rc: &RaftCluster, names: &ClusterNames) -> Vec<TopologySpreadConstraint> {
+    rc.spec
+        .topology_spread_constraints
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            c.label_selector.get_or_insert_with(|| LabelSelector {
+                match_labels: Some(names.selector_labels()),
+                ..LabelSelector::default()
+            });
+            c
+        })
+        .collect()
+}
+
 fn restricted_pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
@@ -392,6 +442,64 @@ mod tests {
                 default_sidecar_image: "raft-sidecar:9.9.9".into(),
             },
         )
+    }
+
+    fn pod_spec(sts: &StatefulSet) -> PodSpec {
+        sts.spec.clone().unwrap().template.spec.unwrap()
+    }
+
+    #[test]
+    fn members_prefer_different_nodes_unless_the_user_sets_affinity() {
+        let spec = pod_spec(&build(RaftClusterSpec::default()));
+        let preferred = spec
+            .affinity
+            .unwrap()
+            .pod_anti_affinity
+            .unwrap()
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(preferred.len(), 1);
+        let term = &preferred[0].pod_affinity_term;
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        assert_eq!(
+            term.label_selector.as_ref().unwrap().match_labels,
+            Some(ClusterNames::new("prod", "team-a", "cluster.local").selector_labels())
+        );
+        assert!(spec.topology_spread_constraints.is_none());
+
+        let mut own = RaftClusterSpec::default();
+        let mine = Affinity {
+            node_affinity: Some(Default::default()),
+            ..Affinity::default()
+        };
+        own.pod_template.affinity = Some(mine.clone());
+        assert_eq!(
+            pod_spec(&build(own)).affinity,
+            Some(mine),
+            "replaced, not merged"
+        );
+    }
+
+    #[test]
+    fn topology_spread_constraints_pass_through_and_count_this_clusters_pods_by_default() {
+        let mut spec = RaftClusterSpec::default();
+        let zone = TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "topology.kubernetes.io/zone".into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            ..TopologySpreadConstraint::default()
+        };
+        let given = TopologySpreadConstraint {
+            label_selector: Some(LabelSelector::default()),
+            ..zone.clone()
+        };
+        spec.topology_spread_constraints = vec![zone, given.clone()];
+        let constraints = pod_spec(&build(spec)).topology_spread_constraints.unwrap();
+        assert_eq!(
+            constraints[0].label_selector.as_ref().unwrap().match_labels,
+            Some(ClusterNames::new("prod", "team-a", "cluster.local").selector_labels())
+        );
+        assert_eq!(constraints[1], given, "a selector given is kept");
     }
 
     fn sidecar(sts: &StatefulSet) -> Container {

@@ -29,6 +29,12 @@ pub const CA_CERT_KEY: &str = "ca.crt";
 const CA_KEY_KEY: &str = "ca.key";
 const OPERATOR_CERT_KEY: &str = "operator.crt";
 const OPERATOR_KEY_KEY: &str = "operator.key";
+/// During a CA rotation (see [`super::ca_rotation`]): the incoming CA, then the outgoing one.
+const NEXT_CA_CERT_KEY: &str = "next-ca.crt";
+const NEXT_CA_KEY_KEY: &str = "next-ca.key";
+const PREVIOUS_CA_CERT_KEY: &str = "previous-ca.crt";
+/// The last `consensus.unrdf.io/rotate-ca` value a rotation was started for.
+const ROTATED_FOR_KEY: &str = "rotated-for";
 
 /// Lifetime of the cluster CA.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -55,11 +61,18 @@ pub enum TlsError {
 /// `Debug` shows no key.
 #[derive(Clone)]
 pub struct ClusterPki {
-    ca_cert: String,
-    ca_key: String,
-    operator: KeyedCert,
+    /// The CA that signs, certificate and key.
+    pub(super) ca_cert: String,
+    pub(super) ca_key: String,
+    pub(super) operator: KeyedCert,
     /// By pod name.
-    members: BTreeMap<String, KeyedCert>,
+    pub(super) members: BTreeMap<String, KeyedCert>,
+    /// The CA a rotation brings in, trusted but not signing yet.
+    pub(super) next_ca: Option<KeyedCert>,
+    /// The CA a rotation replaced, still trusted until every member uses the new certificates.
+    pub(super) previous_ca: Option<String>,
+    /// The rotation request last acted on (`consensus.unrdf.io/rotate-ca`).
+    pub(super) rotated_for: String,
 }
 
 impl std::fmt::Debug for ClusterPki {
@@ -68,6 +81,14 @@ impl std::fmt::Debug for ClusterPki {
             .field("members", &self.members.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+fn get_opt(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|v| !v.is_empty())
 }
 
 fn get(s: &Secret, key: &str) -> Result<String, TlsError> {
@@ -123,6 +144,10 @@ impl ClusterPki {
                 pairs.insert(pod.to_owned(), KeyedCert { cert_pem, key_pem });
             }
         }
+        let next_ca = match (get_opt(ca, NEXT_CA_CERT_KEY), get_opt(ca, NEXT_CA_KEY_KEY)) {
+            (Some(cert_pem), Some(key_pem)) => Some(KeyedCert { cert_pem, key_pem }),
+            _ => None,
+        };
         Ok(Self {
             ca_cert: get(ca, CA_CERT_KEY)?,
             ca_key: get(ca, CA_KEY_KEY)?,
@@ -131,6 +156,9 @@ impl ClusterPki {
                 key_pem: get(ca, OPERATOR_KEY_KEY)?,
             },
             members: pairs,
+            next_ca,
+            previous_ca: get_opt(ca, PREVIOUS_CA_CERT_KEY),
+            rotated_for: get_opt(ca, ROTATED_FOR_KEY).unwrap_or_default(),
         })
     }
 
@@ -153,6 +181,9 @@ impl ClusterPki {
                     ca_key: ca.key_pem(),
                     operator,
                     members: BTreeMap::new(),
+                    next_ca: None,
+                    previous_ca: None,
+                    rotated_for: String::new(),
                 };
                 (ca, pki)
             }
@@ -186,6 +217,24 @@ impl ClusterPki {
         &self.ca_cert
     }
 
+    /// What members and the operator trust: the signing CA, and during a rotation the CA
+    /// coming in or going out (PEM, one after the other).
+    pub fn trust_bundle(&self) -> String {
+        let mut bundle = self.ca_cert.clone();
+        let other = self
+            .next_ca
+            .as_ref()
+            .map(|c| &c.cert_pem)
+            .or(self.previous_ca.as_ref());
+        if let Some(other) = other {
+            if !bundle.ends_with('\n') {
+                bundle.push('\n');
+            }
+            bundle.push_str(other);
+        }
+        bundle
+    }
+
     /// The certificate and key of `pod`, if issued.
     pub fn member(&self, pod: &str) -> Option<&KeyedCert> {
         self.members.get(pod)
@@ -194,7 +243,7 @@ impl ClusterPki {
     /// What the operator presents to admin APIs.
     pub fn operator_tls(&self) -> ClientTls {
         ClientTls {
-            ca_pem: self.ca_cert.clone().into_bytes(),
+            ca_pem: self.trust_bundle().into_bytes(),
             cert_pem: self.operator.cert_pem.clone().into_bytes(),
             key_pem: self.operator.key_pem.clone().into_bytes(),
         }
@@ -207,13 +256,20 @@ impl ClusterPki {
             names,
             &names.ca_secret(),
             [
-                (CA_CERT_KEY, &self.ca_cert),
-                (CA_KEY_KEY, &self.ca_key),
-                (OPERATOR_CERT_KEY, &self.operator.cert_pem),
-                (OPERATOR_KEY_KEY, &self.operator.key_pem),
+                (CA_CERT_KEY, Some(&self.ca_cert)),
+                (CA_KEY_KEY, Some(&self.ca_key)),
+                (OPERATOR_CERT_KEY, Some(&self.operator.cert_pem)),
+                (OPERATOR_KEY_KEY, Some(&self.operator.key_pem)),
+                (NEXT_CA_CERT_KEY, self.next_ca.as_ref().map(|c| &c.cert_pem)),
+                (NEXT_CA_KEY_KEY, self.next_ca.as_ref().map(|c| &c.key_pem)),
+                (PREVIOUS_CA_CERT_KEY, self.previous_ca.as_ref()),
+                (
+                    ROTATED_FOR_KEY,
+                    Some(&self.rotated_for).filter(|r| !r.is_empty()),
+                ),
             ]
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.clone())),
+            .filter_map(|(k, v)| Some((k.to_owned(), v?.clone()))),
         )
     }
 
@@ -225,7 +281,7 @@ impl ClusterPki {
                 (format!("{pod}.key"), c.key_pem.clone()),
             ]
         });
-        let entries = std::iter::once((CA_CERT_KEY.to_owned(), self.ca_cert.clone())).chain(pairs);
+        let entries = std::iter::once((CA_CERT_KEY.to_owned(), self.trust_bundle())).chain(pairs);
         opaque_secret(rc, names, &names.tls_secret(), entries)
     }
 }

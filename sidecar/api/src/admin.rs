@@ -40,6 +40,26 @@ pub struct NodeStatus {
     pub peer_address: String,
     /// How the operator reaches this node's admin API.
     pub admin_address: String,
+    /// The certificate files in use (absent with `--insecure-plaintext`, and from sidecars that
+    /// predate it): what a certificate or CA rotation waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInUse>,
+}
+
+/// Which certificate files a node uses now: lowercase hex SHA-256 of each file's bytes as it
+/// read them (PEM), so whoever wrote the files can tell whether the node has loaded them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsInUse {
+    /// Of `--tls-cert`.
+    pub certificate_sha256: String,
+    /// Of `--tls-ca` (the whole bundle).
+    pub ca_sha256: String,
+}
+
+/// Lowercase hex SHA-256 as [`TlsInUse`] reports it, from a digest.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Answer of `GET` and `PUT /admin/v1/settings`: the cluster's replicated settings, as this
@@ -105,6 +125,11 @@ pub struct ClusterMember {
     pub matched_index: Option<u64>,
     /// Raft log entries this member is behind the leader's last log index.
     pub lag: Option<u64>,
+    /// For how long the leader's log has held entries this member lacks (0: it has them all);
+    /// absent when unknown (older than the leader's history, or an older sidecar). Under load
+    /// a healthy follower lags hundreds of entries but only milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
     pub last_contact_ms: Option<u64>,
 }
 

@@ -12,7 +12,8 @@ use crate::admin::{
     MembershipResult, NodeStatus, SettingsUpdate, SnapshotResult,
 };
 use crate::daemon::{
-    ConsensusState, Consistency, JournalPage, Operation, OperationState, SubmitResult,
+    BatchRequest, BatchResult, ConsensusState, Consistency, JournalPage, Operation, OperationState,
+    SubmitResult,
 };
 use crate::{ErrorBody, ErrorCode};
 
@@ -37,6 +38,8 @@ pub enum ClientError {
     NoAddress(&'static str),
     #[error("TLS client configuration: {0}")]
     Tls(String),
+    #[error("answer from {url} is larger than this client's {limit}-byte limit; not read")]
+    TooLarge { url: String, limit: usize },
 }
 
 impl ClientError {
@@ -57,7 +60,12 @@ pub struct SidecarClient {
     api: Option<String>,
     admin: Option<String>,
     token: Option<String>,
+    max_response_bytes: usize,
 }
+
+/// Largest answer a client reads by default (a journal page of large operations fits); see
+/// [`SidecarClient::with_response_limit`].
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for SidecarClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,6 +73,7 @@ impl std::fmt::Debug for SidecarClient {
             .field("api", &self.api)
             .field("admin", &self.admin)
             .field("timeout", &self.timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -173,6 +182,65 @@ impl SidecarClient {
             api: api.map(base),
             admin: admin.map(base),
             token,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// Read at most `limit` bytes of any answer (snapshot downloads and streams excepted):
+    /// a larger one fails with [`ClientError::TooLarge`] instead of filling memory. The
+    /// operator, which calls every member, keeps this small.
+    pub fn with_response_limit(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// The body of `resp`, refused past the response limit (by its `Content-Length` before
+    /// reading, or as soon as the bytes read pass it).
+    async fn body(&self, mut resp: reqwest::Response) -> Result<bytes::Bytes, ClientError> {
+        let url = resp.url().to_string();
+        let limit = self.max_response_bytes;
+        let too_large = || ClientError::TooLarge {
+            url: url.clone(),
+            limit,
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(too_large());
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|source| ClientError::Http {
+            url: url.clone(),
+            source,
+        })? {
+            if body.len().saturating_add(chunk.len()) > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// An error answer: the sidecar's error body, or what came instead (bounded).
+    async fn error_answer(&self, url: String, resp: reqwest::Response) -> ClientError {
+        let status = resp.status().as_u16();
+        let text = match self.body(resp).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => return e,
+        };
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message.clone(),
+                body: Box::new(body),
+            },
+            Err(_) => ClientError::Unexpected {
+                url,
+                status,
+                reason: text.chars().take(200).collect(),
+            },
         }
     }
 
@@ -220,21 +288,7 @@ impl SidecarClient {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => Err(ClientError::Api {
-                status,
-                code: body.error.code,
-                message: body.error.message.clone(),
-                body: Box::new(body),
-            }),
-            Err(_) => Err(ClientError::Unexpected {
-                url,
-                status,
-                reason: text.chars().take(200).collect(),
-            }),
-        }
+        Err(self.error_answer(url, resp).await)
     }
 
     async fn json<T: DeserializeOwned>(
@@ -247,7 +301,8 @@ impl SidecarClient {
         let resp = self.send(admin, method, path, body).await?;
         let url = resp.url().to_string();
         let status = resp.status().as_u16();
-        resp.json().await.map_err(|e| ClientError::Unexpected {
+        let bytes = self.body(resp).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
             url,
             status,
             reason: e.to_string(),
@@ -258,6 +313,16 @@ impl SidecarClient {
 
     pub async fn submit(&self, op: &Operation) -> Result<SubmitResult, ClientError> {
         self.json(false, Method::POST, "/v1/operations", Some(op))
+            .await
+    }
+
+    /// `POST /v1/operations:batch`: one result per operation, in order; a batch the node
+    /// refuses as a whole (too many operations, too large, not JSON) is an error.
+    pub async fn submit_batch(&self, operations: &[Operation]) -> Result<BatchResult, ClientError> {
+        let body = BatchRequest {
+            operations: operations.to_vec(),
+        };
+        self.json(false, Method::POST, "/v1/operations:batch", Some(&body))
             .await
     }
 
@@ -333,21 +398,7 @@ impl SidecarClient {
         if resp.status() == StatusCode::OK {
             Ok(resp)
         } else {
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(body) => Err(ClientError::Api {
-                    status,
-                    code: body.error.code,
-                    message: body.error.message.clone(),
-                    body: Box::new(body),
-                }),
-                Err(_) => Err(ClientError::Unexpected {
-                    url,
-                    status,
-                    reason: text,
-                }),
-            }
+            Err(self.error_answer(url, resp).await)
         }
     }
 
@@ -431,10 +482,8 @@ impl SidecarClient {
         let resp = self
             .send(true, Method::GET, "/metrics", Self::NO_BODY)
             .await?;
-        let url = resp.url().to_string();
-        resp.text()
-            .await
-            .map_err(|source| ClientError::Http { url, source })
+        let bytes = self.body(resp).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 

@@ -47,6 +47,37 @@ pub struct SubmitResult {
     pub duplicate: bool,
 }
 
+/// Body of `POST /v1/operations:batch`: operations submitted together, each with its own id
+/// and its own exactly-once semantics (not all-or-nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub operations: Vec<Operation>,
+}
+
+/// Answer of `POST /v1/operations:batch`: one item per operation, in the order submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub results: Vec<BatchItem>,
+}
+
+/// One operation of a batch: committed (as `POST /v1/operations` answers) or failed (with the
+/// error it would have got alone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchItem {
+    Committed(SubmitResult),
+    Failed(BatchFailure),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchFailure {
+    /// The operation's id, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    pub error: crate::error::ErrorDetail,
+}
+
 /// Answer of `GET /v1/operations/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

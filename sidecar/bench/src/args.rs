@@ -152,6 +152,11 @@ pub struct ThroughputArgs {
     /// Pause of a client after a failed submit before its next one.
     #[arg(long, env = "RAFT_BENCH_ERROR_PAUSE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub error_pause: Duration,
+    /// Operations per request: 1 writes one at a time; N sends N at once (raft-sidecar:
+    /// `POST /v1/operations:batch`; etcd: one transaction of N puts, at most its
+    /// `--max-txn-ops`, 128 by default). Latencies are per request, rates per operation.
+    #[arg(long, env = "RAFT_BENCH_BATCH", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
     #[command(flatten)]
     pub cluster: ClusterOpts,
 }
@@ -241,6 +246,11 @@ pub struct CompareArgs {
     /// Pause of a client after a failed write before its next one.
     #[arg(long, env = "RAFT_BENCH_ERROR_PAUSE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub error_pause: Duration,
+    /// Operations per request: 1 writes one at a time; N sends N at once (raft-sidecar:
+    /// `POST /v1/operations:batch`; etcd: one transaction of N puts, at most its
+    /// `--max-txn-ops`, 128 by default). Latencies are per request, rates per operation.
+    #[arg(long, env = "RAFT_BENCH_BATCH", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
     /// kill -9 leader trials per system (0 skips failover).
     #[arg(long, env = "RAFT_BENCH_TRIALS", default_value_t = 10)]
     pub failover_trials: u32,

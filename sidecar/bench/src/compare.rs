@@ -134,6 +134,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
         duration: args.duration,
         payload_bytes: args.payload_bytes,
         error_pause: args.error_pause,
+        batch: args.batch,
     };
 
     // Throughput: fresh clusters, systems alternating.

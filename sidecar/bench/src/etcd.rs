@@ -313,7 +313,7 @@ impl EtcdWriter {
     pub fn new(node: &EtcdNode, timeout: Duration) -> Self {
         Self {
             http: reqwest::Client::new(),
-            url: format!("{}/v3/kv/put", node.client_url()),
+            url: node.client_url(),
             timeout,
         }
     }
@@ -325,9 +325,33 @@ impl EtcdWriter {
             base64(key.as_bytes()),
             base64(value)
         );
+        self.post("/v3/kv/put", body).await
+    }
+
+    /// One transaction putting every `(key, value)` (etcd's own batch: all or nothing, at most
+    /// `--max-txn-ops` puts, 128 by default).
+    pub async fn txn(&self, puts: &[(&str, &[u8])]) -> Result<Put, String> {
+        let ops: Vec<String> = puts
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    r#"{{"requestPut":{{"key":"{}","value":"{}"}}}}"#,
+                    base64(k.as_bytes()),
+                    base64(v)
+                )
+            })
+            .collect();
+        self.post(
+            "/v3/kv/txn",
+            format!(r#"{{"success":[{}]}}"#, ops.join(",")),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, body: String) -> Result<Put, String> {
         let resp = self
             .http
-            .post(&self.url)
+            .post(format!("{}{path}", self.url))
             .header("content-type", "application/json")
             .body(body)
             .timeout(self.timeout)

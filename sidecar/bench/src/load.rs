@@ -66,6 +66,18 @@ struct Tally {
     warmup_errors: u64,
 }
 
+impl Tally {
+    fn new() -> Result<Self, Failure> {
+        Ok(Tally {
+            hist: new_histogram()?,
+            ok: 0,
+            warmup_ok: 0,
+            errors: BTreeMap::new(),
+            warmup_errors: 0,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct LevelResult {
@@ -95,12 +107,15 @@ struct ThroughputReport {
     nodes: usize,
     mode: Mode,
     payload_bytes: usize,
+    /// Operations per request (latencies are per request).
+    batch: u32,
     duration_ms: u64,
     warmup_ms: u64,
     results: Vec<LevelResult>,
 }
 
-/// Submit unique operations until `end`; requests started at or after `measure_from` count.
+/// Submit unique operations (`batch` per request) until `end`; requests started at or after
+/// `measure_from` count. The histogram has one latency per request.
 async fn client_loop(
     writer: Writer,
     prefix: String,
@@ -108,14 +123,20 @@ async fn client_loop(
     measure_from: Instant,
     end: Instant,
     error_pause: Duration,
+    batch: u32,
 ) -> Result<Tally, Failure> {
-    let mut t = Tally {
-        hist: new_histogram()?,
-        ok: 0,
-        warmup_ok: 0,
-        errors: BTreeMap::new(),
-        warmup_errors: 0,
-    };
+    if batch > 1 {
+        return batch_loop(
+            writer,
+            prefix,
+            payload,
+            (measure_from, end),
+            error_pause,
+            batch,
+        )
+        .await;
+    }
+    let mut t = Tally::new()?;
     let mut seq: u64 = 0;
     loop {
         let start = Instant::now();
@@ -144,6 +165,45 @@ async fn client_loop(
     }
 }
 
+/// [`client_loop`] with `batch` operations per request.
+async fn batch_loop(
+    writer: Writer,
+    prefix: String,
+    payload: Arc<Value>,
+    (measure_from, end): (Instant, Instant),
+    error_pause: Duration,
+    batch: u32,
+) -> Result<Tally, Failure> {
+    let mut t = Tally::new()?;
+    let mut seq: u64 = 0;
+    loop {
+        let start = Instant::now();
+        if start >= end {
+            return Ok(t);
+        }
+        let ops: Vec<Operation> = (0..batch)
+            .map(|_| {
+                seq += 1;
+                bench_op(format!("{prefix}-{seq}"), &payload)
+            })
+            .collect();
+        let (written, failed) = writer.write_batch(&ops).await;
+        if start >= measure_from {
+            t.hist.saturating_record(micros(start.elapsed()).max(1));
+            t.ok += written;
+            for label in &failed {
+                *t.errors.entry(label.clone()).or_default() += 1;
+            }
+        } else {
+            t.warmup_ok += written;
+            t.warmup_errors += failed.len() as u64;
+        }
+        if !failed.is_empty() {
+            tokio::time::sleep(error_pause).await;
+        }
+    }
+}
+
 pub(crate) async fn throughput(args: ThroughputArgs) -> Result<(), Failure> {
     if args.duration.is_zero() {
         return Err(Failure::Config("--duration must be above zero".into()));
@@ -160,6 +220,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> Result<(), Failure> {
             nodes: usize::from(args.cluster.nodes),
             mode: args.mode,
             payload_bytes: args.payload_bytes,
+            batch: args.batch,
             duration_ms: u64::try_from(args.duration.as_millis()).unwrap_or(u64::MAX),
             warmup_ms: u64::try_from(args.warmup.as_millis()).unwrap_or(u64::MAX),
             results,
@@ -178,13 +239,15 @@ async fn throughput_levels(
         duration: args.duration,
         payload_bytes: args.payload_bytes,
         error_pause: args.error_pause,
+        batch: args.batch,
     };
     let mut results = Vec::new();
     for &clients in &args.clients {
         let level = measure_level(sut, clients, &load).await?;
         println!(
-            "clients={} ops/s={:.1} p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2} errors={}",
+            "clients={} batch={} ops/s={:.1} p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2} errors={}",
             level.clients,
+            args.batch,
             level.ops_per_sec,
             level.p50_ms,
             level.p99_ms,
@@ -204,6 +267,8 @@ pub(crate) struct Load {
     pub(crate) duration: Duration,
     pub(crate) payload_bytes: usize,
     pub(crate) error_pause: Duration,
+    /// Operations per request.
+    pub(crate) batch: u32,
 }
 
 /// `clients` concurrent clients for `load.warmup + load.duration`; the measured part counts.
@@ -230,6 +295,7 @@ pub(crate) async fn measure_level(
             measure_from,
             end,
             load.error_pause,
+            load.batch,
         ));
     }
     let mut hist = new_histogram()?;

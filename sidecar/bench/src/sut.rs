@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use raft_api::client::{ClientError, SidecarClient};
-use raft_api::daemon::Operation;
+use raft_api::daemon::{BatchItem, Operation};
 use raft_testkit::local_cluster::{LocalCluster, Ports};
 use serde::Serialize;
 use serde_json::Value;
@@ -336,6 +336,49 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Write `ops` in one request: a batch submit to the sidecar (each operation answered on
+    /// its own), one transaction of puts to etcd (all or nothing). The operations written, and
+    /// a label per one that failed.
+    pub(crate) async fn write_batch(&self, ops: &[Operation]) -> (u64, Vec<String>) {
+        match self {
+            Writer::Sidecar(c) => match c.submit_batch(ops).await {
+                Ok(answer) => {
+                    let mut failed = Vec::new();
+                    for item in answer.results {
+                        match item {
+                            BatchItem::Committed(r) if r.committed => {}
+                            BatchItem::Committed(r) => {
+                                failed.push(format!("NOT_COMMITTED_{:?}", r.status).to_uppercase());
+                            }
+                            BatchItem::Failed(f) => failed.push(f.error.code.as_str().to_owned()),
+                        }
+                    }
+                    (ops.len() as u64 - failed.len() as u64, failed)
+                }
+                Err(e) => (0, vec![error_label(&e); ops.len()]),
+            },
+            Writer::Etcd(w) => {
+                let puts: Vec<(&str, &[u8])> = ops
+                    .iter()
+                    .map(|op| {
+                        let value = op
+                            .payload
+                            .as_ref()
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        (op.id.as_str(), value.as_bytes())
+                    })
+                    .collect();
+                match w.txn(&puts).await {
+                    Ok(_) => (ops.len() as u64, Vec::new()),
+                    Err(label) => (0, vec![label; ops.len()]),
+                }
+            }
+        }
+    }
+}
+
 /// Allocated bytes (st_blocks × 512) of every file under `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -369,6 +412,7 @@ fn error_label(e: &ClientError) -> String {
         ClientError::Unexpected { status, .. } => format!("UNEXPECTED_{status}"),
         ClientError::NoAddress(_) => "NO_ADDRESS".into(),
         ClientError::Tls(_) => "TLS_CONFIG".into(),
+        ClientError::TooLarge { .. } => "TOO_LARGE".into(),
     }
 }
 

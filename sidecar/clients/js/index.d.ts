@@ -89,6 +89,9 @@ export interface ReplicationResult {
   duplicate: boolean;
 }
 
+/** One operation's answer in replicateMany(): its result, or why it failed. */
+export type BatchItem = ReplicationResult | { operationId?: string; error: SidecarError };
+
 export interface OperationState {
   operationId: string;
   status: OperationStatus;
@@ -247,6 +250,8 @@ export declare class ConsensusManager extends EventEmitter {
 
   initialize(): Promise<void>;
   replicateOperation(operation: Operation, options?: { signal?: AbortSignal }): Promise<ReplicationResult>;
+  /** Several operations in one request, each with its own id, result and exactly-once semantics. */
+  replicateMany(operations: Operation[], options?: { signal?: AbortSignal }): Promise<BatchItem[]>;
   /** `consistency: 'linearizable'`: reflects every write acknowledged before the call (the leader confirms with a quorum; this node waits until it applied that far), else rejects with NO_LEADER/NO_QUORUM/TIMEOUT. */
   getConsensusState(options?: { consistency?: Consistency }): Promise<ConsensusState>;
   getOperation(id: string, options?: { consistency?: Consistency }): Promise<OperationState>;

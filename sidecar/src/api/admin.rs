@@ -271,6 +271,7 @@ pub fn node_status(node: &Node) -> NodeStatus {
         partition_state: node.health().partition,
         peer_address: node.cfg.advertise_peer.clone(),
         admin_address: node.cfg.advertise_admin.clone(),
+        tls: node.tls.as_ref().map(|t| t.current().in_use.clone()),
     }
 }
 
@@ -316,6 +317,9 @@ fn cluster_view(node: &Node) -> Result<ClusterView, ApiError> {
                     .unwrap_or_else(|| contact.is_some_and(|d| d <= node.cfg.partition_detection)),
                 matched_index: matched,
                 lag: matched.map(|mi| last.saturating_sub(mi)),
+                lag_ms: matched
+                    .and_then(|mi| node.behind(mi))
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 last_contact_ms: if *id == node.id {
                     Some(0)
                 } else {

@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use raft_api::ErrorCode;
 use raft_api::daemon::{
-    ConsensusState, Consistency, JournalPage, MemberRole, MemberState, OperationState,
-    OperationStatus, SubmitResult,
+    BatchFailure, BatchItem, BatchResult, ConsensusState, Consistency, JournalPage, MemberRole,
+    MemberState, OperationState, OperationStatus, SubmitResult,
 };
 use serde::Deserialize;
 use warp::Filter;
@@ -173,31 +173,26 @@ pub fn routes(
         let node = node.clone();
         warp::any().map(move || node.clone())
     };
-    let with_tracker = warp::any().map(move || tracker.clone());
+    let with_tracker = {
+        let tracker = tracker.clone();
+        warp::any().map(move || tracker.clone())
+    };
     let limit = u64::try_from(node.cfg.max_operation_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(64 * 1024);
 
-    let submit = warp::path!("v1" / "operations")
-        .and(warp::post())
-        .and(warp::body::content_length_limit(
-            limit.saturating_mul(DISCARD_FACTOR),
-        ))
-        .and(warp::header::<u64>("content-length"))
-        .and(warp::body::stream())
-        .and(with_node.clone())
-        .and(with_tracker.clone())
-        .then(
-            move |length: u64, body, node: Arc<Node>, tracker| async move {
-                match read_body(length, body, limit, node.cfg.max_operation_bytes).await {
-                    Ok(body) => submit(body, node, tracker).await,
-                    Err(e) => {
-                        node.metrics.count_failure(e.code());
-                        e.into_response()
-                    }
-                }
-            },
-        );
+    let submit = posted_body(
+        warp::path!("v1" / "operations"),
+        Bound::operation(&node, limit),
+        (node.clone(), tracker.clone()),
+        submit,
+    );
+    let batch = posted_body(
+        warp::path!("v1" / "operations:batch"),
+        Bound::batch(&node, limit.saturating_mul(BATCH_FACTOR)),
+        (node.clone(), tracker.clone()),
+        submit_batch,
+    );
     let get_op = warp::path!("v1" / "operations" / String)
         .and(warp::get())
         .and(warp::query::<ReadQuery>())
@@ -237,6 +232,8 @@ pub fn routes(
         .and(with_node)
         .map(sse::events);
     submit
+        .or(batch)
+        .unify()
         .or(get_op)
         .unify()
         .or(journal)
@@ -261,21 +258,83 @@ fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
 /// gets the answer instead of a reset connection. Larger ones are refused unread.
 const DISCARD_FACTOR: u64 = 4;
 
-/// The submit body, whole, if it is within `limit` bytes; otherwise `PAYLOAD_TOO_LARGE` (naming
-/// `--max-operation-bytes`, `max_bytes`), once the body has been read and thrown away.
-async fn read_body<S, B>(
-    length: u64,
-    body: S,
+/// A batch body may be this many times a single operation's.
+const BATCH_FACTOR: u64 = 4;
+
+/// A POST of `path` whose body, read under `bound` (413 past it), goes to `handle`.
+fn posted_body<H, Fut>(
+    path: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+    bound: Bound,
+    (node, tracker): (Arc<Node>, Arc<Tracker>),
+    handle: H,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone
+where
+    H: Fn(Bytes, Arc<Node>, Arc<Tracker>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send,
+{
+    path.and(warp::post())
+        .and(warp::body::content_length_limit(
+            bound.limit.saturating_mul(DISCARD_FACTOR),
+        ))
+        .and(warp::header::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(move |length: u64, body| {
+            let (node, tracker, handle) = (node.clone(), tracker.clone(), handle.clone());
+            let bound = bound.clone();
+            async move {
+                match read_body(length, body, &bound).await {
+                    Ok(body) => handle(body, node, tracker).await,
+                    Err(e) => {
+                        node.metrics.count_failure(e.code());
+                        e.into_response()
+                    }
+                }
+            }
+        })
+}
+
+/// How large a body may be, and how to say so when it is larger.
+#[derive(Debug, Clone)]
+struct Bound {
+    /// Bytes kept (the limit plus room for the JSON around the operation).
     limit: u64,
-    max_bytes: usize,
-) -> Result<Bytes, ApiError>
+    /// What the body is ("operation", "batch").
+    what: &'static str,
+    /// The limit as the user set it, and the flag that sets it.
+    max_bytes: u64,
+    flag: &'static str,
+}
+
+impl Bound {
+    fn operation(node: &Node, limit: u64) -> Self {
+        Bound {
+            limit,
+            what: "operation",
+            max_bytes: node.cfg.max_operation_bytes as u64,
+            flag: "--max-operation-bytes",
+        }
+    }
+
+    fn batch(node: &Node, limit: u64) -> Self {
+        Bound {
+            limit,
+            what: "batch",
+            max_bytes: (node.cfg.max_operation_bytes as u64).saturating_mul(BATCH_FACTOR),
+            flag: "4 × --max-operation-bytes",
+        }
+    }
+}
+
+/// The submit body, whole, if it is within `bound`; otherwise `PAYLOAD_TOO_LARGE` (naming the
+/// limit and its flag), once the body has been read and thrown away.
+async fn read_body<S, B>(length: u64, body: S, bound: &Bound) -> Result<Bytes, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,
 {
     use futures_util::StreamExt;
     let mut body = body;
-    let keep = length <= limit;
+    let keep = length <= bound.limit;
     let mut out = bytes::BytesMut::with_capacity(if keep {
         usize::try_from(length).unwrap_or(0)
     } else {
@@ -299,7 +358,8 @@ where
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!(
-                "operation is {length} bytes; the limit (--max-operation-bytes) is {max_bytes}"
+                "{} is {length} bytes; the limit ({}) is {}",
+                bound.what, bound.flag, bound.max_bytes
             ),
         ));
     }
@@ -307,16 +367,17 @@ where
 }
 
 async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response {
-    let op = match parse_operation(&body, node.cfg.max_operation_bytes) {
-        Ok(op) => op,
-        Err(e) => {
-            node.metrics.count_failure(e.code());
-            return e.into_response();
-        }
-    };
+    respond(submit_one(&body, &node, &tracker).await)
+}
+
+/// Parse, submit and wait for one operation (a submit, or one operation of a batch).
+async fn submit_one(body: &[u8], node: &Node, tracker: &Tracker) -> Result<SubmitResult, ApiError> {
+    let op = parse_operation(body, node.cfg.max_operation_bytes).inspect_err(|e| {
+        node.metrics.count_failure(e.code());
+    })?;
     let id = op.id.clone();
     tracker.begin(&id);
-    let result = submit::submit(&node, op, |s| tracker.replicated(&id, s.index, s.term)).await;
+    let result = submit::submit(node, op, |s| tracker.replicated(&id, s.index, s.term)).await;
     tracker.end(
         &id,
         result
@@ -325,7 +386,8 @@ async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response
             .filter(|f| !f.code.is_retryable())
             .map(|f| f.to_string()),
     );
-    respond(result.map_err(ApiError::from).map(|s| SubmitResult {
+    let s = result.map_err(ApiError::from)?;
+    Ok(SubmitResult {
         operation_id: id,
         status: OperationStatus::Committed,
         replicated: true,
@@ -333,7 +395,65 @@ async fn submit(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response
         log_index: s.index,
         term: s.term,
         duplicate: s.duplicate,
-    }))
+    })
+}
+
+/// `POST /v1/operations:batch`: every operation submitted at once (the batcher puts concurrent
+/// operations into few Raft entries), each answered as it would be alone, in order. Only a body
+/// that is not a batch, or too many operations, fails the whole request.
+async fn submit_batch(body: Bytes, node: Arc<Node>, tracker: Arc<Tracker>) -> Response {
+    #[derive(Deserialize)]
+    struct RawBatch<'a> {
+        #[serde(borrow)]
+        operations: Vec<&'a serde_json::value::RawValue>,
+    }
+    let refuse = |e: ApiError| {
+        node.metrics.count_failure(e.code());
+        e.into_response()
+    };
+    let raw: RawBatch = match serde_json::from_slice(&body) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return refuse(ApiError::invalid(format!(
+                "a batch is {{\"operations\": [operation, ...]}}: {e}"
+            )));
+        }
+    };
+    let max = node.cfg.max_batch_operations;
+    if raw.operations.is_empty() || raw.operations.len() > max {
+        return refuse(ApiError::new(
+            if raw.operations.is_empty() {
+                ErrorCode::InvalidOperation
+            } else {
+                ErrorCode::PayloadTooLarge
+            },
+            format!(
+                "a batch has 1 to {max} operations (--max-batch-operations); this one has {}",
+                raw.operations.len()
+            ),
+        ));
+    }
+    let items = raw.operations.iter().map(|op| {
+        let (node, tracker) = (&node, &tracker);
+        async move {
+            let text = op.get();
+            match submit_one(text.as_bytes(), node, tracker).await {
+                Ok(done) => BatchItem::Committed(done),
+                Err(e) => BatchItem::Failed(BatchFailure {
+                    operation_id: operation_id_of(text),
+                    error: e.detail(),
+                }),
+            }
+        }
+    });
+    let results = futures_util::future::join_all(items).await;
+    warp::reply::json(&BatchResult { results }).into_response()
+}
+
+/// The `id` of an operation that did not parse, if it has a string one.
+fn operation_id_of(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    value.get("id")?.as_str().map(str::to_owned)
 }
 
 async fn get_operation(

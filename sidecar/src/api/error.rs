@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use raft_api::{ErrorBody, ErrorCode};
+use raft_api::{ErrorBody, ErrorCode, ErrorDetail};
 use warp::http::StatusCode;
 use warp::reject::Rejection;
 use warp::reply::{Reply, Response};
@@ -39,15 +39,23 @@ impl ApiError {
         self
     }
 
-    pub fn into_response(self) -> Response {
-        let code = self.0.error.code;
-        let mut body = self.0;
-        if code.is_retryable() && body.error.retry_after_ms.is_none() {
-            body.error.retry_after_ms = Some(match code {
+    /// The error as answered: a retryable one says when to try again.
+    pub fn detail(self) -> ErrorDetail {
+        let mut detail = self.0.error;
+        if detail.code.is_retryable() && detail.retry_after_ms.is_none() {
+            detail.retry_after_ms = Some(match detail.code {
                 ErrorCode::Timeout => 100,
                 _ => 500,
             });
         }
+        detail
+    }
+
+    pub fn into_response(self) -> Response {
+        let code = self.0.error.code;
+        let body = ErrorBody {
+            error: self.detail(),
+        };
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         warp::reply::with_status(warp::reply::json(&body), status).into_response()

@@ -5,6 +5,9 @@
 //!
 //! A client that presented a certificate of the cluster CA at the TLS handshake has
 //! [`ClientCertificate`] among its requests' extensions; routes that need one check for it.
+//! A connection made before the certificate files were reloaded is closed (after its request
+//! in flight) [`crate::tls::STALE_CONNECTION_GRACE`] after the reload: a client certificate
+//! the node no longer trusts keeps no keep-alive connection open.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,7 +16,6 @@ use std::time::Duration;
 
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -80,7 +82,10 @@ pub async fn serve<F>(
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     tokio::pin!(shutdown);
-    let graceful = GracefulShutdown::new();
+    // Stop signal for every connection; each holds a `done` sender until it ends, so the
+    // receiver's `recv()` returns `None` once all have (mini-redis's shutdown pattern).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
     let admission = Admission::new(options.caps);
     loop {
         let (stream, remote) = tokio::select! {
@@ -102,12 +107,22 @@ pub async fn serve<F>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (options, filter, watcher) = (options.clone(), filter.clone(), graceful.watcher());
+        let (options, filter) = (options.clone(), filter.clone());
+        let ending = Ending {
+            stop: stop_rx.clone(),
+            generations: None,
+            _done: done_tx.clone(),
+        };
         tokio::spawn(async move {
             let Some(tls) = options.tls.clone() else {
                 let _slot = slot;
-                connection(stream, None, filter, watcher).await;
+                connection(stream, None, filter, ending).await;
                 return;
+            };
+            // Subscribed before the handshake: a reload during it counts.
+            let ending = Ending {
+                generations: Some(tls.generations()),
+                ..ending
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().admin_server.clone());
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -129,7 +144,7 @@ pub async fn serve<F>(
                             }
                         },
                     };
-                    connection(stream, cert, filter, watcher).await;
+                    connection(stream, cert, filter, ending).await;
                 }
                 Ok(Err(e)) => {
                     options.refuse("tls");
@@ -140,15 +155,21 @@ pub async fn serve<F>(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    let _ = done_rx.recv().await;
 }
 
-async fn connection<I, F>(
-    io: I,
-    cert: Option<ClientCertificate>,
-    filter: F,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
+/// What ends a connection early: the listener's stop, and (with TLS) a reload of the
+/// certificate files. `_done` is held until the connection ends.
+struct Ending {
+    stop: tokio::sync::watch::Receiver<bool>,
+    generations: Option<tokio::sync::watch::Receiver<u64>>,
+    _done: tokio::sync::mpsc::Sender<()>,
+}
+
+async fn connection<I, F>(io: I, cert: Option<ClientCertificate>, filter: F, ending: Ending)
+where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
@@ -163,7 +184,34 @@ async fn connection<I, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
+    tokio::pin!(conn);
+    let Ending {
+        mut stop,
+        generations,
+        _done,
+    } = ending;
+    let stale = crate::tls::stale_after_reload(generations);
+    tokio::pin!(stale);
+    let stopping = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopping);
+    // Ending gracefully: the request in flight is answered, then the connection closes.
+    let mut ending = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = &mut stale, if !ending => {
+                ending = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = &mut stopping, if !ending => {
+                ending = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }

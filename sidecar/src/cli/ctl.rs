@@ -58,6 +58,12 @@ pub enum CtlCommand {
         #[arg(long)]
         payload: Option<String>,
     },
+    /// Submit several operations in one request (`POST /v1/operations:batch`): a JSON array of
+    /// operations from a file, or `-` for standard input. Prints one result per operation.
+    Batch {
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Status of one operation.
     Get { id: String },
     /// Read the journal.
@@ -163,6 +169,21 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
                 timestamp: None,
             };
             print(&client.submit(&op).await.map_err(failed)?);
+        }
+        CtlCommand::Batch { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            }
+            .map_err(|e| Failure::Config(format!("--file {}: {e}", file.display())))?;
+            let ops: Vec<Operation> = serde_json::from_str(&text).map_err(|e| {
+                Failure::Config(format!(
+                    "--file {} is not a JSON array of operations: {e}",
+                    file.display()
+                ))
+            })?;
+            print(&client.submit_batch(&ops).await.map_err(failed)?);
         }
         CtlCommand::Get { id } => print(
             &client

@@ -15,8 +15,18 @@ use super::node::Node;
 use crate::transport::frame::PeerRequest;
 use crate::types::{LogId, Member, NodeId, RaftMetrics};
 
-/// A learner more than this many entries behind the leader is not promoted.
+/// A member within this many entries of the leader is caught up, whatever the time.
 pub const PROMOTE_MAX_LAG: u64 = 100;
+/// A member that has every entry the leader had this long ago is caught up, however many
+/// entries are in flight: at thousands of writes a second a healthy follower is hundreds of
+/// entries behind for a few milliseconds.
+pub const CAUGHT_UP_WITHIN: Duration = Duration::from_secs(1);
+
+/// Caught up: `matched` within [`PROMOTE_MAX_LAG`] entries of `last`, or behind the leader's log
+/// by at most [`CAUGHT_UP_WITHIN`] (`behind`, from the leader's timeline; `None` when unknown).
+pub fn caught_up(last: u64, matched: u64, behind: Option<Duration>) -> bool {
+    last.saturating_sub(matched) <= PROMOTE_MAX_LAG || behind.is_some_and(|d| d <= CAUGHT_UP_WITHIN)
+}
 /// Deadline of every membership call.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -40,7 +50,7 @@ pub enum MembershipError {
 #[derive(Debug, Clone)]
 pub struct VoterHealth {
     pub id: NodeId,
-    /// Reachable recently and within [`PROMOTE_MAX_LAG`] of the leader.
+    /// Reachable recently and [`caught_up`].
     pub healthy: bool,
 }
 
@@ -71,7 +81,8 @@ pub fn removal_is_safe(voters: &[VoterHealth], target: NodeId) -> Result<(), Str
 }
 
 /// Health of each voter as the leader sees it: itself, and every voter heard within
-/// `detection` and within [`PROMOTE_MAX_LAG`] entries of `last` (the leader's last index).
+/// `detection` and [`caught_up`] with `last` (the leader's last index; `behind` says how long
+/// the leader's log has held entries past a matched index).
 pub fn voter_health(
     me: NodeId,
     voters: impl Iterator<Item = NodeId>,
@@ -79,13 +90,15 @@ pub fn voter_health(
     matched: &BTreeMap<NodeId, Option<LogId>>,
     last: u64,
     detection: Duration,
+    behind: impl Fn(u64) -> Option<Duration>,
 ) -> Vec<VoterHealth> {
     voters
         .map(|id| {
             let healthy = id == me || {
                 let fresh = contact.get(&id).is_some_and(|d| *d <= detection);
-                let index = matched.get(&id).copied().flatten().map_or(0, |l| l.index);
-                fresh && last.saturating_sub(index) <= PROMOTE_MAX_LAG
+                let replicated = matched.get(&id).copied().flatten().map(|l| l.index);
+                let index = replicated.unwrap_or(0);
+                fresh && caught_up(last, index, replicated.and_then(&behind))
             };
             VoterHealth { id, healthy }
         })
@@ -101,6 +114,7 @@ pub fn node_voter_health(node: &Node, m: &RaftMetrics) -> Vec<VoterHealth> {
         &m.replication.clone().unwrap_or_default(),
         m.last_log_index.unwrap_or(0),
         node.cfg.partition_detection,
+        |matched| node.behind(matched),
     )
 }
 
@@ -210,9 +224,9 @@ pub async fn promote(node: &Node, id: NodeId) -> Result<MembershipResult, Member
         .and_then(|r| r.get(&id).copied().flatten())
         .map_or(0, |l| l.index);
     let lag = last.saturating_sub(matched);
-    if lag > PROMOTE_MAX_LAG {
+    if !caught_up(last, matched, node.behind(matched)) {
         return Err(MembershipError::Refused(format!(
-            "learner {id} lags {lag} entries behind the leader (limit {PROMOTE_MAX_LAG}); wait for it to catch up"
+            "learner {id} lags {lag} entries behind the leader (limit {PROMOTE_MAX_LAG}, or everything the leader had {CAUGHT_UP_WITHIN:?} ago); wait for it to catch up"
         )));
     }
     let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
@@ -380,10 +394,28 @@ mod tests {
             &matched(&[(2, 1000), (3, 1000), (4, 1000 - PROMOTE_MAX_LAG - 1)]),
             1000,
             detection,
+            |_| None,
         );
         let healthy: Vec<(NodeId, bool)> = health.iter().map(|v| (v.id, v.healthy)).collect();
         // 1 is the leader itself; 3 is silent; 4 lags one entry too many.
         assert_eq!(healthy, vec![(1, true), (2, true), (3, false), (4, false)]);
+    }
+
+    #[test]
+    fn a_voter_hundreds_of_entries_behind_for_milliseconds_is_healthy() {
+        let behind = |index: u64| Some(Duration::from_millis(if index >= 700 { 30 } else { 1500 }));
+        let health = voter_health(
+            1,
+            [1, 2, 3].into_iter(),
+            &contact(&[(2, 10), (3, 10)]),
+            &matched(&[(2, 760), (3, 600)]),
+            1000,
+            Duration::from_secs(1),
+            behind,
+        );
+        let healthy: Vec<(NodeId, bool)> = health.iter().map(|v| (v.id, v.healthy)).collect();
+        // 2 lacks 240 entries the leader got 30 ms ago; 3 lacks entries 1.5 s old.
+        assert_eq!(healthy, vec![(1, true), (2, true), (3, false)]);
     }
 
     #[test]
@@ -395,6 +427,7 @@ mod tests {
             &BTreeMap::from([(2, None)]),
             500,
             Duration::from_secs(1),
+            |_| Some(Duration::ZERO),
         );
         assert!(!health[1].healthy);
     }

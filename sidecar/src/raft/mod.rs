@@ -19,3 +19,4 @@ mod peer;
 pub mod read;
 pub mod settings;
 pub mod submit;
+pub mod timeline;

@@ -60,6 +60,7 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         let m = node.raft_metrics();
+        node.sample_log(&m);
         if node.is_leader(&m) {
             watch.leading_since.get_or_insert_with(Instant::now);
         } else {

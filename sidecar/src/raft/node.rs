@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::batch::Batcher;
 use super::health::{self, Health, LeaderReport};
+use super::timeline::LogTimeline;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::store::Db;
@@ -58,6 +59,9 @@ pub struct Node {
     pub(super) submits_in_flight: watch::Sender<usize>,
     /// On a follower: the leader's latest answer to `PeerRequest::Health`.
     leader_report: Mutex<Option<LeaderReport>>,
+    /// When the log reached each index (sampled by the monitor): how far behind in time a
+    /// follower's matched index is.
+    timeline: Mutex<LogTimeline>,
     /// Short background errands (a removal notice, a question to the leader), joined by
     /// `launch` on shutdown like the long-lived tasks.
     errands: Mutex<JoinSet<()>>,
@@ -83,6 +87,7 @@ impl Node {
             inbound: Mutex::new(HashMap::new()),
             submits_in_flight: watch::channel(0).0,
             leader_report: Mutex::new(None),
+            timeline: Mutex::new(LogTimeline::default()),
             errands: Mutex::new(JoinSet::new()),
             shutdown: watch::channel(false).0,
         }
@@ -233,6 +238,20 @@ impl Node {
 
     pub(super) fn record_leader_report(&self, report: LeaderReport) {
         *self.leader_report.lock() = Some(report);
+    }
+
+    /// The log's last index now (the monitor calls this every tick).
+    pub(super) fn sample_log(&self, m: &RaftMetrics) {
+        self.timeline
+            .lock()
+            .record(m.last_log_index.unwrap_or(0), Instant::now().into_std());
+    }
+
+    /// How long this log has held entries past `matched` (`None`: longer than its history).
+    pub fn behind(&self, matched: u64) -> Option<Duration> {
+        self.timeline
+            .lock()
+            .behind(matched, Instant::now().into_std())
     }
 
     /// Time since each peer last reached us or answered us.

@@ -262,7 +262,7 @@ async fn connection<H: PeerHandler>(
         auth.refuse_connection(refused.label());
         "too many peer connections open".to_string()
     })?;
-    answer(socket, from, handler, stale_after_reload(generations)).await
+    answer(socket, from, handler, tls::stale_after_reload(generations)).await
 }
 
 type PeerSocket = tokio_tungstenite::WebSocketStream<PeerStream>;
@@ -335,18 +335,6 @@ fn refused(auth: &PeerAuth, req: &Request, refusal: Refusal) -> ErrorResponse {
     let mut answer = ErrorResponse::new(Some(refusal.message().to_string()));
     *answer.status_mut() = refusal.status();
     answer
-}
-
-/// Resolves [`tls::STALE_CONNECTION_GRACE`] after the first reload seen by `generations`
-/// (never without TLS): a connection made with certificates since replaced ends then.
-async fn stale_after_reload(generations: Option<tokio::sync::watch::Receiver<u64>>) {
-    let Some(mut rx) = generations else {
-        return std::future::pending().await;
-    };
-    if rx.changed().await.is_err() {
-        return std::future::pending().await;
-    }
-    tokio::time::sleep(tls::STALE_CONNECTION_GRACE).await;
 }
 
 /// Answer the request frames of `socket` concurrently until it closes, a frame does not

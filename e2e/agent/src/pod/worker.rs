@@ -27,7 +27,7 @@ use crate::ipam::IpamError;
 use crate::network::{self, NetworkError, PodNetwork};
 use crate::probe::{self, Verdict};
 use crate::process::{self, Launch, ProcessError};
-use crate::volumes::{self, VolumeError};
+use crate::volumes::{PodVolumes, VolumeError};
 
 /// Why a pod cannot start yet (shown as the pod's status `message`; retried every 2 s).
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,8 @@ pub struct Worker {
     network: Option<PodNetwork>,
     network_ready: bool,
     binds: Option<std::collections::BTreeMap<String, PathBuf>>,
+    /// Keeps Secret/ConfigMap/projected volumes current while the pod runs; aborted at stop.
+    volume_refresh: Option<tokio::task::JoinHandle<()>>,
     runs: Vec<ContainerRun>,
     conditions: Conditions,
     start_time: Time,
@@ -142,6 +144,7 @@ impl Worker {
             network: None,
             network_ready: false,
             binds: None,
+            volume_refresh: None,
             runs,
             conditions: Conditions::default(),
             start_time: prev
@@ -272,9 +275,13 @@ impl Worker {
             && let Some(facts) = self.facts()
         {
             let dir = self.pod_dir().join("volumes");
-            let volumes =
-                volumes::materialise(&self.shared.client, &self.pod, &facts, &dir).await?;
-            self.binds = Some(volumes);
+            let mut volumes =
+                PodVolumes::new(self.shared.client.clone(), self.pod.clone(), facts, dir);
+            self.binds = Some(volumes.materialise().await?);
+            let period = self.shared.cfg.volume_refresh;
+            if !period.is_zero() {
+                self.volume_refresh = Some(tokio::spawn(volumes.refresh_every(period)));
+            }
         }
         Ok(())
     }
@@ -557,6 +564,10 @@ impl Worker {
     /// scratch volumes. PVC directories are untouched.
     async fn teardown(&mut self, grace: Duration) {
         tracing::info!(pod = %self.name, namespace = %self.namespace, ?grace, "stopping pod");
+        // A stopping pod's volumes are no longer kept current (and are about to be removed).
+        if let Some(refresh) = self.volume_refresh.take() {
+            refresh.abort();
+        }
         for run in &mut self.runs {
             run.kill_at = None;
             run.stop(grace);

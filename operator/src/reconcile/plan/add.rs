@@ -12,7 +12,7 @@ use raft_crds::{OperationKind, OperationPhase, OperationStatus};
 
 use super::gate::gate;
 use super::step::{
-    Action, Blocked, Outcome, Step, WaitReason, awaiting_leader, member_spec, new_step,
+    Action, Blocked, Outcome, Step, WaitReason, awaiting_leader, member_spec, new_step, our_voters,
     recorded_id, target_ordinal, wait_step, with_phase,
 };
 use crate::reconcile::model::{LeaderView, Observed, PodView, is_caught_up};
@@ -32,6 +32,46 @@ pub(super) fn unfinished_learner(o: &Observed, leader: &LeaderView) -> Option<St
     )))
 }
 
+/// A recorded add the spec no longer wants (spec.replicas lowered below its ordinal before the
+/// new member became a voter, e.g. 3 → 5 → 3 in quick succession): drop its learner, if it has
+/// one, then give the step up, rather than promote a voter only to remove it again. Once the
+/// member is a voter the add is done and a removal follows as usual.
+pub(super) fn abandon_add(o: &Observed, step: &OperationStatus, size: u32) -> Option<(u32, Step)> {
+    if target_ordinal(o, step)? < o.desired_replicas {
+        return None;
+    }
+    let leader = o.leader.as_ref().filter(|l| !l.cluster.joint)?;
+    let learner = recorded_id(step).filter(|id| leader.member_by_id(*id).is_some());
+    if learner.is_some_and(|id| {
+        leader
+            .member_by_id(id)
+            .is_some_and(|m| m.role == MemberRole::Voter)
+    }) {
+        return None;
+    }
+    let voters = our_voters(o, leader);
+    Some(match learner {
+        Some(id) => (
+            target_ordinal(o, step).map_or(size, |k| size.max(k + 1)),
+            Step::Act {
+                action: Action::Remove(id),
+                next: with_phase(step, OperationPhase::AwaitingCommit),
+            },
+        ),
+        None => (
+            size,
+            Step::Finish(Outcome::Abandoned {
+                kind: OperationKind::AddMember,
+                name: step.name.clone(),
+                why: format!(
+                    "spec.replicas is {} and the cluster has {voters} voters",
+                    o.desired_replicas
+                ),
+            }),
+        ),
+    })
+}
+
 /// Add ordinal k: StatefulSet k+1 → pod Ready → learner → caught up → promote → voter.
 pub(super) fn continue_add(o: &Observed, step: &OperationStatus, size: u32) -> (u32, Step) {
     let Some(k) = target_ordinal(o, step) else {
@@ -46,6 +86,18 @@ pub(super) fn continue_add(o: &Observed, step: &OperationStatus, size: u32) -> (
 fn add_ordinal(o: &Observed, step: &OperationStatus, k: u32) -> Step {
     let pod = match o.pods.get(&k) {
         Some(p) if p.ready && !p.terminating && p.status().is_some() => p,
+        // Made from a template the spec has since replaced (an impossible affinity, an image
+        // that does not start): the StatefulSet updates on delete, so only a new pod gets the
+        // fixed template. It never joined, so nothing is lost.
+        Some(p) if !p.ready && !p.terminating && outdated(o, p) => {
+            return Step::Act {
+                action: Action::EvictPod {
+                    name: p.name.clone(),
+                    uid: p.uid.clone(),
+                },
+                next: with_phase(step, OperationPhase::AwaitingPod),
+            };
+        }
         _ => {
             return wait_step(
                 Blocked::new(
@@ -142,6 +194,15 @@ fn advance_learner(
             Err(blocked) => wait_step(blocked, Some(step.clone())),
         },
     }
+}
+
+/// The pod runs another revision than the StatefulSet's update revision.
+fn outdated(o: &Observed, pod: &PodView) -> bool {
+    let target = o
+        .statefulset
+        .as_ref()
+        .and_then(|s| s.update_revision.as_deref());
+    matches!((pod.revision.as_deref(), target), (Some(r), Some(t)) if r != t)
 }
 
 fn added(step: &OperationStatus) -> Outcome {
@@ -249,13 +310,72 @@ mod tests {
     }
 
     #[test]
-    fn a_step_in_flight_is_finished_even_if_the_spec_changes_meanwhile() {
+    fn an_add_the_spec_no_longer_wants_drops_its_learner_and_is_abandoned() {
+        // 3 → 5 → 3: rc-3 was recorded and is a learner when the spec goes back to 3.
         let mut o = healthy(3);
-        o.desired_replicas = 3; // was 5 when rc-3 was recorded
+        o.desired_replicas = 3;
+        o.operation = Some(op(K::AddMember, 3, P::AwaitingCatchUp));
+        o.add_fresh_pod(3);
+        o.add_member(3, MemberRole::Learner);
+        let p = plan(&o);
+        assert_eq!(action(&p).0, &Action::Remove(node_id(3)));
+        assert_eq!(
+            p.statefulset_replicas, 4,
+            "the pod stays until its learner is gone"
+        );
+        // The learner gone: the step is given up and the StatefulSet shrinks back.
+        o.leader_mut().cluster.members.retain(|m| m.name != "rc-3");
+        let p = plan(&o);
+        assert!(
+            matches!(&p.step, Step::Finish(Outcome::Abandoned { kind: K::AddMember, name, .. }) if name == "rc-3"),
+            "{p:?}"
+        );
+        assert_eq!(p.statefulset_replicas, 3);
+    }
+
+    #[test]
+    fn an_add_whose_pod_never_came_up_is_abandoned_when_the_spec_shrinks_back() {
+        let mut o = healthy(3);
+        o.desired_replicas = 3;
+        o.operation = Some(op(K::AddMember, 3, P::AwaitingPod));
+        o.operation.as_mut().unwrap().node_id = None;
+        assert!(matches!(
+            plan(&o).step,
+            Step::Finish(Outcome::Abandoned { .. })
+        ));
+    }
+
+    #[test]
+    fn an_add_that_made_a_voter_is_finished_not_abandoned() {
+        let mut o = healthy(3);
+        o.desired_replicas = 3;
+        o.operation = Some(op(K::AddMember, 3, P::AwaitingCommit));
+        o.add_fresh_pod(3);
+        o.add_member(3, MemberRole::Voter);
+        assert!(matches!(
+            plan(&o).step,
+            Step::Finish(Outcome::MemberAdded { .. })
+        ));
+    }
+
+    #[test]
+    fn a_pending_pod_made_from_a_replaced_template_is_evicted_so_it_gets_the_fixed_one() {
+        let mut o = healthy(3);
+        o.desired_replicas = 5;
         o.operation = Some(op(K::AddMember, 3, P::AwaitingPod));
         o.add_fresh_pod(3);
-        let p = plan(&o);
-        assert!(matches!(action(&p).0, Action::AddLearner(_)));
+        let stuck = o.pods.get_mut(&3).unwrap();
+        stuck.ready = false;
+        stuck.node = Err("no answer".into());
+        assert_eq!(waiting(&plan(&o)), WaitReason::AwaitingPod);
+        o.statefulset.as_mut().unwrap().update_revision = Some("rev-2".into());
+        assert_eq!(
+            action(&plan(&o)).0,
+            &Action::EvictPod {
+                name: "rc-3".into(),
+                uid: "uid-3".into()
+            }
+        );
     }
 
     #[test]

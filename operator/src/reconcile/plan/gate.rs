@@ -66,6 +66,19 @@ mod tests {
     }
 
     #[test]
+    fn a_voter_hundreds_of_entries_but_milliseconds_behind_does_not_block_a_change() {
+        // Under load: 240 entries in flight, 30 ms old.
+        let mut o = healthy(3);
+        o.desired_replicas = 5;
+        o.member_mut(2).lag = Some(240);
+        o.member_mut(2).lag_ms = Some(30);
+        assert_eq!(recorded(&plan(&o)).name, "rc-3");
+        // Seconds behind is lagging, whatever the entry count.
+        o.member_mut(2).lag_ms = Some(2500);
+        assert_eq!(waiting(&plan(&o)), WaitReason::MemberUnhealthy);
+    }
+
+    #[test]
     fn scale_up_waits_while_the_leader_has_no_quorum() {
         let mut o = healthy(3);
         o.desired_replicas = 5;

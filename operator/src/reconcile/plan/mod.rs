@@ -33,11 +33,11 @@ use raft_crds::{OperationKind, OperationStatus};
 
 pub use step::{Action, Blocked, Outcome, Plan, Step, WaitReason};
 
-use crate::reconcile::model::{LeaderView, Observed};
-use add::{continue_add, unfinished_learner};
+use crate::reconcile::model::{LeaderView, Observed, is_caught_up};
+use add::{abandon_add, continue_add, unfinished_learner};
 use bootstrap::{bootstrap, continue_initialize};
 use gate::gate;
-use remove::continue_remove;
+use remove::{abandon_remove, continue_remove};
 use replace::{continue_replace, replacement};
 use restart::{continue_restart, rolling_update};
 use step::{hold_size, new_step, target_ordinal, wait_step};
@@ -100,8 +100,10 @@ fn next_change(o: &Observed) -> Step {
     Step::Idle
 }
 
-/// Membership size versus `spec.replicas`: add the lowest missing ordinal, or remove the
-/// highest, one member at a time.
+/// Membership versus `spec.replicas`, one member at a time: the voters should be ordinals
+/// `0..replicas`. Too few, or as many with a hole below `replicas` (a dead voter was removed
+/// first): add the lowest missing ordinal. Too many: remove the highest, or first the one voter
+/// that is down (it would block every other removal, and removing it costs no healthy member).
 fn resize(o: &Observed, leader: &LeaderView) -> Option<Step> {
     let ours: Vec<(u32, u64)> = leader
         .cluster
@@ -110,15 +112,24 @@ fn resize(o: &Observed, leader: &LeaderView) -> Option<Step> {
         .filter_map(|m| Some((o.ordinal(m)?, m.node_id.parse().ok()?)))
         .collect();
     let count = ours.len() as u32;
-    if count < o.desired_replicas {
-        let k = (0..).find(|i| !ours.iter().any(|(o, _)| o == i))?;
+    let hole = (0..o.desired_replicas).find(|i| !ours.iter().any(|(o, _)| o == i));
+    if let Some(k) = hole.filter(|_| count <= o.desired_replicas) {
         return Some(match gate(o, None) {
             Ok(_) => Step::Record(new_step(OperationKind::AddMember, &o.names.pod(k), None, o)),
             Err(blocked) => wait_step(blocked, None),
         });
     }
     if count > o.desired_replicas {
-        let (k, id) = ours.iter().max_by_key(|(o, _)| *o).copied()?;
+        let down: Vec<(u32, u64)> = ours
+            .iter()
+            .filter(|(_, id)| leader.member_by_id(*id).is_some_and(|m| !is_caught_up(m)))
+            .copied()
+            .collect();
+        let highest = ours.iter().max_by_key(|(o, _)| *o).copied()?;
+        let (k, id) = match down.as_slice() {
+            [one] => *one,
+            _ => highest,
+        };
         return Some(match gate(o, Some(id)) {
             Ok(_) => Step::Record(new_step(
                 OperationKind::RemoveMember,
@@ -137,7 +148,12 @@ fn resize(o: &Observed, leader: &LeaderView) -> Option<Step> {
 
 fn continue_step(o: &Observed, step: &OperationStatus) -> Plan {
     let size = hold_size(o);
-    let (replicas, next) = match step.kind {
+    let abandoned = match step.kind {
+        OperationKind::AddMember => abandon_add(o, step, size),
+        OperationKind::RemoveMember => abandon_remove(o, step, size),
+        _ => None,
+    };
+    let (replicas, next) = abandoned.unwrap_or_else(|| match step.kind {
         OperationKind::Initialize => (size, continue_initialize(o, step)),
         OperationKind::AddMember => continue_add(o, step, size),
         OperationKind::RemoveMember => continue_remove(o, step, size),
@@ -147,7 +163,7 @@ fn continue_step(o: &Observed, step: &OperationStatus) -> Plan {
             (keep, continue_replace(o, step))
         }
         OperationKind::RestartMember => (size, continue_restart(o, step)),
-    };
+    });
     Plan {
         statefulset_replicas: replicas,
         step: next,

@@ -146,4 +146,23 @@ mod tests {
         o.remove_member(2);
         assert_eq!(plan(&o).statefulset_replicas, 3);
     }
+
+    #[test]
+    fn after_replacing_the_highest_ordinal_its_fresh_pod_is_kept_until_it_is_added_back() {
+        // The step has ended: the old id is out, the pod waits under its new id. The next
+        // reconcile must not shrink the StatefulSet onto the membership (which would delete
+        // the fresh pod and, with whenScaled: Delete, its claim) before adding it back.
+        let mut o = healthy(3);
+        let mut lost = node_status(2, NodeRole::Uninitialized, false);
+        lost.node_id = "7777".into();
+        o.pods.insert(2, pod(2, lost));
+        o.remove_member(2);
+        o.operation = None;
+        let p = plan(&o);
+        assert_eq!(p.statefulset_replicas, 3);
+        let Step::Record(rec) = &p.step else {
+            panic!("expected the pod to be added back, got {:?}", p.step)
+        };
+        assert_eq!((rec.kind, rec.name.as_str()), (K::AddMember, "rc-2"));
+    }
 }

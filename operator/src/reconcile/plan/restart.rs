@@ -1,7 +1,10 @@
-//! Rolling restart onto the StatefulSet's update revision, one member at a time: followers
-//! first (highest ordinal first), the leader last. Each restart deletes the pod (behind the
-//! health gate) and waits until the new pod runs the update revision, answers with the same
-//! node id, and is healthy and caught up.
+//! Rolling restart onto the StatefulSet's update revision, one member at a time: members that
+//! do not take part (crash-looping, Pending, not a healthy voter) first, then followers
+//! (highest ordinal first), the leader last. Each restart evicts the pod (behind the health
+//! gate, which leaves the target itself out: a broken pod must not block its own repair) and
+//! waits until the new pod runs the update revision, answers with the same node id, and is
+//! healthy and caught up. That is also how a bad rollout is rolled back: the spec reverted, the
+//! broken pod is outdated again and is replaced first.
 //!
 //! Called by `plan/mod.rs`: [`rolling_update`] when choosing the next change, and
 //! [`continue_restart`] for a recorded `RestartMember`. Uses the shared types of `step` and the
@@ -16,8 +19,9 @@ use super::step::{
 };
 use crate::reconcile::model::{LeaderView, Observed, PodView, is_caught_up};
 
-/// Members whose pod runs an outdated revision: restart one, followers first (highest ordinal
-/// first), the leader last.
+/// Members whose pod runs an outdated revision: restart one. Members that do not take part
+/// come first (restarting them costs nothing, and after a reverted bad rollout they are the
+/// broken ones), then followers (highest ordinal first), the leader last.
 pub(super) fn rolling_update(o: &Observed, leader: &LeaderView) -> Option<Step> {
     let target = o.statefulset.as_ref()?.update_revision.as_deref()?;
     let outdated = |p: &&PodView| p.revision.as_deref().is_some_and(|r| r != target);
@@ -33,13 +37,24 @@ pub(super) fn rolling_update(o: &Observed, leader: &LeaderView) -> Option<Step> 
     candidates.sort_by_key(|p| {
         let is_leader = p.name == leader.pod;
         let ordinal = o.names.ordinal_of(&p.name).unwrap_or(0);
-        (is_leader, std::cmp::Reverse(ordinal))
+        (takes_part(leader, p), is_leader, std::cmp::Reverse(ordinal))
     });
     let pod = candidates[0];
-    if let Err(blocked) = gate(o, None) {
+    let node_id: Option<u64> = leader
+        .member_by_name(&pod.name)
+        .and_then(|m| m.node_id.parse().ok());
+    // A member that does not take part is left out of the gate: restarting it takes nothing
+    // away from the quorum, which every other voter must still make up.
+    let except = (!takes_part(leader, pod)).then_some(node_id).flatten();
+    if let Err(blocked) = gate(o, except) {
         return Some(wait_step(blocked, None));
     }
-    if let Some(p) = o.pods.values().find(|p| !p.ready || p.terminating) {
+    let other_not_ready = o
+        .pods
+        .values()
+        .filter(|p| except.is_none() || p.name != pod.name)
+        .find(|p| !p.ready || p.terminating);
+    if let Some(p) = other_not_ready {
         return Some(wait_step(
             Blocked::new(
                 WaitReason::WaitingForPods,
@@ -48,9 +63,6 @@ pub(super) fn rolling_update(o: &Observed, leader: &LeaderView) -> Option<Step> 
             None,
         ));
     }
-    let node_id = leader
-        .member_by_name(&pod.name)
-        .and_then(|m| m.node_id.parse().ok());
     Some(Step::Record(new_step(
         OperationKind::RestartMember,
         &pod.name,
@@ -89,9 +101,11 @@ pub(super) fn continue_restart(o: &Observed, step: &OperationStatus) -> Step {
         _ => true,
     };
     if !current {
-        return match gate(o, None) {
+        // The target is left out of the gate: a pod that crash-loops or stays Pending on a bad
+        // revision must be replaced for the rollback to heal.
+        return match gate(o, recorded_id(step)) {
             Ok(_) => Step::Act {
-                action: Action::DeletePod {
+                action: Action::EvictPod {
                     name: pod.name.clone(),
                     uid: pod.uid.clone(),
                 },
@@ -117,6 +131,13 @@ pub(super) fn continue_restart(o: &Observed, step: &OperationStatus) -> Step {
     } else {
         awaiting(format!("waiting for {} to rejoin and catch up", step.name))
     }
+}
+
+/// The leader counts the member healthy and caught up: Raft's view, not the pod's Ready
+/// condition (a member whose readiness probe has not passed yet, the leader included, may well
+/// be carrying the quorum; restarting it out of turn would take a second member down).
+fn takes_part(leader: &LeaderView, pod: &PodView) -> bool {
+    leader.member_by_name(&pod.name).is_some_and(is_caught_up)
 }
 
 #[cfg(test)]
@@ -153,7 +174,7 @@ mod tests {
         let p = plan(&o);
         assert_eq!(
             action(&p).0,
-            &Action::DeletePod {
+            &Action::EvictPod {
                 name: "rc-2".into(),
                 uid: "uid-2".into()
             }
@@ -173,11 +194,51 @@ mod tests {
     }
 
     #[test]
-    fn no_pod_is_restarted_while_another_member_is_unhealthy() {
+    fn a_reverted_bad_rollout_replaces_the_broken_pod_although_it_is_unhealthy() {
+        // rc-2 was restarted onto rev-2, which crash-loops: the step waits for it.
         let mut o = outdated(3);
+        o.operation = Some(op(K::RestartMember, 2, P::AwaitingRejoin));
+        let broken = o.pods.get_mut(&2).unwrap();
+        broken.revision = Some("rev-2".into());
+        broken.ready = false;
+        o.member_mut(2).healthy = false;
+        assert_eq!(waiting(&plan(&o)), WaitReason::AwaitingRejoin);
+        // The spec reverted: rev-1 again, and the broken pod is replaced at once.
+        o.statefulset.as_mut().unwrap().update_revision = Some("rev-1".into());
+        assert_eq!(
+            action(&plan(&o)).0,
+            &Action::EvictPod {
+                name: "rc-2".into(),
+                uid: "uid-2".into()
+            }
+        );
+        // Not when another voter is unhealthy too: that would leave no quorum to spare.
         o.member_mut(1).healthy = false;
         assert_eq!(waiting(&plan(&o)), WaitReason::MemberUnhealthy);
-        o.member_mut(1).healthy = true;
+    }
+
+    #[test]
+    fn a_member_that_does_not_take_part_is_restarted_first_and_gates_nothing() {
+        // A pod not Ready whose member is healthy (the leader here) takes part: it is not
+        // restarted out of turn, and restarts wait for it to be Ready.
+        let mut o = outdated(3);
+        o.pods.get_mut(&0).unwrap().ready = false;
+        assert_eq!(waiting(&plan(&o)), WaitReason::WaitingForPods);
+        o.pods.get_mut(&0).unwrap().ready = true;
+        // A member the leader does not hear from does not take part: it goes first.
+        let pending = o.pods.get_mut(&1).unwrap();
+        pending.ready = false;
+        o.member_mut(1).healthy = false;
+        let step = recorded(&plan(&o)).clone();
+        assert_eq!((step.kind, step.name.as_str()), (K::RestartMember, "rc-1"));
+        // A healthy member is not restarted while another is down.
+        o.pods.get_mut(&1).unwrap().revision = Some("rev-2".into());
+        assert_eq!(waiting(&plan(&o)), WaitReason::MemberUnhealthy);
+    }
+
+    #[test]
+    fn no_pod_is_restarted_while_another_member_is_unhealthy() {
+        let mut o = outdated(3);
         o.operation = Some(op(K::RestartMember, 2, P::Recorded));
         o.member_mut(1).lag = Some(10_000);
         assert_eq!(waiting(&plan(&o)), WaitReason::MemberUnhealthy);

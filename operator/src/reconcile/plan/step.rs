@@ -9,7 +9,7 @@
 use raft_api::admin::MemberSpec;
 use raft_crds::{OperationKind, OperationPhase, OperationStatus};
 
-use crate::reconcile::model::{Observed, PodView};
+use crate::reconcile::model::{LeaderView, Observed, PodView};
 
 /// The plan's answer: the StatefulSet size to apply, and the one step to take.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +57,10 @@ pub enum Action {
     Promote(u64),
     /// `DELETE /admin/v1/members/{id}` on the leader (graceful removal).
     Remove(u64),
-    /// Delete a pod (rolling restart onto the new revision).
-    DeletePod { name: String, uid: String },
+    /// Evict a pod (rolling restart onto the new revision) through the eviction API, so the
+    /// PodDisruptionBudget arbitrates with concurrent node drains; a refused eviction is
+    /// tried again at the next reconcile.
+    EvictPod { name: String, uid: String },
     /// Delete a volume claim (a removed member's data must never come back).
     DeletePvc { name: String },
     /// Delete a pod's claim, then the pod, so it comes back with an empty volume (a pod whose
@@ -136,11 +138,31 @@ impl WaitReason {
 /// A completed step, announced as an Event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Initialized { cluster_id: String },
-    MemberAdded { name: String, node_id: String },
-    MemberRemoved { name: String, node_id: String },
-    MemberReplaced { name: String, node_id: String },
-    MemberRestarted { name: String },
+    Initialized {
+        cluster_id: String,
+    },
+    MemberAdded {
+        name: String,
+        node_id: String,
+    },
+    MemberRemoved {
+        name: String,
+        node_id: String,
+    },
+    MemberReplaced {
+        name: String,
+        node_id: String,
+    },
+    MemberRestarted {
+        name: String,
+    },
+    /// A recorded step the spec no longer wants, given up before it did anything that cannot
+    /// be undone (`why` says what the spec asks for now).
+    Abandoned {
+        kind: OperationKind,
+        name: String,
+        why: String,
+    },
 }
 
 /// The one way to build a [`Step::Wait`]: nothing moves until `blocked` clears, and `keep` is
@@ -162,14 +184,18 @@ pub(super) fn awaiting_leader(step: &OperationStatus) -> Step {
 }
 
 /// The StatefulSet size when no recorded step changes it: what the committed membership calls
-/// for; without a leader to ask, the current size (never smaller: a transient loss shrinks
-/// nothing); before bootstrap, the spec.
+/// for, but never below both the current size and the spec (a member just replaced is out of
+/// the membership until it is added back, and its fresh pod must stay meanwhile; a scale-down
+/// still shrinks onto the membership); without a leader to ask, the current size (never
+/// smaller: a transient loss shrinks nothing); before bootstrap, the spec.
 pub(super) fn hold_size(o: &Observed) -> u32 {
     let current = o.statefulset.as_ref().map(|s| s.replicas);
     match (o.cluster_id.is_some(), o.membership_extent(), current) {
         (false, _, Some(current)) => current,
         (false, _, None) => o.desired_replicas,
-        (true, Some(extent), _) if extent > 0 => extent,
+        (true, Some(extent), current) if extent > 0 => {
+            extent.max(current.unwrap_or(0).min(o.desired_replicas))
+        }
         (true, _, Some(current)) => current,
         (true, _, None) => o.recorded_members.max(1),
     }
@@ -188,6 +214,12 @@ pub(super) fn new_step(
         phase: OperationPhase::Recorded,
         started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(o.now),
     }
+}
+
+/// Our voters in the leader's committed membership (members whose name is one of our pods).
+pub(super) fn our_voters(o: &Observed, leader: &LeaderView) -> u32 {
+    let n = leader.voters().filter(|m| o.ordinal(m).is_some()).count();
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 pub(super) fn with_phase(op: &OperationStatus, phase: OperationPhase) -> OperationStatus {

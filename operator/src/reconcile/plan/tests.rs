@@ -128,7 +128,7 @@ impl World {
                 let k: u32 = name.rsplit('-').next().unwrap().parse().unwrap();
                 self.o.pvcs.remove(&k);
             }
-            Action::DeletePod { .. } | Action::DiscardVolume { .. } => unreachable!(),
+            Action::EvictPod { .. } | Action::DiscardVolume { .. } => unreachable!(),
         }
     }
 

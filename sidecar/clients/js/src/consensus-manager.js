@@ -166,8 +166,8 @@ export class ConsensusManager extends EventEmitter {
    * @param {{signal?: AbortSignal}} [options]
    * @returns {Promise<import('../index.js').ReplicationResult>}
    */
-  async replicateOperation(operation, { signal } = {}) {
-    this.#assertOpen();
+  /** The body sent for one operation (with this manager's daemonId), or why it is refused. */
+  #operationBody(operation) {
     if (operation === null || typeof operation !== 'object' || Array.isArray(operation)) {
       throw new SidecarError({ code: ErrorCode.INVALID_OPERATION, message: 'an operation must be an object with id and type' });
     }
@@ -180,6 +180,12 @@ export class ConsensusManager extends EventEmitter {
         message: `operation is ${size} bytes; the limit (maxOperationBytes, the sidecar's --max-operation-bytes) is ${this.#opts.maxOperationBytes}`,
       });
     }
+    return body;
+  }
+
+  async replicateOperation(operation, { signal } = {}) {
+    this.#assertOpen();
+    const body = this.#operationBody(operation);
     const cancel = this.#signal(signal);
     return withRetry(
       () => this.#request({ path: '/v1/operations', method: 'POST', body, signal: cancel }),
@@ -189,6 +195,57 @@ export class ConsensusManager extends EventEmitter {
         onRetry: (info) => this.#emitSafely('operation:retry', { operationId: body.id, ...info }),
       },
     );
+  }
+
+  /**
+   * Replicate several operations in one request (`POST /v1/operations:batch`): each has its own
+   * id, its own result and its own exactly-once semantics (not all-or-nothing). Resolves to one
+   * item per operation, in order: the result `replicateOperation()` would give, or
+   * `{ operationId, error }` with a `SidecarError` (an operation refused here before sending,
+   * such as one over `maxOperationBytes`, or by the sidecar). An item whose error is retryable
+   * may be submitted again under the same id. The request as a whole is retried like
+   * `replicateOperation()`'s (safe: every operation is exactly once); it rejects only when the
+   * batch itself is refused (more than the sidecar's `--max-batch-operations`, too large).
+   * @param {import('../index.js').Operation[]} operations
+   * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<import('../index.js').BatchItem[]>}
+   */
+  async replicateMany(operations, { signal } = {}) {
+    this.#assertOpen();
+    if (!Array.isArray(operations)) {
+      throw new SidecarError({ code: ErrorCode.INVALID_OPERATION, message: 'replicateMany takes an array of operations' });
+    }
+    const items = new Array(operations.length);
+    const sent = [];
+    operations.forEach((operation, i) => {
+      try {
+        sent.push({ i, body: this.#operationBody(operation) });
+      } catch (error) {
+        items[i] = { operationId: operation?.id, error };
+      }
+    });
+    if (sent.length > 0) {
+      const cancel = this.#signal(signal);
+      const answer = await withRetry(
+        () =>
+          this.#request({
+            path: '/v1/operations:batch',
+            method: 'POST',
+            body: { operations: sent.map((s) => s.body) },
+            signal: cancel,
+          }),
+        this.#retry,
+        {
+          signal: cancel,
+          onRetry: (info) => this.#emitSafely('operation:retry', { operationId: sent[0].body.id, batch: sent.length, ...info }),
+        },
+      );
+      answer.results.forEach((result, k) => {
+        const { i } = sent[k];
+        items[i] = result.error ? { operationId: result.operationId, error: new SidecarError(result.error) } : result;
+      });
+    }
+    return items;
   }
 
   /**

@@ -116,6 +116,29 @@ describe('ConsensusManager on a 3-node cluster', () => {
     }
   });
 
+  test('replicateMany commits each operation once and answers each in order', async () => {
+    const m = await managerOn(followerOf(leader));
+    const ops = Array.from({ length: 20 }, (_, i) => ({ id: `many-${i}`, type: 'demo', payload: { i } }));
+    ops[5] = { id: 'many-5', type: 'demo', payload: 'x'.repeat(2 * 1024 * 1024) };
+    const items = await m.replicateMany(ops);
+    assert.equal(items.length, 20);
+    assert.equal(items[5].operationId, 'many-5');
+    assert.equal(items[5].error.code, 'PAYLOAD_TOO_LARGE', 'refused before sending');
+    const indices = new Set();
+    items.forEach((item, i) => {
+      if (i === 5) return;
+      assert.equal(item.operationId, `many-${i}`, 'in order');
+      assert.equal(item.duplicate, false);
+      indices.add(item.logIndex);
+    });
+    assert.equal(indices.size, 19, 'one journal index each');
+    const again = await m.replicateMany(ops.filter((_, i) => i !== 5));
+    assert.ok(again.every((item) => item.duplicate), 'a retried batch is all duplicates');
+    const ids = ops.filter((_, i) => i !== 5).map((o) => o.id);
+    const counts = await idCounts(leader, ids);
+    assert.ok(ids.every((id) => counts[id] === 1), JSON.stringify(counts));
+  });
+
   test('resubmitting an id is answered as a duplicate with the original index', async () => {
     const m = await managerOn(followerOf(leader));
     const first = await m.replicateOperation({ id: 'dup-1', type: 'demo', payload: { a: 1, b: 2 } });
