@@ -611,6 +611,15 @@ async fn replace(
     Ok(())
 }
 
+/// [`NetCluster::restart_exited`], each line stamped with the run's time.
+fn restart_exited(c: &mut NetCluster, started: Instant) -> Vec<String> {
+    let exited = c.restart_exited();
+    for e in &exited {
+        println!("nemesis: t={:>6.1}s {e}", started.elapsed().as_secs_f64());
+    }
+    exited
+}
+
 /// SIGTERM every node in turn, the leader last; each must exit cleanly and answer again
 /// after its restart before the next one goes.
 async fn rolling_restart(c: &mut NetCluster, rng: &mut StdRng) -> Result<(), String> {
@@ -834,6 +843,9 @@ async fn run(
 
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let started = Instant::now();
+    // Nodes that exited without being stopped (Raft stopped on an error): restarted, as the
+    // kubelet would, and reported.
+    let mut exited = Vec::new();
     let run_for = Duration::from_secs(cfg.seconds);
     while started.elapsed() < run_for {
         let fault = pick_fault(&mut rng, cfg.nodes, cfg.power);
@@ -847,6 +859,7 @@ async fn run(
         inflict(&mut c, &mut rng, &fault, hold).await?;
         *kinds.lock().unwrap().entry(fault.kind()).or_default() += 1;
         tokio::time::sleep(quiet).await;
+        exited.extend(restart_exited(&mut c, started));
     }
     // Everything healed and running: clients finish their last operation, then stop.
     end_tx.send_replace(Some(Instant::now() + Duration::from_secs(60)));
@@ -854,6 +867,7 @@ async fn run(
     for h in clients {
         logs.push(h.await.map_err(|e| format!("client task failed: {e}"))?);
     }
+    exited.extend(restart_exited(&mut c, started));
     let converged = converge(&c, Duration::from_secs(60)).await;
     stop_tx.send_replace(true);
     let leaders = monitor
@@ -949,6 +963,10 @@ async fn run(
         v.stalled_readers,
         v.unverified,
     );
+    let mut summary = format!("{summary} self_exits={}", exited.len());
+    for e in &exited {
+        summary.push_str(&format!("\nnemesis: {e}"));
+    }
     if !v.safe() || v.lagging > 0 || v.stalled_readers > 0 || panics > 0 {
         for i in 0..cfg.nodes {
             println!(
@@ -956,6 +974,12 @@ async fn run(
                 c.nodes[i].name,
                 c.log_tail(i, 20)
             );
+        }
+        // Also in the summary, printed last: the errors that explain a finding.
+        for i in 0..cfg.nodes {
+            for e in c.errors(i, 3) {
+                summary.push_str(&format!("\nnemesis: {} error: {e}", c.nodes[i].name));
+            }
         }
     }
     Ok((v, summary, unexpected, panics))

@@ -1,4 +1,4 @@
-//! Power cuts, not only `kill -9`: every node's data directory sits on a filesystem that keeps
+//! Power cuts, not only `kill -9`, and a full disk: every node's data directory sits on a filesystem that keeps
 //! unsynced writes in memory (`raft_testkit::volatile_fs`), and a cut drops them as a power
 //! failure drops the page cache. Acknowledged operations must survive a cut of a minority, of
 //! the leader and of every node at once, and every node must come back. Needs root and
@@ -24,6 +24,9 @@ use raft_testkit::wait::{retryable, wait_for};
 #[allow(dead_code, reason = "shared fixtures; this binary uses some of them")]
 mod common;
 use common::read_journal;
+
+/// The cluster tests of this file run one at a time (a 2-core machine).
+static GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const NODES: usize = 3;
 const WRITERS: usize = 8;
@@ -102,6 +105,7 @@ async fn cut(c: &mut LocalCluster, fs: &[VolatileFs], i: usize) -> Lost {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_operations_survive_power_cuts_of_a_minority_the_leader_and_every_node() {
+    let _gate = GATE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let fs: Vec<VolatileFs> = (0..NODES)
         .map(|i| {
@@ -217,6 +221,151 @@ async fn run(c: &mut LocalCluster, fs: &[VolatileFs]) -> Result<(), String> {
             Some(found) if found == index => {}
             Some(found) => return Err(format!("{id} acknowledged at {index}, found at {found}")),
             None => return Err(format!("{id} acknowledged at {index}, lost")),
+        }
+    }
+    Ok(())
+}
+
+/// A tmpfs of `size` mounted at `at` (created), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mount a tmpfs at {} (needs root)",
+            at.display()
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fill the filesystem of `dir` with one file, up to the last byte it takes.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    let mut small = [0u8; 512];
+    small.fill(1);
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&small[..1]).is_ok() {}
+    path
+}
+
+/// A full disk under a member: RocksDB refuses its writes, Raft stops on the storage error,
+/// and the node exits 1 instead of answering from a journal that no longer moves (its APIs
+/// would otherwise stay up, serving reads that never advance). With space again it starts,
+/// catches up, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_disk_fills_exits_and_catches_up_after_a_restart() {
+    let _gate = GATE.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_raft-sidecar"));
+    let mut c = LocalCluster::new(bin, dir.path(), NODES, Ports::Free, &[]).unwrap();
+    let full = NODES - 1;
+    let tmpfs = Tmpfs::mount(&c.nodes[full].dir, "64m");
+    c.start_all().unwrap();
+    let outcome = disk_full(&mut c, &tmpfs.0, full).await;
+    c.stop_all(Duration::from_secs(10)).await;
+    drop(tmpfs);
+    if let Err(e) = outcome {
+        for i in 0..NODES {
+            eprintln!(
+                "----- node-{i} (last 40 log lines) -----\n{}",
+                c.log_tail(i, 40)
+            );
+        }
+        panic!("{e}");
+    }
+}
+
+async fn disk_full(c: &mut LocalCluster, data: &Path, full: usize) -> Result<(), String> {
+    c.wait_for_leader(Duration::from_secs(30)).await?;
+    let clients = Arc::new((0..NODES).map(|i| c.client(i)).collect::<Vec<_>>());
+    let acks: Acks = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(writer(w, clients.clone(), acks.clone(), stop.clone())))
+        .collect();
+    wait_for(
+        "writes before the disk fills",
+        Duration::from_secs(30),
+        || {
+            let n = acks.lock().len();
+            async move { (n >= 200).then_some(()) }
+        },
+    )
+    .await;
+    let filler = fill(data);
+    let exited = Instant::now();
+    let code = c
+        .wait_exit(full, Duration::from_secs(60))
+        .await
+        .map_err(|e| format!("the member with a full disk: {e}"))?;
+    let log = std::fs::read_to_string(c.nodes[full].log_path()).unwrap_or_default();
+    println!(
+        "disk full: node-{full} exited with {code:?} {:?} after the disk filled, {} operations acknowledged",
+        exited.elapsed(),
+        acks.lock().len()
+    );
+    if code != Some(1) {
+        return Err(format!("node-{full} exited with {code:?}, not 1"));
+    }
+    if !log.contains("Raft stopped on its own") {
+        return Err(format!("node-{full}'s log does not say why it stopped"));
+    }
+    std::fs::remove_file(&filler).map_err(|e| format!("remove the filler: {e}"))?;
+    c.start(full).unwrap();
+    // The others wrote on meanwhile; the restarted member catches up under load.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.map_err(|e| format!("writer failed: {e}"))?;
+    }
+    let acks = acks.lock().clone();
+    let journals = wait_for(
+        "every node's journal to agree after the restart",
+        Duration::from_secs(60),
+        || {
+            let clients = clients.clone();
+            async move {
+                let mut seen = Vec::new();
+                for client in clients.iter() {
+                    seen.push(read_journal(client).await.ok()?);
+                }
+                seen.windows(2)
+                    .all(|w| w[0] == w[1])
+                    .then(|| seen.remove(0))
+            }
+        },
+    )
+    .await;
+    let at: HashMap<&str, u64> = journals.iter().map(|(i, id)| (id.as_str(), *i)).collect();
+    if at.len() != journals.len() {
+        return Err("an operation is in the journal twice".into());
+    }
+    for (id, index) in &acks {
+        if at.get(id.as_str()) != Some(index) {
+            return Err(format!(
+                "{id} acknowledged at {index}, found at {:?}",
+                at.get(id.as_str())
+            ));
         }
     }
     Ok(())

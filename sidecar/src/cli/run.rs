@@ -1,5 +1,6 @@
 //! `raft-sidecar run`: start one node and its APIs, then on SIGTERM/SIGINT stop admitting
 //! operations, let in-flight ones finish within the grace period, close peers, flush RocksDB.
+//! The same stop, ending in exit 1, when Raft stops on its own (a storage error, a panic).
 
 use std::sync::Arc;
 
@@ -56,7 +57,16 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         advertise = %node.cfg.advertise_peer,
         "raft-sidecar running"
     );
-    signals.recv().await;
+    let failed = tokio::select! {
+        () = signals.recv() => None,
+        why = node.raft_failed() => Some(why),
+    };
+    if let Some(why) = &failed {
+        tracing::error!(
+            error = %why,
+            "Raft stopped on its own; exiting so that the node restarts from its store"
+        );
+    }
     tracing::info!(
         ?grace,
         "stopping: refusing new operations, draining in-flight ones"
@@ -81,7 +91,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     drop(node);
     running.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        Some(why) => Err(Failure::Runtime(format!("Raft stopped: {why}"))),
+        None => Ok(()),
+    }
 }
 
 /// SIGTERM and SIGINT, watched from the moment this is made (signals that arrive before the

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
+use openraft::error::Fatal;
 use parking_lot::Mutex;
 use raft_api::ErrorCode;
 use raft_api::daemon::{ConsensusEvent, PartitionState};
@@ -176,6 +177,29 @@ impl Node {
     /// openraft's metrics, cloned out of the watch at once (holding the borrow can stall Raft).
     pub fn raft_metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow().clone()
+    }
+
+    /// Resolves when Raft stopped on its own: its core quit on a storage error, or its task
+    /// ended without saying why (a panic). A stop that was asked for (shutdown, removal) never
+    /// resolves it. A node in that state can neither commit nor apply anything, yet its APIs
+    /// would keep answering from a store that no longer moves: the caller exits instead, so
+    /// the node restarts from its store (the kubelet restarts the container).
+    pub async fn raft_failed(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            let state = rx.borrow_and_update().running_state.clone();
+            match state {
+                Err(Fatal::Stopped) => return std::future::pending().await,
+                Err(e) => return e.to_string(),
+                Ok(()) => {}
+            }
+            if rx.changed().await.is_err() {
+                if matches!(rx.borrow().running_state, Err(Fatal::Stopped)) {
+                    return std::future::pending().await;
+                }
+                return "the Raft core's task ended without reporting why (a panic)".into();
+            }
+        }
     }
 
     pub fn health(&self) -> Health {

@@ -235,6 +235,11 @@ impl LocalCluster {
         self.reap(i, grace).await
     }
 
+    /// Wait up to `within` for node `i` to exit on its own; returns its exit code.
+    pub async fn wait_exit(&mut self, i: usize, within: Duration) -> std::io::Result<Option<i32>> {
+        self.reap(i, within).await
+    }
+
     async fn reap(&mut self, i: usize, within: Duration) -> std::io::Result<Option<i32>> {
         let deadline = Instant::now() + within;
         loop {

@@ -425,6 +425,41 @@ impl NetCluster {
         }
     }
 
+    /// Restart every node whose process exited without being stopped by the test, as the
+    /// kubelet restarts a container. For each: its name, exit status and the last error its
+    /// log names.
+    pub fn restart_exited(&mut self) -> Vec<String> {
+        let mut restarted = Vec::new();
+        for i in 0..self.nodes.len() {
+            let Some(child) = self.children[i].as_mut() else {
+                continue;
+            };
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            self.children[i] = None;
+            restarted.push(format!(
+                "{} exited on its own ({status}); last error: {}",
+                self.nodes[i].name,
+                self.errors(i, 1).pop().unwrap_or_default()
+            ));
+            self.start_node(i);
+        }
+        restarted
+    }
+
+    /// The last `n` ERROR lines of node `i`'s log that are not about a peer that does not
+    /// answer (those are the faults the tests inject).
+    pub fn errors(&self, i: usize, n: usize) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let errors: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(" ERROR ") && !l.contains("CallError"))
+            .map(str::to_owned)
+            .collect();
+        errors[errors.len().saturating_sub(n)..].to_vec()
+    }
+
     /// SIGSTOP: the process stays alive to TCP but says nothing.
     pub fn pause(&mut self, i: usize) {
         if let Some(pid) = self.pid(i) {
