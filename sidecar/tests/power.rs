@@ -189,10 +189,18 @@ async fn run(c: &mut LocalCluster, fs: &[VolatileFs]) -> Result<(), String> {
             "no cut dropped an unsynced write of the store: {lost:?}"
         ));
     }
-    // Every node back, with the same journal, holding every acknowledged operation exactly once
-    // where it was acknowledged.
+    every_ack_once_where_acknowledged(&clients, &acks, "the cuts").await
+}
+
+/// Every node back, with the same journal, holding every acknowledged operation exactly once
+/// where it was acknowledged (`after`: what the wait follows, for its message).
+async fn every_ack_once_where_acknowledged(
+    clients: &Arc<Vec<raft_api::client::SidecarClient>>,
+    acks: &HashMap<String, u64>,
+    after: &str,
+) -> Result<(), String> {
     let journals = wait_for(
-        "every node's journal to agree after the cuts",
+        &format!("every node's journal to agree after {after}"),
         Duration::from_secs(60),
         || {
             let clients = clients.clone();
@@ -216,7 +224,7 @@ async fn run(c: &mut LocalCluster, fs: &[VolatileFs]) -> Result<(), String> {
             ));
         }
     }
-    for (id, index) in &acks {
+    for (id, index) in acks {
         match at.get(id.as_str()) {
             Some(found) if found == index => {}
             Some(found) => return Err(format!("{id} acknowledged at {index}, found at {found}")),
@@ -339,36 +347,7 @@ async fn disk_full(c: &mut LocalCluster, data: &Path, full: usize) -> Result<(),
         w.await.map_err(|e| format!("writer failed: {e}"))?;
     }
     let acks = acks.lock().clone();
-    let journals = wait_for(
-        "every node's journal to agree after the restart",
-        Duration::from_secs(60),
-        || {
-            let clients = clients.clone();
-            async move {
-                let mut seen = Vec::new();
-                for client in clients.iter() {
-                    seen.push(read_journal(client).await.ok()?);
-                }
-                seen.windows(2)
-                    .all(|w| w[0] == w[1])
-                    .then(|| seen.remove(0))
-            }
-        },
-    )
-    .await;
-    let at: HashMap<&str, u64> = journals.iter().map(|(i, id)| (id.as_str(), *i)).collect();
-    if at.len() != journals.len() {
-        return Err("an operation is in the journal twice".into());
-    }
-    for (id, index) in &acks {
-        if at.get(id.as_str()) != Some(index) {
-            return Err(format!(
-                "{id} acknowledged at {index}, found at {:?}",
-                at.get(id.as_str())
-            ));
-        }
-    }
-    Ok(())
+    every_ack_once_where_acknowledged(&clients, &acks, "the restart").await
 }
 
 /// The filesystem under the test: synced writes stay, unsynced ones go at a cut.

@@ -81,9 +81,15 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
     });
     let state_machine = StateMachineStore::open(db.clone(), cfg.journal_retention)?;
     let journal = state_machine.reader();
+    // Quiet start: a node restarting with its store does not stand for election until it has
+    // heard from a leader or a detection window passed without one (the monitor turns
+    // elections on): its election timer would otherwise run out while the leader is still
+    // re-dialing it, and its higher term would depose a healthy leader (openraft 0.9 has no
+    // pre-vote). A fresh node has no leader to depose.
+    let quiet = !identity.fresh && !removed;
     let raft = Raft::new(
         identity.node_id,
-        Arc::new(raft_config(&cfg, removed)?),
+        Arc::new(raft_config(&cfg, removed, quiet)?),
         Network::new(links.clone(), cfg.election_timeout_min / 3),
         LogStore::new(db.clone()),
         state_machine,
@@ -149,14 +155,18 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
         node.shutdown_signal(),
     ));
     tasks.spawn(batch_task.run(node.shutdown_signal()));
-    tasks.spawn(super::monitor::run(node.clone()));
+    tasks.spawn(super::monitor::run(node.clone(), quiet));
     if !cfg.initial_members.is_empty() {
         tasks.spawn(super::bootstrap::run(node.clone()));
     }
     Ok(Running { node, tasks })
 }
 
-fn raft_config(cfg: &NodeConfig, removed: bool) -> Result<openraft::Config, NodeError> {
+fn raft_config(
+    cfg: &NodeConfig,
+    removed: bool,
+    quiet: bool,
+) -> Result<openraft::Config, NodeError> {
     openraft::Config {
         cluster_name: cfg.cluster_id.clone(),
         heartbeat_interval: millis(cfg.heartbeat),
@@ -169,7 +179,7 @@ fn raft_config(cfg: &NodeConfig, removed: bool) -> Result<openraft::Config, Node
         snapshot_max_chunk_size: 1 << 20,
         // A removed node must never start an election with its stale configuration.
         enable_tick: !removed,
-        enable_elect: !removed,
+        enable_elect: !removed && !quiet,
         ..Default::default()
     }
     .validate()

@@ -2,6 +2,8 @@
 //! - partition detection (`partitionState`, `quorumAvailable`): [`health::assess`] over the
 //!   peer contact times and the leader's quorum acknowledgements;
 //! - events (`/v1/events`) from state transitions ([`events`]) and the gauges;
+//! - the quiet start: a restarted node stands for election only once it has heard from a
+//!   leader since it started, or once a detection window passed without one;
 //! - the split-vote watchdog (openraft 0.9 draws one election timeout per process, so split
 //!   votes can repeat): no leader for > 2×max + 2 ticks → sleep U(0, max) → elect;
 //! - removed-node detection from the committed membership, or by asking peers after a long
@@ -37,15 +39,19 @@ struct Watch {
     was_member: bool,
     /// When this node became the leader (None while it is not).
     leading_since: Option<Instant>,
+    /// Elections are on (off during a quiet start, see [`quiet_start`]).
+    electing: bool,
     /// The follower's background question to its leader (see `probe_leader`).
     leader_probe: Option<AbortHandle>,
     last_leader_probe: Option<Instant>,
 }
 
-pub async fn run(node: Arc<Node>) {
+/// Watch `node` until it shuts down; `quiet`: it started with elections off (a restart).
+pub async fn run(node: Arc<Node>, quiet: bool) {
     let started = Instant::now();
     let mut watch = Watch {
         leaderless_since: Some(started),
+        electing: !quiet,
         ..Watch::default()
     };
     let mut stop = Box::pin(node.shutdown_signal());
@@ -78,6 +84,7 @@ pub async fn run(node: Arc<Node>) {
             changed
         });
         probe_leader(&node, &m, &mut watch);
+        quiet_start(&node, &m, &mut watch, started.elapsed());
         watchdog(&node, &m, &mut watch).await;
         detect_removal(&node, &m, &mut watch).await;
         cap_log(&node, &m).await;
@@ -247,7 +254,45 @@ fn publish_removed(node: &Node) {
 /// openraft 0.9 draws one election timeout per process, so two nodes can split the vote
 /// again and again. If nobody has led for > 2×max + 2 ticks, sleep a fresh random time in
 /// [0, max) and start an election ourselves.
+/// End a quiet start: turn elections on once this node has heard from its leader since it
+/// started, or once a whole detection window passed without that (the leader is gone, or the
+/// whole cluster restarted: then every node waits the window before the first election).
+fn quiet_start(node: &Node, m: &RaftMetrics, watch: &mut Watch, uptime: Duration) {
+    if watch.electing {
+        return;
+    }
+    let leader = m.current_leader.filter(|l| *l != node.id);
+    if let Some(why) = quiet_start_ends(
+        leader.and_then(|l| node.peer_contact().get(&l).copied()),
+        uptime,
+        node.cfg.partition_detection,
+    ) {
+        node.raft.runtime_config().elect(true);
+        watch.electing = true;
+        tracing::info!(uptime_ms = millis(uptime), why, "elections on");
+    }
+}
+
+/// Why a quiet start ends now, if it does: `leader_contact` is how long ago the leader last
+/// reached this node (None: no leader known, or not heard from since the start).
+fn quiet_start_ends(
+    leader_contact: Option<Duration>,
+    uptime: Duration,
+    detection: Duration,
+) -> Option<&'static str> {
+    if leader_contact.is_some_and(|d| d <= detection) {
+        Some("heard from the leader")
+    } else if uptime >= detection {
+        Some("no leader heard within the detection window")
+    } else {
+        None
+    }
+}
+
 async fn watchdog(node: &Node, m: &RaftMetrics, watch: &mut Watch) {
+    if !watch.electing {
+        return;
+    }
     let is_voter = m
         .membership_config
         .membership()
@@ -423,5 +468,23 @@ mod tests {
         assert!(!election_overdue(since.elapsed(), max, heartbeat));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(election_overdue(since.elapsed(), max, heartbeat));
+    }
+
+    #[test]
+    fn a_quiet_start_ends_when_the_leader_is_heard_or_after_a_detection_window() {
+        let detection = Duration::from_secs(3);
+        let ms = Duration::from_millis;
+        // Restarted 200 ms ago, nothing heard yet: stay quiet (an election now would depose).
+        assert_eq!(quiet_start_ends(None, ms(200), detection), None);
+        // The leader reached us: elections on at once.
+        assert_eq!(
+            quiet_start_ends(Some(ms(40)), ms(300), detection),
+            Some("heard from the leader")
+        );
+        // Nobody for a whole window: the leader is gone (or every node restarted).
+        assert_eq!(
+            quiet_start_ends(None, ms(3000), detection),
+            Some("no leader heard within the detection window")
+        );
     }
 }
