@@ -251,12 +251,10 @@ fn publish_removed(node: &Node) {
     node.metrics.quorum_available.set(0);
 }
 
-/// openraft 0.9 draws one election timeout per process, so two nodes can split the vote
-/// again and again. If nobody has led for > 2×max + 2 ticks, sleep a fresh random time in
-/// [0, max) and start an election ourselves.
 /// End a quiet start: turn elections on once this node has heard from its leader since it
-/// started, or once a whole detection window passed without that (the leader is gone, or the
-/// whole cluster restarted: then every node waits the window before the first election).
+/// started, or once a whole detection window passed without that (its leader is gone: the
+/// followers then stand one window later than they otherwise would). A leader that restarts
+/// needs no election: openraft takes up its committed vote for itself again.
 fn quiet_start(node: &Node, m: &RaftMetrics, watch: &mut Watch, uptime: Duration) {
     if watch.electing {
         return;
@@ -289,6 +287,10 @@ fn quiet_start_ends(
     }
 }
 
+/// openraft 0.9 draws one election timeout per process, so two nodes can split the vote
+/// again and again. If nobody has led for > 2×max + 2 ticks, sleep a fresh random time in
+/// [0, max) and start an election ourselves.
+/// Not during a quiet start.
 async fn watchdog(node: &Node, m: &RaftMetrics, watch: &mut Watch) {
     if !watch.electing {
         return;
