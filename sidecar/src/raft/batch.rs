@@ -26,7 +26,7 @@ use crate::write::{WriteFailure, WriteResult};
 /// Most operations in one Raft entry.
 const MAX_BATCH_OPS: usize = 2048;
 /// A batch stops growing past this many bytes (one larger operation still goes alone).
-const MAX_BATCH_BYTES: usize = 1 << 20;
+pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Proposals in flight at once (openraft pipelines them).
 const MAX_IN_FLIGHT: usize = 4;
 /// Operations waiting for a batch.

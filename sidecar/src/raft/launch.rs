@@ -215,3 +215,75 @@ impl Running {
         let _ = tokio::task::spawn_blocking(move || db.flush()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::MAX_PAYLOAD_ENTRIES;
+    use crate::config::MAX_OPERATION_BYTES_LIMIT;
+    use crate::journal::{Proposal, StoredOperation};
+    use crate::raft::batch::MAX_BATCH_BYTES;
+    use crate::transport::MAX_FRAME_BYTES;
+    use crate::transport::frame::{self, Envelope, PeerRequest};
+    use crate::types::{Entry, LogId, Vote};
+
+    fn operation(id: &str, payload_bytes: usize) -> StoredOperation {
+        StoredOperation {
+            id: id.into(),
+            op_type: "t".into(),
+            payload: Some("p".repeat(payload_bytes)),
+            daemon_id: Some("d".into()),
+            timestamp: Some(u64::MAX),
+        }
+    }
+
+    #[test]
+    fn the_largest_legal_append_entries_fits_in_a_frame() {
+        // Each entry: the batcher stops growing a batch once it holds MAX_BATCH_BYTES, so the
+        // most it holds is just under that, plus one operation of the largest size allowed.
+        let proposal = Arc::new(Proposal {
+            operations: vec![
+                operation(&"a".repeat(256), MAX_BATCH_BYTES - 1),
+                operation(&"b".repeat(256), MAX_OPERATION_BYTES_LIMIT),
+            ],
+            clock_ms: u64::MAX,
+            initial_window_ms: u64::MAX,
+            set_window_ms: Some(u64::MAX),
+        });
+        let leader = CommittedLeaderId::new(u64::MAX, u64::MAX);
+        let entries: Vec<Entry> = (0..MAX_PAYLOAD_ENTRIES)
+            .map(|i| Entry {
+                log_id: LogId::new(leader, u64::MAX - i),
+                payload: EntryPayload::Normal(proposal.clone()),
+            })
+            .collect();
+        let request = PeerRequest::AppendEntries(AppendEntriesRequest {
+            vote: Vote::new_committed(u64::MAX, u64::MAX),
+            prev_log_id: Some(LogId::new(leader, u64::MAX)),
+            entries,
+            leader_commit: Some(LogId::new(leader, u64::MAX)),
+        });
+        let bytes = frame::encode(&Envelope {
+            id: u64::MAX,
+            body: request,
+        })
+        .expect("the largest legal AppendEntries encodes within the frame limit");
+        let carried =
+            MAX_PAYLOAD_ENTRIES as usize * (MAX_BATCH_BYTES - 1 + MAX_OPERATION_BYTES_LIMIT);
+        assert!(
+            bytes.len() >= carried,
+            "the frame carries every payload byte"
+        );
+        assert!(bytes.len() <= MAX_FRAME_BYTES);
+        // and with room to spare, not by luck of a few bytes
+        assert!(
+            bytes.len() < MAX_FRAME_BYTES - (4 << 20),
+            "{} bytes",
+            bytes.len()
+        );
+    }
+}

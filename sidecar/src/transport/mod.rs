@@ -11,9 +11,12 @@ pub mod link;
 pub mod network;
 pub mod server;
 
-/// Largest frame either side accepts. Raft entries are bounded by the batcher and
-/// `max_payload_entries`, snapshots travel in chunks well below this.
-pub const MAX_FRAME_BYTES: usize = 64 << 20;
+/// Largest frame either side accepts, and so the most one peer message can make a node hold.
+/// The largest legal one is an AppendEntries of `max_payload_entries` (8) entries, each a batch
+/// of just under 1 MiB of operations plus one operation of at most 4 MiB: about 40 MiB (a test
+/// in `raft::launch` encodes it). Snapshots travel in 1 MiB chunks, forwarded writes are one
+/// operation.
+pub const MAX_FRAME_BYTES: usize = 48 << 20;
 
 /// Most bytes one socket read asks for. tungstenite zero-fills this much of its read buffer
 /// before every read (128 KiB by default): that `memset` was 2–3 % of a leader's CPU at 64
