@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use raft_api::daemon::Operation;
 use raft_testkit::local_cluster::{LocalCluster, Ports};
 use raft_testkit::volatile_fs::VolatileFs;
-use raft_testkit::wait::{retryable, wait_for};
+use raft_testkit::wait::wait_for;
 
 #[allow(dead_code, reason = "shared fixtures; this binary uses some of them")]
 mod common;
-use common::read_journal;
+use common::{WriteLog, read_journal, write_until};
 
 /// The cluster tests of this file run one at a time (a 2-core machine).
 static GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -46,41 +46,27 @@ fn mount(backing: &Path, at: &Path) -> VolatileFs {
 /// What the writers were told: operation id → journal index.
 type Acks = Arc<parking_lot::Mutex<HashMap<String, u64>>>;
 
-/// Submit operations `w<w>-<n>` one after another to rotating nodes, each retried with the same
-/// id until acknowledged, until `stop`.
+impl WriteLog for parking_lot::Mutex<HashMap<String, u64>> {
+    fn acked(&self, op: &Operation, result: &raft_api::daemon::SubmitResult) {
+        self.lock().insert(op.id.clone(), result.log_index);
+    }
+}
+
+/// Operations `w<w>-<n>` to rotating nodes until `stop` (see [`write_until`]).
 async fn writer(
     w: usize,
     c: Arc<Vec<raft_api::client::SidecarClient>>,
     acks: Acks,
     stop: Arc<AtomicBool>,
 ) {
-    for n in 0u64.. {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let op = Operation {
-            id: format!("w{w}-{n}"),
-            op_type: "power".into(),
-            payload: Some(serde_json::json!({ "w": w, "n": n, "pad": "p".repeat(200) })),
-            daemon_id: None,
-            timestamp: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut attempt = w + usize::try_from(n).unwrap();
-        loop {
-            match c[attempt % c.len()].submit(&op).await {
-                Ok(r) => {
-                    acks.lock().insert(op.id.clone(), r.log_index);
-                    break;
-                }
-                Err(e) if retryable(&e) && Instant::now() < deadline => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("{} failed for good: {e}", op.id),
-            }
-        }
-    }
+    let make = |n: u64| Operation {
+        id: format!("w{w}-{n}"),
+        op_type: "power".into(),
+        payload: Some(serde_json::json!({ "w": w, "n": n, "pad": "p".repeat(200) })),
+        daemon_id: None,
+        timestamp: None,
+    };
+    write_until(w, c, stop, Duration::from_secs(60), make, acks).await;
 }
 
 /// The unsynced bytes a cut dropped, per file (node-prefixed).

@@ -18,40 +18,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestCluster, op, retryable, wait_for};
+use common::{TestCluster, WriteLog, op, wait_for, write_until};
 use parking_lot::Mutex;
-use raft_api::client::SidecarClient;
+use raft_api::client::ClientError;
+use raft_api::daemon::{Operation, SubmitResult};
 
-/// Submit operations `w<w>-<n>` to rotating nodes until `stop`, each retried with the same id
-/// while the answer is retryable (a non-retryable failure fails the test); every
-/// acknowledgement's time goes into `acks`, every retried failure's code into `retried`.
-async fn writer(
-    w: usize,
-    clients: Arc<Vec<SidecarClient>>,
-    stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Instant>>>,
-    retried: Arc<Mutex<BTreeMap<String, usize>>>,
-) {
-    for n in 0u64.. {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let o = op(&format!("w{w}-{n}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut attempt = w + usize::try_from(n).unwrap();
-        loop {
-            match clients[attempt % clients.len()].submit(&o).await {
-                Ok(_) => break,
-                Err(e) if retryable(&e) && Instant::now() < deadline => {
-                    let code = e.code().map_or("connection".into(), |c| c.to_string());
-                    *retried.lock().entry(code).or_default() += 1;
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("{} failed for good: {e}", o.id),
-            }
-        }
-        acks.lock().push(Instant::now());
+/// What the writers saw: when each write was acknowledged, and the codes of retried answers.
+#[derive(Default)]
+struct Seen {
+    acks: Mutex<Vec<Instant>>,
+    retried: Mutex<BTreeMap<String, usize>>,
+}
+
+impl WriteLog for Seen {
+    fn acked(&self, _: &Operation, _: &SubmitResult) {
+        self.acks.lock().push(Instant::now());
+    }
+
+    fn retried(&self, e: &ClientError) {
+        let code = e.code().map_or("connection".into(), |c| c.to_string());
+        *self.retried.lock().entry(code).or_default() += 1;
     }
 }
 
@@ -101,16 +87,17 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
 
     let clients = Arc::new((0..3).map(|i| t.client(i)).collect::<Vec<_>>());
     let stop = Arc::new(AtomicBool::new(false));
-    let acks: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let retried: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let seen: Arc<Seen> = Arc::default();
     let writers: Vec<_> = (0..8)
         .map(|w| {
-            tokio::spawn(writer(
+            let make = move |n: u64| op(&format!("w{w}-{n}"));
+            tokio::spawn(write_until(
                 w,
                 clients.clone(),
                 stop.clone(),
-                acks.clone(),
-                retried.clone(),
+                Duration::from_secs(30),
+                make,
+                seen.clone(),
             ))
         })
         .collect();
@@ -118,7 +105,7 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
         "writes before the restarts",
         Duration::from_secs(30),
         || {
-            let n = acks.lock().len();
+            let n = seen.acks.lock().len();
             async move { (n >= 100).then_some(()) }
         },
     )
@@ -130,7 +117,7 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
         restart(&mut t, f, leader).await;
     }
     let followers_done = t.client(leader).state().await.unwrap();
-    let followers_gap = longest_gap(&mut acks.lock().clone());
+    let followers_gap = longest_gap(&mut seen.acks.lock().clone());
     restart(&mut t, leader, followers[0]).await;
     let rolled = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -139,9 +126,9 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
         w.await.unwrap();
     }
     let after = t.client(followers[0]).state().await.unwrap();
-    let acknowledged = acks.lock().len();
-    let overall_gap = longest_gap(&mut acks.lock().clone());
-    let retried = retried.lock().clone();
+    let acknowledged = seen.acks.lock().len();
+    let overall_gap = longest_gap(&mut seen.acks.lock().clone());
+    let retried = seen.retried.lock().clone();
     println!(
         "rolling restart of 3 members under 8 writers in {rolled:?}: {acknowledged} writes acknowledged; term {} -> {} after the followers, {} after the leader; longest write gap {followers_gap:?} while the followers restarted, {overall_gap:?} overall; retried answers {retried:?}",
         before.current_term, followers_done.current_term, after.current_term,

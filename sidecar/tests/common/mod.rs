@@ -199,3 +199,45 @@ pub async fn peer_tls_as(
         .await
         .map_err(|e| format!("handshake: {e}"))
 }
+
+/// What a [`write_until`] writer keeps of each acknowledgement and each retried answer.
+pub trait WriteLog: Send + Sync + 'static {
+    fn acked(&self, op: &Operation, result: &SubmitResult);
+    fn retried(&self, _error: &ClientError) {}
+}
+
+/// Submit `make(n)` for n = 0, 1, … one after another until `stop`, to rotating nodes (the
+/// first one chosen by `w`), each retried with the same id while the answer is retryable, for
+/// up to `patience`. A non-retryable answer, or one still failing after `patience`, fails the
+/// test.
+pub async fn write_until(
+    w: usize,
+    clients: std::sync::Arc<Vec<SidecarClient>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    patience: Duration,
+    make: impl Fn(u64) -> Operation,
+    log: std::sync::Arc<impl WriteLog>,
+) {
+    for n in 0u64.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let op = make(n);
+        let deadline = Instant::now() + patience;
+        let mut attempt = w + usize::try_from(n).unwrap();
+        loop {
+            match clients[attempt % clients.len()].submit(&op).await {
+                Ok(r) => {
+                    log.acked(&op, &r);
+                    break;
+                }
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    log.retried(&e);
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{} failed for good: {e}", op.id),
+            }
+        }
+    }
+}
