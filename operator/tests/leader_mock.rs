@@ -44,6 +44,8 @@ struct Fake {
     /// our read and our write.
     before_put: Option<Interpose>,
     writes: Vec<(Method, Value)>,
+    /// Reads of the Lease: a contender's attempts.
+    lease_reads: usize,
     /// Calls for anything but the Lease (the controllers' lists and watches): a list is empty,
     /// a watch never sends an event.
     others: Vec<String>,
@@ -74,6 +76,7 @@ impl Fake {
             mode: Mode::Serve,
             before_put: None,
             writes: Vec::new(),
+            lease_reads: 0,
             others: Vec::new(),
         };
         if let Some(spec) = lease {
@@ -115,6 +118,9 @@ impl Fake {
             Mode::Hang => return None,
             Mode::Fail => return Some(status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError")),
             Mode::Serve => {}
+        }
+        if (method.as_str(), path) == ("GET", PATH) {
+            self.lease_reads += 1;
         }
         Some(match (method.as_str(), path) {
             ("GET", PATH) => match &self.lease {
@@ -496,8 +502,15 @@ async fn a_standby_serves_health_and_metrics_and_starts_no_controller() {
         },
     ));
     wait_for_text(addr, "/metrics", "raft_operator_leader 0").await;
-    // Three lease durations as a standby.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three lease durations as a standby: 30 more attempts at the 100 ms retry period.
+    let reads = fake.lock().unwrap().lease_reads;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while fake.lock().unwrap().lease_reads < reads + 30 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the standby kept trying for the Lease");
     assert!(http_get(addr, "/healthz").await.unwrap().ends_with("ok"));
     assert!(http_get(addr, "/readyz").await.unwrap().ends_with("ok"));
     assert!(

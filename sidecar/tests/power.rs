@@ -111,6 +111,11 @@ async fn acknowledged_operations_survive_power_cuts_of_a_minority_the_leader_and
     let mut c = LocalCluster::new(bin, dir.path(), NODES, Ports::Free, &flags).unwrap();
     c.start_all().unwrap();
     let outcome = run(&mut c, &fs).await;
+    stop_and_report(&mut c, outcome).await;
+}
+
+/// Stop every node; on `outcome`'s error, fail with it after every node's last log lines.
+async fn stop_and_report(c: &mut LocalCluster, outcome: Result<(), String>) {
     c.stop_all(Duration::from_secs(10)).await;
     if let Err(e) = outcome {
         for i in 0..NODES {
@@ -276,17 +281,9 @@ async fn a_member_whose_disk_fills_exits_and_catches_up_after_a_restart() {
     let tmpfs = Tmpfs::mount(&c.nodes[full].dir, "64m");
     c.start_all().unwrap();
     let outcome = disk_full(&mut c, &tmpfs.0, full).await;
-    c.stop_all(Duration::from_secs(10)).await;
+    // The tmpfs is unmounted after the nodes stopped (also when this fails).
+    stop_and_report(&mut c, outcome).await;
     drop(tmpfs);
-    if let Err(e) = outcome {
-        for i in 0..NODES {
-            eprintln!(
-                "----- node-{i} (last 40 log lines) -----\n{}",
-                c.log_tail(i, 40)
-            );
-        }
-        panic!("{e}");
-    }
 }
 
 async fn disk_full(c: &mut LocalCluster, data: &Path, full: usize) -> Result<(), String> {
@@ -327,7 +324,12 @@ async fn disk_full(c: &mut LocalCluster, data: &Path, full: usize) -> Result<(),
     std::fs::remove_file(&filler).map_err(|e| format!("remove the filler: {e}"))?;
     c.start(full).unwrap();
     // The others wrote on meanwhile; the restarted member catches up under load.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let written = acks.lock().len();
+    wait_for("writes after the restart", Duration::from_secs(30), || {
+        let n = acks.lock().len();
+        async move { (n >= written + 200).then_some(()) }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.map_err(|e| format!("writer failed: {e}"))?;

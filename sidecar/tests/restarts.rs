@@ -120,7 +120,16 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
     let followers_gap = longest_gap(&mut seen.acks.lock().clone());
     restart(&mut t, leader, followers[0]).await;
     let rolled = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = seen.acks.lock().len();
+    wait_for(
+        "writes after the leader's restart",
+        Duration::from_secs(30),
+        || {
+            let n = seen.acks.lock().len();
+            async move { (n >= written + 100).then_some(()) }
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();

@@ -161,6 +161,18 @@ impl Operator {
             .unwrap()
     }
 
+    /// An operator process contending for the Lease in `ns` as `id` (its log: `<ns>-<id>`).
+    fn spawn_elector(ns: &str, id: &str) -> Child {
+        let args = [
+            "--leader-election",
+            "--leader-election-namespace",
+            ns,
+            "--leader-election-identity",
+            id,
+        ];
+        Self::spawn(ns, &args, &format!("{ns}-{id}"))
+    }
+
     /// Replace the test's operator process by one process per identity, electing a leader on
     /// the Lease `LEASE` in the test's namespace. The chart's Deployment already runs two
     /// replicas with leader election: left as it is.
@@ -172,19 +184,7 @@ impl Operator {
         let ns = namespace.clone();
         let children = identities
             .iter()
-            .map(|id| {
-                let args = [
-                    "--leader-election",
-                    "--leader-election-namespace",
-                    &ns,
-                    "--leader-election-identity",
-                    id,
-                ];
-                (
-                    (*id).to_owned(),
-                    Self::spawn(&ns, &args, &format!("{ns}-{id}")),
-                )
-            })
+            .map(|id| ((*id).to_owned(), Self::spawn_elector(&ns, id)))
             .collect();
         *self = Operator::Elected {
             children,
@@ -246,14 +246,7 @@ impl Operator {
                 let ns = namespace.clone();
                 for (id, child) in children.iter_mut() {
                     child.kill().await.unwrap();
-                    let args = [
-                        "--leader-election",
-                        "--leader-election-namespace",
-                        &ns,
-                        "--leader-election-identity",
-                        id,
-                    ];
-                    *child = Self::spawn(&ns, &args, &format!("{ns}-{id}"));
+                    *child = Self::spawn_elector(&ns, id);
                 }
             }
             Operator::Deployment { namespace } => {
