@@ -188,27 +188,23 @@ impl Default for NetworkPolicySpec {
     }
 }
 
-/// Image the sidecar runs when `spec.sidecar.image` is unset: the operator's own version.
+/// Default of the operator's `--sidecar-image`, the image new clusters that name none run: the
+/// sidecar of the operator's own version.
 pub const DEFAULT_SIDECAR_IMAGE: &str = concat!("raft-sidecar:", env!("CARGO_PKG_VERSION"));
 
 /// The raft-sidecar container.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarSpec {
-    /// Container image of the sidecar; unset means the operator's own version, so upgrading
-    /// the operator rolls the sidecars too.
+    /// Container image of the sidecar. Unset: the operator's default image when the cluster is
+    /// created, kept in `status.sidecarImage` through operator upgrades; the
+    /// `consensus.unrdf.io/upgrade-sidecar` annotation moves the cluster onto the running
+    /// operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Compute resources of the sidecar container (no CPU limit unless given here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-}
-
-impl SidecarSpec {
-    /// The image to run: the one given, or [`DEFAULT_SIDECAR_IMAGE`].
-    pub fn image_or_default(&self) -> &str {
-        self.image.as_deref().unwrap_or(DEFAULT_SIDECAR_IMAGE)
-    }
 }
 
 /// Per-member persistent volume. Immutable: the StatefulSet's volume claim templates cannot

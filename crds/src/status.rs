@@ -31,6 +31,17 @@ pub struct RaftClusterStatus {
     /// Identity of the Raft cluster, set once at bootstrap and never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// Image of the members' sidecar container. `spec.sidecar.image` when it is set; otherwise
+    /// the operator's default image when the cluster was created (or when the
+    /// `consensus.unrdf.io/upgrade-sidecar` annotation last took a new value). Upgrading the
+    /// operator does not change it, so no cluster restarts because its operator did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_image: Option<String>,
+    /// Value of the `consensus.unrdf.io/upgrade-sidecar` annotation last acted on: a value not
+    /// seen here moves the cluster onto the operator's default image (unless the spec names
+    /// one) and its current pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_upgrade_request: Option<String>,
     /// Pod name of the current leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,

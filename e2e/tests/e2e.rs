@@ -14,6 +14,7 @@
 mod plugin;
 mod stuck;
 mod support;
+mod upgrade;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};

@@ -50,6 +50,12 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
             "Replicas",
             format!("{} desired, {} ready", rc.spec.replicas, s.ready_replicas),
         ),
+        (
+            "Sidecar image",
+            s.sidecar_image
+                .clone()
+                .unwrap_or_else(|| "not recorded".into()),
+        ),
         ("Leader", leader),
         ("Step in flight", step),
     ];
@@ -173,6 +179,7 @@ mod tests {
                 "replicas": 3,
                 "readyReplicas": 2,
                 "clusterId": "rc-0123456789abcdef",
+                "sidecarImage": "raft-sidecar:0.1.0",
                 "leader": "orders-0",
                 "term": 4,
                 "commitIndex": 1200,
@@ -203,6 +210,7 @@ Cluster:        orders in namespace shop
 Cluster id:     rc-0123456789abcdef
 Phase:          Updating
 Replicas:       3 desired, 2 ready
+Sidecar image:  raft-sidecar:0.1.0
 Leader:         orders-0 (term 4, commit index 1200)
 Step in flight: RestartMember orders-2, phase AwaitingRejoin, for 2m
 

@@ -321,6 +321,9 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
 use std::sync::Mutex;
 
 use raft_operator::resources::names::ClusterNames;
+use raft_operator::resources::pod_template::{
+    TEMPLATE_INPUTS_ANNOTATION, TEMPLATE_RENDERED_ANNOTATION, TemplateInputs,
+};
 use raft_operator::resources::tls::ClusterPki;
 use warp::Filter;
 
@@ -376,6 +379,14 @@ async fn fake_sidecar(ordinal: u32, pki: &ClusterPki) -> FakeSidecar {
 
 /// A member's TLS server: its certificate from `pki`, and a client certificate of the cluster
 /// CA required (the operator's).
+async fn three_sidecars(pki: &ClusterPki) -> Vec<FakeSidecar> {
+    vec![
+        fake_sidecar(0, pki).await,
+        fake_sidecar(1, pki).await,
+        fake_sidecar(2, pki).await,
+    ]
+}
+
 fn tls_acceptor(pki: &ClusterPki, pod: &str) -> tokio_rustls::TlsAcceptor {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -425,7 +436,28 @@ fn pod_json(ordinal: u32, admin_port: u16) -> Value {
 
 /// The reads of one reconcile (Secrets and StatefulSet exist, three pods), then the seven
 /// applies of objects the cluster controls; the certificate Secrets are applied back unchanged.
-async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki: &ClusterPki) {
+/// The cluster's StatefulSet as the API server returns it, its sidecar running `running_image`
+/// (no containers if `None`), with `annotations`.
+fn statefulset_json(running_image: Option<&str>, annotations: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "prod", "namespace": "team-a", "uid": "uid-prod", "annotations": annotations},
+        "spec": {"replicas": 3, "serviceName": "prod", "selector": {}, "template": {
+            "metadata": {"annotations": {"rendered-by": "an older operator"}},
+            "spec": {
+                "containers": running_image.map(|image| vec![json!({"name": "raft-sidecar", "image": image})])
+            }
+        }},
+        "status": {"replicas": 3, "updateRevision": "prod-rev1"}})
+}
+
+/// Serve a reconcile's reads (the StatefulSet being `statefulset`) and accept its applies;
+/// returns the StatefulSet it applied.
+async fn serve_reads_and_applies(
+    mock: &mut Mock,
+    sidecars: &[FakeSidecar],
+    pki: &ClusterPki,
+    statefulset: &Value,
+) -> Value {
     let ns = "/api/v1/namespaces/team-a";
     let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/prod-token")).await;
     send.send_response(ok(json!({"apiVersion": "v1", "kind": "Secret",
@@ -447,10 +479,7 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki:
         "/apis/apps/v1/namespaces/team-a/statefulsets/prod",
     )
     .await;
-    send.send_response(ok(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": "prod", "namespace": "team-a", "uid": "uid-prod"},
-        "spec": {"replicas": 3, "serviceName": "prod", "selector": {}, "template": {}},
-        "status": {"replicas": 3, "updateRevision": "prod-rev1"}})));
+    send.send_response(ok(statefulset.clone()));
     let (_, send) = expect(mock, "GET", &format!("{ns}/pods")).await;
     let items: Vec<Value> = sidecars
         .iter()
@@ -462,6 +491,7 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki:
     ));
     let (_, send) = expect(mock, "GET", &format!("{ns}/persistentvolumeclaims")).await;
     send.send_response(ok(empty_list("PersistentVolumeClaimList")));
+    let mut applied = Value::Null;
     for path in [
         format!("{ns}/secrets/prod-token"),
         format!("{ns}/secrets/prod-ca"),
@@ -475,6 +505,7 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki:
         let (body, send) = expect_apply(mock, &path, ours(&name)).await;
         if path.ends_with("statefulsets/prod") {
             assert_eq!(body["spec"]["replicas"], 3, "bootstrap keeps the spec size");
+            applied = body.clone();
         }
         if path.ends_with("prod-ca") {
             assert_eq!(
@@ -487,6 +518,7 @@ async fn serve_reads_and_applies(mock: &mut Mock, sidecars: &[FakeSidecar], pki:
         }
         send.send_response(ok(body));
     }
+    applied
 }
 
 const STATUS_PATH: &str =
@@ -512,11 +544,7 @@ fn context(client: kube::Client) -> Arc<Context> {
 async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_once_on_ordinal_0()
 {
     let pki = pki();
-    let sidecars = vec![
-        fake_sidecar(0, &pki).await,
-        fake_sidecar(1, &pki).await,
-        fake_sidecar(2, &pki).await,
-    ];
+    let sidecars = three_sidecars(&pki).await;
     let ports: Vec<u16> = sidecars.iter().map(|s| s.port).collect();
 
     // Reconcile 1: the step is recorded, nothing is called on the sidecars.
@@ -524,7 +552,7 @@ async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_
     let ctx = context(kube::Client::new(service, "default"));
     let sc = &sidecars;
     let recorded = async {
-        serve_reads_and_applies(&mut mock, sc, &pki).await;
+        serve_reads_and_applies(&mut mock, sc, &pki, &statefulset_json(None, json!({}))).await;
         let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
         let op = status["status"]["operation"].clone();
         assert_eq!(op["kind"], "Initialize");
@@ -555,7 +583,7 @@ async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_
     let mut rc = cluster();
     rc.status = Some(serde_json::from_value(json!({"operation": op})).unwrap());
     let acted = async {
-        serve_reads_and_applies(&mut mock, sc, &pki).await;
+        serve_reads_and_applies(&mut mock, sc, &pki, &statefulset_json(None, json!({}))).await;
         let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
         assert_eq!(status["status"]["operation"]["phase"], "AwaitingCommit");
         send.send_response(ok(json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster", "metadata": {"name": "prod", "namespace": "team-a"}, "spec": {}})));
@@ -579,5 +607,142 @@ async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_
         sidecars[1..]
             .iter()
             .all(|s| s.initialize_calls.lock().unwrap().is_empty())
+    );
+}
+
+/// One reconcile of `rc` against the fake sidecars and `statefulset`: the StatefulSet it
+/// applied, the status it wrote, the reasons of its Events.
+async fn reconcile_once(
+    rc: RaftCluster,
+    sidecars: &[FakeSidecar],
+    pki: &ClusterPki,
+    statefulset: Value,
+) -> (Value, Value, Vec<String>) {
+    let (service, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(kube::Client::new(service, "default"));
+    let served = async {
+        let sts = serve_reads_and_applies(&mut mock, sidecars, pki, &statefulset).await;
+        let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
+        send.send_response(ok(json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster", "metadata": {"name": "prod", "namespace": "team-a"}, "spec": {}})));
+        let mut reasons = Vec::new();
+        // Events until the reconcile is over and its client gone.
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout(Duration::from_secs(5), mock.next_request()).await
+        {
+            assert_eq!(request.method(), "POST", "{}", request.uri());
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let event: Value = serde_json::from_slice(&bytes).unwrap();
+            reasons.push(event["reason"].as_str().unwrap().to_owned());
+            send.send_response(ok(event));
+        }
+        (sts, status["status"].clone(), reasons)
+    };
+    let (result, out) = tokio::join!(reconcile(Arc::new(rc), ctx), served);
+    result.unwrap();
+    out
+}
+
+fn sidecar_image_of(sts: &Value) -> &str {
+    sts["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "raft-sidecar")
+        .unwrap()["image"]
+        .as_str()
+        .unwrap()
+}
+
+/// A StatefulSet whose sidecar runs `image`, with no digests (as an older operator left it).
+fn running(image: &str) -> Value {
+    statefulset_json(Some(image), json!({}))
+}
+
+#[tokio::test]
+async fn an_upgraded_operator_keeps_each_clusters_sidecar_image_until_the_annotation_asks() {
+    let pki = pki();
+    let sidecars = three_sidecars(&pki).await;
+    // The operator's default is `raft-sidecar:test`; a cluster made by an older operator, which
+    // recorded nothing, runs 0.1.0: it keeps it, and it is recorded.
+    let (sts, status, _) =
+        reconcile_once(cluster(), &sidecars, &pki, running("raft-sidecar:0.1.0")).await;
+    assert_eq!(sidecar_image_of(&sts), "raft-sidecar:0.1.0");
+    assert_eq!(status["sidecarImage"], "raft-sidecar:0.1.0");
+
+    // Recorded, it is kept even where the StatefulSet says otherwise (edited by hand).
+    let mut rc = cluster();
+    rc.status =
+        Some(serde_json::from_value(json!({"sidecarImage": "raft-sidecar:0.1.0"})).unwrap());
+    let (sts, _, reasons) =
+        reconcile_once(rc.clone(), &sidecars, &pki, running("raft-sidecar:edited")).await;
+    assert_eq!(sidecar_image_of(&sts), "raft-sidecar:0.1.0");
+    assert!(
+        !reasons.contains(&"SidecarImageChanged".to_owned()),
+        "{reasons:?}"
+    );
+
+    // Asked for: the operator's default, the request recorded, an Event.
+    rc.metadata.annotations = Some(
+        [(
+            "consensus.unrdf.io/upgrade-sidecar".to_owned(),
+            "1".to_owned(),
+        )]
+        .into(),
+    );
+    let (sts, status, reasons) =
+        reconcile_once(rc, &sidecars, &pki, running("raft-sidecar:0.1.0")).await;
+    assert_eq!(sidecar_image_of(&sts), "raft-sidecar:test");
+    assert_eq!(status["sidecarImage"], "raft-sidecar:test");
+    assert_eq!(status["sidecarUpgradeRequest"], "1");
+    assert!(
+        reasons.contains(&"SidecarImageChanged".to_owned()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_template_an_older_operator_rendered_is_kept_while_the_clusters_inputs_are_the_same()
+{
+    let pki = pki();
+    let sidecars = three_sidecars(&pki).await;
+    let mut rc = cluster();
+    rc.status =
+        Some(serde_json::from_value(json!({"sidecarImage": "raft-sidecar:0.1.0"})).unwrap());
+    let inputs = TemplateInputs {
+        spec: &rc.spec,
+        sidecar_image: "raft-sidecar:0.1.0",
+        upgrade_request: None,
+        cluster_domain: "cluster.local",
+    }
+    .digest();
+    let older = statefulset_json(
+        Some("raft-sidecar:0.1.0"),
+        json!({TEMPLATE_INPUTS_ANNOTATION: inputs, TEMPLATE_RENDERED_ANNOTATION: "older"}),
+    );
+    let (sts, _, _) = reconcile_once(rc.clone(), &sidecars, &pki, older.clone()).await;
+    assert_eq!(sts["spec"]["template"], older["spec"]["template"]);
+    assert_eq!(
+        sts["metadata"]["annotations"],
+        older["metadata"]["annotations"]
+    );
+
+    // Asked to upgrade: the operator's own rendering, with its default image.
+    rc.metadata.annotations = Some(
+        [(
+            "consensus.unrdf.io/upgrade-sidecar".to_owned(),
+            "1".to_owned(),
+        )]
+        .into(),
+    );
+    let (sts, _, _) = reconcile_once(rc, &sidecars, &pki, older.clone()).await;
+    assert_eq!(sidecar_image_of(&sts), "raft-sidecar:test");
+    assert!(
+        sts["spec"]["template"]["metadata"]["annotations"]
+            .get("rendered-by")
+            .is_none()
+    );
+    assert_ne!(
+        sts["metadata"]["annotations"][TEMPLATE_INPUTS_ANNOTATION],
+        json!(inputs)
     );
 }

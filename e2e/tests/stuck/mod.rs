@@ -2,31 +2,15 @@
 //! when the spec is reverted, and a recorded step the spec no longer wants is given up before
 //! it does anything irreversible.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use raft_crds::OperationKind;
 
 use crate::support::{
-    self, AssertRecover, Env, WAIT, scenario, set_unschedulable, sidecar_image, wait_for,
+    self, AssertRecover, Env, WAIT, pod_uids, scenario, set_unschedulable, sidecar_image,
+    update_revision, wait_for,
 };
-
-/// Every pod's uid, by name.
-async fn pod_uids(env: &Env) -> BTreeMap<String, String> {
-    let pods = env.pods().list(&ListParams::default()).await.unwrap();
-    pods.items
-        .iter()
-        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-        .collect()
-}
-
-async fn update_revision(env: &Env) -> Option<String> {
-    let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), &env.ns);
-    sts.get("c").await.ok()?.status?.update_revision
-}
 
 /// The restart the operator recorded for the bad revision, once its pod is on that revision and
 /// `broken` says it does not work.

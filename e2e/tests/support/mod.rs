@@ -20,6 +20,7 @@
     reason = "each test binary uses a different subset of the fixtures"
 )]
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -162,14 +164,15 @@ impl Operator {
     }
 
     /// An operator process contending for the Lease in `ns` as `id` (its log: `<ns>-<id>`).
-    fn spawn_elector(ns: &str, id: &str) -> Child {
-        let args = [
+    fn spawn_elector(ns: &str, id: &str, extra_args: &[&str]) -> Child {
+        let mut args = vec![
             "--leader-election",
             "--leader-election-namespace",
             ns,
             "--leader-election-identity",
             id,
         ];
+        args.extend_from_slice(extra_args);
         Self::spawn(ns, &args, &format!("{ns}-{id}"))
     }
 
@@ -184,7 +187,7 @@ impl Operator {
         let ns = namespace.clone();
         let children = identities
             .iter()
-            .map(|id| ((*id).to_owned(), Self::spawn_elector(&ns, id)))
+            .map(|id| ((*id).to_owned(), Self::spawn_elector(&ns, id, &[])))
             .collect();
         *self = Operator::Elected {
             children,
@@ -246,7 +249,7 @@ impl Operator {
                 let ns = namespace.clone();
                 for (id, child) in children.iter_mut() {
                     child.kill().await.unwrap();
-                    *child = Self::spawn_elector(&ns, id);
+                    *child = Self::spawn_elector(&ns, id, &[]);
                 }
             }
             Operator::Deployment { namespace } => {
@@ -261,6 +264,64 @@ impl Operator {
                 )
                 .await
                 .unwrap();
+            }
+        }
+    }
+
+    /// Restart every operator replica with `image` as the sidecar image of clusters that name
+    /// none (`--sidecar-image`): to the clusters, an operator upgrade. The chart's Deployment
+    /// gets the image in `RAFT_OPERATOR_SIDECAR_IMAGE`, and its rollout is awaited.
+    pub async fn restart_with_sidecar_image(&mut self, client: &Client, image: &str) {
+        let args = ["--sidecar-image", image];
+        match self {
+            Operator::Process { child, namespace } => {
+                child.kill().await.unwrap();
+                *child = Self::spawn(namespace, &args, namespace);
+            }
+            Operator::Elected {
+                children,
+                namespace,
+            } => {
+                for (id, child) in children.iter_mut() {
+                    child.kill().await.unwrap();
+                    *child = Self::spawn_elector(namespace, id, &args);
+                }
+            }
+            Operator::Deployment { namespace } => {
+                let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+                let operators =
+                    ListParams::default().labels("app.kubernetes.io/name=raft-operator");
+                let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "operator", "env": [
+                        {"name": "RAFT_OPERATOR_SIDECAR_IMAGE", "value": image}
+                    ]}
+                ]}}}});
+                for d in deployments.list(&operators).await.unwrap() {
+                    deployments
+                        .patch(
+                            &d.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Strategic(&patch),
+                        )
+                        .await
+                        .unwrap();
+                }
+                wait_for("the operator Deployment rolled out", WAIT, || async {
+                    let list = deployments.list(&operators).await.ok()?;
+                    list.items
+                        .iter()
+                        .all(|d| {
+                            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                            d.status.as_ref().is_some_and(|s| {
+                                s.observed_generation >= d.metadata.generation
+                                    && s.updated_replicas == Some(want)
+                                    && s.replicas == Some(want)
+                                    && s.available_replicas == Some(want)
+                            })
+                        })
+                        .then_some(())
+                })
+                .await;
             }
         }
     }
@@ -542,6 +603,20 @@ impl Env {
     pub async fn pod_ip(&self, pod: &str) -> Option<String> {
         self.pods().get(pod).await.ok()?.status?.pod_ip
     }
+}
+
+/// Every pod's uid, by name.
+pub async fn pod_uids(env: &Env) -> BTreeMap<String, String> {
+    let pods = env.pods().list(&ListParams::default()).await.unwrap();
+    pods.items
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect()
+}
+
+pub async fn update_revision(env: &Env) -> Option<String> {
+    let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), &env.ns);
+    sts.get("c").await.ok()?.status?.update_revision
 }
 
 /// Cordon (or uncordon) every node: pods that are deleted or added stay Pending.

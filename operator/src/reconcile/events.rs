@@ -162,6 +162,16 @@ pub fn announce(
             condition_message(now, QUORUM_AVAILABLE),
         ));
     }
+    if let (Some(from), Some(to)) = (&previous.sidecar_image, &now.sidecar_image)
+        && from != to
+    {
+        out.push(event(
+            EventType::Normal,
+            "SidecarImageChanged",
+            "Reconcile",
+            format!("sidecar image {from} → {to}: members restart onto it one at a time"),
+        ));
+    }
     if degraded_for(now, STEP_STUCK) && !degraded_for(previous, STEP_STUCK) {
         out.push(event(
             EventType::Warning,

@@ -25,6 +25,9 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::resources::ca_rotation::{InUse, ROTATE_CA_ANNOTATION};
 use crate::resources::names::{ClusterNames, FIELD_MANAGER};
+use crate::resources::sidecar_image::{
+    self, ImageSource, SidecarInputs, UPGRADE_SIDECAR_ANNOTATION,
+};
 use crate::resources::tls::ClusterPki;
 use crate::resources::{ClusterSecret, OperatorPods, StatefulSetParams};
 use observe::AdminAccess;
@@ -103,10 +106,29 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         timeout,
     };
 
+    let previous = rc.status.clone().unwrap_or_default();
+    let sidecar = sidecar_image::choose(&SidecarInputs {
+        spec: rc.spec.sidecar.image.as_deref(),
+        request: rc
+            .annotations()
+            .get(UPGRADE_SIDECAR_ANNOTATION)
+            .map(String::as_str),
+        recorded: previous.sidecar_image.as_deref(),
+        acted_on: previous.sidecar_upgrade_request.as_deref(),
+        running: o.statefulset.as_ref().and_then(|s| s.sidecar_image()),
+        default: &ctx.config.sidecar_image,
+    });
+    if sidecar.source == ImageSource::UpgradeRequested {
+        info!(cluster = %names.name, image = %sidecar.image, "sidecar upgrade requested");
+    }
+
     // apply: owned objects at the planned size, then the step's action
     let sts = StatefulSetParams {
         replicas: i32::try_from(plan.statefulset_replicas).unwrap_or(i32::MAX),
-        default_sidecar_image: ctx.config.sidecar_image.clone(),
+        sidecar_image: sidecar.image.clone(),
+        sidecar_upgrade_request: sidecar.acted_on.clone(),
+        applied: o.statefulset.as_ref().map(|s| s.applied.clone()),
+        spec_reconciled: o.generation.is_some() && o.generation == previous.observed_generation,
     };
     let owned = apply::OwnedObjects {
         secret: &secret,
@@ -115,7 +137,6 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         operator_pods: ctx.operator_pods.as_ref(),
     };
     apply::apply_owned(&ctx.client, rc, &names, &owned).await?;
-    let previous = rc.status.clone().unwrap_or_default();
     let mut cluster_id = previous.cluster_id.clone();
     let operation = match &plan.step {
         Step::Idle => None,
@@ -139,7 +160,9 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     };
 
     // status
-    let new_status = status::build(&o, &plan, &previous, operation, cluster_id);
+    let mut new_status = status::build(&o, &plan, &previous, operation, cluster_id);
+    new_status.sidecar_image = Some(sidecar.image);
+    new_status.sidecar_upgrade_request = sidecar.acted_on;
     write_status(&ctx.client, rc, &names, &new_status).await?;
     ctx.metrics
         .observe_cluster(&names.namespace, &names.name, rc.spec.replicas, &new_status);

@@ -10,7 +10,8 @@ use raft_api::daemon::{MemberRole, PartitionState};
 use raft_crds::OperationStatus;
 
 use super::sidecar_metrics::LeaderHealth;
-use crate::resources::names::ClusterNames;
+use crate::resources::names::{ClusterNames, SIDECAR_CONTAINER};
+use crate::resources::pod_template::AppliedTemplate;
 
 /// A member within this many entries of the leader's log counts as caught up (the sidecar's
 /// `PROMOTE_MAX_LAG`)...
@@ -48,6 +49,23 @@ pub struct StatefulSetView {
     pub replicas: u32,
     /// `status.updateRevision`: the revision pods should run.
     pub update_revision: Option<String>,
+    /// Its pod template and what it was made from.
+    pub applied: AppliedTemplate,
+}
+
+impl StatefulSetView {
+    /// Image of the sidecar container in the pod template.
+    pub fn sidecar_image(&self) -> Option<&str> {
+        self.applied
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == SIDECAR_CONTAINER)?
+            .image
+            .as_deref()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +255,7 @@ pub mod fixtures {
             statefulset: Some(StatefulSetView {
                 replicas: n,
                 update_revision: Some("rev-1".into()),
+                applied: AppliedTemplate::default(),
             }),
             pods,
             pvcs: (0..n).collect(),

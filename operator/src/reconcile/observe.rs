@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use raft_api::admin::NodeRole;
 use raft_api::client::{ClientTls, SidecarClient};
@@ -22,6 +23,9 @@ use super::sidecar_metrics;
 use crate::error::Error;
 use crate::resources::ClusterSecret;
 use crate::resources::names::{ADMIN_PORT, ClusterNames, SIDECAR_CONTAINER};
+use crate::resources::pod_template::{
+    AppliedTemplate, TEMPLATE_INPUTS_ANNOTATION, TEMPLATE_RENDERED_ANNOTATION,
+};
 use crate::resources::tls::ClusterPki;
 
 /// What observe hands on besides the model: the Secrets' contents, if they exist.
@@ -123,6 +127,11 @@ pub async fn observe(
             .and_then(|spec| spec.replicas)
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(0),
+        applied: AppliedTemplate {
+            inputs: s.annotations().get(TEMPLATE_INPUTS_ANNOTATION).cloned(),
+            rendered: s.annotations().get(TEMPLATE_RENDERED_ANNOTATION).cloned(),
+            template: s.spec.map(|spec| spec.template).unwrap_or_default(),
+        },
         update_revision: s.status.and_then(|st| st.update_revision),
     });
 

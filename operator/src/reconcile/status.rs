@@ -101,6 +101,8 @@ pub fn build(
         ready_replicas: o.pods.values().filter(|p| p.ready).count() as i32,
         selector: Some(o.names.selector_string()),
         cluster_id,
+        sidecar_image: previous.sidecar_image.clone(),
+        sidecar_upgrade_request: previous.sidecar_upgrade_request.clone(),
         leader: leader.map(|l| l.pod.clone()),
         term: leader
             .map(|l| l.cluster.term)

@@ -7,8 +7,10 @@ mod meta;
 pub mod names;
 mod network_policy;
 mod pdb;
+pub mod pod_template;
 mod secret;
 mod service;
+pub mod sidecar_image;
 mod statefulset;
 pub mod tls;
 

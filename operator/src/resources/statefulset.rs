@@ -36,6 +36,10 @@ use super::names::{
     ADMIN_PORT, API_PORT, CLUSTER_ID_KEY, ClusterNames, DAEMON_CONTAINER, DATA_DIR, DATA_VOLUME,
     PEER_PORT, SIDECAR_CONTAINER, TOKEN_DIR, TOKEN_KEY, TOKEN_VOLUME,
 };
+use super::pod_template::{
+    self, AppliedTemplate, TEMPLATE_INPUTS_ANNOTATION, TEMPLATE_RENDERED_ANNOTATION,
+    TemplateChoice, TemplateInputs,
+};
 use super::tls::{CA_CERT_KEY, TLS_DIR, TLS_VOLUME};
 
 /// What the StatefulSet needs besides the resource itself.
@@ -43,8 +47,14 @@ use super::tls::{CA_CERT_KEY, TLS_DIR, TLS_VOLUME};
 pub struct StatefulSetParams {
     /// Replica count decided by the plan (follows membership, not `spec.replicas`).
     pub replicas: i32,
-    /// Sidecar image when the resource names none (the operator's own version).
-    pub default_sidecar_image: String,
+    /// Sidecar image ([`super::sidecar_image::choose`]).
+    pub sidecar_image: String,
+    /// `status.sidecarUpgradeRequest` from this reconcile on.
+    pub sidecar_upgrade_request: Option<String>,
+    /// The template the StatefulSet has, if it exists ([`super::pod_template`]).
+    pub applied: Option<AppliedTemplate>,
+    /// The spec did not change since the last reconcile.
+    pub spec_reconciled: bool,
 }
 
 /// UID the runtime image runs as (distroless `nonroot`).
@@ -63,9 +73,38 @@ pub fn statefulset(
         containers.push(daemon_container(daemon));
     }
     containers.push(sidecar_container(rc, names, params));
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(spec.pod_template.annotations.clone()).filter(|a| !a.is_empty()),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec(rc, names, containers)),
+    };
+    let inputs = TemplateInputs {
+        spec,
+        sidecar_image: &params.sidecar_image,
+        upgrade_request: params.sidecar_upgrade_request.as_deref(),
+        cluster_domain: &names.cluster_domain,
+    }
+    .digest();
+    let rendered = pod_template::rendered_digest(&template);
+    let applied = params.applied.as_ref();
+    let choice = pod_template::choose(applied, &inputs, &rendered, params.spec_reconciled);
+    let (template, rendered) = match (choice, applied) {
+        (TemplateChoice::Keep, Some(a)) => (a.template.clone(), a.rendered.clone()),
+        _ => (template, Some(rendered)),
+    };
+    let mut metadata = owned_meta(rc, names, names.statefulset());
+    metadata.annotations = Some(
+        [(TEMPLATE_INPUTS_ANNOTATION.to_owned(), inputs)]
+            .into_iter()
+            .chain(rendered.map(|r| (TEMPLATE_RENDERED_ANNOTATION.to_owned(), r)))
+            .collect(),
+    );
 
     StatefulSet {
-        metadata: owned_meta(rc, names, names.statefulset()),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(params.replicas),
             service_name: Some(names.service().to_owned()),
@@ -84,58 +123,7 @@ pub fn statefulset(
                 match_labels: Some(names.selector_labels()),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(spec.pod_template.annotations.clone())
-                        .filter(|a| !a.is_empty()),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers,
-                    volumes: Some(vec![
-                        Volume {
-                            name: TOKEN_VOLUME.to_owned(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(names.secret()),
-                                default_mode: Some(0o400),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: TLS_VOLUME.to_owned(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(names.tls_secret()),
-                                default_mode: Some(0o400),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                    ]),
-                    security_context: Some(
-                        spec.pod_security_context
-                            .clone()
-                            .unwrap_or_else(restricted_pod_security),
-                    ),
-                    // Neither container talks to the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    node_selector: Some(spec.pod_template.node_selector.clone())
-                        .filter(|s| !s.is_empty()),
-                    tolerations: Some(spec.pod_template.tolerations.clone())
-                        .filter(|t| !t.is_empty()),
-                    affinity: Some(
-                        spec.pod_template
-                            .affinity
-                            .clone()
-                            .unwrap_or_else(|| spread_over_nodes(names)),
-                    ),
-                    topology_spread_constraints: Some(topology_spread(rc, names))
-                        .filter(|c| !c.is_empty()),
-                    ..PodSpec::default()
-                }),
-            },
+            template,
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some(DATA_VOLUME.to_owned()),
@@ -162,6 +150,52 @@ pub fn statefulset(
     }
 }
 
+/// The pods' spec: the containers, the Secrets they mount, security and placement.
+fn pod_spec(rc: &RaftCluster, names: &ClusterNames, containers: Vec<Container>) -> PodSpec {
+    let spec = &rc.spec;
+    PodSpec {
+        containers,
+        volumes: Some(vec![
+            Volume {
+                name: TOKEN_VOLUME.to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(names.secret()),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: TLS_VOLUME.to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(names.tls_secret()),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
+        security_context: Some(
+            spec.pod_security_context
+                .clone()
+                .unwrap_or_else(restricted_pod_security),
+        ),
+        // Neither container talks to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(30),
+        node_selector: Some(spec.pod_template.node_selector.clone()).filter(|s| !s.is_empty()),
+        tolerations: Some(spec.pod_template.tolerations.clone()).filter(|t| !t.is_empty()),
+        affinity: Some(
+            spec.pod_template
+                .affinity
+                .clone()
+                .unwrap_or_else(|| spread_over_nodes(names)),
+        ),
+        topology_spread_constraints: Some(topology_spread(rc, names)).filter(|c| !c.is_empty()),
+        ..PodSpec::default()
+    }
+}
+
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -176,12 +210,7 @@ fn sidecar_container(
     params: &StatefulSetParams,
 ) -> Container {
     let raft = &rc.spec.raft;
-    let image = rc
-        .spec
-        .sidecar
-        .image
-        .clone()
-        .unwrap_or_else(|| params.default_sidecar_image.clone());
+    let image = params.sidecar_image.clone();
     // `$(POD_NAME)` is expanded by the kubelet from the variable defined before it.
     let pod_host = format!(
         "$(POD_NAME).{}.{}.svc.{}",
@@ -431,17 +460,83 @@ mod tests {
     use super::*;
     use raft_crds::{DaemonSpec, RaftClusterSpec};
 
+    fn params() -> StatefulSetParams {
+        StatefulSetParams {
+            replicas: 3,
+            sidecar_image: "raft-sidecar:9.9.9".into(),
+            sidecar_upgrade_request: None,
+            applied: None,
+            spec_reconciled: true,
+        }
+    }
+
+    fn names() -> ClusterNames {
+        ClusterNames::new("prod", "team-a", "cluster.local")
+    }
+
     fn build(spec: RaftClusterSpec) -> StatefulSet {
         let rc = RaftCluster::new("prod", spec);
-        let names = ClusterNames::new("prod", "team-a", "cluster.local");
-        statefulset(
-            &rc,
-            &names,
-            &StatefulSetParams {
-                replicas: 3,
-                default_sidecar_image: "raft-sidecar:9.9.9".into(),
-            },
-        )
+        statefulset(&rc, &names(), &params())
+    }
+
+    fn template(sts: &StatefulSet) -> PodTemplateSpec {
+        sts.spec.clone().unwrap().template
+    }
+
+    #[test]
+    fn the_template_of_an_older_operator_is_kept_until_the_clusters_inputs_change() {
+        let rc = RaftCluster::new("prod", RaftClusterSpec::default());
+        let fresh = statefulset(&rc, &names(), &params());
+        let annotations = fresh.metadata.annotations.clone().unwrap();
+        // What an older operator rendered from the same inputs: another template.
+        let mut old_template = template(&fresh);
+        old_template
+            .spec
+            .as_mut()
+            .unwrap()
+            .termination_grace_period_seconds = Some(10);
+        let older = AppliedTemplate {
+            template: old_template.clone(),
+            inputs: Some(annotations[TEMPLATE_INPUTS_ANNOTATION].clone()),
+            rendered: Some("older".into()),
+        };
+        let on = |rc: &RaftCluster, applied: &AppliedTemplate| {
+            let params = StatefulSetParams {
+                applied: Some(applied.clone()),
+                ..params()
+            };
+            statefulset(rc, &names(), &params)
+        };
+        let kept = on(&rc, &older);
+        assert_eq!(template(&kept), old_template);
+        let kept_notes = kept.metadata.annotations.unwrap();
+        assert_eq!(kept_notes[TEMPLATE_RENDERED_ANNOTATION], "older");
+        assert_eq!(
+            kept_notes[TEMPLATE_INPUTS_ANNOTATION],
+            annotations[TEMPLATE_INPUTS_ANNOTATION]
+        );
+
+        // A field the pods see changes: the new rendering, in the same roll.
+        let mut tuned = rc.clone();
+        tuned.spec.raft.heartbeat_ms = 60;
+        let rolled = on(&tuned, &older);
+        let grace = template(&rolled)
+            .spec
+            .unwrap()
+            .termination_grace_period_seconds;
+        assert_eq!(grace, Some(30));
+        assert_ne!(
+            rolled.metadata.annotations.unwrap()[TEMPLATE_RENDERED_ANNOTATION],
+            "older"
+        );
+
+        // The rendering it has: rendered again, so a hand edit is undone.
+        let edited = AppliedTemplate {
+            template: old_template,
+            inputs: Some(annotations[TEMPLATE_INPUTS_ANNOTATION].clone()),
+            rendered: Some(annotations[TEMPLATE_RENDERED_ANNOTATION].clone()),
+        };
+        assert_eq!(template(&on(&rc, &edited)), template(&fresh));
     }
 
     fn pod_spec(sts: &StatefulSet) -> PodSpec {

@@ -217,7 +217,8 @@ fn statefulset_view_is_only_changed_through_the_plan() {
         healthy(3).statefulset,
         Some(StatefulSetView {
             replicas: 3,
-            update_revision: Some("rev-1".into())
+            update_revision: Some("rev-1".into()),
+            applied: Default::default(),
         })
     );
 }
