@@ -87,6 +87,22 @@ async fn expect(
     (body, send)
 }
 
+/// Expect a LIST of `path` selecting only the cluster's objects by label.
+async fn expect_list(mock: &mut Mock, path: &str) -> SendResponse<Response<Body>> {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), mock.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("expected GET {path}, but no request came"))
+        .unwrap_or_else(|| panic!("expected GET {path}, but the client went away"));
+    assert_eq!(request.method().as_str(), "GET", "{}", request.uri());
+    assert_eq!(request.uri().path(), path);
+    let query = request.uri().query().unwrap_or_default();
+    assert!(
+        query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dprod"),
+        "{path} listed without the cluster's selector: {query:?}"
+    );
+    send
+}
+
 fn cluster() -> RaftCluster {
     let mut rc = RaftCluster::new("prod", RaftClusterSpec::default());
     rc.metadata.namespace = Some("team-a".into());
@@ -124,9 +140,9 @@ async fn serve_reads_of_a_new_cluster(mock: &mut Mock) {
     )
     .await;
     send.send_response(not_found());
-    let (_, send) = expect(mock, "GET", &format!("{ns}/pods")).await;
+    let send = expect_list(mock, &format!("{ns}/pods")).await;
     send.send_response(ok(empty_list("PodList")));
-    let (_, send) = expect(mock, "GET", &format!("{ns}/persistentvolumeclaims")).await;
+    let send = expect_list(mock, &format!("{ns}/persistentvolumeclaims")).await;
     send.send_response(ok(empty_list("PersistentVolumeClaimList")));
 }
 
@@ -480,7 +496,7 @@ async fn serve_reads_and_applies(
     )
     .await;
     send.send_response(ok(statefulset.clone()));
-    let (_, send) = expect(mock, "GET", &format!("{ns}/pods")).await;
+    let send = expect_list(mock, &format!("{ns}/pods")).await;
     let items: Vec<Value> = sidecars
         .iter()
         .enumerate()
@@ -489,7 +505,7 @@ async fn serve_reads_and_applies(
     send.send_response(ok(
         json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
     ));
-    let (_, send) = expect(mock, "GET", &format!("{ns}/persistentvolumeclaims")).await;
+    let send = expect_list(mock, &format!("{ns}/persistentvolumeclaims")).await;
     send.send_response(ok(empty_list("PersistentVolumeClaimList")));
     let mut applied = Value::Null;
     for path in [

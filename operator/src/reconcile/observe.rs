@@ -166,10 +166,13 @@ pub async fn observe(
     let pods: BTreeMap<u32, PodView> = views.into_iter().collect();
 
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    // The claim template labels every claim with the selector labels.
     let pvcs: BTreeSet<u32> = pvc_api
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(Error::kube("list persistentvolumeclaims"))?
+        .map_err(Error::kube(format!(
+            "list persistentvolumeclaims {selector}"
+        )))?
         .items
         .into_iter()
         .filter(|c| c.metadata.deletion_timestamp.is_none())
