@@ -43,6 +43,15 @@ impl WriteFailure {
         )
     }
 
+    /// `BUSY`: the leader could not take the operation before its wait ended (a majority is up
+    /// but slow, or the queue is full). Nothing was proposed.
+    pub fn busy(why: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::Busy,
+            format!("{why}; the operation was not proposed, retry with the same id"),
+        )
+    }
+
     pub fn with_leader(mut self, leader: Option<String>) -> Self {
         self.leader = leader;
         self

@@ -155,6 +155,7 @@ fn certain_refusal(e: &ClientError) -> bool {
         ClientError::Api {
             code: ErrorCode::NoLeader
                 | ErrorCode::NoQuorum
+                | ErrorCode::Busy
                 | ErrorCode::ShuttingDown
                 | ErrorCode::NotInitialized,
             ..

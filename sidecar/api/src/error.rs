@@ -25,6 +25,9 @@ pub enum ErrorCode {
     Refused,
     /// Anything the sidecar could not classify (500); the message says what failed.
     Internal,
+    /// Overload (429): a majority answers but the leader could not take the operation before
+    /// its wait ended. Nothing was proposed; retry after `retryAfterMs` with the same id.
+    Busy,
 }
 
 impl ErrorCode {
@@ -37,6 +40,7 @@ impl ErrorCode {
             Self::IdConflict | Self::Refused => 409,
             Self::Compacted => 410,
             Self::PayloadTooLarge => 413,
+            Self::Busy => 429,
             Self::NotLeader => 421,
             Self::Internal => 500,
             Self::NoLeader | Self::NoQuorum | Self::NotInitialized | Self::ShuttingDown => 503,
@@ -61,6 +65,7 @@ impl ErrorCode {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Refused => "REFUSED",
             Self::Internal => "INTERNAL",
+            Self::Busy => "BUSY",
         }
     }
 
@@ -70,6 +75,7 @@ impl ErrorCode {
             self,
             Self::NoLeader
                 | Self::NoQuorum
+                | Self::Busy
                 | Self::Timeout
                 | Self::ShuttingDown
                 | Self::NotInitialized

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use raft_api::ErrorCode;
 use raft_api::client::{ClientError, SidecarClient};
 use raft_api::daemon::{BatchItem, Operation};
 use raft_testkit::local_cluster::{LocalCluster, Ports};
@@ -302,6 +303,9 @@ pub(crate) struct Written {
     pub(crate) term: u64,
 }
 
+/// How many `BUSY` answers a write waits out before it counts as failed.
+const BUSY_RETRIES: u32 = 40;
+
 /// One client's write path into the system under test.
 #[derive(Clone)]
 pub(crate) enum Writer {
@@ -311,16 +315,34 @@ pub(crate) enum Writer {
 
 impl Writer {
     /// Write `op`: a submit to the sidecar; a put of key `op.id`, value the payload, to etcd.
+    /// A sidecar's `BUSY` is retried with the same id after its `retryAfterMs`, as a client
+    /// should: overload slows the write down (its latency counts every wait), and only a
+    /// write still refused after [`BUSY_RETRIES`] counts as failed.
     pub(crate) async fn write(&self, op: &Operation) -> Result<Written, String> {
         match self {
-            Writer::Sidecar(c) => match c.submit(op).await {
-                Ok(r) if r.committed => Ok(Written {
-                    log_index: r.log_index,
-                    term: r.term,
-                }),
-                Ok(r) => Err(format!("NOT_COMMITTED_{:?}", r.status).to_uppercase()),
-                Err(e) => Err(error_label(&e)),
-            },
+            Writer::Sidecar(c) => {
+                let mut busy = 0;
+                loop {
+                    return match c.submit(op).await {
+                        Ok(r) if r.committed => Ok(Written {
+                            log_index: r.log_index,
+                            term: r.term,
+                        }),
+                        Ok(r) => Err(format!("NOT_COMMITTED_{:?}", r.status).to_uppercase()),
+                        Err(ClientError::Api {
+                            code: ErrorCode::Busy,
+                            body,
+                            ..
+                        }) if busy < BUSY_RETRIES => {
+                            busy += 1;
+                            let ms = body.error.retry_after_ms.unwrap_or(250);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            continue;
+                        }
+                        Err(e) => Err(error_label(&e)),
+                    };
+                }
+            }
             Writer::Etcd(w) => {
                 let value = op
                     .payload

@@ -19,6 +19,7 @@ export type ErrorCodeName =
   | 'NOT_INITIALIZED'
   | 'SHUTTING_DOWN'
   | 'TIMEOUT'
+  | 'BUSY'
   | 'UNAVAILABLE';
 
 export declare const ErrorCode: Readonly<{ [K in ErrorCodeName]: K }>;

@@ -45,6 +45,7 @@ impl ApiError {
         if detail.code.is_retryable() && detail.retry_after_ms.is_none() {
             detail.retry_after_ms = Some(match detail.code {
                 ErrorCode::Timeout => 100,
+                ErrorCode::Busy => 250,
                 _ => 500,
             });
         }
@@ -58,7 +59,14 @@ impl ApiError {
         };
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        warp::reply::with_status(warp::reply::json(&body), status).into_response()
+        let retry_after = body.error.retry_after_ms;
+        let reply = warp::reply::with_status(warp::reply::json(&body), status);
+        match retry_after {
+            // In whole seconds (RFC 9110), rounded up; `retryAfterMs` in the body is finer.
+            Some(ms) => warp::reply::with_header(reply, "retry-after", ms.div_ceil(1000).max(1))
+                .into_response(),
+            None => reply.into_response(),
+        }
     }
 }
 

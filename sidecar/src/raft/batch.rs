@@ -15,12 +15,13 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::clock::LeaderClock;
-use super::health::{millis, quorum_fresh};
+use super::health::{self, Gate, millis};
 use crate::config::NodeConfig;
 use crate::journal::{OpOutcome, Proposal, StoredOperation};
 use crate::metrics::Metrics;
 use crate::store::state_machine::AppliedState;
-use crate::types::{Member, NodeId, Raft, TypeConfig};
+use crate::transport::link::Links;
+use crate::types::{Member, NodeId, Raft, RaftMetrics, TypeConfig};
 use crate::write::{WriteFailure, WriteResult};
 
 /// Most operations in one Raft entry.
@@ -52,6 +53,8 @@ pub struct BatchTask {
     /// What this node has applied: the replicated dedupe clock the proposals advance.
     applied: watch::Receiver<AppliedState>,
     clock: LeaderClock,
+    /// Whether peers are up ([`leader_gate`]).
+    links: Links,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +62,8 @@ struct Limits {
     write_timeout: Duration,
     /// `--dedupe-window`: adopted by a cluster that has no window yet.
     initial_window_ms: u64,
-    /// A leader without a quorum acknowledgement for longer than this has lost its quorum.
-    quorum_limit: Duration,
+    /// When a leader has lost its quorum ([`quorum_lost`]).
+    gate: GateLimits,
 }
 
 impl Batcher {
@@ -69,12 +72,13 @@ impl Batcher {
         cfg: &NodeConfig,
         metrics: Arc<Metrics>,
         applied: watch::Receiver<AppliedState>,
+        links: Links,
     ) -> (Batcher, BatchTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let limits = Limits {
             write_timeout: cfg.write_timeout,
             initial_window_ms: millis(cfg.dedupe_window),
-            quorum_limit: cfg.election_timeout_max,
+            gate: GateLimits::of(cfg),
         };
         let task = BatchTask {
             raft,
@@ -83,16 +87,29 @@ impl Batcher {
             metrics,
             applied,
             clock: LeaderClock::new(Instant::now()),
+            links,
         };
         (Batcher { tx }, task)
     }
 
-    /// Queue `op`; its outcome arrives on `reply`. Fails only when the batcher has stopped.
-    pub async fn send(&self, pending: Pending) -> Result<(), WriteFailure> {
-        self.tx
-            .send(pending)
-            .await
-            .map_err(|_| WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped"))
+    /// Queue `op`; its outcome arrives on `reply`. A full queue makes it wait until `until`,
+    /// then refuses it with `BUSY` (never queued, so never proposed).
+    pub async fn send(
+        &self,
+        pending: Pending,
+        until: tokio::time::Instant,
+    ) -> Result<(), WriteFailure> {
+        match tokio::time::timeout_at(until, self.tx.reserve()).await {
+            Ok(Ok(slot)) => {
+                slot.send(pending);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(WriteFailure::new(
+                ErrorCode::ShuttingDown,
+                "batcher stopped",
+            )),
+            Err(_) => Err(WriteFailure::busy("the leader's write queue is full")),
+        }
     }
 }
 
@@ -132,8 +149,9 @@ impl BatchTask {
             let applied_ms = self.applied.borrow().journal.clock_ms;
             let clock_ms = self.clock.read(term, applied_ms, Instant::now());
             let (raft, metrics, limits) = (self.raft.clone(), self.metrics.clone(), self.limits);
+            let links = self.links.clone();
             proposals.spawn(async move {
-                propose(&raft, batch, clock_ms, limits, &metrics).await;
+                propose(&raft, &links, batch, clock_ms, limits, &metrics).await;
                 drop(permit);
             });
             // Reap finished proposals so the set stays small.
@@ -143,21 +161,64 @@ impl BatchTask {
     }
 }
 
-/// Resolves when the leader has gone without a quorum acknowledgement for longer than `limit`
-/// (or stopped leading): a write in flight then has an unknown outcome.
-async fn quorum_lost(raft: &Raft, limit: Duration) {
+/// The write gate of this node as leader ([`health::gate`]), from openraft's metrics and the
+/// links' contact times.
+pub(super) fn leader_gate(m: &RaftMetrics, limits: GateLimits, links: &Links) -> Gate {
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    health::gate(
+        m.id,
+        &voters,
+        m.millis_since_quorum_ack,
+        limits.ack_within,
+        &links.last_alive(),
+        limits.alive_within,
+    )
+}
+
+/// The two windows of the write gate.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GateLimits {
+    /// A quorum acknowledgement this recent opens the gate (`--election-timeout-max-ms`).
+    pub ack_within: Duration,
+    /// A peer that sent anything this recently is up ([`health::alive_within`]).
+    pub alive_within: Duration,
+}
+
+impl GateLimits {
+    pub fn of(cfg: &NodeConfig) -> Self {
+        Self {
+            ack_within: cfg.election_timeout_max,
+            alive_within: health::alive_within(cfg.partition_detection),
+        }
+    }
+}
+
+/// How often a wait on the gate looks again: link contact has no watch to wake it.
+pub(super) const GATE_POLL: Duration = Duration::from_millis(25);
+
+/// Resolves when the leader stopped leading, or has gone without a quorum acknowledgement for
+/// longer than `limit` while no majority is up on its links: a write in flight then has an
+/// unknown outcome. A majority that is up but slow keeps the write waiting for its deadline.
+async fn quorum_lost(raft: &Raft, limits: GateLimits, links: &Links) {
     let mut rx = raft.metrics();
-    let _ = rx
-        .wait_for(|m| {
-            let voters = m.membership_config.membership().voter_ids().count();
-            !quorum_fresh(voters, m.millis_since_quorum_ack, limit)
-                || m.current_leader != Some(m.id)
-        })
-        .await;
+    loop {
+        // Cloned: holding the watch's borrow can stall Raft.
+        let m = rx.borrow_and_update().clone();
+        let lost =
+            m.current_leader != Some(m.id) || leader_gate(&m, limits, links) == Gate::Unreachable;
+        if lost {
+            return;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(GATE_POLL) => {}
+        }
+    }
 }
 
 async fn propose(
     raft: &Raft,
+    links: &Links,
     batch: Vec<Pending>,
     clock_ms: u64,
     limits: Limits,
@@ -175,7 +236,7 @@ async fn propose(
     let timeout = limits.write_timeout;
     let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, raft.client_write(Arc::new(proposal))) => Some(r),
-        () = quorum_lost(raft, limits.quorum_limit) => None,
+        () = quorum_lost(raft, limits.gate, links) => None,
     };
     let result = match outcome {
         None => Err(WriteFailure::outcome_unknown(

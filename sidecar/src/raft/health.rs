@@ -50,6 +50,8 @@ pub struct View<'a> {
     pub peers: &'a [NodeId],
     /// Time since each peer was last heard from, members or not.
     pub contact: &'a HashMap<NodeId, Duration>,
+    /// Time since each peer last sent anything on our link to it, pongs included.
+    pub alive: &'a HashMap<NodeId, Duration>,
     /// `--partition-detection-ms`.
     pub detection: Duration,
     /// openraft's `millis_since_quorum_ack` (leader only).
@@ -67,6 +69,51 @@ pub struct View<'a> {
 /// partition verdict.
 pub fn quorum_fresh(voters: usize, millis_since_quorum_ack: Option<u64>, limit: Duration) -> bool {
     voters <= 1 || millis_since_quorum_ack.is_some_and(|ms| ms <= millis(limit))
+}
+
+/// A peer that sent anything on its link (a pong at least) within this is up: three ping
+/// intervals, so a missed pong or a slow scheduler does not count as a partition, and never
+/// longer than the partition detection window.
+pub fn alive_within(detection: Duration) -> Duration {
+    crate::transport::link::TICK
+        .saturating_mul(3)
+        .min(detection)
+}
+
+/// What the leader's write gate makes of its quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// A majority acknowledged Raft traffic within the limit ([`quorum_fresh`]).
+    Open,
+    /// It did not, but a majority of voters (this node included) is up on its links: too
+    /// busy to acknowledge, not gone. Writes wait, then get `BUSY`.
+    Busy,
+    /// No majority acknowledges and none is up: `NO_QUORUM`.
+    Unreachable,
+}
+
+/// The write gate of leader `me`. `alive`: time since each peer last sent anything on its link;
+/// within `alive_within` ([`alive_within`]) it is up.
+pub fn gate(
+    me: NodeId,
+    voters: &[NodeId],
+    millis_since_quorum_ack: Option<u64>,
+    limit: Duration,
+    alive: &HashMap<NodeId, Duration>,
+    alive_within: Duration,
+) -> Gate {
+    if quorum_fresh(voters.len(), millis_since_quorum_ack, limit) {
+        return Gate::Open;
+    }
+    let up = voters
+        .iter()
+        .filter(|id| **id == me || alive.get(id).is_some_and(|d| *d <= alive_within))
+        .count();
+    if up > voters.len() / 2 {
+        Gate::Busy
+    } else {
+        Gate::Unreachable
+    }
 }
 
 /// The partition state and quorum availability of this node.
@@ -94,10 +141,20 @@ pub fn assess(v: &View<'_>) -> Health {
         .count();
     let all_heard = v.peers.iter().all(heard);
     let (partition, quorum) = if v.leading {
-        // Right after an election no acknowledgement has arrived yet: not a partition.
+        // Right after an election no acknowledgement has arrived yet: not a partition. Nor
+        // is a majority that is up on its links but too busy to acknowledge (the write gate's
+        // `Busy`).
         let acked = quorum_fresh(v.voters.len(), v.millis_since_quorum_ack, v.detection)
             || (v.millis_since_quorum_ack.is_none()
-                && v.leading_for.is_none_or(|d| d <= v.detection));
+                && v.leading_for.is_none_or(|d| d <= v.detection))
+            || gate(
+                v.me,
+                v.voters,
+                v.millis_since_quorum_ack,
+                v.detection,
+                v.alive,
+                alive_within(v.detection),
+            ) == Gate::Busy;
         match (acked, all_heard) {
             (false, _) => (PartitionState::Minority, false),
             (true, true) => (PartitionState::Healthy, true),
@@ -218,6 +275,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_majority_that_is_up_but_slow_to_acknowledge_is_busy_not_lost() {
+        let voters = [1, 2, 3];
+        let limit = Duration::from_millis(400);
+        let up = alive_within(Duration::from_secs(3));
+        assert_eq!(up, Duration::from_millis(1500));
+        assert_eq!(alive_within(Duration::from_secs(1)), Duration::from_secs(1));
+        let ponged: HashMap<NodeId, Duration> =
+            [(2, Duration::from_millis(300)), (3, Duration::from_secs(9))].into();
+        assert_eq!(gate(1, &voters, Some(100), limit, &ponged, up), Gate::Open);
+        // No acknowledgement for 2 s, but node 2 answers pings: with the leader, a majority.
+        assert_eq!(gate(1, &voters, Some(2000), limit, &ponged, up), Gate::Busy);
+        assert_eq!(gate(1, &voters, None, limit, &ponged, up), Gate::Busy);
+        // Node 2 silent too: the leader is alone.
+        let silent: HashMap<NodeId, Duration> = [(2, Duration::from_secs(2))].into();
+        assert_eq!(
+            gate(1, &voters, Some(2000), limit, &silent, up),
+            Gate::Unreachable
+        );
+        assert_eq!(gate(1, &[1], None, limit, &silent, up), Gate::Open);
+    }
+
+    #[test]
     fn watches_end_on_a_removed_or_cut_off_node_only() {
         use PartitionState::*;
         let code = |removed, p| watch_ending(removed, p).map(|f| f.code);
@@ -257,6 +336,7 @@ mod tests {
                 voters: &self.voters,
                 peers: &self.peers,
                 contact: &self.contact,
+                alive: &self.contact,
                 detection: DETECTION,
                 millis_since_quorum_ack: None,
                 leading_for: None,
@@ -291,6 +371,27 @@ mod tests {
         assert_eq!(h.partition, PartitionState::Healthy);
         assert!(h.quorum_available);
         assert_eq!(h.last_contact.len(), 2);
+    }
+
+    #[test]
+    fn a_leader_whose_majority_answers_pings_but_not_appends_is_busy_not_a_minority() {
+        // No answer to Raft traffic for 5 s, but follower 2 sent a pong 300 ms ago.
+        let f = Fixture::three(&[(2, 5000), (3, 5000)]);
+        let ponged: HashMap<NodeId, Duration> = [(2, Duration::from_millis(300))].into();
+        let busy = View {
+            alive: &ponged,
+            ..f.leader(Some(5000), Duration::from_secs(60))
+        };
+        let h = assess(&busy);
+        assert_eq!(h.partition, PartitionState::Degraded);
+        assert!(h.quorum_available);
+        // Nothing at all from either follower: the minority side.
+        let gone = HashMap::new();
+        let cut = View {
+            alive: &gone,
+            ..f.leader(Some(5000), Duration::from_secs(60))
+        };
+        assert_eq!(assess(&cut).partition, PartitionState::Minority);
     }
 
     #[test]
@@ -392,6 +493,7 @@ mod tests {
             voters: &[],
             peers: &[],
             contact: &contact,
+            alive: &contact,
             detection: DETECTION,
             millis_since_quorum_ack: None,
             leading_for: None,

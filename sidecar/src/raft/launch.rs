@@ -103,8 +103,13 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
                 addr: cfg.peer_listen,
                 source,
             })?;
-    let (batcher, batch_task) =
-        Batcher::new(raft.clone(), &cfg, metrics.clone(), journal.subscribe());
+    let (batcher, batch_task) = Batcher::new(
+        raft.clone(),
+        &cfg,
+        metrics.clone(),
+        journal.subscribe(),
+        links.clone(),
+    );
     let parts = NodeParts {
         id: identity.node_id,
         cfg: cfg.clone(),

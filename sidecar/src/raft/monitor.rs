@@ -104,6 +104,7 @@ fn assess(node: &Node, m: &RaftMetrics, watch: &Watch, uptime: Duration) -> Heal
         .filter(|id| *id != node.id)
         .collect();
     let contact = node.peer_contact();
+    let alive = node.links.last_alive();
     let leading = node.is_leader(m);
     health::assess(&View {
         me: node.id,
@@ -112,6 +113,7 @@ fn assess(node: &Node, m: &RaftMetrics, watch: &Watch, uptime: Duration) -> Heal
         voters: &voters,
         peers: &peers,
         contact: &contact,
+        alive: &alive,
         detection: node.cfg.partition_detection,
         millis_since_quorum_ack: m.millis_since_quorum_ack,
         leading_for: watch.leading_since.map(|t| t.elapsed()),

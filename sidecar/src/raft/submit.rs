@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use raft_api::ErrorCode;
 use raft_api::daemon::PartitionState;
 
-use super::batch::Pending;
-use super::health::{self, quorum_fresh};
+use super::batch::{GATE_POLL, GateLimits, Pending, leader_gate};
+use super::health::{self, Gate};
 use super::node::{Lifecycle, Node};
 use crate::journal::{OpOutcome, StoredOperation};
 use crate::operation;
@@ -178,10 +178,20 @@ pub(super) async fn propose_as_leader(
     deadline: Instant,
 ) -> WriteResult {
     admit(node)?;
-    quorum_gate(node, deadline).await?;
+    let limits = GateLimits::of(&node.cfg);
+    // Past this a write that could not be taken gets BUSY: the rest of the deadline is for
+    // committing it. Never before peers had the time to look gone: cut off from a majority,
+    // the leader answers NO_QUORUM, not BUSY.
+    let now = Instant::now();
+    let busy_at = deadline
+        .checked_sub(node.cfg.write_timeout / 2)
+        .unwrap_or(now)
+        .max(now + limits.alive_within)
+        .min(deadline);
+    quorum_gate(node, limits, deadline, busy_at).await?;
     let (reply, answer) = oneshot::channel();
     let queued = async {
-        node.batcher.send(Pending { op, reply }).await?;
+        node.batcher.send(Pending { op, reply }, busy_at).await?;
         answer
             .await
             .map_err(|_| WriteFailure::new(ErrorCode::ShuttingDown, "batcher stopped"))?
@@ -195,33 +205,48 @@ pub(super) async fn propose_as_leader(
 }
 
 /// openraft 0.9 has no CheckQuorum: a leader cut off from the majority would accept writes
-/// that hang. Refuse them (`NO_QUORUM`) unless a majority acknowledged us recently.
-async fn quorum_gate(node: &Node, deadline: Instant) -> Result<(), WriteFailure> {
-    let limit = node.cfg.election_timeout_max;
-    let fresh = |m: &crate::types::RaftMetrics| {
-        let voters = m.membership_config.membership().voter_ids().count();
-        quorum_fresh(voters, m.millis_since_quorum_ack, limit)
-    };
-    let mut rx = node.raft.metrics();
-    let m = rx.borrow().clone();
-    if !node.is_leader(&m) {
-        return Err(
-            WriteFailure::new(ErrorCode::NoLeader, "this node is no longer the leader")
-                .with_leader(node.leader_name(&m)),
-        );
-    }
-    if fresh(&m) {
-        return Ok(());
-    }
-    let patience = limit.min(deadline.saturating_duration_since(Instant::now()));
-    // Just elected, or a heartbeat round late: give acknowledgements one timeout to arrive.
-    match tokio::time::timeout(patience, rx.wait_for(|m| fresh(m))).await {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err(WriteFailure::new(
-            ErrorCode::NoQuorum,
-            "the leader cannot reach a majority of voters (minority side of a partition?)",
-        )
-        .with_leader(Some(node.cfg.name.clone()))),
+/// that hang. Refuse them (`NO_QUORUM`) unless a majority acknowledged us recently, or is up
+/// on its links ([`Gate::Busy`]): then the write waits for acknowledgements until `busy_at`,
+/// and gets `BUSY` past it. Overload slows writes down; only a majority that is gone refuses
+/// them as lost.
+async fn quorum_gate(
+    node: &Node,
+    limits: GateLimits,
+    deadline: Instant,
+    busy_at: Instant,
+) -> Result<(), WriteFailure> {
+    // Just elected, or a heartbeat round late: acknowledgements get one timeout to arrive.
+    let unreachable_at = (Instant::now() + limits.ack_within).min(deadline);
+    loop {
+        let m = node.raft_metrics();
+        if !node.is_leader(&m) {
+            return Err(WriteFailure::new(
+                ErrorCode::NoLeader,
+                "this node is no longer the leader",
+            )
+            .with_leader(node.leader_name(&m)));
+        }
+        let now = Instant::now();
+        match leader_gate(&m, limits, &node.links) {
+            Gate::Open => return Ok(()),
+            Gate::Busy if now >= busy_at => {
+                return Err(WriteFailure::busy(
+                    "a majority of voters is up but has not acknowledged the leader in time",
+                )
+                .with_leader(Some(node.cfg.name.clone())));
+            }
+            Gate::Unreachable if now >= unreachable_at => {
+                return Err(WriteFailure::new(
+                    ErrorCode::NoQuorum,
+                    "the leader cannot reach a majority of voters (minority side of a partition?)",
+                )
+                .with_leader(Some(node.cfg.name.clone())));
+            }
+            Gate::Busy | Gate::Unreachable => {}
+        }
+        // A timer, not the metrics watch: under load the metrics change hundreds of times a
+        // second, and every waiting write would wake on each change.
+        tokio::time::sleep(GATE_POLL).await;
     }
 }
 

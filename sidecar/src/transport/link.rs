@@ -30,7 +30,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// With requests outstanding and nothing received for this long, the socket is presumed dead.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
-const TICK: Duration = Duration::from_millis(500);
+/// Between two pings of an open socket: a peer that is up answers each with a pong, even while
+/// its Raft is too busy to answer requests.
+pub const TICK: Duration = Duration::from_millis(500);
 /// Why a connection ended when new certificates were loaded.
 const RELOADED: &str = "certificates reloaded";
 
@@ -91,9 +93,48 @@ pub struct Link {
     tx: mpsc::Sender<Outbound>,
     status: watch::Receiver<LinkStatus>,
     next_id: AtomicU64,
-    /// Milliseconds since `epoch` of the last frame received from the peer.
-    last_heard: Arc<AtomicU64>,
+    contact: Arc<Contact>,
+}
+
+/// When the peer last answered a request, and when it last sent anything at all (a pong
+/// included): milliseconds since `epoch`, `u64::MAX` for never.
+struct Contact {
     epoch: Instant,
+    answered: AtomicU64,
+    alive: AtomicU64,
+}
+
+impl Contact {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            answered: AtomicU64::new(u64::MAX),
+            alive: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn answered(&self) {
+        let ms = self.now_ms();
+        self.answered.store(ms, Ordering::Relaxed);
+        self.alive.store(ms, Ordering::Relaxed);
+    }
+
+    fn alive(&self) {
+        self.alive.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn since(&self, at: &AtomicU64) -> Option<Duration> {
+        let at = at.load(Ordering::Relaxed);
+        (at != u64::MAX).then(|| {
+            self.epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at))
+        })
+    }
 }
 
 impl Link {
@@ -106,15 +147,13 @@ impl Link {
     ) -> Link {
         let (tx, rx) = mpsc::channel(1024);
         let (status_tx, status) = watch::channel(LinkStatus::Idle);
-        let last_heard = Arc::new(AtomicU64::new(u64::MAX));
-        let epoch = Instant::now();
+        let contact = Arc::new(Contact::new());
         let task = LinkTask {
             addr: addr.clone(),
             identity,
             target,
             status: status_tx,
-            last_heard: last_heard.clone(),
-            epoch,
+            contact: contact.clone(),
         };
         let mut tasks = tasks.lock();
         while tasks.try_join_next().is_some() {}
@@ -124,8 +163,7 @@ impl Link {
             tx,
             status,
             next_id: AtomicU64::new(1),
-            last_heard,
-            epoch,
+            contact,
         }
     }
 
@@ -133,14 +171,14 @@ impl Link {
         &self.addr
     }
 
-    /// Time since the peer last sent us anything, if it ever did.
+    /// Time since the peer last answered a request, if it ever did.
     pub fn since_last_heard(&self) -> Option<Duration> {
-        let at = self.last_heard.load(Ordering::Relaxed);
-        (at != u64::MAX).then(|| {
-            self.epoch
-                .elapsed()
-                .saturating_sub(Duration::from_millis(at))
-        })
+        self.contact.since(&self.contact.answered)
+    }
+
+    /// Time since the peer last sent anything, a pong included, if it ever did.
+    pub fn since_alive(&self) -> Option<Duration> {
+        self.contact.since(&self.contact.alive)
     }
 
     /// Send one request and wait up to `timeout` for its answer.
@@ -187,8 +225,7 @@ struct LinkTask {
     identity: PeerIdentity,
     target: Option<NodeId>,
     status: watch::Sender<LinkStatus>,
-    last_heard: Arc<AtomicU64>,
-    epoch: Instant,
+    contact: Arc<Contact>,
 }
 
 type Socket = WebSocketStream<PeerStream>;
@@ -329,11 +366,6 @@ impl LinkTask {
         Ok(Box::new(stream))
     }
 
-    fn heard(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.last_heard.store(ms, Ordering::Relaxed);
-    }
-
     /// Pump requests out and answers in until the socket fails; returns why it ended.
     async fn serve(
         &self,
@@ -372,7 +404,7 @@ impl LinkTask {
                         match msg {
                             Some(Ok(Message::Binary(bytes))) => {
                                 last_rx = Instant::now();
-                                self.heard();
+                                self.contact.answered();
                                 match frame::decode::<PeerResponse>(&bytes) {
                                     Ok(env) => {
                                         if let Some(reply) = pending.remove(&env.id) {
@@ -383,7 +415,10 @@ impl LinkTask {
                                 }
                             }
                             Some(Ok(Message::Close(_))) | None => break "closed by peer".to_string(),
-                            Some(Ok(_)) => { last_rx = Instant::now(); }
+                            Some(Ok(_)) => {
+                                last_rx = Instant::now();
+                                self.contact.alive();
+                            }
                             Some(Err(e)) => break e.to_string(),
                         }
                         None
@@ -485,6 +520,15 @@ impl Links {
         let map = self.map.lock();
         map.iter()
             .filter_map(|(id, link)| link.since_last_heard().map(|d| (*id, d)))
+            .collect()
+    }
+
+    /// Time since each peer last sent us anything, pongs included: whether it is up, even when
+    /// its Raft is too busy to answer.
+    pub fn last_alive(&self) -> HashMap<NodeId, Duration> {
+        let map = self.map.lock();
+        map.iter()
+            .filter_map(|(id, link)| link.since_alive().map(|d| (*id, d)))
             .collect()
     }
 

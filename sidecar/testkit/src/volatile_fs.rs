@@ -18,6 +18,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -234,6 +235,7 @@ impl State {
 /// The mounted filesystem; unmounted when dropped.
 pub struct VolatileFs {
     state: Arc<Mutex<State>>,
+    sync_delay: Arc<AtomicU64>,
     mountpoint: PathBuf,
     session: Option<fuser::BackgroundSession>,
 }
@@ -262,15 +264,18 @@ impl VolatileFs {
             MountOption::DefaultPermissions,
         ];
         config.n_threads = Some(4);
+        let sync_delay = Arc::new(AtomicU64::new(0));
         let session = fuser::spawn_mount2(
             Handler {
                 state: state.clone(),
+                sync_delay: sync_delay.clone(),
             },
             mountpoint,
             &config,
         )?;
         Ok(VolatileFs {
             state,
+            sync_delay,
             mountpoint: mountpoint.to_path_buf(),
             session: Some(session),
         })
@@ -278,6 +283,13 @@ impl VolatileFs {
 
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Make every `fsync` take `delay` longer (zero: as fast as the backing disk), as a
+    /// saturated or failing disk does: the process using it stays up, its writes crawl.
+    pub fn set_sync_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.sync_delay.store(ms, Ordering::Relaxed);
     }
 
     /// Drop every write not yet synced, as a power cut drops the page cache. Stop the processes
@@ -315,6 +327,8 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 struct Handler {
     state: Arc<Mutex<State>>,
+    /// Milliseconds each `fsync` waits before syncing ([`VolatileFs::set_sync_delay`]).
+    sync_delay: Arc<AtomicU64>,
 }
 
 impl Handler {
@@ -631,6 +645,11 @@ impl Filesystem for Handler {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        // Before the state lock: other operations go on meanwhile, as on a slow device.
+        let delay = self.sync_delay.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         match self.state().sync(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

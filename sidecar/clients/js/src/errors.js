@@ -17,6 +17,8 @@ export const ErrorCode = Object.freeze({
   NOT_INITIALIZED: 'NOT_INITIALIZED',
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   TIMEOUT: 'TIMEOUT',
+  // Overload: nothing was proposed; retry after `retryAfterMs` with the same id.
+  BUSY: 'BUSY',
   // Client-side: the sidecar could not be reached, or the connection broke or timed out before
   // an answer. Like TIMEOUT, the outcome of a submit is unknown, so a same-id retry is safe.
   UNAVAILABLE: 'UNAVAILABLE',

@@ -6,14 +6,16 @@ import { backoffDelay, sleep } from './backoff.js';
 import { ErrorCode, SidecarError } from './errors.js';
 
 /**
- * Codes retried by default: the three the sidecar uses for "no decision yet" (TIMEOUT: outcome
- * unknown; NO_LEADER, NO_QUORUM: election or partition), plus UNAVAILABLE, the client's code
- * for a sidecar that did not answer (restarting container, dropped connection): also unknown.
+ * Codes retried by default: the four the sidecar uses for "no decision yet" (TIMEOUT: outcome
+ * unknown; NO_LEADER, NO_QUORUM: election or partition; BUSY: overload, after its
+ * `retryAfterMs`), plus UNAVAILABLE, the client's code for a sidecar that did not answer
+ * (restarting container, dropped connection): also unknown.
  */
 export const DEFAULT_RETRY_CODES = Object.freeze([
   ErrorCode.TIMEOUT,
   ErrorCode.NO_LEADER,
   ErrorCode.NO_QUORUM,
+  ErrorCode.BUSY,
   ErrorCode.UNAVAILABLE,
 ]);
 
