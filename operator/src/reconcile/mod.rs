@@ -107,20 +107,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     };
 
     let previous = rc.status.clone().unwrap_or_default();
-    let sidecar = sidecar_image::choose(&SidecarInputs {
-        spec: rc.spec.sidecar.image.as_deref(),
-        request: rc
-            .annotations()
-            .get(UPGRADE_SIDECAR_ANNOTATION)
-            .map(String::as_str),
-        recorded: previous.sidecar_image.as_deref(),
-        acted_on: previous.sidecar_upgrade_request.as_deref(),
-        running: o.statefulset.as_ref().and_then(|s| s.sidecar_image()),
-        default: &ctx.config.sidecar_image,
-    });
-    if sidecar.source == ImageSource::UpgradeRequested {
-        info!(cluster = %names.name, image = %sidecar.image, "sidecar upgrade requested");
-    }
+    let sidecar = choose_sidecar(rc, &o, &previous, &ctx.config.sidecar_image);
 
     // apply: owned objects at the planned size, then the step's action
     let sts = StatefulSetParams {
@@ -185,6 +172,30 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     } else {
         ctx.config.requeue_idle
     }))
+}
+
+/// The sidecar image this reconcile applies and records ([`sidecar_image::choose`]).
+fn choose_sidecar(
+    rc: &RaftCluster,
+    o: &model::Observed,
+    previous: &RaftClusterStatus,
+    default: &str,
+) -> sidecar_image::SidecarChoice {
+    let choice = sidecar_image::choose(&SidecarInputs {
+        spec: rc.spec.sidecar.image.as_deref(),
+        request: rc
+            .annotations()
+            .get(UPGRADE_SIDECAR_ANNOTATION)
+            .map(String::as_str),
+        recorded: previous.sidecar_image.as_deref(),
+        acted_on: previous.sidecar_upgrade_request.as_deref(),
+        running: o.statefulset.as_ref().and_then(|s| s.sidecar_image()),
+        default,
+    });
+    if choice.source == ImageSource::UpgradeRequested {
+        info!(cluster = %o.names.name, image = %choice.image, "sidecar upgrade requested");
+    }
+    choice
 }
 
 /// Why the cluster has an identity already, if it has one: what a token Secret that is missing

@@ -204,6 +204,10 @@ pub struct RssArgs {
     /// Size of each operation's payload (a JSON string of this many bytes).
     #[arg(long, env = "RAFT_BENCH_PAYLOAD_BYTES", default_value_t = 100)]
     pub payload_bytes: usize,
+    /// Operations per point of the sustained-rate curve (the rate of each successive this
+    /// many operations); 0: no curve.
+    #[arg(long, env = "RAFT_BENCH_CURVE_EVERY", default_value_t = 100_000)]
+    pub curve_every: u64,
     #[command(flatten)]
     pub cluster: ClusterOpts,
 }

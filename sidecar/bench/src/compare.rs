@@ -230,6 +230,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
             ops: args.rss_ops,
             clients: args.rss_clients,
             payload_bytes: args.payload_bytes,
+            curve_every: args.rss_ops.div_ceil(10).max(1),
             cluster: opts_for(&args.cluster, system, "rss"),
         };
         let mut sut = Sut::start(&rargs.cluster).await?;

@@ -177,8 +177,17 @@ pub(crate) fn render(
                     .join(" / ")
             });
             let took = if r.ops > 0 {
+                let failed = r
+                    .ops_failed_by_code
+                    .iter()
+                    .map(|(code, n)| format!(" {n} {code}"))
+                    .collect::<String>();
+                let p999 = r
+                    .latency
+                    .as_ref()
+                    .map_or_else(String::new, |l| format!(", p99.9 {} ms", l.p999_ms));
                 format!(
-                    "{:.0} s ({:.0} ops/s, {} clients, {} failed)",
+                    "{:.0} s ({:.0} ops/s, {} clients, {} failed{failed}{p999})",
                     r.ops_ms as f64 / 1000.0,
                     r.ops as f64 / (r.ops_ms.max(1) as f64 / 1000.0),
                     r.clients,
