@@ -3,11 +3,13 @@
 //! started (the sidecar exports counters and a histogram, and the operator keeps no history),
 //! so they describe the leader's term so far, not the last minute.
 
-/// Failure codes that count against the success rate: the cluster could not commit. Client
-/// mistakes (`INVALID_OPERATION`, `ID_CONFLICT`, …) say nothing about the cluster's health.
-const CLUSTER_FAILURES: [&str; 5] = [
+/// Failure codes that count against the success rate: the cluster could not commit (`BUSY`:
+/// not in time, overloaded). Client mistakes (`INVALID_OPERATION`, `ID_CONFLICT`, …) say
+/// nothing about the cluster's health.
+const CLUSTER_FAILURES: [&str; 6] = [
     "TIMEOUT",
     "NO_QUORUM",
+    "BUSY",
     "NO_LEADER",
     "INTERNAL",
     "SHUTTING_DOWN",
