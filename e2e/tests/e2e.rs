@@ -31,8 +31,36 @@ use support::{
 #[tokio::test]
 async fn a_three_node_raftcluster_becomes_available() {
     scenario("available", |env| async move {
-        env.create("c", env.spec(3)).await.unwrap();
+        // A zone spread the pods must carry; ScheduleAnyway, so the one test node takes them.
+        let mut spec = env.spec(3);
+        spec.topology_spread_constraints = vec![
+            serde_json::from_value(serde_json::json!({
+                "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway"
+            }))
+            .unwrap(),
+        ];
+        env.create("c", spec).await.unwrap();
         let s = env.wait_settled("c", 3).await;
+        // Failure domains by default: members preferably on different nodes.
+        for pod in env.pods().list(&ListParams::default()).await.unwrap() {
+            let spec = pod.spec.unwrap();
+            let preferred = spec
+                .affinity
+                .and_then(|a| a.pod_anti_affinity)
+                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+                .unwrap_or_default();
+            assert!(
+                preferred
+                    .iter()
+                    .any(|t| t.pod_affinity_term.topology_key == "kubernetes.io/hostname"),
+                "{} has no anti-affinity on hostname: {preferred:?}",
+                pod.metadata.name.unwrap_or_default()
+            );
+            let spread = spec.topology_spread_constraints.unwrap_or_default();
+            assert_eq!(spread.len(), 1, "{spread:?}");
+            assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+        }
         assert!(s.cluster_id.is_some(), "clusterId recorded at bootstrap");
         assert!(s.leader.is_some());
         assert_eq!(s.ready_replicas, 3);
@@ -331,12 +359,21 @@ async fn an_operator_restarted_mid_scale_resumes_the_recorded_step() {
 }
 
 #[tokio::test]
-async fn a_standby_operator_takes_over_when_the_leader_is_killed() {
+async fn a_standby_operator_takes_over_a_step_when_the_leader_is_killed_in_its_middle() {
     scenario("failover", |mut env| async move {
         // Two operator processes electing a leader (the chart's two replicas on kind).
         env.operator.start_elected(&["op-a", "op-b"]).await;
         env.create("c", env.spec(3)).await.unwrap();
         env.wait_settled("c", 3).await;
+        // Killed in the middle of a step: the standby resumes it.
+        env.scale("c", 5).await.unwrap();
+        let recorded = wait_for("an AddMember step recorded", WAIT, || async {
+            env.status("c")
+                .await
+                .operation
+                .filter(|op| op.kind == OperationKind::AddMember)
+        })
+        .await;
         let client = env.client.clone();
         let killed = env.operator.kill_leader(&client).await;
         let killed_at = std::time::Instant::now();
@@ -354,7 +391,14 @@ async fn a_standby_operator_takes_over_when_the_leader_is_killed() {
             took < Duration::from_secs(40),
             "{successor} took {took:?} to take over from {killed}"
         );
-        env.scale("c", 5).await.unwrap();
+        // The step survives in status.operation (unless it finished before the kill).
+        if let Some(op) = env.status("c").await.operation {
+            assert_eq!(op.kind, OperationKind::AddMember);
+            assert!(
+                op.name >= recorded.name,
+                "{op:?} started over instead of resuming {recorded:?}"
+            );
+        }
         let s = env.wait_settled("c", 5).await;
         let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["c-0", "c-1", "c-2", "c-3", "c-4"]);
