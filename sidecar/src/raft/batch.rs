@@ -197,8 +197,9 @@ impl GateLimits {
 pub(super) const GATE_POLL: Duration = Duration::from_millis(25);
 
 /// Resolves when the leader stopped leading, or has gone without a quorum acknowledgement for
-/// longer than `limit` while no majority is up on its links: a write in flight then has an
-/// unknown outcome. A majority that is up but slow keeps the write waiting for its deadline.
+/// longer than `limits.ack_within` while no majority is up on its links: a write in flight then
+/// has an unknown outcome. A majority that is up but slow keeps the write waiting for its
+/// deadline.
 async fn quorum_lost(raft: &Raft, limits: GateLimits, links: &Links) {
     let mut rx = raft.metrics();
     loop {
