@@ -439,6 +439,13 @@ impl Db {
         Ok(())
     }
 
+    /// Make every write so far durable (the WAL synced), including those written unsynced.
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        self.inner
+            .flush_wal(true)
+            .map_err(self.rocks_err("sync the write-ahead log"))
+    }
+
     /// Write a batch atomically; `sync` waits for the WAL to reach the disk.
     pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();

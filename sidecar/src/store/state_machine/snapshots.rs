@@ -158,6 +158,10 @@ impl SnapshotFiles {
             let _ = fs::remove_file(&path);
             return Ok((meta, file?));
         }
+        // `apply` writes unsynced (the log replays it). A current snapshot ahead of the applied
+        // state on disk would not open after a power cut (openraft checks that the snapshot is
+        // not past what is committed), so what it was built from is made durable first.
+        db.sync_wal()?;
         rename(&path, &self.dir.join(CURRENT))?;
         *db.purge_guard() = meta.last_log_id;
         *current = Some(meta.clone());
