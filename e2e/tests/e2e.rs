@@ -327,29 +327,39 @@ async fn losing_two_of_three_pods_reports_quorum_lost_and_recovers_when_they_ret
     .await;
 }
 
+/// The `AddMember` step of cluster `c`, once recorded in its status.
+async fn add_member_recorded(env: &support::Env) -> raft_crds::OperationStatus {
+    wait_for("an AddMember step recorded", WAIT, || async {
+        env.status("c")
+            .await
+            .operation
+            .filter(|op| op.kind == OperationKind::AddMember)
+    })
+    .await
+}
+
+/// The step in flight, if any, is `recorded` or a later one of the same kind: not started over.
+async fn assert_resumed(env: &support::Env, recorded: &raft_crds::OperationStatus) {
+    if let Some(op) = env.status("c").await.operation {
+        assert_eq!(op.kind, OperationKind::AddMember);
+        assert!(
+            op.name >= recorded.name,
+            "{op:?} started over instead of resuming {recorded:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_operator_restarted_mid_scale_resumes_the_recorded_step() {
     scenario("restart-op", |mut env| async move {
         env.create("c", env.spec(3)).await.unwrap();
         env.wait_settled("c", 3).await;
         env.scale("c", 5).await.unwrap();
-        let recorded = wait_for("an AddMember step recorded", WAIT, || async {
-            env.status("c")
-                .await
-                .operation
-                .filter(|op| op.kind == OperationKind::AddMember)
-        })
-        .await;
+        let recorded = add_member_recorded(&env).await;
         let client = env.client.clone();
         env.operator.crash_and_restart(&client).await;
         // The step survives the crash in status.operation (unless it finished just before).
-        if let Some(op) = env.status("c").await.operation {
-            assert_eq!(op.kind, OperationKind::AddMember);
-            assert!(
-                op.name >= recorded.name,
-                "{op:?} started over instead of resuming {recorded:?}"
-            );
-        }
+        assert_resumed(&env, &recorded).await;
         let s = env.wait_settled("c", 5).await;
         let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["c-0", "c-1", "c-2", "c-3", "c-4"]);
@@ -367,13 +377,7 @@ async fn a_standby_operator_takes_over_a_step_when_the_leader_is_killed_in_its_m
         env.wait_settled("c", 3).await;
         // Killed in the middle of a step: the standby resumes it.
         env.scale("c", 5).await.unwrap();
-        let recorded = wait_for("an AddMember step recorded", WAIT, || async {
-            env.status("c")
-                .await
-                .operation
-                .filter(|op| op.kind == OperationKind::AddMember)
-        })
-        .await;
+        let recorded = add_member_recorded(&env).await;
         let client = env.client.clone();
         let killed = env.operator.kill_leader(&client).await;
         let killed_at = std::time::Instant::now();
@@ -392,13 +396,7 @@ async fn a_standby_operator_takes_over_a_step_when_the_leader_is_killed_in_its_m
             "{successor} took {took:?} to take over from {killed}"
         );
         // The step survives in status.operation (unless it finished before the kill).
-        if let Some(op) = env.status("c").await.operation {
-            assert_eq!(op.kind, OperationKind::AddMember);
-            assert!(
-                op.name >= recorded.name,
-                "{op:?} started over instead of resuming {recorded:?}"
-            );
-        }
+        assert_resumed(&env, &recorded).await;
         let s = env.wait_settled("c", 5).await;
         let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["c-0", "c-1", "c-2", "c-3", "c-4"]);

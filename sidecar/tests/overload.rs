@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::op;
+use common::{mount_volatile, op};
 use raft_api::client::{ClientError, SidecarClient};
 use raft_testkit::local_cluster::{LocalCluster, Ports};
 use raft_testkit::volatile_fs::VolatileFs;
@@ -45,12 +45,7 @@ async fn followers_on_slow_disks_slow_writes_down_and_never_get_no_quorum() {
                 dir.path().join(format!("backing-{i}")),
                 dir.path().join(format!("node-{i}")),
             );
-            VolatileFs::mount(&backing, &at).unwrap_or_else(|e| {
-                panic!(
-                    "cannot mount the FUSE layer at {} ({e}): needs root and /dev/fuse",
-                    at.display()
-                )
-            })
+            mount_volatile(&backing, &at)
         })
         .collect();
     let bin = Path::new(env!("CARGO_BIN_EXE_raft-sidecar"));

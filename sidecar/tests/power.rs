@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::mount_volatile as mount;
 use raft_api::daemon::Operation;
 use raft_testkit::local_cluster::{LocalCluster, Ports};
 use raft_testkit::volatile_fs::VolatileFs;
@@ -32,16 +33,6 @@ const NODES: usize = 3;
 const WRITERS: usize = 8;
 /// Each round cuts the power of a follower, then of the leader, then of every node.
 const ROUNDS: usize = 3;
-
-/// Mount a volatile filesystem over `backing` at `at`.
-fn mount(backing: &Path, at: &Path) -> VolatileFs {
-    VolatileFs::mount(backing, at).unwrap_or_else(|e| {
-        panic!(
-            "cannot mount the volatile filesystem at {} ({e}): the power-cut tests need root and /dev/fuse; run them as root, as CI does",
-            at.display()
-        )
-    })
-}
 
 /// What the writers were told: operation id → journal index.
 type Acks = Arc<parking_lot::Mutex<HashMap<String, u64>>>;

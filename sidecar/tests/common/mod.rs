@@ -241,3 +241,14 @@ pub async fn write_until(
         }
     }
 }
+
+/// Mount a volatile filesystem (`raft_testkit::volatile_fs`) over `backing` at `at`; fails the
+/// test, saying what it needs, where FUSE is not available.
+pub fn mount_volatile(backing: &Path, at: &Path) -> raft_testkit::volatile_fs::VolatileFs {
+    raft_testkit::volatile_fs::VolatileFs::mount(backing, at).unwrap_or_else(|e| {
+        panic!(
+            "cannot mount the volatile filesystem at {} ({e}): this test needs root and /dev/fuse; run it as root, as CI does",
+            at.display()
+        )
+    })
+}
