@@ -409,7 +409,7 @@ async fn a_standby_operator_takes_over_a_step_when_the_leader_is_killed_in_its_m
 async fn an_image_change_restarts_one_pod_at_a_time_and_the_leader_last() {
     scenario("rolling", |env| async move {
         env.create("c", env.spec(3)).await.unwrap();
-        env.wait_settled("c", 3).await;
+        let before = env.wait_settled("c", 3).await.term.unwrap_or(0);
         let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), &env.ns);
         let initial = sts.get("c").await.unwrap().status.unwrap().update_revision;
         env.patch_spec(
@@ -475,7 +475,23 @@ async fn an_image_change_restarts_one_pod_at_a_time_and_the_leader_last() {
                 );
             }
         }
-        env.wait_settled("c", 3).await;
+        // Before evicting the leader the operator asked it to hand over (the sidecar also
+        // does on SIGTERM, so the operator's log is what tells the two apart).
+        if let Some(handed) = env.operator.logged("leadership handed over") {
+            assert!(
+                handed,
+                "the operator handed leadership over before restarting the leader:\n{}",
+                env.operator.log_tail()
+            );
+        }
+        // No restarted follower deposed the leader (a restarted pod has a new address, which
+        // the leader reaches only after its dial to the old one failed): the handoff is the
+        // roll's only election.
+        let after = env.wait_settled("c", 3).await.term.unwrap_or(0);
+        assert!(
+            after <= before + 1,
+            "the term went from {before} to {after} in one rolling update"
+        );
         env
     })
     .await;

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub current_term: Gauge,
     pub is_leader: Gauge,
     pub leader_changes: Counter,
+    pub leadership_handoffs: Counter,
     pub partition_state: Family<StateLabel, Gauge>,
     pub partitions_detected: Counter,
     pub quorum_available: Gauge,
@@ -115,6 +116,7 @@ impl Metrics {
             current_term: Gauge::default(),
             is_leader: Gauge::default(),
             leader_changes: Counter::default(),
+            leadership_handoffs: Counter::default(),
             partition_state: Family::default(),
             partitions_detected: Counter::default(),
             quorum_available: Gauge::default(),
@@ -164,6 +166,11 @@ impl Metrics {
             "leader_changes",
             "Leader changes seen by this node",
             m.leader_changes.clone(),
+        );
+        sub.register(
+            "leadership_handoffs",
+            "Leadership handed over by this node (SIGTERM or the admin API)",
+            m.leadership_handoffs.clone(),
         );
         sub.register(
             "partition_state",

@@ -445,3 +445,57 @@ async fn forged_peer_frames_neither_remove_a_member_nor_commit_an_invalid_operat
         );
     }
 }
+
+/// Only the leader can ask a follower to stand for election (`Campaign`, its leadership
+/// handoff), and only in its own term with a log the follower holds: another member's request,
+/// one in another term, or one naming entries the follower lacks is refused, and the term stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_request_that_is_not_the_leaders_handoff_elects_no_one() {
+    use raft_sidecar::transport::frame::{PeerRequest, PeerResponse};
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(SECS_20).await;
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let status = t.client(follower).status().await.unwrap();
+    let id_of = |i: usize| {
+        let c = t.client(i);
+        async move { c.status().await.unwrap().node_id.parse::<u64>().unwrap() }
+    };
+    let (leader_id, other_id) = (id_of(leader).await, id_of(other).await);
+    let last = status.last_log_index;
+    let asks = [
+        ((other, other_id), status.term, last, "not from the leader"),
+        ((leader, leader_id), status.term + 7, last, "another term"),
+        (
+            (leader, leader_id),
+            status.term,
+            last + 1_000,
+            "a log it lacks",
+        ),
+    ];
+    for (from, term, last_log_index, what) in asks {
+        let answer = forged(
+            &t,
+            follower,
+            from,
+            PeerRequest::Campaign {
+                term,
+                last_log_index,
+            },
+        )
+        .await;
+        assert!(
+            matches!(answer, PeerResponse::Refused(_)),
+            "{what}: {answer:?}"
+        );
+    }
+    let after = t.client(leader).status().await.unwrap();
+    assert_eq!(
+        after.term, status.term,
+        "a refused campaign changed the term"
+    );
+    assert_eq!(
+        after.role,
+        raft_api::admin::NodeRole::Leader,
+        "the leader still leads"
+    );
+}

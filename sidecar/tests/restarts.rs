@@ -44,8 +44,16 @@ impl WriteLog for Seen {
 /// SIGTERM node `i`, start it again, and wait until it follows `leader_id` with everything
 /// the leader had committed when it came back.
 async fn restart(t: &mut TestCluster, i: usize, leader: usize) {
+    stop_node(t, i).await;
+    start_and_catch_up(t, i, leader).await;
+}
+
+async fn stop_node(t: &mut TestCluster, i: usize) {
     let code = t.c.terminate(i, Duration::from_secs(15)).await.unwrap();
     assert_eq!(code, Some(0), "node-{i} exits cleanly on SIGTERM");
+}
+
+async fn start_and_catch_up(t: &mut TestCluster, i: usize, leader: usize) {
     // Down for a while, as a pod being replaced is: the leader's link to it has failed and
     // backed off by the time it returns.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -66,31 +74,17 @@ async fn restart(t: &mut TestCluster, i: usize, leader: usize) {
     .await;
 }
 
-/// The longest time between two consecutive acknowledgements (all writers together).
-fn longest_gap(acks: &mut [Instant]) -> Duration {
-    acks.sort_unstable();
-    acks.windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
-}
-
-/// A rolling restart, followers first and the leader last, under 8 writers: the followers'
-/// restarts leave the leader and its term alone; the leader's costs the one election that
-/// replaces it. Prints the longest write gap and the retried answers (debug build: figures of
-/// this machine's test run, not a benchmark).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
-    let mut t = TestCluster::start(3, &[]).await;
-    let leader = t.leader(Duration::from_secs(30)).await;
-    let before = t.client(leader).state().await.unwrap();
-
-    let clients = Arc::new((0..3).map(|i| t.client(i)).collect::<Vec<_>>());
+/// 8 writers over the first `n` nodes until the flag is set, each write retried to success.
+fn writers(
+    t: &TestCluster,
+    n: usize,
+) -> (Arc<AtomicBool>, Arc<Seen>, Vec<tokio::task::JoinHandle<()>>) {
+    let clients = Arc::new((0..n).map(|i| t.client(i)).collect::<Vec<_>>());
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Seen> = Arc::default();
-    let writers: Vec<_> = (0..8)
+    let writers = (0..8)
         .map(|w| {
-            let make = move |n: u64| op(&format!("w{w}-{n}"));
+            let make = move |i: u64| op(&format!("w{w}-{i}"));
             tokio::spawn(write_until(
                 w,
                 clients.clone(),
@@ -101,6 +95,30 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
             ))
         })
         .collect();
+    (stop, seen, writers)
+}
+
+/// The longest time between two consecutive acknowledgements (all writers together).
+fn longest_gap(acks: &mut [Instant]) -> Duration {
+    acks.sort_unstable();
+    acks.windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// A rolling restart, followers first and the leader last, under 8 writers: the followers'
+/// restarts leave the leader and its term alone; the leader hands over on SIGTERM, so a new
+/// leader is known before it has exited, and the whole roll costs one election. Prints the
+/// longest write gap and the retried answers (debug build: figures of this machine's test run,
+/// not a benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_elects_only_when_the_leader_hands_over() {
+    let mut t = TestCluster::start(3, &[]).await;
+    let leader = t.leader(Duration::from_secs(30)).await;
+    let before = t.client(leader).state().await.unwrap();
+
+    let (stop, seen, writers) = writers(&t, 3);
     wait_for(
         "writes before the restarts",
         Duration::from_secs(30),
@@ -118,7 +136,24 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
     }
     let followers_done = t.client(leader).state().await.unwrap();
     let followers_gap = longest_gap(&mut seen.acks.lock().clone());
-    restart(&mut t, leader, followers[0]).await;
+    stop_node(&mut t, leader).await;
+    // Asked the moment the old leader has exited: a follower left to notice a silent leader
+    // would have none for a lease and an election timeout (0.6–0.8 s) yet.
+    let successor = t.client(followers[0]).state().await.unwrap();
+    let leader_name = before.node_name.clone();
+    assert!(
+        successor
+            .leader_id
+            .as_ref()
+            .is_some_and(|l| *l != leader_name),
+        "the leader handed over before it exited: {successor:?}"
+    );
+    let successor_index = followers
+        .iter()
+        .copied()
+        .find(|f| format!("node-{f}") == successor.leader_id.clone().unwrap_or_default())
+        .unwrap();
+    start_and_catch_up(&mut t, leader, successor_index).await;
     let rolled = started.elapsed();
     let written = seen.acks.lock().len();
     wait_for(
@@ -150,9 +185,10 @@ async fn a_rolling_restart_elects_only_when_the_leader_restarts() {
         followers_done.current_term, before.current_term,
         "a follower's restart started an election"
     );
-    assert!(
-        after.leader_id.is_some(),
-        "a leader after the leader's restart"
+    assert_eq!(
+        after.current_term,
+        before.current_term + 1,
+        "one election in the whole roll: the handoff's"
     );
 }
 
@@ -166,11 +202,11 @@ async fn restarted_followers_whose_leader_stays_down_elect_one_after_the_quiet_w
     let written = t
         .submit_retrying(&[leader], &op("before"), Duration::from_secs(30))
         .await;
-    for i in 0..3 {
-        let code = t.c.terminate(i, Duration::from_secs(15)).await.unwrap();
-        assert_eq!(code, Some(0), "node-{i} exits cleanly on SIGTERM");
-    }
     let rest: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // The leader last: stopped before its followers, it would hand leadership to one of them.
+    for &i in rest.iter().chain([&leader]) {
+        stop_node(&mut t, i).await;
+    }
     let started = Instant::now();
     for &i in &rest {
         t.c.start(i).unwrap();
@@ -207,4 +243,74 @@ async fn restarted_followers_whose_leader_stays_down_elect_one_after_the_quiet_w
         again.duplicate,
         "the resubmission is answered as a duplicate"
     );
+}
+
+/// `POST /admin/v1/leadership/transfer` under 8 writers, on 3 nodes (the leader and its chosen
+/// follower are a majority: no lease to wait out) and on 5 (heartbeats stop until the other
+/// followers' leases run out): the chosen follower leads in the next term, every write is
+/// acknowledged (held writes go to the new leader), and a second call moves it back by name.
+/// Prints how long writes were held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leadership_transfer_moves_the_leader_in_one_term_and_loses_no_write() {
+    for n in [3, 5] {
+        let mut t = TestCluster::start(n, &[]).await;
+        let leader = t.leader(Duration::from_secs(30)).await;
+        let (stop, seen, writers) = writers(&t, n);
+        let acked = |at: usize| {
+            let seen = seen.clone();
+            async move {
+                wait_for("writes", Duration::from_secs(30), || {
+                    let n = seen.acks.lock().len();
+                    async move { (n >= at).then_some(()) }
+                })
+                .await;
+            }
+        };
+        acked(100).await;
+        // A leader elected within the lease (0.45 s) must first wait out its own.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = t.client(leader).status().await.unwrap();
+        let moved = t.client(leader).transfer_leadership(None).await.unwrap();
+        let to: usize = moved.leader_id.trim_start_matches("node-").parse().unwrap();
+        assert_ne!(to, leader, "{moved:?}");
+        assert_eq!(moved.term, before.term + 1, "one election: {moved:?}");
+        let now = t.client(to).status().await.unwrap();
+        assert_eq!(now.role, raft_api::admin::NodeRole::Leader, "{now:?}");
+        let written = seen.acks.lock().len();
+        acked(written + 100).await;
+        // Back to the first leader, by node id.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let first_id: u64 = before.node_id.parse().unwrap();
+        let back = t
+            .client(to)
+            .transfer_leadership(Some(first_id))
+            .await
+            .unwrap();
+        assert_eq!(back.leader_node_id, before.node_id, "{back:?}");
+        assert_eq!(back.term, before.term + 2);
+        let written = seen.acks.lock().len();
+        acked(written + 100).await;
+        // Not the leader: refused with the leader named.
+        let refused = t.client(to).transfer_leadership(None).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(raft_api::ErrorCode::NotLeader),
+            "{refused}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        let retried = seen.retried.lock().clone();
+        println!(
+            "handoff on {n} nodes: writes held {} ms to {}, {} ms back; {} writes acknowledged; retried answers {retried:?}",
+            moved.took_ms,
+            moved.leader_id,
+            back.took_ms,
+            seen.acks.lock().len()
+        );
+        let total = seen.acks.lock().len();
+        t.journals_agree(&(0..n).collect::<Vec<_>>(), total, Duration::from_secs(30))
+            .await;
+    }
 }

@@ -326,6 +326,27 @@ impl Operator {
         }
     }
 
+    /// Whether the operator's whole log has a line containing `needle` (`None` when it runs
+    /// as a Deployment: its log is the cluster's).
+    pub fn logged(&self, needle: &str) -> Option<bool> {
+        let has = |log_name: &str| {
+            let log = std::env::temp_dir().join(format!("raft-operator-{log_name}.log"));
+            std::fs::read_to_string(log).is_ok_and(|text| text.contains(needle))
+        };
+        match self {
+            Operator::Process { namespace, .. } => Some(has(namespace)),
+            Operator::Elected {
+                children,
+                namespace,
+            } => Some(
+                children
+                    .iter()
+                    .any(|(id, _)| has(&format!("{namespace}-{id}"))),
+            ),
+            Operator::Deployment { .. } => None,
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         match self {
             Operator::Process { namespace, .. } => tail_of_log(namespace),

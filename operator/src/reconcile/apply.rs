@@ -276,7 +276,14 @@ pub async fn act(
                 })
         }
         Action::Remove(id) => {
-            let (pod, c) = leader()?;
+            let (mut pod, mut c) = leader()?;
+            let leads = o
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.status.node_id.parse() == Ok(*id));
+            if leads && let Some(successor) = hand_off(o, access, &pod, &c).await {
+                (pod, c) = successor;
+            }
             c.remove(*id)
                 .await
                 .map(|_| ())
@@ -286,13 +293,48 @@ pub async fn act(
                     source,
                 })
         }
-        Action::EvictPod { name, uid } => evict_pod(client, ns, name, uid).await,
+        Action::EvictPod { name, uid } => {
+            if o.leader.as_ref().is_some_and(|l| l.pod == *name) {
+                let (pod, c) = leader()?;
+                hand_off(o, access, &pod, &c).await;
+            }
+            evict_pod(client, ns, name, uid).await
+        }
         Action::DeletePvc { name } => delete_pvc(client, ns, name).await,
         Action::DiscardVolume { pod, uid, pvc } => {
             // The claim first: it stays (protected) until the pod is gone, so the recreated
             // pod gets a new, empty claim.
             delete_pvc(client, ns, pvc).await?;
             delete_pod(client, ns, pod, uid).await
+        }
+    }
+}
+
+/// Before the leader is restarted or removed: ask it to hand leadership to its most caught-up
+/// voter, so the cluster need not wait out an election timeout. Best effort: on failure (a
+/// sidecar that predates the call, no voter caught up) the action goes ahead as before, and
+/// one election follows. Returns the new leader's pod and client.
+async fn hand_off(
+    o: &Observed,
+    access: &AdminAccess,
+    pod: &str,
+    leader: &raft_api::client::SidecarClient,
+) -> Option<(String, raft_api::client::SidecarClient)> {
+    match leader.transfer_leadership(None).await {
+        Ok(done) => {
+            info!(
+                from = pod,
+                to = %done.leader_id,
+                term = done.term,
+                took_ms = done.took_ms,
+                "leadership handed over"
+            );
+            let client = sidecar_of(o, &done.leader_id, access).ok()?;
+            Some((done.leader_id, client))
+        }
+        Err(e) => {
+            tracing::warn!(pod, error = %e, "leadership handoff failed; going ahead without it");
+            None
         }
     }
 }

@@ -162,6 +162,31 @@ pub struct MembershipResult {
     pub log_index: u64,
 }
 
+/// Body of `POST /admin/v1/leadership/transfer` (optional: an empty body lets the leader choose
+/// its most caught-up follower).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The voter to hand leadership to (decimal string or number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_node_id: Option<String>,
+}
+
+/// Answer of `POST /admin/v1/leadership/transfer`: who leads now, and how long writes waited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferResult {
+    /// The node that led and handed over.
+    pub from_node_id: String,
+    /// The node that leads now (the chosen one, unless another won the election).
+    pub leader_node_id: String,
+    pub leader_id: String,
+    /// The new leader's term.
+    pub term: u64,
+    /// From the call until a new leader was known: how long new writes were held.
+    pub took_ms: u64,
+}
+
 /// Answer of `POST /admin/v1/snapshot`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

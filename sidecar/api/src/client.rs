@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::{
     ClusterSettings, ClusterView, InitializeRequest, InitializeResult, MemberSpec,
-    MembershipResult, NodeStatus, SettingsUpdate, SnapshotResult,
+    MembershipResult, NodeStatus, SettingsUpdate, SnapshotResult, TransferRequest, TransferResult,
 };
 use crate::daemon::{
     BatchRequest, BatchResult, ConsensusState, Consistency, JournalPage, Operation, OperationState,
@@ -446,6 +446,24 @@ impl SidecarClient {
             Method::DELETE,
             &format!("/admin/v1/members/{node_id}"),
             Self::NO_BODY,
+        )
+        .await
+    }
+
+    /// `POST /admin/v1/leadership/transfer` on the leader: hand leadership to `to` (a voter),
+    /// or to the most caught-up follower.
+    pub async fn transfer_leadership(
+        &self,
+        to: Option<u64>,
+    ) -> Result<TransferResult, ClientError> {
+        let body = TransferRequest {
+            to_node_id: to.map(|id| id.to_string()),
+        };
+        self.json(
+            true,
+            Method::POST,
+            "/admin/v1/leadership/transfer",
+            Some(&body),
         )
         .await
     }

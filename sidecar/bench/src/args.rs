@@ -39,6 +39,9 @@ pub enum BenchCommand {
     Failover(Box<FailoverArgs>),
     /// Resident memory (VmRSS) of each node, idle and optionally after `--ops` operations.
     Rss(Box<RssArgs>),
+    /// A rolling restart under load (SIGTERM each member in turn, followers first, the leader
+    /// last): elections, write gaps, failed writes.
+    RollingRestart(Box<RollingArgs>),
     /// raft-sidecar against etcd in one run: throughput table, failover, RSS and disk, ratios.
     Compare(Box<CompareArgs>),
 }
@@ -191,6 +194,33 @@ pub struct FailoverArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct RollingArgs {
+    /// Concurrent clients writing through the whole roll (round-robin over the nodes).
+    #[arg(long, env = "RAFT_BENCH_ROLLING_CLIENTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+    /// How long each member stays down, as a pod being replaced does.
+    #[arg(long, env = "RAFT_BENCH_DOWN", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub down: Duration,
+    /// Writing before the first restart, and after each member caught up.
+    #[arg(long, env = "RAFT_BENCH_SETTLE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// Gaps between acknowledgements longer than this count as unavailability.
+    #[arg(long, env = "RAFT_BENCH_GAP", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub gap: Duration,
+    /// How long one write is retried (same id, next node) before it counts as failed.
+    #[arg(long, env = "RAFT_BENCH_WRITE_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_deadline: Duration,
+    /// Deadline for a restarted member to catch up with the leader.
+    #[arg(long, env = "RAFT_BENCH_CATCH_UP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub catch_up_timeout: Duration,
+    /// Size of each operation's payload (a JSON string of this many bytes).
+    #[arg(long, env = "RAFT_BENCH_PAYLOAD_BYTES", default_value_t = 100)]
+    pub payload_bytes: usize,
+    #[command(flatten)]
+    pub cluster: ClusterOpts,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct RssArgs {
     /// Idle time after the leader is elected, before the first reading.
     #[arg(long, env = "RAFT_BENCH_IDLE", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -270,6 +300,9 @@ pub struct CompareArgs {
     /// Concurrent clients (to the leader) submitting the `--rss-ops` operations.
     #[arg(long, env = "RAFT_BENCH_RSS_CLIENTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub rss_clients: u32,
+    /// Clients writing through the rolling restart of each system (0 skips it).
+    #[arg(long, env = "RAFT_BENCH_ROLLING_CLIENTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub rolling_clients: u32,
     /// A short run to check the setup: 1 round of 2 s, 3 failover trials, 20,000 RSS ops.
     #[arg(long)]
     pub quick: bool,

@@ -1,7 +1,8 @@
 //! `raft-bench compare`: raft-sidecar against etcd on the same machine in one
 //! invocation (docs/benchmarks.md). Throughput rounds alternate the systems (odd rounds start
 //! with the other one) and start a fresh cluster each time, so slow drifts of a shared machine
-//! hit both; then leader failover for both, then RSS idle and after `--rss-ops` operations
+//! hit both; then leader failover for both, a rolling restart under load for both, then RSS
+//! idle and after `--rss-ops` operations
 //! and bytes on disk. Prints a Markdown table with the ratios and the project's performance
 //! targets (docs/benchmarks.md), and writes every raw figure as JSON (`--json`).
 
@@ -11,10 +12,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::Failure;
-use crate::args::{ClusterOpts, CompareArgs, FailoverArgs, Mode, RssArgs, System};
+use crate::args::{ClusterOpts, CompareArgs, FailoverArgs, Mode, RollingArgs, RssArgs, System};
 use crate::failover::{FailoverReport, failover_on};
 use crate::load::{LevelResult, Load, measure_level, ms, new_histogram};
 use crate::report::report;
+use crate::rolling::{RollingReport, rolling_on};
 use crate::rss::{RssReport, rss_readings};
 use crate::sut::{NodeRss, Sut};
 use crate::table::{Cell, Machine, Target, cell, render};
@@ -32,6 +34,7 @@ struct CompareReport {
     order: Vec<Vec<System>>,
     throughput: Vec<Cell>,
     failover: Vec<FailoverReport>,
+    rolling_restart: Vec<RollingReport>,
     rss: Vec<RssReport>,
     targets: Vec<Target>,
     markdown: String,
@@ -222,6 +225,25 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
         }
     }
 
+    // A rolling restart under load, one system after the other.
+    let mut rollings = Vec::new();
+    if args.rolling_clients > 0 {
+        for &system in &args.systems {
+            let rargs = RollingArgs {
+                clients: args.rolling_clients,
+                down: Duration::from_secs(2),
+                settle: Duration::from_secs(1),
+                gap: Duration::from_millis(100),
+                write_deadline: Duration::from_secs(30),
+                catch_up_timeout: Duration::from_secs(60),
+                payload_bytes: args.payload_bytes,
+                cluster: opts_for(&args.cluster, system, "rolling"),
+            };
+            let sut = Sut::start(&rargs.cluster).await?;
+            rollings.push(rolling_on(&rargs, sut).await?);
+        }
+    }
+
     // RSS idle and after --rss-ops operations, and bytes on disk.
     let mut rss = Vec::new();
     for &system in &args.systems {
@@ -241,7 +263,9 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
 
     machine.load_after = loadavg();
     let targets = targets(&args, &cells, &failovers, &rss);
-    let markdown = render(&args, &machine, &cells, &failovers, &rss, &targets);
+    let markdown = render(
+        &args, &machine, &cells, &failovers, &rollings, &rss, &targets,
+    );
     println!("\n{markdown}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &markdown)
@@ -258,6 +282,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
         order,
         throughput: cells,
         failover: failovers,
+        rolling_restart: rollings,
         rss,
         targets,
         markdown,

@@ -157,6 +157,12 @@ impl EtcdCluster {
         self.reap(i, Duration::from_secs(10)).await
     }
 
+    /// SIGTERM member `i` and wait up to `grace` for it to exit.
+    pub async fn terminate(&mut self, i: usize, grace: Duration) -> std::io::Result<()> {
+        self.signal(i, Signal::SIGTERM)?;
+        self.reap(i, grace).await
+    }
+
     async fn reap(&mut self, i: usize, within: Duration) -> std::io::Result<()> {
         let deadline = Instant::now() + within;
         loop {

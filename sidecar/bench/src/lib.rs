@@ -12,6 +12,8 @@
 //!   from the kill to the first committed write through a surviving node (same operation id
 //!   retried).
 //! - `rss` ([`rss`]): resident memory of each node, idle and after a number of operations.
+//! - `rolling-restart` ([`rolling`]): SIGTERM and restart each member in turn under load, the
+//!   leader last; elections, write gaps and failed writes.
 //!
 //! - `compare` ([`compare`]): all of the above for raft-sidecar and etcd in one invocation,
 //!   alternating the systems over several rounds, and a table of both with their ratios.
@@ -27,6 +29,7 @@ mod etcd;
 mod failover;
 mod load;
 mod report;
+mod rolling;
 mod rss;
 mod sut;
 mod table;
@@ -55,6 +58,7 @@ pub async fn run(command: BenchCommand) -> Result<(), Failure> {
             BenchCommand::Throughput(a) => load::throughput(*a).await,
             BenchCommand::Failover(a) => failover::failover(*a).await,
             BenchCommand::Rss(a) => rss::rss(*a).await,
+            BenchCommand::RollingRestart(a) => rolling::rolling(*a).await,
             BenchCommand::Compare(a) => compare::compare(*a).await,
         }
     };

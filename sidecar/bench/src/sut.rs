@@ -230,6 +230,15 @@ impl Sut {
         reaped.map_err(|e| Failure::runtime(format!("cannot reap node {i}: {e}")))
     }
 
+    /// SIGTERM node `i` and wait up to `grace` for it to exit, as an orchestrator stops it.
+    pub(crate) async fn sigterm(&mut self, i: usize, grace: Duration) -> Result<(), Failure> {
+        let stopped = match &mut self.nodes {
+            Nodes::Sidecar(c) => c.terminate(i, grace).await.map(|_| ()),
+            Nodes::Etcd(c) => c.terminate(i, grace).await,
+        };
+        stopped.map_err(|e| Failure::runtime(format!("cannot stop node {i}: {e}")))
+    }
+
     pub(crate) fn restart(&mut self, i: usize) -> Result<(), Failure> {
         let started = match &mut self.nodes {
             Nodes::Sidecar(c) => c.start(i),

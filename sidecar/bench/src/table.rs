@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::args::{CompareArgs, Mode, System};
 use crate::failover::FailoverReport;
 use crate::load::LevelResult;
+use crate::rolling::RollingReport;
 use crate::rss::RssReport;
 use crate::sut::NodeRss;
 
@@ -64,6 +65,7 @@ pub(crate) fn render(
     m: &Machine,
     cells: &[Cell],
     failovers: &[FailoverReport],
+    rollings: &[RollingReport],
     rss: &[RssReport],
     targets: &[Target],
 ) -> String {
@@ -147,6 +149,41 @@ pub(crate) fn render(
                     f.median_ms,
                     f.max_ms,
                     f.min_ms
+                ),
+            );
+        }
+    }
+    if !rollings.is_empty() {
+        line(&mut t, String::new());
+        line(
+            &mut t,
+            format!(
+                "| rolling restart (SIGTERM, 2 s down, start, caught up; followers first, the leader last; {} clients) | elections | longest write gap ms | ms in gaps > 100 ms | failed writes | retried answers |",
+                args.rolling_clients
+            ),
+        );
+        line(&mut t, "|---|---:|---:|---:|---:|---|".into());
+        for r in rollings {
+            let retried = r
+                .retried
+                .iter()
+                .map(|(code, n)| format!("{n} {code}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            line(
+                &mut t,
+                format!(
+                    "| {} | {} | {:.0} | {:.0} | {} | {} |",
+                    r.system.label(),
+                    r.elections,
+                    r.longest_gap_ms,
+                    r.unavailable_ms,
+                    r.failed,
+                    if retried.is_empty() {
+                        "none".into()
+                    } else {
+                        retried
+                    }
                 ),
             );
         }

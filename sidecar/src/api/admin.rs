@@ -11,7 +11,7 @@ use openraft::ServerState;
 use raft_api::ErrorCode;
 use raft_api::admin::{
     ClusterMember, ClusterView, InitializeRequest, InitializeResult, MemberSpec, NodeRole,
-    NodeStatus, SettingsUpdate, SnapshotResult,
+    NodeStatus, SettingsUpdate, SnapshotResult, TransferRequest,
 };
 use raft_api::daemon::MemberRole;
 use tokio::io::AsyncReadExt;
@@ -21,6 +21,7 @@ use warp::reply::{Reply, Response};
 
 use super::error::ApiError;
 use super::listener::ClientCertificate;
+use crate::raft::handoff;
 use crate::raft::membership::{self, MembershipError};
 use crate::raft::node::{Lifecycle, Node};
 use crate::raft::settings;
@@ -169,6 +170,27 @@ pub fn routes(
                 async { Ok(membership::remove_member(&n, parse_node_id(&id)?).await?) }.await;
             respond(result)
         });
+    let transfer = warp::path!("leadership" / "transfer")
+        .and(warp::post())
+        .and(body)
+        .and(with_node.clone())
+        .then(|body: Bytes, n: Arc<Node>| async move {
+            let result = async {
+                let request: TransferRequest = if body.is_empty() {
+                    TransferRequest::default()
+                } else {
+                    parse(&body)?
+                };
+                let to = request
+                    .to_node_id
+                    .as_deref()
+                    .map(parse_node_id)
+                    .transpose()?;
+                Ok(handoff::hand_off(&n, to, handoff::Purpose::Transfer).await?)
+            }
+            .await;
+            respond(result)
+        });
     let settings_get = warp::path!("settings")
         .and(warp::get())
         .and(with_node.clone())
@@ -224,6 +246,8 @@ pub fn routes(
         .or(promote)
         .unify()
         .or(remove)
+        .unify()
+        .or(transfer)
         .unify()
         .or(settings_get)
         .unify()

@@ -91,6 +91,7 @@ impl From<MembershipError> for ApiError {
             MembershipError::Refused(_) => ApiError::new(ErrorCode::Refused, msg),
             MembershipError::Timeout => ApiError::new(ErrorCode::Timeout, msg),
             MembershipError::NoLeader => ApiError::new(ErrorCode::NoLeader, msg),
+            MembershipError::Incomplete(_) => ApiError::new(ErrorCode::Timeout, msg),
             MembershipError::Internal(_) => ApiError::new(ErrorCode::Internal, msg),
         }
     }

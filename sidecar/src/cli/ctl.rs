@@ -102,6 +102,12 @@ pub enum CtlCommand {
     Promote { node_id: u64 },
     /// Gracefully remove a member.
     Remove { node_id: u64 },
+    /// Hand leadership to another voter (point `--admin` at the leader).
+    TransferLeadership {
+        /// The voter to lead next; by default the most caught-up one that is up.
+        #[arg(long)]
+        to: Option<u64>,
+    },
     /// Build a snapshot and compact now.
     Snapshot,
     /// Download the current snapshot to FILE.
@@ -239,6 +245,9 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
         }
         CtlCommand::Promote { node_id } => print(&client.promote(node_id).await.map_err(failed)?),
         CtlCommand::Remove { node_id } => print(&client.remove(node_id).await.map_err(failed)?),
+        CtlCommand::TransferLeadership { to } => {
+            print(&client.transfer_leadership(to).await.map_err(failed)?);
+        }
         CtlCommand::Snapshot => print(&client.snapshot().await.map_err(failed)?),
         CtlCommand::Backup { file } => {
             let bytes = client.download_snapshot().await.map_err(failed)?;

@@ -1,5 +1,6 @@
-//! `raft-sidecar run`: start one node and its APIs, then on SIGTERM/SIGINT stop admitting
-//! operations, let in-flight ones finish within the grace period, close peers, flush RocksDB.
+//! `raft-sidecar run`: start one node and its APIs, then on SIGTERM/SIGINT hand leadership over
+//! (when this node leads), stop admitting operations, let in-flight ones finish within the
+//! grace period, close peers, flush RocksDB.
 //! The same stop, ending in exit 1, when Raft stops on its own (a storage error, a panic).
 
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use tokio::sync::watch;
 
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
+use crate::raft::handoff;
 use crate::raft::launch::{self, NodeError};
+use crate::raft::node::Node;
 use crate::store::StoreError;
 
 /// How a subcommand failed: bad configuration (exit 64) or a runtime failure (exit 1).
@@ -67,13 +70,16 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             "Raft stopped on its own; exiting so that the node restarts from its store"
         );
     }
+    let deadline = tokio::time::Instant::now() + grace;
+    if failed.is_none() {
+        hand_off_before_stopping(&node, deadline).await;
+    }
     tracing::info!(
         ?grace,
         "stopping: refusing new operations, draining in-flight ones"
     );
     // New submits answer 503 SHUTTING_DOWN while the listeners stay up; in-flight ones finish.
     node.begin_shutdown();
-    let deadline = tokio::time::Instant::now() + grace;
     if tokio::time::timeout_at(deadline, node.drained())
         .await
         .is_err()
@@ -94,6 +100,30 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     match failed {
         Some(why) => Err(Failure::Runtime(format!("Raft stopped: {why}"))),
         None => Ok(()),
+    }
+}
+
+/// A leader that stops hands leadership over first, so its followers need not wait out an
+/// election timeout; within half the grace period, the rest is for draining.
+async fn hand_off_before_stopping(node: &Node, deadline: tokio::time::Instant) {
+    if !node.is_leader(&node.raft_metrics()) {
+        return;
+    }
+    let now = tokio::time::Instant::now();
+    let until = now + deadline.saturating_duration_since(now) / 2;
+    match tokio::time::timeout_at(
+        until,
+        handoff::hand_off(node, None, handoff::Purpose::Shutdown),
+    )
+    .await
+    {
+        Ok(Ok(done)) => tracing::info!(
+            leader = %done.leader_id,
+            took_ms = done.took_ms,
+            "stopping: leadership handed over"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "stopping without a handoff"),
+        Err(_) => tracing::warn!("stopping without a handoff: it did not finish in time"),
     }
 }
 

@@ -42,6 +42,9 @@ pub enum MembershipError {
     Timeout,
     #[error("no leader is known")]
     NoLeader,
+    /// A leadership handoff that did not happen (see its message for who leads now).
+    #[error("{0}")]
+    Incomplete(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -179,6 +182,7 @@ pub async fn add_learner(
     node: &Node,
     spec: &MemberSpec,
 ) -> Result<MembershipResult, MembershipError> {
+    let _turn = deadline(node.proposals.read()).await?;
     let m = require_leader(node)?;
     let membership = m.membership_config.membership();
     if let Some(existing) = membership.get_node(&spec.node_id) {
@@ -201,6 +205,7 @@ pub async fn add_learner(
 
 /// `POST /admin/v1/members/{id}/promote`: make a caught-up learner a voter.
 pub async fn promote(node: &Node, id: NodeId) -> Result<MembershipResult, MembershipError> {
+    let _turn = deadline(node.proposals.read()).await?;
     let m = require_leader(node)?;
     let membership = m.membership_config.membership();
     if membership.voter_ids().any(|v| v == id) {
@@ -244,6 +249,7 @@ pub async fn promote(node: &Node, id: NodeId) -> Result<MembershipResult, Member
 /// `DELETE /admin/v1/members/{id}`: graceful removal. Answers once the new configuration is
 /// committed and uniform (openraft's `change_membership` returns then).
 pub async fn remove_member(node: &Node, id: NodeId) -> Result<MembershipResult, MembershipError> {
+    let _turn = deadline(node.proposals.read()).await?;
     let m = require_leader(node)?;
     let membership = m.membership_config.membership();
     let index = m.membership_config.log_id().map_or(0, |l| l.index);

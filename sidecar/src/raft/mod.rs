@@ -10,6 +10,7 @@ mod batch;
 mod bootstrap;
 mod clock;
 pub mod events;
+pub mod handoff;
 pub mod health;
 pub mod launch;
 pub mod membership;

@@ -2,8 +2,8 @@
 //! - partition detection (`partitionState`, `quorumAvailable`): [`health::assess`] over the
 //!   peer contact times and the leader's quorum acknowledgements;
 //! - events (`/v1/events`) from state transitions ([`events`]) and the gauges;
-//! - the quiet start: a restarted node stands for election only once it has heard from a
-//!   leader since it started, or once a detection window passed without one;
+//! - the quiet start: a restarted node stands for election only once its leader reaches it,
+//!   or once a detection window passed without hearing from a leader at all;
 //! - the split-vote watchdog (openraft 0.9 draws one election timeout per process, so split
 //!   votes can repeat): no leader for > 2×max + 2 ticks → sleep U(0, max) → elect;
 //! - removed-node detection from the committed membership, or by asking peers after a long
@@ -72,6 +72,7 @@ pub async fn run(node: Arc<Node>, quiet: bool) {
         } else {
             watch.leading_since = None;
         }
+        node.set_leading_since(watch.leading_since);
         let health = assess(&node, &m, &watch, started.elapsed());
         // Forget links to peers that are no longer members (their sockets close).
         let membership = m.membership_config.membership();
@@ -253,35 +254,41 @@ fn publish_removed(node: &Node) {
     node.metrics.quorum_available.set(0);
 }
 
-/// End a quiet start: turn elections on once this node has heard from its leader since it
-/// started, or once a whole detection window passed without that (its leader is gone: the
-/// followers then stand one window later than they otherwise would). A leader that restarts
-/// needs no election: openraft takes up its committed vote for itself again.
+/// End a quiet start: turn elections on once the leader reaches this node (its heartbeats
+/// arrive), or once a whole detection window passed without hearing from a leader at all (it
+/// is gone: the followers then stand one window later than they otherwise would). A leader that
+/// only answers this node's own calls is up but cannot reach it yet (a restarted pod has a new
+/// address, and the leader's dial to the old one must time out first): standing then would
+/// depose a healthy leader, so the node stays quiet until the leader's heartbeats arrive or it
+/// falls silent. A leader that restarts needs no election: openraft takes up its committed
+/// vote for itself again.
 fn quiet_start(node: &Node, m: &RaftMetrics, watch: &mut Watch, uptime: Duration) {
     if watch.electing {
         return;
     }
     let leader = m.current_leader.filter(|l| *l != node.id);
-    if let Some(why) = quiet_start_ends(
-        leader.and_then(|l| node.peer_contact().get(&l).copied()),
-        uptime,
-        node.cfg.partition_detection,
-    ) {
+    let reaches_us = leader.and_then(|l| node.inbound_from(l));
+    let heard = leader.and_then(|l| node.peer_contact().get(&l).copied());
+    if let Some(why) = quiet_start_ends(reaches_us, heard, uptime, node.cfg.partition_detection) {
         node.raft.runtime_config().elect(true);
         watch.electing = true;
         tracing::info!(uptime_ms = millis(uptime), why, "elections on");
     }
 }
 
-/// Why a quiet start ends now, if it does: `leader_contact` is how long ago the leader last
-/// reached this node (None: no leader known, or not heard from since the start).
+/// Why a quiet start ends now, if it does: `reaches_us` is how long ago the leader last sent
+/// this node a request, `heard` how long ago it last sent or answered anything (None: no
+/// leader known, or not since the start).
 fn quiet_start_ends(
-    leader_contact: Option<Duration>,
+    reaches_us: Option<Duration>,
+    heard: Option<Duration>,
     uptime: Duration,
     detection: Duration,
 ) -> Option<&'static str> {
-    if leader_contact.is_some_and(|d| d <= detection) {
-        Some("heard from the leader")
+    if reaches_us.is_some_and(|d| d <= detection) {
+        Some("the leader reaches this node")
+    } else if heard.is_some_and(|d| d <= detection) {
+        None
     } else if uptime >= detection {
         Some("no leader heard within the detection window")
     } else {
@@ -475,19 +482,29 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_start_ends_when_the_leader_is_heard_or_after_a_detection_window() {
+    fn a_quiet_start_ends_when_the_leader_reaches_us_or_falls_silent_for_a_window() {
         let detection = Duration::from_secs(3);
         let ms = Duration::from_millis;
         // Restarted 200 ms ago, nothing heard yet: stay quiet (an election now would depose).
-        assert_eq!(quiet_start_ends(None, ms(200), detection), None);
-        // The leader reached us: elections on at once.
+        assert_eq!(quiet_start_ends(None, None, ms(200), detection), None);
+        // The leader's requests arrive: elections on at once.
         assert_eq!(
-            quiet_start_ends(Some(ms(40)), ms(300), detection),
-            Some("heard from the leader")
+            quiet_start_ends(Some(ms(40)), Some(ms(40)), ms(300), detection),
+            Some("the leader reaches this node")
+        );
+        // The leader answers our calls but cannot reach us (it still dials our old address):
+        // quiet, even past the window, as long as it keeps answering.
+        assert_eq!(
+            quiet_start_ends(None, Some(ms(100)), ms(5000), detection),
+            None
         );
         // Nobody for a whole window: the leader is gone (or every node restarted).
         assert_eq!(
-            quiet_start_ends(None, ms(3000), detection),
+            quiet_start_ends(None, None, ms(3000), detection),
+            Some("no leader heard within the detection window")
+        );
+        assert_eq!(
+            quiet_start_ends(None, Some(ms(3500)), ms(4000), detection),
             Some("no leader heard within the detection window")
         );
     }

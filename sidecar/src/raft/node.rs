@@ -58,6 +58,11 @@ pub struct Node {
     inbound: Mutex<HashMap<NodeId, Instant>>,
     /// Daemon submits being handled right now (shutdown waits for them).
     pub(super) submits_in_flight: watch::Sender<usize>,
+    /// Every proposal to openraft holds this for reading until it is answered; a leadership
+    /// handoff holds it for writing, so the log stops growing while it runs (see `handoff`).
+    pub(super) proposals: tokio::sync::RwLock<()>,
+    /// Since when this node leads, as the monitor saw it (a tick late, so never early).
+    leading_since: Mutex<Option<Instant>>,
     /// On a follower: the leader's latest answer to `PeerRequest::Health`.
     leader_report: Mutex<Option<LeaderReport>>,
     /// When the log reached each index (sampled by the monitor): how far behind in time a
@@ -87,6 +92,8 @@ impl Node {
             lifecycle: watch::channel(lifecycle).0,
             inbound: Mutex::new(HashMap::new()),
             submits_in_flight: watch::channel(0).0,
+            proposals: tokio::sync::RwLock::new(()),
+            leading_since: Mutex::new(None),
             leader_report: Mutex::new(None),
             timeline: Mutex::new(LogTimeline::default()),
             errands: Mutex::new(JoinSet::new()),
@@ -241,6 +248,31 @@ impl Node {
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
+    /// Take a turn to propose: waits while a leadership handoff runs, until `deadline`. The
+    /// guard is held until the proposal is answered.
+    pub(super) async fn proposal_turn(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, WriteFailure> {
+        tokio::time::timeout_at(deadline, self.proposals.read())
+            .await
+            .map_err(|_| {
+                WriteFailure::new(
+                    ErrorCode::NoLeader,
+                    "leadership is being handed over and no new leader took over in time",
+                )
+            })
+    }
+
+    /// Since when this node leads (`None` while it does not).
+    pub(super) fn leading_since(&self) -> Option<Instant> {
+        *self.leading_since.lock()
+    }
+
+    pub(super) fn set_leading_since(&self, since: Option<Instant>) {
+        *self.leading_since.lock() = since;
+    }
+
     /// A peer just sent us a request.
     pub(super) fn touch(&self, from: Option<NodeId>) {
         if let Some(peer) = from {
@@ -276,6 +308,11 @@ impl Node {
         self.timeline
             .lock()
             .behind(matched, Instant::now().into_std())
+    }
+
+    /// Time since `peer` last sent us a request (it can reach us).
+    pub fn inbound_from(&self, peer: NodeId) -> Option<Duration> {
+        self.inbound.lock().get(&peer).map(Instant::elapsed)
     }
 
     /// Time since each peer last reached us or answered us.

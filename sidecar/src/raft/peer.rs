@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::node::{Lifecycle, Node};
-use super::{monitor, read, submit};
+use super::{handoff, monitor, read, submit};
 use crate::transport::frame::{
     HealthView, MembershipView, NodeIdentity, PeerRequest, PeerResponse,
 };
@@ -83,6 +83,10 @@ impl PeerHandler for PeerService {
                 let deadline = tokio::time::Instant::now() + node.cfg.write_timeout;
                 PeerResponse::ReadIndex(read::read_index(node, deadline).await)
             }
+            PeerRequest::Campaign {
+                term,
+                last_log_index,
+            } => handoff::stand(node, from, term, last_log_index).await,
             PeerRequest::Removed { target, .. } => {
                 // A notice is a reason to check, never proof (anyone holding the token can send
                 // one, in any term): ask the member it claims to come from, at the address our

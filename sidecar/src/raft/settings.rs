@@ -34,6 +34,7 @@ pub async fn set_dedupe_window(
              find its id remembered"
         )));
     }
+    let _turn = deadline(node.proposals.read()).await?;
     require_leader(node)?;
     // No operations and no clock reading (0 never moves the clock): only the window changes.
     let proposal = Proposal {

@@ -81,13 +81,7 @@ async fn submit_by(
     {
         return Err(WriteFailure::no_quorum());
     }
-    let leader = await_leader(node, deadline).await?;
-    let outcome = if leader == node.id {
-        propose_as_leader(node, op, deadline).await?
-    } else {
-        leader_in_contact(node, leader)?;
-        forward(node, leader, op, deadline).await?
-    };
+    let outcome = route(node, op, deadline).await?;
     let submitted = match outcome {
         OpOutcome::Appended { index, term } => Submitted {
             index,
@@ -111,6 +105,49 @@ async fn submit_by(
     on_committed(submitted);
     await_applied(node, submitted.index, deadline).await?;
     Ok(submitted)
+}
+
+/// How many leaders one submit tries: leadership moves at most once or twice within a deadline.
+const MAX_ROUTES: usize = 3;
+
+/// Propose on this node when it leads, else forward to the leader. When the leader it went to
+/// answers that it no longer leads (a handoff: the operation was not proposed) and another
+/// leader is known at once, the operation goes there instead of back to the daemon.
+async fn route(node: &Node, op: StoredOperation, deadline: Instant) -> WriteResult {
+    let mut routes = 1;
+    loop {
+        let leader = await_leader(node, deadline).await?;
+        let attempt = if leader == node.id {
+            propose_as_leader(node, op.clone(), deadline).await
+        } else {
+            leader_in_contact(node, leader)?;
+            forward(node, leader, op.clone(), deadline).await
+        };
+        match attempt {
+            Err(f)
+                if f.code == ErrorCode::NoLeader
+                    && routes < MAX_ROUTES
+                    && leader_moved(node, leader, deadline).await =>
+            {
+                routes += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a leader other than `from` is known, waiting briefly (one minimal election timeout,
+/// within `deadline`) for it: the old leader of a handoff knows its successor when it answers,
+/// the followers learn it from the successor's first append moments later.
+async fn leader_moved(node: &Node, from: NodeId, deadline: Instant) -> bool {
+    let until = (Instant::now() + node.cfg.election_timeout_min).min(deadline);
+    let mut rx = node.raft.metrics();
+    let moved = async {
+        rx.wait_for(|m| m.current_leader.is_some_and(|l| l != from))
+            .await
+            .is_ok()
+    };
+    tokio::time::timeout_at(until, moved).await == Ok(true)
 }
 
 /// Refuse at once when this node cannot take operations at all.
@@ -178,6 +215,9 @@ pub(super) async fn propose_as_leader(
     deadline: Instant,
 ) -> WriteResult {
     admit(node)?;
+    // Held until the write is answered: a leadership handoff waits for it, and new writes
+    // wait for the handoff (then find this node no longer leads, and go to the new leader).
+    let _turn = node.proposal_turn(deadline).await?;
     let limits = GateLimits::of(&node.cfg);
     // Past this a write that could not be taken gets BUSY: the rest of the deadline is for
     // committing it. Never before peers had the time to look gone: cut off from a majority,
@@ -274,12 +314,22 @@ async fn forward(
     let (member, link) = node.leader_link(leader)?;
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut metrics = node.raft.metrics();
+    let call = link.call(PeerRequest::Forward(op), remaining);
+    tokio::pin!(call);
     let answer = tokio::select! {
-        answer = link.call(PeerRequest::Forward(op), remaining) => answer,
-        _ = metrics.wait_for(|m| m.current_leader != Some(leader)) => {
-            return Err(WriteFailure::outcome_unknown(
-                "the leader changed while the write was forwarded",
-            ));
+        answer = &mut call => answer,
+        _ = async { metrics.wait_for(|m| m.current_leader != Some(leader)).await.is_ok() } => {
+            // A leader that handed over answers at once (committed, or refused unproposed);
+            // one that is gone does not, and the outcome stays unknown.
+            let grace = node.cfg.election_timeout_min.min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(grace, &mut call).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    return Err(WriteFailure::outcome_unknown(
+                        "the leader changed while the write was forwarded",
+                    ));
+                }
+            }
         }
     };
     match answer {

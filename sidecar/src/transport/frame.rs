@@ -36,6 +36,13 @@ pub enum PeerRequest {
     Health,
     /// "Confirm you lead and give me the read index" (a follower's linearizable read).
     ReadIndex,
+    /// The leader hands leadership over: "stand for election now". Sent only once the
+    /// receiver holds the leader's whole log (`last_log_index`) in `term`, and honoured only
+    /// from the leader of that term. Appended last: the variants before keep their encoding.
+    Campaign {
+        term: u64,
+        last_log_index: u64,
+    },
 }
 
 /// Answer to [`PeerRequest::Identify`].

@@ -28,6 +28,9 @@ use crate::types::NodeId;
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// A dial attempt gives up after this long.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The TCP connect of a dial gives up after this long: a peer that restarted under a new
+/// address (a new pod) leaves its old one silent, and the next dial resolves the name again.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// With requests outstanding and nothing received for this long, the socket is presumed dead.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 /// Between two pings of an open socket: a peer that is up answers each with a pong, even while
@@ -343,8 +346,9 @@ impl LinkTask {
     /// TCP, then TLS when configured: the peer's certificate must be of our CA and valid for
     /// the host we dial (its stable DNS name, or the IP address it is dialled at).
     async fn connect(&self) -> Result<PeerStream, String> {
-        let tcp = TcpStream::connect(&self.addr)
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
+            .map_err(|_| format!("cannot connect: no answer within {CONNECT_TIMEOUT:?}"))?
             .map_err(|e| format!("cannot connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.identity.tls else {
