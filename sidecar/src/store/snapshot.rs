@@ -82,7 +82,7 @@ pub enum SnapshotDecodeError {
     Truncated(usize),
     #[error("snapshot does not start with the RSNP magic")]
     BadMagic,
-    #[error("snapshot format version {0} is not supported (this build reads version 2)")]
+    #[error("snapshot format version {0} is not supported (this build reads version {VERSION})")]
     UnsupportedVersion(u32),
     #[error("snapshot checksum mismatch: header says {expected:08x}, body has {actual:08x}")]
     Checksum { expected: u32, actual: u32 },
