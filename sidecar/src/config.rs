@@ -9,9 +9,10 @@ use clap::Args;
 
 use crate::tls::TlsPaths;
 
-/// Flags of `raft-sidecar run` (docs/sidecar.md "Configuration").
+/// Who this member is and where it is reached: flags shared by `raft-sidecar run` and
+/// `raft-sidecar restore` (which writes the member into the restored membership).
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub struct MemberArgs {
     /// Directory holding RocksDB and snapshots.
     #[arg(long, env = "RAFT_DATA_DIR", default_value = "/var/lib/raft")]
     pub data_dir: PathBuf,
@@ -21,12 +22,6 @@ pub struct RunArgs {
     /// Cluster id; stored on first start, a data dir of another cluster is refused.
     #[arg(long, env = "RAFT_CLUSTER_ID")]
     pub cluster_id: Option<String>,
-    /// Daemon API listen address (loopback unless --api-allow-remote).
-    #[arg(long, env = "RAFT_API_ADDR", default_value = "127.0.0.1:7080")]
-    pub api_addr: SocketAddr,
-    /// Allow the daemon API on a non-loopback address.
-    #[arg(long, env = "RAFT_API_ALLOW_REMOTE")]
-    pub api_allow_remote: bool,
     /// Raft peer transport listen address.
     #[arg(long, env = "RAFT_PEER_ADDR", default_value = "0.0.0.0:7070")]
     pub peer_addr: SocketAddr,
@@ -40,6 +35,48 @@ pub struct RunArgs {
     /// the --admin-addr port.
     #[arg(long, env = "RAFT_ADVERTISE_ADMIN")]
     pub advertise_admin: Option<String>,
+}
+
+/// [`MemberArgs`], checked and resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedMember {
+    pub data_dir: PathBuf,
+    pub cluster_id: String,
+    pub name: String,
+    pub advertise_peer: String,
+    pub advertise_admin: String,
+}
+
+impl MemberArgs {
+    pub fn resolve(&self) -> Result<ResolvedMember, ConfigError> {
+        let cluster_id = cluster_id(self.cluster_id.as_deref())?;
+        let name = node_name(self.node_name.as_deref())?;
+        let (advertise_peer, advertise_admin) = advertised(
+            &name,
+            (self.peer_addr, self.advertise_peer.as_deref()),
+            (self.admin_addr, self.advertise_admin.as_deref()),
+        );
+        Ok(ResolvedMember {
+            data_dir: self.data_dir.clone(),
+            cluster_id,
+            name,
+            advertise_peer,
+            advertise_admin,
+        })
+    }
+}
+
+/// Flags of `raft-sidecar run` (docs/sidecar.md "Configuration").
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub member: MemberArgs,
+    /// Daemon API listen address (loopback unless --api-allow-remote).
+    #[arg(long, env = "RAFT_API_ADDR", default_value = "127.0.0.1:7080")]
+    pub api_addr: SocketAddr,
+    /// Allow the daemon API on a non-loopback address.
+    #[arg(long, env = "RAFT_API_ALLOW_REMOTE")]
+    pub api_allow_remote: bool,
     /// File holding the shared cluster secret; required for peer and admin traffic.
     #[arg(long, env = "RAFT_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
@@ -240,27 +277,61 @@ pub enum ConfigError {
     SelfNotInInitialMembers(String),
 }
 
+/// `--cluster-id`, checked.
+fn cluster_id(flag: Option<&str>) -> Result<String, ConfigError> {
+    let cluster_id = flag
+        .filter(|c| !c.is_empty())
+        .ok_or(ConfigError::MissingClusterId)?
+        .to_owned();
+    let valid = cluster_id.len() <= 63
+        && cluster_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(ConfigError::BadClusterId(cluster_id));
+    }
+    Ok(cluster_id)
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty())
+}
+
+/// `--node-name`, else `$HOSTNAME` (the pod name).
+fn node_name(flag: Option<&str>) -> Result<String, ConfigError> {
+    flag.map(str::to_owned)
+        .or_else(hostname)
+        .ok_or(ConfigError::MissingNodeName)
+}
+
+/// The peer and admin addresses other members use: the `--advertise-*` flags, else
+/// `$HOSTNAME` (or the node name) with the listening ports; the admin host follows the peer's.
+fn advertised(
+    name: &str,
+    (peer_listen, advertise_peer): (SocketAddr, Option<&str>),
+    (admin_listen, advertise_admin): (SocketAddr, Option<&str>),
+) -> (String, String) {
+    let host = hostname().unwrap_or_else(|| name.to_owned());
+    let peer = advertise_peer
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{host}:{}", peer_listen.port()));
+    let admin = advertise_admin.map(str::to_owned).unwrap_or_else(|| {
+        let peer_host = peer.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        format!("{peer_host}:{}", admin_listen.port())
+    });
+    (peer, admin)
+}
+
 impl RunArgs {
     /// Check every flag and build the typed configuration.
     pub fn validate(&self) -> Result<NodeConfig, ConfigError> {
-        let cluster_id = self
-            .cluster_id
-            .clone()
-            .filter(|c| !c.is_empty())
-            .ok_or(ConfigError::MissingClusterId)?;
-        let valid = cluster_id.len() <= 63
-            && cluster_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !valid {
-            return Err(ConfigError::BadClusterId(cluster_id));
-        }
-        let hostname = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty());
-        let name = self
-            .node_name
-            .clone()
-            .or_else(|| hostname.clone())
-            .ok_or(ConfigError::MissingNodeName)?;
+        let ResolvedMember {
+            data_dir,
+            cluster_id,
+            name,
+            advertise_peer,
+            advertise_admin,
+        } = self.member.resolve()?;
         if !self.api_addr.ip().is_loopback() && !self.api_allow_remote {
             return Err(ConfigError::RemoteApi(self.api_addr));
         }
@@ -306,24 +377,13 @@ impl RunArgs {
             });
         }
         let initial_members = self.parse_initial_members(&name)?;
-        let host = hostname.unwrap_or_else(|| name.clone());
-        let advertise_peer = self
-            .advertise_peer
-            .clone()
-            .unwrap_or_else(|| format!("{host}:{}", self.peer_addr.port()));
-        let advertise_admin = self.advertise_admin.clone().unwrap_or_else(|| {
-            let peer_host = advertise_peer
-                .rsplit_once(':')
-                .map_or(host.as_str(), |(h, _)| h);
-            format!("{peer_host}:{}", self.admin_addr.port())
-        });
         Ok(NodeConfig {
-            data_dir: self.data_dir.clone(),
+            data_dir,
             name,
             cluster_id,
             api_addr: self.api_addr,
-            peer_listen: self.peer_addr,
-            admin_listen: self.admin_addr,
+            peer_listen: self.member.peer_addr,
+            admin_listen: self.member.admin_addr,
             advertise_peer,
             advertise_admin,
             token,

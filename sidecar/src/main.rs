@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use raft_sidecar::cli::{ctl, dev, run};
+use raft_sidecar::cli::{ctl, dev, restore, run};
 use raft_sidecar::config::RunArgs;
 
 /// Raft consensus sidecar: durable, ordered, exactly-once operations for the daemon beside it.
@@ -24,6 +24,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// Talk to a running sidecar, like etcdctl.
     Ctl(ctl::CtlArgs),
+    /// Create a data dir from a backup: the node starts as the only member of a new cluster
+    /// holding the backup's journal and dedupe records; add the other members to it.
+    Restore(restore::RestoreArgs),
 }
 
 /// jemalloc for every allocation of the process, RocksDB's included (the crate exports the
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(*args)),
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
+        Command::Restore(args) => restore::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

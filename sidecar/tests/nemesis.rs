@@ -172,6 +172,7 @@ fn error_kind(e: &ClientError) -> String {
         ClientError::NoAddress(_) => "no-address".into(),
         ClientError::Tls(_) => "tls-config".into(),
         ClientError::TooLarge { .. } => "too-large".into(),
+        ClientError::Backup { .. } => "backup".into(),
     }
 }
 

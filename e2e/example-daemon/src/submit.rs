@@ -68,7 +68,8 @@ pub fn classify(e: &ClientError) -> Retry {
         ClientError::Api { .. }
         | ClientError::NoAddress(_)
         | ClientError::Tls(_)
-        | ClientError::TooLarge { .. } => Retry::Final,
+        | ClientError::TooLarge { .. }
+        | ClientError::Backup { .. } => Retry::Final,
         ClientError::Http { source, .. } if source.is_connect() => Retry::NotReady,
         // A request that timed out or broke may still have been committed: retrying the same id
         // is exactly how to find out.

@@ -201,6 +201,7 @@ pub mod fixtures {
             peer_address: format!("rc-{ordinal}.rc.ns.svc.cluster.local:7070"),
             admin_address: format!("rc-{ordinal}.rc.ns.svc.cluster.local:7090"),
             tls: None,
+            restored_from: None,
         }
     }
 

@@ -44,6 +44,23 @@ pub struct NodeStatus {
     /// predate it): what a certificate or CA rotation waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsInUse>,
+    /// The backup this node's store was restored from (`raft-sidecar restore`); absent for a
+    /// store that was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
+}
+
+/// Where a restored store came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredFrom {
+    /// The cluster the backup was taken from, as its manifest named it.
+    pub parent_cluster_id: Option<String>,
+    pub snapshot_id: String,
+    pub last_log_index: u64,
+    pub last_log_term: u64,
+    /// SHA-256 of the backup image, lowercase hex.
+    pub sha256: String,
 }
 
 /// Which certificate files a node uses now: lowercase hex SHA-256 of each file's bytes as it

@@ -11,6 +11,7 @@ use crate::admin::{
     ClusterSettings, ClusterView, InitializeRequest, InitializeResult, MemberSpec,
     MembershipResult, NodeStatus, SettingsUpdate, SnapshotResult, TransferRequest, TransferResult,
 };
+use crate::backup::{BackupManifest, MANIFEST_FORMAT, header};
 use crate::daemon::{
     BatchRequest, BatchResult, ConsensusState, Consistency, JournalPage, Operation, OperationState,
     SubmitResult,
@@ -40,6 +41,8 @@ pub enum ClientError {
     Tls(String),
     #[error("answer from {url} is larger than this client's {limit}-byte limit; not read")]
     TooLarge { url: String, limit: usize },
+    #[error("backup download from {url}: {reason}")]
+    Backup { url: String, reason: String },
 }
 
 impl ClientError {
@@ -273,8 +276,25 @@ impl SidecarClient {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_within(admin, method, path, body, Some(self.timeout))
+            .await
+    }
+
+    /// [`Self::send`] with another deadline for the whole exchange (`None`: the caller bounds
+    /// the body's reading itself).
+    async fn send_within(
+        &self,
+        admin: bool,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        deadline: Option<Duration>,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = self.url(admin, path)?;
-        let mut req = self.http.request(method, &url).timeout(self.timeout);
+        let mut req = self.http.request(method, &url);
+        if let Some(deadline) = deadline {
+            req = req.timeout(deadline);
+        }
         if admin && let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
@@ -486,14 +506,76 @@ impl SidecarClient {
             .await
     }
 
-    pub async fn download_snapshot(&self) -> Result<bytes::Bytes, ClientError> {
-        let resp = self
-            .send(true, Method::GET, "/admin/v1/snapshot", Self::NO_BODY)
-            .await?;
-        let url = resp.url().to_string();
-        resp.bytes()
+    /// Stream the node's current snapshot into `out` (`GET /admin/v1/snapshot`) and describe
+    /// it: the image is never held whole in memory, its size and SHA-256 are computed over the
+    /// bytes written. The answer must start within the client's timeout and each chunk must
+    /// follow within it; the whole download has no deadline of its own.
+    pub async fn download_backup<W>(&self, out: &mut W) -> Result<BackupManifest, ClientError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let path = "/admin/v1/snapshot";
+        let url = self.url(true, path)?;
+        let failed = |reason: String| ClientError::Backup {
+            url: url.clone(),
+            reason,
+        };
+        let mut resp = tokio::time::timeout(
+            self.timeout,
+            self.send_within(true, Method::GET, path, Self::NO_BODY, None),
+        )
+        .await
+        .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))??;
+        let text = |name: &str| -> Result<String, ClientError> {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| failed(format!("the answer has no {name} header")))
+        };
+        let number = |name: &str| -> Result<u64, ClientError> {
+            text(name)?
+                .parse()
+                .map_err(|_| failed(format!("header {name} is not a number")))
+        };
+        let mut manifest = BackupManifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            cluster_id: text(header::CLUSTER_ID)?,
+            snapshot_id: text(header::SNAPSHOT_ID)?,
+            last_log_index: number(header::LAST_LOG_INDEX)?,
+            last_log_term: number(header::LAST_LOG_TERM)?,
+            journal_first_index: number(header::JOURNAL_FIRST_INDEX)?,
+            journal_last_index: number(header::JOURNAL_LAST_INDEX)?,
+            size_bytes: 0,
+            sha256: String::new(),
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            sidecar_version: text(header::SIDECAR_VERSION)?,
+            image_format: u32::try_from(number(header::IMAGE_FORMAT)?)
+                .map_err(|_| failed("image format out of range".into()))?,
+        };
+        let mut hash = sha2::Sha256::new();
+        loop {
+            let chunk = tokio::time::timeout(self.timeout, resp.chunk())
+                .await
+                .map_err(|_| failed(format!("stalled for {:?}", self.timeout)))?
+                .map_err(|source| ClientError::Http {
+                    url: url.clone(),
+                    source,
+                })?;
+            let Some(chunk) = chunk else { break };
+            hash.update(&chunk);
+            manifest.size_bytes += chunk.len() as u64;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| failed(format!("writing the image failed: {e}")))?;
+        }
+        out.flush()
             .await
-            .map_err(|source| ClientError::Http { url, source })
+            .map_err(|e| failed(format!("writing the image failed: {e}")))?;
+        manifest.sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(manifest)
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {

@@ -6,6 +6,7 @@
 //! documents them.
 
 pub mod admin;
+pub mod backup;
 pub mod daemon;
 pub mod error;
 

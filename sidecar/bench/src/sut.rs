@@ -444,6 +444,7 @@ fn error_label(e: &ClientError) -> String {
         ClientError::NoAddress(_) => "NO_ADDRESS".into(),
         ClientError::Tls(_) => "TLS_CONFIG".into(),
         ClientError::TooLarge { .. } => "TOO_LARGE".into(),
+        ClientError::Backup { .. } => "BACKUP".into(),
     }
 }
 

@@ -11,10 +11,9 @@ use openraft::ServerState;
 use raft_api::ErrorCode;
 use raft_api::admin::{
     ClusterMember, ClusterView, InitializeRequest, InitializeResult, MemberSpec, NodeRole,
-    NodeStatus, SettingsUpdate, SnapshotResult, TransferRequest,
+    NodeStatus, RestoredFrom, SettingsUpdate, SnapshotResult, TransferRequest,
 };
 use raft_api::daemon::MemberRole;
-use tokio::io::AsyncReadExt;
 use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
@@ -25,6 +24,8 @@ use crate::raft::handoff;
 use crate::raft::membership::{self, MembershipError};
 use crate::raft::node::{Lifecycle, Node};
 use crate::raft::settings;
+use crate::store::restore::RestoredFrom as RestoredFromRecord;
+use crate::store::{Cf, MetaKey};
 use crate::transport::token_matches;
 
 /// Largest admin request body.
@@ -214,28 +215,7 @@ pub fn routes(
     let snapshot_get = warp::path!("snapshot")
         .and(warp::get())
         .and(with_node)
-        .then(|n: Arc<Node>| async move {
-            match n.raft.get_snapshot().await {
-                Ok(Some(mut s)) => {
-                    let id = s.meta.snapshot_id.clone();
-                    // Read whole for the download: an operator's rare request, not the
-                    // replication path (which reads the file in chunks).
-                    let mut image = Vec::new();
-                    if let Err(e) = s.snapshot.read_to_end(&mut image).await {
-                        return ApiError::internal(e).into_response();
-                    }
-                    let reply =
-                        warp::reply::with_header(image, "content-type", "application/octet-stream");
-                    warp::reply::with_header(reply, "x-raft-snapshot-id", id).into_response()
-                }
-                Ok(None) => ApiError::new(
-                    ErrorCode::NotFound,
-                    "no snapshot yet; POST /admin/v1/snapshot builds one",
-                )
-                .into_response(),
-                Err(e) => ApiError::internal(e).into_response(),
-            }
-        });
+        .then(|n: Arc<Node>| async move { super::backup::download(&n).await });
     let protected = status
         .or(cluster)
         .unify()
@@ -296,7 +276,25 @@ pub fn node_status(node: &Node) -> NodeStatus {
         peer_address: node.cfg.advertise_peer.clone(),
         admin_address: node.cfg.advertise_admin.clone(),
         tls: node.tls.as_ref().map(|t| t.current().in_use.clone()),
+        restored_from: restored_from(node),
     }
+}
+
+/// What the store says it was restored from; a store it cannot read is reported by the
+/// node's own storage errors, not here.
+fn restored_from(node: &Node) -> Option<RestoredFrom> {
+    let from: RestoredFromRecord = node
+        .db
+        .get(Cf::Meta, MetaKey::RestoredFrom.key())
+        .ok()
+        .flatten()?;
+    Some(RestoredFrom {
+        parent_cluster_id: from.parent_cluster_id,
+        snapshot_id: from.snapshot_id,
+        last_log_index: from.last_log_id.index,
+        last_log_term: from.last_log_id.leader_id.term,
+        sha256: from.sha256,
+    })
 }
 
 /// `GET /admin/v1/cluster`: only the leader has replication progress, so followers send the

@@ -3,6 +3,7 @@
 //! and tests control their lifetime.
 
 pub mod admin;
+mod backup;
 pub mod daemon;
 pub mod error;
 mod journal;

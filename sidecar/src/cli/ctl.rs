@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use raft_api::admin::{MemberSpec, SettingsUpdate};
+use raft_api::backup::BackupManifest;
 use raft_api::client::{ClientError, ClientTls, SidecarClient, TlsHttp};
 use raft_api::daemon::{Consistency, Operation};
 
@@ -110,8 +111,14 @@ pub enum CtlCommand {
     },
     /// Build a snapshot and compact now.
     Snapshot,
-    /// Download the current snapshot to FILE.
-    Backup { file: PathBuf },
+    /// Back the cluster up: build a snapshot now (point `--admin` at the leader for the newest
+    /// state), download it to FILE and write its manifest beside it (FILE.manifest.json).
+    Backup {
+        file: PathBuf,
+        /// Download the node's current snapshot as it is, without building one first.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Node status (`GET /admin/v1/status`).
     Status,
 }
@@ -249,14 +256,55 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
             print(&client.transfer_leadership(to).await.map_err(failed)?);
         }
         CtlCommand::Snapshot => print(&client.snapshot().await.map_err(failed)?),
-        CtlCommand::Backup { file } => {
-            let bytes = client.download_snapshot().await.map_err(failed)?;
-            std::fs::write(&file, &bytes)
-                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
-            println!("wrote {} bytes to {}", bytes.len(), file.display());
+        CtlCommand::Backup { file, no_build } => {
+            if !no_build {
+                client.snapshot().await.map_err(failed)?;
+            }
+            let manifest = backup_to_file(&client, &file).await?;
+            println!(
+                "wrote {} bytes to {} (last log index {}, journal {}..={}) and its manifest",
+                manifest.size_bytes,
+                file.display(),
+                manifest.last_log_index,
+                manifest.journal_first_index,
+                manifest.journal_last_index
+            );
         }
     }
     Ok(())
+}
+
+/// Download the snapshot to `file` (through `file.partial`, renamed once whole and synced)
+/// and write the manifest beside it.
+async fn backup_to_file(
+    client: &SidecarClient,
+    file: &std::path::Path,
+) -> Result<BackupManifest, Failure> {
+    let io = |what: &std::path::Path, e: std::io::Error| {
+        Failure::Runtime(format!("cannot write {}: {e}", what.display()))
+    };
+    let mut partial = file.as_os_str().to_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut out = tokio::fs::File::create(&partial)
+        .await
+        .map_err(|e| io(&partial, e))?;
+    let manifest = match client.download_backup(&mut out).await {
+        Ok(m) => m,
+        Err(e) => {
+            drop(out);
+            let _ = std::fs::remove_file(&partial);
+            return Err(failed(e));
+        }
+    };
+    out.sync_all().await.map_err(|e| io(&partial, e))?;
+    drop(out);
+    std::fs::rename(&partial, file).map_err(|e| io(file, e))?;
+    let manifest_path = BackupManifest::path_beside(file);
+    let text = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Failure::Runtime(format!("cannot encode the manifest: {e}")))?;
+    std::fs::write(&manifest_path, text).map_err(|e| io(&manifest_path, e))?;
+    Ok(manifest)
 }
 
 /// The admin client's certificate: the flags, else `raft-dev`'s when present, else none.

@@ -1,5 +1,7 @@
-//! The subcommands behind `main`: `run` (one node), `dev` (a local cluster), `ctl` (a client).
+//! The subcommands behind `main`: `run` (one node), `dev` (a local cluster), `ctl` (a client),
+//! `restore` (a data dir from a backup).
 
 pub mod ctl;
 pub mod dev;
+pub mod restore;
 pub mod run;

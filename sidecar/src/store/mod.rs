@@ -9,6 +9,7 @@
 
 mod applied;
 pub mod log;
+pub mod restore;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -70,6 +71,8 @@ pub enum MetaKey {
     Removed,
     /// The store format ([`STORE_FORMAT`]), written with the node's identity.
     Format,
+    /// Where a restored store came from ([`restore::RestoredFrom`]); absent otherwise.
+    RestoredFrom,
 }
 
 impl MetaKey {
@@ -84,6 +87,7 @@ impl MetaKey {
             MetaKey::Snapshot => b"installed_snapshot",
             MetaKey::Removed => b"removed",
             MetaKey::Format => b"format",
+            MetaKey::RestoredFrom => b"restored_from",
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::types::{LogId, SnapshotMeta, StoredMembership};
 const MAGIC: &[u8; 4] = b"RSNP";
 /// 3: dedupe records carry a SHA-256 digest and the journal state the replicated dedupe clock
 /// and window; images of version 2 are refused (the two formats' dedupe expiry cannot mix).
-const VERSION: u32 = 3;
+pub const IMAGE_VERSION: u32 = 3;
 const HEADER: usize = 12;
 /// Longest key a row may carry (operation ids are at most 256 bytes, index keys 8).
 const MAX_KEY: u32 = 4 << 10;
@@ -82,7 +82,9 @@ pub enum SnapshotDecodeError {
     Truncated(usize),
     #[error("snapshot does not start with the RSNP magic")]
     BadMagic,
-    #[error("snapshot format version {0} is not supported (this build reads version {VERSION})")]
+    #[error(
+        "snapshot format version {0} is not supported (this build reads version {IMAGE_VERSION})"
+    )]
     UnsupportedVersion(u32),
     #[error("snapshot checksum mismatch: header says {expected:08x}, body has {actual:08x}")]
     Checksum { expected: u32, actual: u32 },
@@ -101,7 +103,7 @@ pub struct ImageWriter<W: Write + Seek> {
 impl<W: Write + Seek> ImageWriter<W> {
     pub fn start(mut out: W, head: &Head) -> io::Result<Self> {
         out.write_all(MAGIC)?;
-        out.write_all(&VERSION.to_le_bytes())?;
+        out.write_all(&IMAGE_VERSION.to_le_bytes())?;
         out.write_all(&0u32.to_le_bytes())?;
         let mut writer = ImageWriter {
             out,
@@ -181,7 +183,7 @@ impl<R: Read> ImageReader<R> {
         }
         let word =
             |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        if word(4) != VERSION {
+        if word(4) != IMAGE_VERSION {
             return Err(SnapshotDecodeError::UnsupportedVersion(word(4)));
         }
         let mut reader = ImageReader {

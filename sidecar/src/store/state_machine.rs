@@ -396,6 +396,6 @@ impl JournalReader {
     }
 }
 
-mod snapshots;
+pub(super) mod snapshots;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,360 @@
+//! Backup and restore without Kubernetes, through the binary as a user runs it: `ctl backup`
+//! on a live cluster, `raft-sidecar restore` into a new data dir, a new cluster grown from it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+#[allow(dead_code, reason = "shared fixtures; this binary uses some of them")]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TestCluster, op, read_journal, wait_for};
+use raft_api::admin::{MemberSpec, NodeRole};
+use raft_api::backup::BackupManifest;
+use raft_testkit::local_cluster::{LocalCluster, Ports};
+use raft_testkit::pki::LocalPki;
+
+const BIN: &str = env!("CARGO_BIN_EXE_raft-sidecar");
+
+fn sidecar(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("HOSTNAME")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// `raft-sidecar ctl backup FILE` against node `i`'s admin API.
+fn ctl_backup(c: &LocalCluster, root: &Path, i: usize, file: &Path) -> (Option<i32>, String) {
+    let admin = c.nodes[i].admin.to_string();
+    let token = c.token_file().to_string_lossy().into_owned();
+    let mut args = vec![
+        "ctl".to_owned(),
+        "--admin".into(),
+        admin,
+        "--token-file".into(),
+        token,
+    ];
+    args.extend(LocalPki::flags(&root.join("tls").join("raft-admin")));
+    args.extend(["backup".into(), file.to_string_lossy().into_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    sidecar(&args)
+}
+
+/// `raft-sidecar restore` of `file` into node `i` of `c`, as that node will run.
+fn restore_into(c: &LocalCluster, i: usize, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let node = &c.nodes[i];
+    let (dir, peer, admin) = (
+        node.dir.to_string_lossy().into_owned(),
+        node.peer.to_string(),
+        node.admin.to_string(),
+    );
+    let mut args = vec![
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+        "--data-dir",
+        &dir,
+        "--cluster-id",
+        &c.cluster_id,
+        "--node-name",
+        &node.name,
+        "--advertise-peer",
+        &peer,
+        "--advertise-admin",
+        &admin,
+    ];
+    args.extend_from_slice(extra);
+    sidecar(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_restored_from_a_backup_has_the_same_journal_and_remembers_every_id() {
+    let mut source = TestCluster::start(3, &["--snapshot-interval", "100"]).await;
+    let leader = source.leader(Duration::from_secs(20)).await;
+    let ids: Vec<String> = (0..250).map(|n| format!("before-backup-{n}")).collect();
+    for id in &ids {
+        source
+            .submit_retrying(&[leader], &op(id), Duration::from_secs(20))
+            .await;
+    }
+    let journal = source
+        .journals_agree(&[0, 1, 2], 250, Duration::from_secs(20))
+        .await;
+    let last_index = journal.last().unwrap().0;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let backup = scratch.path().join("backup.rsnp");
+    let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
+    let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
+    assert_eq!(code, Some(0), "{out}");
+    let manifest: BackupManifest =
+        serde_json::from_slice(&std::fs::read(BackupManifest::path_beside(&backup)).unwrap())
+            .unwrap();
+    assert_eq!(manifest.cluster_id, source.c.cluster_id);
+    assert_eq!(
+        manifest.size_bytes,
+        std::fs::metadata(&backup).unwrap().len()
+    );
+    assert_eq!(manifest.journal_last_index, last_index, "{manifest:?}");
+    let source_term = source.client(leader).status().await.unwrap().term;
+
+    // A new cluster: node 0 restored, nodes 1 and 2 empty, none bootstrapped.
+    let root = scratch.path().join("restored");
+    let mut restored = LocalCluster::new(Path::new(BIN), &root, 3, Ports::Free, &[]).unwrap();
+    restored.cluster_id = "restored".into();
+    for node in &mut restored.nodes {
+        node.initial = false;
+    }
+    let (code, out) = restore_into(&restored, 0, &backup, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("250 records"), "{out}");
+    // Run again (an init container at every pod start): nothing changes.
+    let (code, out) = restore_into(&restored, 0, &backup, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+
+    let mut restored = DumpOnPanic(restored);
+    restored.start_all().unwrap();
+    // Nodes 1 and 2 are not members yet: only node 0 can say who leads.
+    wait_for(
+        "the restored node to lead its one-member cluster",
+        Duration::from_secs(20),
+        || async {
+            let s = restored.client(0).status().await.ok()?;
+            (s.role == NodeRole::Leader).then_some(())
+        },
+    )
+    .await;
+    let status = restored.client(0).status().await.unwrap();
+    let from = status.restored_from.clone().unwrap();
+    assert_eq!(
+        (from.parent_cluster_id.as_deref(), from.sha256.as_str()),
+        (Some(source.c.cluster_id.as_str()), manifest.sha256.as_str())
+    );
+    assert!(
+        status.term > source_term,
+        "the restored cluster's term {} must move past the backup's {source_term}",
+        status.term
+    );
+    for i in [1, 2] {
+        let joining = restored.client(i).status().await.unwrap();
+        let node_id: u64 = joining.node_id.parse().unwrap();
+        let spec = MemberSpec {
+            node_id,
+            name: restored.nodes[i].name.clone(),
+            address: restored.nodes[i].peer.to_string(),
+            admin_address: Some(restored.nodes[i].admin.to_string()),
+        };
+        restored.client(0).add_learner(&spec).await.unwrap();
+        // Promotion waits until the learner caught up (it receives the restored snapshot).
+        wait_for(
+            &format!("node {i} to be promoted"),
+            Duration::from_secs(30),
+            || async { restored.client(0).promote(node_id).await.ok() },
+        )
+        .await;
+    }
+    for i in 0..3 {
+        let copy = wait_for(
+            &format!("node {i} of the restored cluster to hold the backup's journal"),
+            Duration::from_secs(30),
+            || async {
+                let j = read_journal(&restored.client(i)).await.ok()?;
+                (j.len() == journal.len()).then_some(j)
+            },
+        )
+        .await;
+        assert_eq!(copy, journal, "node {i}");
+        let role = restored.client(i).status().await.unwrap().role;
+        assert!(
+            matches!(role, NodeRole::Leader | NodeRole::Follower),
+            "node {i} is {role:?}"
+        );
+    }
+
+    // Exactly once across the restore: an id the old cluster committed is a duplicate at its
+    // old index; a new one continues the journal.
+    let again = restored.client(1).submit(&op(&ids[17])).await.unwrap();
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!(again.log_index, journal[17].0);
+    let next = restored
+        .client(2)
+        .submit(&op("after-restore"))
+        .await
+        .unwrap();
+    assert!(!next.duplicate);
+    assert_eq!(next.log_index, last_index + 1);
+
+    // The restored node restarts from its own store like any other.
+    restored
+        .terminate(0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    restored.start(0).unwrap();
+    restored
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut expected = journal.clone();
+    expected.push((next.log_index, "after-restore".into()));
+    for i in 0..3 {
+        let j = wait_for(
+            &format!("node {i} to hold every entry after the restart"),
+            Duration::from_secs(20),
+            || async {
+                let j = read_journal(&restored.client(i)).await.ok()?;
+                (j.len() == expected.len()).then_some(j)
+            },
+        )
+        .await;
+        assert_eq!(j, expected, "node {i}");
+    }
+    restored.stop_all(Duration::from_secs(5)).await;
+}
+
+/// The restored cluster, whose nodes' logs are printed when the test fails.
+struct DumpOnPanic(LocalCluster);
+
+impl std::ops::Deref for DumpOnPanic {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DumpOnPanic {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.0
+    }
+}
+
+impl Drop for DumpOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.0.nodes.len() {
+                eprintln!("----- restored {i} -----\n{}", self.0.log_tail(i, 40));
+            }
+        }
+    }
+}
+
+/// A backup written by hand from a snapshot image, for the refusals below.
+fn damaged_copy(
+    backup: &Path,
+    at: &Path,
+    damage: impl FnOnce(&mut Vec<u8>, &mut BackupManifest),
+) -> PathBuf {
+    let mut image = std::fs::read(backup).unwrap();
+    let mut manifest: BackupManifest =
+        serde_json::from_slice(&std::fs::read(BackupManifest::path_beside(backup)).unwrap())
+            .unwrap();
+    damage(&mut image, &mut manifest);
+    std::fs::write(at, &image).unwrap();
+    std::fs::write(
+        BackupManifest::path_beside(at),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    at.to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves_no_store() {
+    let mut source = TestCluster::start(1, &[]).await;
+    let leader = source.leader(Duration::from_secs(20)).await;
+    for n in 0..20 {
+        source
+            .submit_retrying(&[leader], &op(&format!("op-{n}")), Duration::from_secs(20))
+            .await;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let backup = scratch.path().join("good.rsnp");
+    let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
+    let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
+    assert_eq!(code, Some(0), "{out}");
+    let target = LocalCluster::new(
+        Path::new(BIN),
+        &scratch.path().join("target"),
+        1,
+        Ports::Free,
+        &[],
+    )
+    .unwrap();
+
+    let flipped = damaged_copy(&backup, &scratch.path().join("flipped.rsnp"), |image, m| {
+        let mid = image.len() / 2;
+        image[mid] ^= 0x40;
+        // The manifest describes the damaged bytes: only the image's own checksum can tell.
+        use sha2::Digest;
+        m.sha256 = sha2::Sha256::digest(&image[..])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    });
+    let cut = damaged_copy(&backup, &scratch.path().join("cut.rsnp"), |image, _| {
+        image.truncate(image.len() - 9);
+    });
+    let other_hash = damaged_copy(&backup, &scratch.path().join("hash.rsnp"), |_, m| {
+        m.sha256 = "0".repeat(64);
+    });
+    let other_index = damaged_copy(&backup, &scratch.path().join("index.rsnp"), |_, m| {
+        m.last_log_index += 1;
+    });
+    let not_a_backup = scratch.path().join("notes.txt");
+    std::fs::write(&not_a_backup, "not a snapshot image at all").unwrap();
+    let cases: [(&Path, &[&str], &str); 6] = [
+        (&flipped, &[], "damaged"),
+        (&cut, &[], "damaged"),
+        (&other_hash, &[], "SHA-256"),
+        (&other_index, &[], "last log index"),
+        (&not_a_backup, &["--no-manifest"], "RSNP"),
+        (&not_a_backup, &[], "manifest"),
+    ];
+    for (file, extra, says) in cases {
+        let (code, out) = restore_into(&target, 0, file, extra);
+        assert_eq!(code, Some(64), "{}: {out}", file.display());
+        assert!(
+            out.contains(says),
+            "{}: {out:?} lacks {says:?}",
+            file.display()
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let dir = &target.nodes[0].dir;
+        assert!(
+            !dir.join("rocksdb").exists() && !dir.join(".restoring").exists(),
+            "{} left a store behind",
+            file.display()
+        );
+    }
+
+    // A data dir that holds a store is never overwritten.
+    let (code, out) = restore_into(&target, 0, &backup, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let other = damaged_copy(&backup, &scratch.path().join("other.rsnp"), |_, _| {});
+    let busy = LocalCluster::new(
+        Path::new(BIN),
+        &scratch.path().join("busy"),
+        1,
+        Ports::Free,
+        &[],
+    )
+    .unwrap();
+    std::fs::create_dir_all(&busy.nodes[0].dir).unwrap();
+    raft_sidecar::store::Db::open(&busy.nodes[0].dir, "dev").unwrap();
+    let (code, out) = restore_into(&busy, 0, &other, &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("already holds a store"), "{out}");
+}
