@@ -40,13 +40,14 @@ e2e: ## Kubernetes end-to-end suite on a local control plane (root; builds it on
 nemesis: ## seeded fault schedule + checker (root); NEMESIS_SEED=S replays a run
 	NEMESIS_SECONDS=$${NEMESIS_SECONDS:-90} cargo test -p raft-sidecar --test nemesis -- --nocapture
 
-# The Go-built tools (helm for the chart check, the control plane for e2e: ~25 minutes of CPU on
-# a machine that never built them) start building at the lowest priority while Rust compiles and
-# the tests run, using the CPU time they leave idle; `chart` and `e2e` wait for them (build.sh
-# holds a lock per tool) and build whatever is still missing themselves, with any error in view.
+# The Go-built tools (versitygw for the backup tests, helm for the chart check, the control
+# plane for e2e: ~25 minutes of CPU on a machine that never built them) start building at the
+# lowest priority while Rust compiles and the tests run, using the CPU time they leave idle; the
+# backup tests, `chart` and `e2e` wait for them (build.sh holds a lock per tool) and build
+# whatever is still missing themselves, with any error in view.
 tools-early:
 	@log="$${CARGO_TARGET_DIR:-target}/controlplane-build.log"; mkdir -p "$$(dirname "$$log")"; \
 	echo "building the control-plane tools in the background (log: $$log)"; \
-	nohup nice -n 19 e2e/controlplane/build.sh helm etcd kubernetes >"$$log" 2>&1 </dev/null &
+	nohup nice -n 19 e2e/controlplane/build.sh versitygw helm etcd kubernetes >"$$log" 2>&1 </dev/null &
 
 test: deps tools-early fmt deny lint unit js-client chart e2e nemesis ## everything CI runs

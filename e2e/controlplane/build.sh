@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the local Kubernetes control plane used by the e2e tier (docs/testing.md) from Go
 # modules: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (kubernetes/),
-# etcd (etcd/) and helm (helm/). Each tool has its own wrapper module here; the versions are
+# etcd (etcd/), helm (helm/) and versitygw (versitygw/: the S3-compatible server that backups
+# are stored in by the tests). Each tool has its own wrapper module here; the versions are
 # the ones its go.mod requires (bump Kubernetes with ./bump-kubernetes.sh vX.Y.Z).
 #
 # Binaries go to a cache outside the repository, keyed by tool and version, and are built only
@@ -10,8 +11,9 @@
 # A version bump therefore builds into a new directory; delete the cache to force a rebuild.
 #
 # Usage:
-#   build.sh [kubernetes|etcd|helm ...]   build what is missing (default: all three), then print
-#                                         KUBE_BIN=, ETCD_BIN=, HELM_BIN= (and *_VERSION=) lines
+#   build.sh [kubernetes|etcd|helm|versitygw ...]   build what is missing (default: all four),
+#                                         then print KUBE_BIN=, ETCD_BIN=, HELM_BIN=, S3_BIN=
+#                                         (and *_VERSION=) lines
 #   build.sh --print-env [tool ...]       print the same lines without building; exit 1 (with a
 #                                         message on stderr) if a binary is missing
 #   eval "$(e2e/controlplane/build.sh)"   typical use from another script
@@ -59,7 +61,8 @@ tool_prefix() {
 	kubernetes) echo KUBE ;;
 	etcd) echo ETCD ;;
 	helm) echo HELM ;;
-	*) die "unknown tool '$1' (expected kubernetes, etcd or helm)" ;;
+	versitygw) echo S3 ;;
+	*) die "unknown tool '$1' (expected kubernetes, etcd, helm or versitygw)" ;;
 	esac
 }
 
@@ -68,6 +71,7 @@ tool_version() {
 	kubernetes) mod_version "$here/kubernetes" k8s.io/kubernetes ;;
 	etcd) mod_version "$here/etcd" go.etcd.io/etcd/server/v3 ;;
 	helm) mod_version "$here/helm" helm.sh/helm/v3 ;;
+	versitygw) mod_version "$here/versitygw" github.com/versity/versitygw ;;
 	esac
 }
 
@@ -81,6 +85,7 @@ tool_packages() {
 		;;
 	etcd) echo "etcd=go.etcd.io/etcd/server/v3" ;;
 	helm) echo "helm=helm.sh/helm/v3/cmd/helm" ;;
+	versitygw) echo "versitygw=github.com/versity/versitygw/cmd/versitygw" ;;
 	esac
 }
 
@@ -205,7 +210,7 @@ main() {
 		esac
 		shift
 	done
-	((${#tools[@]})) || tools=(kubernetes etcd helm)
+	((${#tools[@]})) || tools=(kubernetes etcd helm versitygw)
 	if ((!print_only)); then
 		start=$SECONDS
 		for tool in "${tools[@]}"; do

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(*args)),
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
-        Command::Restore(args) => restore::run(args),
+        Command::Restore(args) => runtime.block_on(restore::run(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

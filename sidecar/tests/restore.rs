@@ -22,12 +22,11 @@ use raft_testkit::pki::LocalPki;
 
 const BIN: &str = env!("CARGO_BIN_EXE_raft-sidecar");
 
-fn sidecar(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("HOSTNAME")
-        .output()
-        .unwrap();
+/// The binary with `args`, its command first shaped by `with` (environment).
+fn sidecar_with(args: &[&str], with: impl FnOnce(Command) -> Command) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("HOSTNAME");
+    let out = with(cmd).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -38,6 +37,17 @@ fn sidecar(args: &[&str]) -> (Option<i32>, String) {
 
 /// `raft-sidecar ctl backup FILE` against node `i`'s admin API.
 fn ctl_backup(c: &LocalCluster, root: &Path, i: usize, file: &Path) -> (Option<i32>, String) {
+    ctl_backup_with(c, root, i, file.to_str().unwrap(), &[], |cmd| cmd)
+}
+
+fn ctl_backup_with(
+    c: &LocalCluster,
+    root: &Path,
+    i: usize,
+    target: &str,
+    extra: &[&str],
+    with: impl FnOnce(Command) -> Command,
+) -> (Option<i32>, String) {
     let admin = c.nodes[i].admin.to_string();
     let token = c.token_file().to_string_lossy().into_owned();
     let mut args = vec![
@@ -48,13 +58,24 @@ fn ctl_backup(c: &LocalCluster, root: &Path, i: usize, file: &Path) -> (Option<i
         token,
     ];
     args.extend(LocalPki::flags(&root.join("tls").join("raft-admin")));
-    args.extend(["backup".into(), file.to_string_lossy().into_owned()]);
+    args.extend(["backup".into(), target.to_owned()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    sidecar(&args)
+    sidecar_with(&args, with)
 }
 
 /// `raft-sidecar restore` of `file` into node `i` of `c`, as that node will run.
 fn restore_into(c: &LocalCluster, i: usize, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    restore_into_with(c, i, file.to_str().unwrap(), extra, |cmd| cmd)
+}
+
+fn restore_into_with(
+    c: &LocalCluster,
+    i: usize,
+    from: &str,
+    extra: &[&str],
+    with: impl FnOnce(Command) -> Command,
+) -> (Option<i32>, String) {
     let node = &c.nodes[i];
     let (dir, peer, admin) = (
         node.dir.to_string_lossy().into_owned(),
@@ -64,7 +85,7 @@ fn restore_into(c: &LocalCluster, i: usize, file: &Path, extra: &[&str]) -> (Opt
     let mut args = vec![
         "restore",
         "--from",
-        file.to_str().unwrap(),
+        from,
         "--data-dir",
         &dir,
         "--cluster-id",
@@ -77,7 +98,7 @@ fn restore_into(c: &LocalCluster, i: usize, file: &Path, extra: &[&str]) -> (Opt
         &admin,
     ];
     args.extend_from_slice(extra);
-    sidecar(&args)
+    sidecar_with(&args, with)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +272,11 @@ impl Drop for DumpOnPanic {
     }
 }
 
+/// One node planned under `root` (not started): what a restore writes into.
+fn one_node(root: &Path) -> LocalCluster {
+    LocalCluster::new(Path::new(BIN), root, 1, Ports::Free, &[]).unwrap()
+}
+
 /// A backup written by hand from a snapshot image, for the refusals below.
 fn damaged_copy(
     backup: &Path,
@@ -285,14 +311,7 @@ async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves
     let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
     let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
     assert_eq!(code, Some(0), "{out}");
-    let target = LocalCluster::new(
-        Path::new(BIN),
-        &scratch.path().join("target"),
-        1,
-        Ports::Free,
-        &[],
-    )
-    .unwrap();
+    let target = one_node(&scratch.path().join("target"));
 
     let flipped = damaged_copy(&backup, &scratch.path().join("flipped.rsnp"), |image, m| {
         let mid = image.len() / 2;
@@ -344,17 +363,126 @@ async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves
     let (code, out) = restore_into(&target, 0, &backup, &[]);
     assert_eq!(code, Some(0), "{out}");
     let other = damaged_copy(&backup, &scratch.path().join("other.rsnp"), |_, _| {});
-    let busy = LocalCluster::new(
-        Path::new(BIN),
-        &scratch.path().join("busy"),
-        1,
-        Ports::Free,
-        &[],
-    )
-    .unwrap();
+    let busy = one_node(&scratch.path().join("busy"));
     std::fs::create_dir_all(&busy.nodes[0].dir).unwrap();
     raft_sidecar::store::Db::open(&busy.nodes[0].dir, "dev").unwrap();
     let (code, out) = restore_into(&busy, 0, &other, &[]);
     assert_eq!(code, Some(64), "{out}");
     assert!(out.contains("already holds a store"), "{out}");
+}
+
+/// versitygw (an S3-compatible server, built from its Go module and cached like the control
+/// plane's binaries) serving `root` on a free loopback port; killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    const ACCESS: &str = "backup-test";
+    const SECRET: &str = "backup-test-secret";
+
+    fn start(root: &Path, bucket: &str) -> S3Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/controlplane/build.sh");
+        let out = Command::new(&script).arg("versitygw").output().unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "building versitygw failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("S3_BIN="))
+            .expect("build.sh prints S3_BIN=");
+        std::fs::create_dir_all(root.join(bucket)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(Path::new(dir.trim_matches('\'')).join("versitygw"))
+            .args([
+                "--access",
+                Self::ACCESS,
+                "--secret",
+                Self::SECRET,
+                "--quiet",
+            ])
+            .args(["--port", &format!("127.0.0.1:{port}")])
+            .arg("posix")
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The variables `ctl backup` and `restore` read the store's address and credentials from.
+    fn env(&self) -> [(&'static str, String); 4] {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS.into()),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_in_an_s3_bucket_are_kept_by_count_and_the_newest_is_restored() {
+    let mut source = TestCluster::start(1, &[]).await;
+    let leader = source.leader(Duration::from_secs(20)).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&scratch.path().join("s3"), "backups");
+    let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
+    let with_s3 = |mut cmd: Command| {
+        cmd.envs(s3.env());
+        cmd
+    };
+    let mut written = 0;
+    for round in 0..3 {
+        for _ in 0..10 {
+            source
+                .submit_retrying(
+                    &[leader],
+                    &op(&format!("op-{written}")),
+                    Duration::from_secs(20),
+                )
+                .await;
+            written += 1;
+        }
+        let (code, out) = ctl_backup_with(
+            &source.c,
+            &source_root,
+            leader,
+            "s3://backups/prod",
+            &["--keep", "2"],
+            with_s3,
+        );
+        assert_eq!(code, Some(0), "backup {round}: {out}");
+        // Names carry the time in milliseconds: two backups never share one.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(scratch.path().join("s3/backups/prod"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 4, "two images and their manifests: {kept:?}");
+
+    let target = one_node(&scratch.path().join("target"));
+    let (code, out) = restore_into_with(&target, 0, "s3://backups/prod", &[], with_s3);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("({written} records)")), "{out}");
 }

@@ -112,12 +112,16 @@ pub enum CtlCommand {
     /// Build a snapshot and compact now.
     Snapshot,
     /// Back the cluster up: build a snapshot now (point `--admin` at the leader for the newest
-    /// state), download it to FILE and write its manifest beside it (FILE.manifest.json).
+    /// state), then stream it, with its manifest, to TARGET: a file (manifest in
+    /// FILE.manifest.json), a directory or `s3://bucket/prefix` (under a name from the time).
     Backup {
-        file: PathBuf,
+        target: String,
         /// Download the node's current snapshot as it is, without building one first.
         #[arg(long)]
         no_build: bool,
+        /// Then keep only the newest N backups at TARGET's location.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
     },
     /// Node status (`GET /admin/v1/status`).
     Status,
@@ -256,54 +260,66 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
             print(&client.transfer_leadership(to).await.map_err(failed)?);
         }
         CtlCommand::Snapshot => print(&client.snapshot().await.map_err(failed)?),
-        CtlCommand::Backup { file, no_build } => {
+        CtlCommand::Backup {
+            target,
+            no_build,
+            keep,
+        } => {
             if !no_build {
                 client.snapshot().await.map_err(failed)?;
             }
-            let manifest = backup_to_file(&client, &file).await?;
+            let (store, name) = raft_backup::source(&target).map_err(stored)?;
+            let name = name.unwrap_or_else(|| raft_backup::new_name(std::time::SystemTime::now()));
+            let manifest = upload(&client, &store, &name).await?;
             println!(
-                "wrote {} bytes to {} (last log index {}, journal {}..={}) and its manifest",
+                "backed up {} bytes to {name} in {} (last log index {}, journal {}..={})",
                 manifest.size_bytes,
-                file.display(),
+                store.location(),
                 manifest.last_log_index,
                 manifest.journal_first_index,
                 manifest.journal_last_index
             );
+            if let Some(keep) = keep {
+                let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+                for old in store.prune(keep).await.map_err(stored)? {
+                    println!("deleted the older backup {old}");
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Download the snapshot to `file` (through `file.partial`, renamed once whole and synced)
-/// and write the manifest beside it.
-async fn backup_to_file(
+fn stored(e: raft_backup::BackupError) -> Failure {
+    Failure::Runtime(e.to_string())
+}
+
+/// Stream the snapshot into the image `name` at `store`, then store its manifest (which makes
+/// the backup exist); an upload that fails is aborted.
+async fn upload(
     client: &SidecarClient,
-    file: &std::path::Path,
+    store: &raft_backup::BackupStore,
+    name: &str,
 ) -> Result<BackupManifest, Failure> {
-    let io = |what: &std::path::Path, e: std::io::Error| {
-        Failure::Runtime(format!("cannot write {}: {e}", what.display()))
+    use tokio::io::AsyncWriteExt;
+    let mut image = store.image_writer(name);
+    let written = match client.download_backup(&mut image).await {
+        Ok(manifest) => image.shutdown().await.map(|()| manifest).map_err(|e| {
+            Failure::Runtime(format!(
+                "storing {name} in {} failed: {e}",
+                store.location()
+            ))
+        }),
+        Err(e) => Err(failed(e)),
     };
-    let mut partial = file.as_os_str().to_os_string();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let mut out = tokio::fs::File::create(&partial)
-        .await
-        .map_err(|e| io(&partial, e))?;
-    let manifest = match client.download_backup(&mut out).await {
+    let manifest = match written {
         Ok(m) => m,
         Err(e) => {
-            drop(out);
-            let _ = std::fs::remove_file(&partial);
-            return Err(failed(e));
+            let _ = image.abort().await;
+            return Err(e);
         }
     };
-    out.sync_all().await.map_err(|e| io(&partial, e))?;
-    drop(out);
-    std::fs::rename(&partial, file).map_err(|e| io(file, e))?;
-    let manifest_path = BackupManifest::path_beside(file);
-    let text = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Failure::Runtime(format!("cannot encode the manifest: {e}")))?;
-    std::fs::write(&manifest_path, text).map_err(|e| io(&manifest_path, e))?;
+    store.put_manifest(name, &manifest).await.map_err(stored)?;
     Ok(manifest)
 }
 

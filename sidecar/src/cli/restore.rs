@@ -1,12 +1,10 @@
-//! `raft-sidecar restore`: a data dir from a backup (an image written by `ctl backup` and its
-//! manifest beside it), for clusters run without Kubernetes and for init containers. The node
+//! `raft-sidecar restore`: a data dir from a backup written by `ctl backup` (an image and its
+//! manifest, in a directory or an S3-compatible bucket), for clusters run without Kubernetes
+//! and for init containers. The node
 //! then runs as the only member of a new cluster; the others join it as learners and are
 //! promoted (`ctl add-learner`, `ctl promote`), receiving the restored state as a snapshot.
 
-use std::path::PathBuf;
-
 use clap::Args;
-use raft_api::backup::BackupManifest;
 
 use super::run::Failure;
 use crate::config;
@@ -15,10 +13,11 @@ use crate::types::Member;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The backup image (`raft-sidecar ctl backup FILE`). Its manifest, FILE.manifest.json, is
-    /// checked too (size, SHA-256, log and journal positions) unless --no-manifest.
+    /// The backup: a file (`ctl backup FILE`), `s3://bucket/prefix/NAME.rsnp`, or a directory
+    /// or `s3://bucket/prefix` for the newest backup there. Its manifest (NAME.manifest.json)
+    /// is checked too (size, SHA-256, log and journal positions) unless --no-manifest.
     #[arg(long, env = "RAFT_RESTORE_FROM")]
-    pub from: PathBuf,
+    pub from: String,
     /// Restore an image that has no manifest: only the image's own checksum is checked.
     #[arg(long, env = "RAFT_RESTORE_NO_MANIFEST")]
     pub no_manifest: bool,
@@ -28,30 +27,60 @@ pub struct RestoreArgs {
     pub member: config::MemberArgs,
 }
 
-pub fn run(args: RestoreArgs) -> Result<(), Failure> {
+pub async fn run(args: RestoreArgs) -> Result<(), Failure> {
     let member = args
         .member
         .resolve()
         .map_err(|e| Failure::Config(e.to_string()))?;
+    let (member_dir, cluster) = (member.data_dir.clone(), member.cluster_id.clone());
+    let (store, name) = raft_backup::source(&args.from).map_err(not_found)?;
+    let name = match name {
+        Some(name) => name,
+        None => store.latest().await.map_err(not_found)?.name,
+    };
     let manifest = if args.no_manifest {
         None
     } else {
-        Some(read_manifest(&args.from)?)
+        Some(store.manifest(&name).await.map_err(|e| {
+            Failure::Config(format!(
+                "{e} (pass --no-manifest to restore an image without one, checking only its own \
+                 checksum)"
+            ))
+        })?)
     };
-    let image = std::fs::File::open(&args.from)
-        .map_err(|e| Failure::Config(format!("cannot open backup {}: {e}", args.from.display())))?;
-    let request = Request {
-        data_dir: &member.data_dir,
-        cluster_id: &member.cluster_id,
-        member: Member {
-            name: member.name.clone(),
-            peer_addr: member.advertise_peer.clone(),
-            admin_addr: member.advertise_admin.clone(),
-        },
-        manifest: manifest.as_ref(),
+    if let Some(m) = &manifest
+        && m.format != raft_api::backup::MANIFEST_FORMAT
+    {
+        return Err(Failure::Config(format!(
+            "the manifest of {name} has format {:?}; this raft-sidecar reads {:?}",
+            m.format,
+            raft_api::backup::MANIFEST_FORMAT
+        )));
+    }
+    let image = store.open_image(&name).await.map_err(not_found)?;
+    let member = Member {
+        name: member.name,
+        peer_addr: member.advertise_peer,
+        admin_addr: member.advertise_admin,
     };
-    let outcome = restore::restore(std::io::BufReader::new(image), &request).map_err(|e| {
-        let text = format!("restore from {} failed: {e}", args.from.display());
+    let (data_dir, cluster_id) = (member_dir.clone(), cluster.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let request = Request {
+            data_dir: &data_dir,
+            cluster_id: &cluster_id,
+            member,
+            manifest: manifest.as_ref(),
+        };
+        let image = tokio_util::io::SyncIoBridge::new(image);
+        restore::restore(
+            std::io::BufReader::with_capacity(256 << 10, image),
+            &request,
+        )
+    })
+    .await
+    .map_err(|e| Failure::Runtime(format!("the restore task failed: {e}")))?
+    .map_err(|e| {
+        let text = format!("restore from {} failed: {e}", args.from);
         match e {
             RestoreError::Store(_) | RestoreError::Io { .. } => Failure::Runtime(text),
             _ => Failure::Config(text),
@@ -67,43 +96,26 @@ pub fn run(args: RestoreArgs) -> Result<(), Failure> {
             dedupe_records,
             size_bytes,
         } => println!(
-            "restored {} ({size_bytes} bytes, snapshot {} at log index {}) into {}: node {node_id} \
-             of cluster {}, journal {journal_first_index}..{journal_next_index} \
+            "restored {name} from {} ({size_bytes} bytes, snapshot {} at log index {}) into {}: \
+             node {node_id} of cluster {}, journal {journal_first_index}..{journal_next_index} \
              ({journal_records} records), {dedupe_records} dedupe records; start it with \
              `raft-sidecar run` and add the other members to it",
-            args.from.display(),
+            store.location(),
             from.snapshot_id,
             from.last_log_id.index,
-            member.data_dir.display(),
-            member.cluster_id,
+            member_dir.display(),
+            cluster,
         ),
         Outcome::AlreadyRestored { node_id, from } => println!(
             "{} already holds node {node_id} restored from snapshot {}: nothing to do",
-            member.data_dir.display(),
+            member_dir.display(),
             from.snapshot_id
         ),
     }
     Ok(())
 }
 
-fn read_manifest(image: &std::path::Path) -> Result<BackupManifest, Failure> {
-    let path = BackupManifest::path_beside(image);
-    let text = std::fs::read(&path).map_err(|e| {
-        Failure::Config(format!(
-            "cannot read the backup's manifest {}: {e} (pass --no-manifest to restore an image \
-             without one, checking only its own checksum)",
-            path.display()
-        ))
-    })?;
-    let manifest: BackupManifest = serde_json::from_slice(&text)
-        .map_err(|e| Failure::Config(format!("manifest {} is not valid: {e}", path.display())))?;
-    if manifest.format != raft_api::backup::MANIFEST_FORMAT {
-        return Err(Failure::Config(format!(
-            "manifest {} has format {:?}; this raft-sidecar reads {:?}",
-            path.display(),
-            manifest.format,
-            raft_api::backup::MANIFEST_FORMAT
-        )));
-    }
-    Ok(manifest)
+/// The backup could not be found or read: a wrong `--from` (exit 64).
+fn not_found(e: raft_backup::BackupError) -> Failure {
+    Failure::Config(e.to_string())
 }

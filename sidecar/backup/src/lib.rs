@@ -1,0 +1,396 @@
+//! Where backups are kept: a directory or an S3-compatible bucket, behind one interface
+//! (`object_store`). A backup is two objects under the location's prefix: the snapshot image
+//! `NAME` and its manifest `NAME.manifest.json` (`raft_api::backup::BackupManifest`). The image
+//! is written first and the manifest last, so a backup exists once its manifest does; an image
+//! without one is an interrupted upload and is never listed.
+//!
+//! Used by `raft-sidecar ctl backup` (upload, retention) and `raft-sidecar restore` (the newest
+//! backup or a named one). S3 credentials, region and endpoint come from the standard `AWS_*`
+//! variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, ...); an `http://` endpoint is allowed as given.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+use raft_api::backup::{BackupManifest, MANIFEST_SUFFIX};
+
+/// File name suffix of the images this crate names.
+pub const IMAGE_SUFFIX: &str = ".rsnp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("backup location {location:?}: {reason}")]
+    Location { location: String, reason: String },
+    #[error("{location}: cannot {action} {key}: {source}")]
+    Store {
+        location: String,
+        action: &'static str,
+        key: String,
+        source: Box<object_store::Error>,
+    },
+    #[error("{location}: manifest {key} is not valid: {reason}")]
+    Manifest {
+        location: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{location} holds no backup (no *{MANIFEST_SUFFIX})")]
+    NoBackup { location: String },
+}
+
+/// A backup as listed: its name (the image's object name) and manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub name: String,
+    pub manifest: BackupManifest,
+}
+
+/// One location holding backups.
+#[derive(Debug, Clone)]
+pub struct BackupStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Option<Path>,
+    location: String,
+}
+
+impl BackupStore {
+    /// `s3://bucket[/prefix]`, or a directory (created when missing).
+    pub fn open(location: &str) -> Result<BackupStore, BackupError> {
+        let bad = |reason: String| BackupError::Location {
+            location: location.to_owned(),
+            reason,
+        };
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("names no bucket (s3://BUCKET/PREFIX)".into()));
+            }
+            let mut builder = AmazonS3Builder::from_env().with_url(format!("s3://{bucket}"));
+            if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
+                builder = builder.with_allow_http(true);
+            }
+            let store = builder.build().map_err(|e| bad(e.to_string()))?;
+            let prefix = prefix.trim_matches('/');
+            return Ok(BackupStore {
+                store: Arc::new(store),
+                prefix: (!prefix.is_empty()).then(|| Path::from(prefix)),
+                location: location.to_owned(),
+            });
+        }
+        if location.contains("://") {
+            return Err(bad("only s3:// URLs and directories are supported".into()));
+        }
+        std::fs::create_dir_all(location).map_err(|e| bad(format!("cannot create it: {e}")))?;
+        let store = LocalFileSystem::new_with_prefix(location).map_err(|e| bad(e.to_string()))?;
+        Ok(BackupStore {
+            store: Arc::new(store),
+            prefix: None,
+            location: location.to_owned(),
+        })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn key(&self, name: &str) -> Path {
+        match &self.prefix {
+            Some(p) => p.child(name),
+            None => Path::from(name),
+        }
+    }
+
+    fn failed<'a>(
+        &'a self,
+        action: &'static str,
+        key: &'a Path,
+    ) -> impl FnOnce(object_store::Error) -> BackupError + 'a {
+        move |source| BackupError::Store {
+            location: self.location.clone(),
+            action,
+            key: key.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A writer for the image `name`: a multipart upload (parts of 10 MiB) completed by
+    /// `shutdown`, or dropped unfinished by `abort`.
+    pub fn image_writer(&self, name: &str) -> BufWriter {
+        BufWriter::with_capacity(self.store.clone(), self.key(name), 10 << 20)
+    }
+
+    /// Store `manifest` for the image `name`: what makes the backup exist.
+    pub async fn put_manifest(
+        &self,
+        name: &str,
+        manifest: &BackupManifest,
+    ) -> Result<(), BackupError> {
+        let key = self.key(&format!("{name}{MANIFEST_SUFFIX}"));
+        let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Manifest {
+            location: self.location.clone(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(self.failed("write", &key))
+    }
+
+    pub async fn manifest(&self, name: &str) -> Result<BackupManifest, BackupError> {
+        let key = self.key(&format!("{name}{MANIFEST_SUFFIX}"));
+        let bytes = async { self.store.get(&key).await?.bytes().await }
+            .await
+            .map_err(self.failed("read", &key))?;
+        serde_json::from_slice(&bytes).map_err(|e| BackupError::Manifest {
+            location: self.location.clone(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every backup directly under the prefix, oldest first (by `createdAt`, then name).
+    pub async fn list(&self) -> Result<Vec<Stored>, BackupError> {
+        let listed = self
+            .store
+            .list(self.prefix.as_ref())
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| BackupError::Store {
+                location: self.location.clone(),
+                action: "list",
+                key: self
+                    .prefix
+                    .as_ref()
+                    .map_or_else(String::new, Path::to_string),
+                source: Box::new(source),
+            })?;
+        // Manifests directly under the prefix whose image is there too.
+        let mut names: Vec<String> = listed
+            .iter()
+            .filter_map(|o| {
+                let file = o.location.filename()?;
+                let name = file.strip_suffix(MANIFEST_SUFFIX)?;
+                (!name.is_empty() && o.location == self.key(file)).then_some(name)
+            })
+            .filter(|n| listed.iter().any(|o| o.location == self.key(n)))
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut stored = Vec::with_capacity(names.len());
+        for name in names {
+            let manifest = self.manifest(&name).await?;
+            stored.push(Stored { name, manifest });
+        }
+        stored.sort_by(|a, b| {
+            (&a.manifest.created_at, &a.name).cmp(&(&b.manifest.created_at, &b.name))
+        });
+        Ok(stored)
+    }
+
+    /// The newest backup.
+    pub async fn latest(&self) -> Result<Stored, BackupError> {
+        self.list()
+            .await?
+            .pop()
+            .ok_or_else(|| BackupError::NoBackup {
+                location: self.location.clone(),
+            })
+    }
+
+    /// The image `name`, streamed.
+    pub async fn open_image(
+        &self,
+        name: &str,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + use<>, BackupError> {
+        let key = self.key(name);
+        let got = self
+            .store
+            .get(&key)
+            .await
+            .map_err(self.failed("read", &key))?;
+        let location = self.location.clone();
+        let stream = got
+            .into_stream()
+            .map(move |chunk| chunk.map_err(|e| std::io::Error::other(format!("{location}: {e}"))));
+        Ok(tokio_util::io::StreamReader::new(stream))
+    }
+
+    /// Delete a backup: its manifest first (it stops being listed), then its image.
+    pub async fn delete(&self, name: &str) -> Result<(), BackupError> {
+        for key in [
+            self.key(&format!("{name}{MANIFEST_SUFFIX}")),
+            self.key(name),
+        ] {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.failed("delete", &key)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep the newest `keep` backups, delete the others; the names deleted.
+    pub async fn prune(&self, keep: usize) -> Result<Vec<String>, BackupError> {
+        let all = self.list().await?;
+        let excess = all.len().saturating_sub(keep);
+        let mut deleted = Vec::with_capacity(excess);
+        for stored in all.into_iter().take(excess) {
+            self.delete(&stored.name).await?;
+            deleted.push(stored.name);
+        }
+        Ok(deleted)
+    }
+}
+
+/// The name of a backup taken at `at`: `YYYYMMDDTHHMMSS.mmmZ.rsnp` (UTC), which sorts by time.
+pub fn new_name(at: SystemTime) -> String {
+    let stamp: String = humantime::format_rfc3339_millis(at)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    format!("{stamp}{IMAGE_SUFFIX}")
+}
+
+/// What `--from` names: a backup file (`prod.rsnp`), a directory or `s3://bucket/prefix`
+/// (its newest backup), or `s3://bucket/prefix/NAME.rsnp` (that one). The store and the
+/// name, `None` for "the newest".
+pub fn source(from: &str) -> Result<(BackupStore, Option<String>), BackupError> {
+    let split = |s: &str| -> Option<(String, String)> {
+        let (dir, name) = s.rsplit_once('/')?;
+        Some((dir.to_owned(), name.to_owned()))
+    };
+    if from.starts_with("s3://") {
+        if from.ends_with(IMAGE_SUFFIX)
+            && let Some((dir, name)) = split(from)
+            && dir.len() > "s3://".len()
+        {
+            return Ok((BackupStore::open(&dir)?, Some(name)));
+        }
+        return Ok((BackupStore::open(from)?, None));
+    }
+    let path = std::path::Path::new(from);
+    if path.is_dir() {
+        return Ok((BackupStore::open(from)?, None));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| BackupError::Location {
+            location: from.to_owned(),
+            reason: "names no file".into(),
+        })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let dir = dir.to_str().ok_or_else(|| BackupError::Location {
+        location: from.to_owned(),
+        reason: "is not UTF-8".into(),
+    })?;
+    Ok((BackupStore::open(dir)?, Some(name.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn manifest(created_at: &str) -> BackupManifest {
+        BackupManifest {
+            format: raft_api::backup::MANIFEST_FORMAT.into(),
+            cluster_id: "c".into(),
+            snapshot_id: "1-2-3".into(),
+            last_log_index: 2,
+            last_log_term: 1,
+            journal_first_index: 1,
+            journal_last_index: 1,
+            size_bytes: 5,
+            sha256: "00".into(),
+            created_at: created_at.into(),
+            sidecar_version: "0".into(),
+            image_format: 3,
+        }
+    }
+
+    async fn put(store: &BackupStore, name: &str, created_at: &str) {
+        let mut w = store.image_writer(name);
+        w.write_all(b"image").await.unwrap();
+        w.shutdown().await.unwrap();
+        store
+            .put_manifest(name, &manifest(created_at))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_directory_lists_backups_oldest_first_and_prunes_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackupStore::open(dir.path().to_str().unwrap()).unwrap();
+        assert!(matches!(
+            store.latest().await,
+            Err(BackupError::NoBackup { .. })
+        ));
+        put(&store, "b.rsnp", "2026-12-06T02:00:00.000Z").await;
+        put(&store, "a.rsnp", "2026-12-06T03:00:00.000Z").await;
+        put(&store, "c.rsnp", "2026-12-06T01:00:00.000Z").await;
+        // An image whose upload never got its manifest is not a backup.
+        let mut w = store.image_writer("torn.rsnp");
+        w.write_all(b"half").await.unwrap();
+        w.shutdown().await.unwrap();
+        let names: Vec<String> = store
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["c.rsnp", "b.rsnp", "a.rsnp"]);
+        assert_eq!(store.latest().await.unwrap().name, "a.rsnp");
+        let mut image = Vec::new();
+        store
+            .open_image("a.rsnp")
+            .await
+            .unwrap()
+            .read_to_end(&mut image)
+            .await
+            .unwrap();
+        assert_eq!(image, b"image");
+        assert_eq!(store.prune(1).await.unwrap(), ["c.rsnp", "b.rsnp"]);
+        assert!(!dir.path().join("b.rsnp").exists());
+        assert!(!dir.path().join("b.rsnp.manifest.json").exists());
+        assert_eq!(store.latest().await.unwrap().name, "a.rsnp");
+    }
+
+    #[test]
+    fn names_sort_by_time_and_sources_name_what_they_point_at() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_796_526_000_123);
+        assert_eq!(new_name(t), "20261206T030000.123Z.rsnp");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prod.snapshot");
+        std::fs::write(&file, b"x").unwrap();
+        let (store, name) = source(file.to_str().unwrap()).unwrap();
+        assert_eq!(name.as_deref(), Some("prod.snapshot"));
+        assert_eq!(store.location(), dir.path().to_str().unwrap());
+        let (_, name) = source(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(name, None);
+        let (store, name) = source("s3://bucket/prod/x/20261206T032000.123Z.rsnp").unwrap();
+        assert_eq!(
+            (store.location(), name.as_deref()),
+            ("s3://bucket/prod/x", Some("20261206T032000.123Z.rsnp"))
+        );
+        let (store, name) = source("s3://bucket/prod").unwrap();
+        assert_eq!((store.location(), name), ("s3://bucket/prod", None));
+        assert!(source("s3:///x").is_err());
+        assert!(BackupStore::open("gs://bucket").is_err());
+    }
+}
