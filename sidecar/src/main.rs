@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use raft_sidecar::cli::{ctl, dev, restore, run};
+use raft_sidecar::cli::{ctl, dev, recover, restore, run};
 use raft_sidecar::config::RunArgs;
 
 /// Raft consensus sidecar: durable, ordered, exactly-once operations for the daemon beside it.
@@ -27,6 +27,9 @@ enum Command {
     /// Create a data dir from a backup: the node starts as the only member of a new cluster
     /// holding the backup's journal and dedupe records; add the other members to it.
     Restore(restore::RestoreArgs),
+    /// After a permanent loss of the majority: make this stopped survivor the only member of
+    /// its cluster, keeping everything it holds; the others join it again.
+    Recover(recover::RecoverArgs),
 }
 
 /// jemalloc for every allocation of the process, RocksDB's included (the crate exports the
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
         Command::Restore(args) => runtime.block_on(restore::run(args)),
+        Command::Recover(args) => runtime.block_on(recover::run(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{TestCluster, op, read_journal, wait_for};
-use raft_api::admin::{MemberSpec, NodeRole};
+use raft_api::admin::{MemberSpec, NodeRole, RestoreKind};
 use raft_api::backup::BackupManifest;
 use raft_testkit::local_cluster::{LocalCluster, Ports};
 use raft_testkit::pki::LocalPki;
@@ -76,29 +76,66 @@ fn restore_into_with(
     extra: &[&str],
     with: impl FnOnce(Command) -> Command,
 ) -> (Option<i32>, String) {
-    let node = &c.nodes[i];
-    let (dir, peer, admin) = (
-        node.dir.to_string_lossy().into_owned(),
-        node.peer.to_string(),
-        node.admin.to_string(),
-    );
-    let mut args = vec![
-        "restore",
-        "--from",
-        from,
-        "--data-dir",
-        &dir,
-        "--cluster-id",
-        &c.cluster_id,
-        "--node-name",
-        &node.name,
-        "--advertise-peer",
-        &peer,
-        "--advertise-admin",
-        &admin,
-    ];
-    args.extend_from_slice(extra);
+    let mut args = vec!["restore".to_owned(), "--from".into(), from.into()];
+    args.extend(member_flags(c, i));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     sidecar_with(&args, with)
+}
+
+/// `run`'s flags naming node `i` of `c` as a member (data dir, cluster id, name, addresses).
+fn member_flags(c: &LocalCluster, i: usize) -> Vec<String> {
+    let node = &c.nodes[i];
+    vec![
+        "--data-dir".into(),
+        node.dir.to_string_lossy().into_owned(),
+        "--cluster-id".into(),
+        c.cluster_id.clone(),
+        "--node-name".into(),
+        node.name.clone(),
+        "--advertise-peer".into(),
+        node.peer.to_string(),
+        "--advertise-admin".into(),
+        node.admin.to_string(),
+    ]
+}
+
+/// Add node `i` (running, empty) to the cluster led by `leader`: as a learner, then promoted
+/// once it caught up (it receives the leader's snapshot).
+async fn add_member(c: &LocalCluster, leader: usize, i: usize) {
+    let joining = wait_for(
+        &format!("node {i} to answer"),
+        Duration::from_secs(20),
+        || async { c.client(i).status().await.ok() },
+    )
+    .await;
+    let node_id: u64 = joining.node_id.parse().unwrap();
+    let spec = MemberSpec {
+        node_id,
+        name: c.nodes[i].name.clone(),
+        address: c.nodes[i].peer.to_string(),
+        admin_address: Some(c.nodes[i].admin.to_string()),
+    };
+    c.client(leader).add_learner(&spec).await.unwrap();
+    wait_for(
+        &format!("node {i} to be promoted"),
+        Duration::from_secs(30),
+        || async { c.client(leader).promote(node_id).await.ok() },
+    )
+    .await;
+}
+
+/// Wait until node `i` is the leader of its cluster (alone or not).
+async fn wait_leading(c: &LocalCluster, i: usize) {
+    wait_for(
+        &format!("node {i} to lead"),
+        Duration::from_secs(20),
+        || async {
+            let s = c.client(i).status().await.ok()?;
+            (s.role == NodeRole::Leader).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,15 +187,7 @@ async fn a_cluster_restored_from_a_backup_has_the_same_journal_and_remembers_eve
     let mut restored = DumpOnPanic(restored);
     restored.start_all().unwrap();
     // Nodes 1 and 2 are not members yet: only node 0 can say who leads.
-    wait_for(
-        "the restored node to lead its one-member cluster",
-        Duration::from_secs(20),
-        || async {
-            let s = restored.client(0).status().await.ok()?;
-            (s.role == NodeRole::Leader).then_some(())
-        },
-    )
-    .await;
+    wait_leading(&restored, 0).await;
     let status = restored.client(0).status().await.unwrap();
     let from = status.restored_from.clone().unwrap();
     assert_eq!(
@@ -171,22 +200,7 @@ async fn a_cluster_restored_from_a_backup_has_the_same_journal_and_remembers_eve
         status.term
     );
     for i in [1, 2] {
-        let joining = restored.client(i).status().await.unwrap();
-        let node_id: u64 = joining.node_id.parse().unwrap();
-        let spec = MemberSpec {
-            node_id,
-            name: restored.nodes[i].name.clone(),
-            address: restored.nodes[i].peer.to_string(),
-            admin_address: Some(restored.nodes[i].admin.to_string()),
-        };
-        restored.client(0).add_learner(&spec).await.unwrap();
-        // Promotion waits until the learner caught up (it receives the restored snapshot).
-        wait_for(
-            &format!("node {i} to be promoted"),
-            Duration::from_secs(30),
-            || async { restored.client(0).promote(node_id).await.ok() },
-        )
-        .await;
+        add_member(&restored, 0, i).await;
     }
     for i in 0..3 {
         let copy = wait_for(
@@ -485,4 +499,67 @@ async fn backups_in_an_s3_bucket_are_kept_by_count_and_the_newest_is_restored() 
     let (code, out) = restore_into_with(&target, 0, "s3://backups/prod", &[], with_s3);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(&format!("({written} records)")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_of_a_lost_majority_is_recovered_with_every_acknowledged_write() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..150 {
+        let id = format!("acked-{n}");
+        let r = cluster
+            .submit_retrying(&[leader], &op(&id), Duration::from_secs(20))
+            .await;
+        acknowledged.push((r.log_index, id));
+    }
+    // The majority is lost for good: the leader and one follower, disks included.
+    let survivor = (leader + 1) % 3;
+    for i in [leader, (leader + 2) % 3] {
+        cluster.c.kill9(i).await.unwrap();
+        cluster.c.wipe(i).unwrap();
+    }
+    cluster
+        .c
+        .terminate(survivor, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let recover = |extra: &[&str]| {
+        let mut args = vec!["recover".to_owned()];
+        args.extend(member_flags(&cluster.c, survivor));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sidecar_with(&args, |c| c)
+    };
+    let (code, out) = recover(&[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("--force"), "{out}");
+    let (code, out) = recover(&["--force"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("the only member"), "{out}");
+
+    cluster.c.start(survivor).unwrap();
+    wait_leading(&cluster.c, survivor).await;
+    let status = cluster.client(survivor).status().await.unwrap();
+    let from = status.restored_from.unwrap();
+    assert_eq!(from.kind, RestoreKind::Recovery);
+    assert_eq!(
+        from.parent_cluster_id.as_deref(),
+        Some(cluster.c.cluster_id.as_str())
+    );
+    let journal = read_journal(&cluster.client(survivor)).await.unwrap();
+    assert_eq!(journal, acknowledged, "every acknowledged write, in order");
+    let next = cluster.client(survivor).submit(&op("after")).await.unwrap();
+    assert_eq!(next.log_index, acknowledged.last().unwrap().0 + 1);
+
+    // The lost members come back empty and join the recovered one.
+    for i in [leader, (leader + 2) % 3] {
+        cluster.c.nodes[i].initial = false;
+        cluster.c.start(i).unwrap();
+        add_member(&cluster.c, survivor, i).await;
+    }
+    cluster
+        .journals_agree(&[0, 1, 2], acknowledged.len() + 1, Duration::from_secs(30))
+        .await;
 }

@@ -54,13 +54,23 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoredFrom {
-    /// The cluster the backup was taken from, as its manifest named it.
+    pub kind: RestoreKind,
+    /// The cluster the backup was taken from, as its manifest named it (a recovery's own).
     pub parent_cluster_id: Option<String>,
     pub snapshot_id: String,
+    /// The last entry the restored state holds.
     pub last_log_index: u64,
     pub last_log_term: u64,
-    /// SHA-256 of the backup image, lowercase hex.
+    /// SHA-256 of the backup image (a recovery's: of the survivor's state), lowercase hex.
     pub sha256: String,
+}
+
+/// `backup`: `raft-sidecar restore`; `recovery`: `raft-sidecar recover` of a survivor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RestoreKind {
+    Backup,
+    Recovery,
 }
 
 /// Which certificate files a node uses now: lowercase hex SHA-256 of each file's bytes as it

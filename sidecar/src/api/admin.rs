@@ -24,7 +24,7 @@ use crate::raft::handoff;
 use crate::raft::membership::{self, MembershipError};
 use crate::raft::node::{Lifecycle, Node};
 use crate::raft::settings;
-use crate::store::restore::RestoredFrom as RestoredFromRecord;
+use crate::store::restore::{RestoreKind, RestoredFrom as RestoredFromRecord};
 use crate::store::{Cf, MetaKey};
 use crate::transport::token_matches;
 
@@ -289,6 +289,10 @@ fn restored_from(node: &Node) -> Option<RestoredFrom> {
         .ok()
         .flatten()?;
     Some(RestoredFrom {
+        kind: match from.kind {
+            RestoreKind::Backup => raft_api::admin::RestoreKind::Backup,
+            RestoreKind::Recovery => raft_api::admin::RestoreKind::Recovery,
+        },
         parent_cluster_id: from.parent_cluster_id,
         snapshot_id: from.snapshot_id,
         last_log_index: from.last_log_id.index,

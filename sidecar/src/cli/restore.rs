@@ -70,6 +70,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), Failure> {
             cluster_id: &cluster_id,
             member,
             manifest: manifest.as_ref(),
+            recovery: None,
         };
         let image = tokio_util::io::SyncIoBridge::new(image);
         restore::restore(
@@ -95,6 +96,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), Failure> {
             journal_records,
             dedupe_records,
             size_bytes,
+            ..
         } => println!(
             "restored {name} from {} ({size_bytes} bytes, snapshot {} at log index {}) into {}: \
              node {node_id} of cluster {}, journal {journal_first_index}..{journal_next_index} \

@@ -150,7 +150,11 @@ impl LogStore {
         self.cache.lock()
     }
 
-    fn read_range(db: &Db, start: u64, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
+    pub(super) fn read_range(
+        db: &Db,
+        start: u64,
+        end: Bound<u64>,
+    ) -> Result<Vec<Entry>, StoreError> {
         let cf = db.cf(Cf::Log)?;
         let from = index_key(start);
         let mut out = Vec::new();

@@ -9,6 +9,7 @@
 
 mod applied;
 pub mod log;
+pub mod recover;
 pub mod restore;
 pub mod snapshot;
 pub mod state_machine;

@@ -24,9 +24,11 @@ use sha2::Digest;
 
 use super::applied::AppliedState;
 use super::snapshot::{Head, IMAGE_VERSION, ImageReader, Row, SnapshotDecodeError};
+use super::state_machine::apply_entries;
 use super::state_machine::snapshots::SnapshotFiles;
 use super::{Cf, Db, MetaKey, StoreError, expiry_key, index_key};
-use crate::types::{LogId, Member, Membership, NodeId, StoredMembership, Vote};
+use crate::journal::JournalState;
+use crate::types::{Entry, LogId, Member, Membership, NodeId, StoredMembership, Vote};
 
 /// Staging directory inside the data dir.
 const STAGING: &str = ".restoring";
@@ -42,14 +44,36 @@ pub struct Request<'a> {
     pub member: Member,
     /// The backup's manifest, checked against the image; `None` checks the image alone.
     pub manifest: Option<&'a BackupManifest>,
+    /// Recovery only: what to do besides restoring the image.
+    pub recovery: Option<Recovery>,
+}
+
+/// A recovery's extra work ([`super::recover`]): the survivor's log entries past the image,
+/// applied on top of it, and the survivor's store, moved aside instead of refused.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub pending: Vec<Entry>,
+    /// `--journal-retention`, which applying those entries honours.
+    pub journal_retention: u64,
+}
+
+/// How a store came to be restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreKind {
+    /// `raft-sidecar restore` from a backup.
+    Backup,
+    /// `raft-sidecar recover` of a survivor after a permanent quorum loss.
+    Recovery,
 }
 
 /// Where a restored store came from; kept in the store and shown in the node's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoredFrom {
-    /// The cluster the backup was taken from (from its manifest).
+    pub kind: RestoreKind,
+    /// The cluster the backup was taken from (from its manifest; a recovery's own).
     pub parent_cluster_id: Option<String>,
     pub snapshot_id: String,
+    /// The last entry the restored state holds: the image's, or a recovery's last log entry.
     pub last_log_id: LogId,
     /// SHA-256 of the image, lowercase hex.
     pub sha256: String,
@@ -65,6 +89,10 @@ pub enum Outcome {
         journal_records: u64,
         dedupe_records: u64,
         size_bytes: u64,
+        /// Recovery: log entries applied past the image.
+        log_entries_applied: u64,
+        /// Recovery: where the survivor's own store was moved.
+        set_aside: Option<PathBuf>,
     },
     /// The data dir already holds a store restored from this image; nothing was changed.
     AlreadyRestored { node_id: NodeId, from: RestoredFrom },
@@ -83,6 +111,8 @@ pub enum RestoreError {
          an empty data dir)"
     )]
     NotEmpty { path: PathBuf, detail: String },
+    #[error("data dir {path} holds no store to recover")]
+    NoStore { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot {action} {path}: {source}")]
@@ -109,7 +139,7 @@ pub fn restore(input: impl Read, req: &Request<'_>) -> Result<Outcome, RestoreEr
     if let Some(m) = req.manifest {
         check_head(m, &head, last)?;
     }
-    if req.data_dir.join("rocksdb").exists() {
+    if req.recovery.is_none() && req.data_dir.join("rocksdb").exists() {
         return already_restored(req, &head);
     }
     let staging = req.data_dir.join(STAGING);
@@ -131,26 +161,58 @@ pub fn restore(input: impl Read, req: &Request<'_>) -> Result<Outcome, RestoreEr
                 m.size_bytes, m.sha256
             )));
         }
+        let mut state = AppliedState {
+            last_applied: Some(last),
+            membership: head.membership.clone(),
+            journal: head.journal,
+        };
+        let mut log_entries_applied = 0;
+        if let Some(recovery) = &req.recovery
+            && !recovery.pending.is_empty()
+        {
+            log_entries_applied = recovery.pending.len() as u64;
+            state = apply_entries(
+                &db,
+                state,
+                recovery.pending.clone(),
+                recovery.journal_retention,
+            )?
+            .0;
+        }
         let from = RestoredFrom {
-            parent_cluster_id: req.manifest.map(|m| m.cluster_id.clone()),
+            kind: if req.recovery.is_some() {
+                RestoreKind::Recovery
+            } else {
+                RestoreKind::Backup
+            },
+            parent_cluster_id: match req.recovery {
+                Some(_) => Some(req.cluster_id.to_owned()),
+                None => req.manifest.map(|m| m.cluster_id.clone()),
+            },
             snapshot_id: head.snapshot_id.clone(),
-            last_log_id: last,
+            last_log_id: state.last_applied.unwrap_or(last),
             sha256,
         };
-        seal(&db, node_id, req.member.clone(), &head, &from)?;
+        let journal = state.journal;
+        seal(&db, node_id, req.member.clone(), journal, &from)?;
         Ok(Outcome::Restored {
             node_id,
+            journal_first_index: journal.first_index,
+            journal_next_index: journal.next_index,
             from,
-            journal_first_index: head.journal.first_index,
-            journal_next_index: head.journal.next_index,
             journal_records,
             dedupe_records,
             size_bytes,
+            log_entries_applied,
+            set_aside: None,
         })
     });
     match restored {
-        Ok(outcome) => {
-            move_into_place(&staging, req.data_dir)?;
+        Ok(mut outcome) => {
+            let aside = move_into_place(&staging, req.data_dir, req.recovery.is_some())?;
+            if let Outcome::Restored { set_aside, .. } = &mut outcome {
+                *set_aside = aside;
+            }
             Ok(outcome)
         }
         Err(e) => {
@@ -251,14 +313,14 @@ fn load_rows<R: Read>(db: &Db, mut reader: ImageReader<R>) -> Result<(u64, u64),
     Ok((journal, dedupe))
 }
 
-/// Make the loaded rows a one-member cluster at the image's last log id: the applied state
-/// with the new membership, the log purged up to that id, a vote in its term (so the first
-/// election moves past it), then the snapshot file a joining member will receive.
+/// Make the loaded state a one-member cluster at its last log id: the applied state with
+/// the new membership, the log purged up to that id, a vote in its term (so the first election
+/// moves past it), then the snapshot file a joining member will receive.
 fn seal(
     db: &Db,
     node_id: NodeId,
     member: Member,
-    head: &Head,
+    journal: JournalState,
     from: &RestoredFrom,
 ) -> Result<(), RestoreError> {
     let last = from.last_log_id;
@@ -269,7 +331,7 @@ fn seal(
     let state = AppliedState {
         last_applied: Some(last),
         membership: StoredMembership::new(Some(last), membership),
-        journal: head.journal,
+        journal,
     };
     let mut batch = WriteBatch::default();
     db.put(&mut batch, Cf::Meta, MetaKey::Applied.key(), &state)?;
@@ -282,6 +344,7 @@ fn seal(
         &Vote::new(last.leader_id.term, node_id),
     )?;
     db.put(&mut batch, Cf::Meta, MetaKey::RestoredFrom.key(), from)?;
+    batch.delete_range_cf(db.cf(Cf::Log)?, index_key(0), index_key(last.index + 1));
     db.write(batch, true)?;
     let files = SnapshotFiles::open(db)?;
     drop(files.build(db, 0)?);
@@ -290,15 +353,32 @@ fn seal(
 }
 
 /// Move the staged `snapshots/` and then `rocksdb/` into the data dir (the store's presence
-/// is what makes it restored), setting aside snapshots left there by an earlier store.
-fn move_into_place(staging: &Path, data_dir: &Path) -> Result<(), RestoreError> {
+/// is what makes it restored). Snapshots left there by an earlier store are set aside; with
+/// `replace` (a recovery) the earlier store itself is moved to `pre-recovery-<unix secs>/`,
+/// which is returned.
+fn move_into_place(
+    staging: &Path,
+    data_dir: &Path,
+    replace: bool,
+) -> Result<Option<PathBuf>, RestoreError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let snapshots = data_dir.join("snapshots");
-    if snapshots.exists() {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let aside = data_dir.join(format!("snapshots.orphaned-{secs}"));
-        fs::rename(&snapshots, &aside).map_err(io_error("move aside", &snapshots))?;
+    let mut aside = None;
+    if replace {
+        let dir = data_dir.join(format!("pre-recovery-{secs}"));
+        fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
+        for name in ["rocksdb", "snapshots"] {
+            let from = data_dir.join(name);
+            if from.exists() {
+                fs::rename(&from, dir.join(name)).map_err(io_error("move aside", &from))?;
+            }
+        }
+        aside = Some(dir);
+    } else if snapshots.exists() {
+        let to = data_dir.join(format!("snapshots.orphaned-{secs}"));
+        fs::rename(&snapshots, &to).map_err(io_error("move aside", &snapshots))?;
     }
     for name in ["snapshots", "rocksdb"] {
         let from = staging.join(name);
@@ -307,7 +387,8 @@ fn move_into_place(staging: &Path, data_dir: &Path) -> Result<(), RestoreError> 
     fs::File::open(data_dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error("sync", data_dir))?;
-    fs::remove_dir_all(staging).map_err(io_error("remove", staging))
+    fs::remove_dir_all(staging).map_err(io_error("remove", staging))?;
+    Ok(aside)
 }
 
 fn io_error<'a>(

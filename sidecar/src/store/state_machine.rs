@@ -71,7 +71,7 @@ impl StateMachineStore {
 }
 
 /// Apply committed entries to `state`; everything goes into one batch written at the end.
-fn apply_entries(
+pub(super) fn apply_entries(
     db: &Db,
     mut state: AppliedState,
     entries: Vec<Entry>,
