@@ -13,12 +13,13 @@ pub mod spec;
 pub mod status;
 
 pub use spec::{
-    DaemonSpec, MAX_NAME_LENGTH, NetworkPolicySpec, PodTemplateOverrides, RaftCluster,
-    RaftClusterSpec, RaftSpec, SidecarSpec, StorageSpec,
+    BackupSpec, DEFAULT_BACKUP_RETENTION, DaemonSpec, MAX_NAME_LENGTH, NetworkPolicySpec,
+    PodTemplateOverrides, RaftCluster, RaftClusterSpec, RaftSpec, S3Destination, SidecarSpec,
+    StorageSpec,
 };
 pub use status::{
-    ClusterPhase, MemberRole, MemberStatus, OperationKind, OperationPhase, OperationStatus,
-    RaftClusterStatus,
+    BackupFailure, BackupRecord, BackupStatus, ClusterPhase, MemberRole, MemberStatus,
+    OperationKind, OperationPhase, OperationStatus, RaftClusterStatus,
 };
 
 use kube::CustomResourceExt;

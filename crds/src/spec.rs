@@ -108,6 +108,11 @@ pub struct RaftClusterSpec {
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
 
+    /// Scheduled backups to S3-compatible object storage, taken from the leader by the
+    /// operator; the annotation `consensus.unrdf.io/backup-now` asks for one at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
     /// Stop all membership changes and rolling restarts (manual recovery).
     #[serde(default)]
     pub paused: bool,
@@ -132,9 +137,58 @@ impl Default for RaftClusterSpec {
             pod_security_context: None,
             topology_spread_constraints: Vec::new(),
             network_policy: NetworkPolicySpec::default(),
+            backup: None,
             paused: false,
         }
     }
+}
+
+/// Scheduled backups: a snapshot of everything the leader applied, streamed to the bucket with
+/// its manifest (the image `NAME` and `NAME.manifest.json`, names from the UTC time), then all
+/// but the newest `retention` backups deleted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When, as a five-field cron expression in UTC (minute hour day-of-month month
+    /// day-of-week), such as `0 */6 * * *`.
+    #[x_kube(validation = Rule::new("self.matches('^\\\\s*\\\\S+(\\\\s+\\\\S+){4}\\\\s*$')")
+        .message("backup.schedule must be a five-field cron expression: minute hour day-of-month month day-of-week"))]
+    pub schedule: String,
+    /// How many backups to keep (the newest); older ones are deleted after each backup.
+    #[serde(default = "default_backup_retention")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retention: i32,
+    /// Where the backups go.
+    pub s3: S3Destination,
+}
+
+/// Default of `spec.backup.retention`.
+pub const DEFAULT_BACKUP_RETENTION: i32 = 7;
+
+fn default_backup_retention() -> i32 {
+    DEFAULT_BACKUP_RETENTION
+}
+
+/// A bucket of S3-compatible object storage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    /// Bucket name.
+    #[schemars(length(min = 1))]
+    pub bucket: String,
+    /// Key prefix of this cluster's backups; default `<namespace>/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// URL of an S3-compatible server (`https://…`, or `http://…` as given); default AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region; default `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Secret in the cluster's namespace with the keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`), read by the operator only.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
 }
 
 /// The user's daemon container. It reaches its sidecar at `RAFT_API=http://127.0.0.1:7080`.

@@ -58,7 +58,11 @@ pub struct RaftClusterStatus {
     /// operator resumes it instead of starting another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationStatus>,
-    /// Available, LeaderElected, QuorumAvailable, PartitionDetected, Degraded, Progressing.
+    /// Scheduled backups (`spec.backup`): the last good one, the last failure, the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+    /// Available, LeaderElected, QuorumAvailable, PartitionDetected, Degraded, Progressing,
+    /// BackupReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -82,6 +86,56 @@ pub enum ClusterPhase {
     Degraded,
     /// No majority of voters is reachable: writes are impossible.
     QuorumLost,
+}
+
+/// What the operator knows of the cluster's backups.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The newest backup that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful: Option<BackupRecord>,
+    /// When the last attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<Time>,
+    /// Why the last attempt failed, when it did (cleared by the next success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<BackupFailure>,
+    /// The next scheduled backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_at: Option<Time>,
+    /// Value of the `consensus.unrdf.io/backup-now` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+}
+
+/// One backup in the bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// Object name of the image (its manifest is `<name>.manifest.json`).
+    pub name: String,
+    /// `s3://bucket/prefix`.
+    pub location: String,
+    /// When it started.
+    pub started_at: Time,
+    /// How long it took, in milliseconds.
+    pub duration_ms: i64,
+    pub size_bytes: i64,
+    /// The last Raft log index it includes.
+    pub last_log_index: i64,
+    /// The newest journal index it includes.
+    pub journal_last_index: i64,
+    /// SHA-256 of the image, lowercase hex.
+    pub sha256: String,
+}
+
+/// A failed backup attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFailure {
+    pub at: Time,
+    pub message: String,
 }
 
 /// One member of the committed membership.

@@ -194,3 +194,33 @@ fn names_that_cannot_name_a_service_are_refused() {
         );
     }
 }
+
+fn with_backup_schedule(schedule: &str) -> RaftCluster {
+    let mut rc = cluster("prod-cluster", 3);
+    rc.spec.backup = Some(raft_crds::BackupSpec {
+        schedule: schedule.into(),
+        retention: raft_crds::DEFAULT_BACKUP_RETENTION,
+        s3: raft_crds::S3Destination {
+            bucket: "backups".into(),
+            prefix: None,
+            endpoint: None,
+            region: None,
+            credentials_secret: "s3-credentials".into(),
+        },
+    });
+    rc
+}
+
+#[test]
+fn a_backup_schedule_must_have_five_cron_fields() {
+    for good in ["0 */6 * * *", "*/5 * * * 1-5", " 30 2 1 * * "] {
+        assert_accepted(validate_cel(&with_backup_schedule(good)));
+    }
+    for bad in ["@daily", "0 */6 * *", "0 0 */6 * * *", ""] {
+        let refused = refused_rules(validate_cel(&with_backup_schedule(bad)));
+        assert!(
+            refused.iter().any(|r| r.contains("self.matches")),
+            "{bad:?} was not refused: {refused:?}"
+        );
+    }
+}

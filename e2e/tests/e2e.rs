@@ -11,6 +11,7 @@
     reason = "test code"
 )]
 
+mod backup;
 mod plugin;
 mod stuck;
 mod support;
@@ -515,35 +516,7 @@ async fn example_daemons_in_every_pod_execute_the_same_operations_in_the_same_or
         });
         env.create("c", spec).await.unwrap();
         env.wait_settled("c", 3).await;
-        let http = reqwest::Client::new();
-        let digests = wait_for("all three daemons applied all 120 operations", WAIT, || {
-            let env = &env;
-            let http = &http;
-            async move {
-                let mut out = Vec::new();
-                for pod in ["c-0", "c-1", "c-2"] {
-                    let ip = env.pod_ip(pod).await?;
-                    let v: serde_json::Value = http
-                        .get(format!("http://{ip}:8081/digest"))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                        .ok()?
-                        .json()
-                        .await
-                        .ok()?;
-                    if v["executed"].as_u64()? < 120 {
-                        return None;
-                    }
-                    out.push(v);
-                }
-                let same = out.windows(2).all(|w| {
-                    w[0]["appliedIndex"] == w[1]["appliedIndex"] && w[0]["digest"] == w[1]["digest"]
-                });
-                same.then_some(out)
-            }
-        })
-        .await;
+        let digests = support::daemon_digests(&env, 120).await;
         assert_eq!(
             digests[0]["executed"], 120,
             "each operation executed once: {digests:?}"
@@ -827,17 +800,7 @@ async fn certificates_renewed_and_the_ca_rotated_under_load_cost_no_restart_and_
         let digests = || async {
             let mut out = Vec::new();
             for pod in PODS {
-                let ip = env.pod_ip(pod).await?;
-                let v: serde_json::Value = daemons
-                    .get(format!("http://{ip}:8081/digest"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                out.push(v);
+                out.push(support::daemon_digest(&daemons, &env, pod).await?);
             }
             Some(out)
         };

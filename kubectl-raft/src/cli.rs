@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, LogParams};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use raft_crds::RaftCluster;
 
 use crate::logs::{PodLog, interleave};
@@ -49,14 +49,34 @@ pub enum Command {
         #[arg(long)]
         tail: Option<i64>,
     },
+    /// Backups of a RaftCluster (`spec.backup`).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// A completion script for a shell (source it, e.g. `source <(kubectl raft completion bash)`).
     Completion { shell: clap_complete::Shell },
 }
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Ask the operator for a backup now (sets the `consensus.unrdf.io/backup-now` annotation);
+    /// `kubectl raft status NAME` shows when it completed.
+    Now {
+        /// The RaftCluster's name.
+        name: String,
+    },
+}
+
+/// The annotation whose new value asks the operator for a backup.
+const BACKUP_NOW_ANNOTATION: &str = "consensus.unrdf.io/backup-now";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("raftcluster {name:?} not found in namespace {namespace:?}")]
     NotFound { name: String, namespace: String },
+    #[error("raftcluster {name:?} has no spec.backup: there is nowhere to back it up to")]
+    NoBackupSpec { name: String },
     #[error("no pods of raftcluster {name:?} in namespace {namespace:?}")]
     NoPods { name: String, namespace: String },
     #[error("Kubernetes API: {0}")]
@@ -89,6 +109,26 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), PluginError> {
             for line in member_logs(&client, &namespace, &name, since, tail).await? {
                 writeln!(out, "{line}")?;
             }
+        }
+        Command::Backup {
+            command: BackupCommand::Now { name },
+        } => {
+            let rc = cluster(&client, &namespace, &name).await?;
+            if rc.spec.backup.is_none() {
+                return Err(PluginError::NoBackupSpec { name });
+            }
+            let value = Timestamp::now().as_millisecond().to_string();
+            let patch = serde_json::json!({
+                "metadata": {"annotations": {BACKUP_NOW_ANNOTATION: value}}
+            });
+            let api: Api<RaftCluster> = Api::namespaced(client.clone(), &namespace);
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            writeln!(
+                out,
+                "asked for a backup of raftcluster {name} ({BACKUP_NOW_ANNOTATION}={value}); \
+                 `kubectl raft status {name}` shows when it completed"
+            )?;
         }
         Command::Completion { .. } => {}
     }

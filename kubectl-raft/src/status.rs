@@ -36,6 +36,21 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
         None => "none".to_owned(),
     };
     let paused = if rc.spec.paused { " (paused)" } else { "" };
+    let backup = match (&rc.spec.backup, s.backup.as_ref()) {
+        (None, _) => "not configured".to_owned(),
+        (Some(_), Some(b)) => match (&b.last_successful, &b.last_failure) {
+            (_, Some(f)) => format!("failed {} ago: {}", age(f.at.0, now), f.message),
+            (Some(l), None) => format!(
+                "{} ({} bytes, log index {}), {} ago",
+                l.name,
+                l.size_bytes,
+                l.last_log_index,
+                age(l.started_at.0, now)
+            ),
+            (None, None) => "none yet".to_owned(),
+        },
+        (Some(_), None) => "none yet".to_owned(),
+    };
     let rows = [
         (
             "Cluster",
@@ -58,6 +73,7 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
         ),
         ("Leader", leader),
         ("Step in flight", step),
+        ("Last backup", backup),
     ];
     rows.iter()
         .map(|(k, v)| format!("{:<16}{v}\n", format!("{k}:")))
@@ -173,8 +189,16 @@ mod tests {
             "apiVersion": "consensus.unrdf.io/v1alpha1",
             "kind": "RaftCluster",
             "metadata": {"name": "orders", "namespace": "shop"},
-            "spec": {"replicas": 3},
+            "spec": {"replicas": 3, "backup": {
+                "schedule": "0 * * * *",
+                "s3": {"bucket": "b", "credentialsSecret": "s3"}
+            }},
             "status": {
+                "backup": {"lastSuccessful": {
+                    "name": "20261205T090000.120Z.rsnp", "location": "s3://b/shop/orders",
+                    "startedAt": "2026-12-05T09:00:00Z", "durationMs": 800, "sizeBytes": 52311,
+                    "lastLogIndex": 1150, "journalLastIndex": 1003, "sha256": "ab"
+                }},
                 "phase": "Updating",
                 "replicas": 3,
                 "readyReplicas": 2,
@@ -213,6 +237,7 @@ Replicas:       3 desired, 2 ready
 Sidecar image:  raft-sidecar:0.1.0
 Leader:         orders-0 (term 4, commit index 1200)
 Step in flight: RestartMember orders-2, phase AwaitingRejoin, for 2m
+Last backup:    20261205T090000.120Z.rsnp (52311 bytes, log index 1150), 62m ago
 
 Conditions
 TYPE       STATUS  REASON         AGE  MESSAGE

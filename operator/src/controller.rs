@@ -67,6 +67,7 @@ pub async fn run(
         operator_pods,
         metrics: metrics.clone(),
         recorder,
+        backups: Default::default(),
     });
 
     // One signal fanned out to every controller; the metrics server stops after them.

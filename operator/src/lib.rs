@@ -2,9 +2,11 @@
 //!
 //! Layout follows the data flow: [`resources`] builds the owned objects, [`reconcile`] runs the
 //! observe → plan → apply → status pipeline, [`controller`] wires it to the API server's watch
-//! streams, [`metrics`] exposes what it sees. The operator links neither RocksDB nor openraft:
-//! it talks to sidecars through `raft-api`'s client.
+//! streams, [`metrics`] exposes what it sees, [`backup`] runs scheduled backups beside the
+//! pipeline. The operator links neither RocksDB nor openraft: it talks to sidecars through
+//! `raft-api`'s client.
 
+pub mod backup;
 pub mod config;
 pub mod controller;
 pub mod error;

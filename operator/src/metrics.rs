@@ -46,6 +46,9 @@ pub struct Metrics {
     operation_in_flight: Family<ClusterLabels, Gauge>,
     operation_started: Family<ClusterLabels, Gauge>,
     condition: Family<ConditionLabels, Gauge>,
+    backup_success: Family<ClusterLabels, Gauge>,
+    backup_size: Family<ClusterLabels, Gauge>,
+    backup_duration: Family<ClusterLabels, Gauge>,
     reconciles: Family<ResultLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
@@ -71,6 +74,9 @@ impl Metrics {
             operation_in_flight: Family::default(),
             operation_started: Family::default(),
             condition: Family::default(),
+            backup_success: Family::default(),
+            backup_size: Family::default(),
+            backup_duration: Family::default(),
             reconciles: Family::default(),
             errors: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
@@ -119,8 +125,23 @@ impl Metrics {
         );
         registry.register(
             "raftcluster_condition",
-            "1 when the status condition is True, 0 when False",
+            "1 when the status condition is True, 0 when False, -1 when Unknown",
             m.condition.clone(),
+        );
+        registry.register(
+            "raftcluster_backup_last_success_timestamp_seconds",
+            "When the newest successful backup started (Unix seconds)",
+            m.backup_success.clone(),
+        );
+        registry.register(
+            "raftcluster_backup_last_size_bytes",
+            "Size of the newest successful backup's image",
+            m.backup_size.clone(),
+        );
+        registry.register(
+            "raftcluster_backup_last_duration_milliseconds",
+            "How long the newest successful backup took",
+            m.backup_duration.clone(),
         );
         registry.register(
             "raft_operator_reconciles",
@@ -190,7 +211,22 @@ impl Metrics {
                     name: name.to_owned(),
                     condition: c.type_.clone(),
                 })
-                .set(i64::from(c.status == "True"));
+                .set(match c.status.as_str() {
+                    "True" => 1,
+                    "False" => 0,
+                    _ => -1,
+                });
+        }
+        if let Some(b) = status
+            .backup
+            .as_ref()
+            .and_then(|b| b.last_successful.as_ref())
+        {
+            self.backup_success
+                .get_or_create(&l)
+                .set(b.started_at.0.as_second());
+            self.backup_size.get_or_create(&l).set(b.size_bytes);
+            self.backup_duration.get_or_create(&l).set(b.duration_ms);
         }
     }
 

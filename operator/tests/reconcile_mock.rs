@@ -201,6 +201,7 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
                 instance: None,
             },
         ),
+        backups: Default::default(),
     });
 
     let server = tokio::spawn(async move {
@@ -553,6 +554,7 @@ fn context(client: kube::Client) -> Arc<Context> {
                 instance: None,
             },
         ),
+        backups: Default::default(),
     })
 }
 

@@ -627,6 +627,51 @@ impl Env {
 }
 
 /// Every pod's uid, by name.
+/// The example daemon's `GET /digest` in `pod` (what it executed, and the digest of it).
+pub async fn daemon_digest(
+    http: &reqwest::Client,
+    env: &Env,
+    pod: &str,
+) -> Option<serde_json::Value> {
+    let ip = env.pod_ip(pod).await?;
+    http.get(format!("http://{ip}:8081/digest"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Each example daemon's `/digest` of pods c-0..c-2, once all three executed `executed`
+/// operations and agree on what they executed.
+pub async fn daemon_digests(env: &Env, executed: u64) -> Vec<serde_json::Value> {
+    let http = reqwest::Client::new();
+    wait_for(
+        &format!("all three daemons applied all {executed} operations"),
+        WAIT,
+        || {
+            let http = &http;
+            async move {
+                let mut out = Vec::new();
+                for pod in ["c-0", "c-1", "c-2"] {
+                    let v = daemon_digest(http, env, pod).await?;
+                    if v["executed"].as_u64()? < executed {
+                        return None;
+                    }
+                    out.push(v);
+                }
+                let same = out.windows(2).all(|w| {
+                    w[0]["appliedIndex"] == w[1]["appliedIndex"] && w[0]["digest"] == w[1]["digest"]
+                });
+                same.then_some(out)
+            }
+        },
+    )
+    .await
+}
+
 pub async fn pod_uids(env: &Env) -> BTreeMap<String, String> {
     let pods = env.pods().list(&ListParams::default()).await.unwrap();
     pods.items

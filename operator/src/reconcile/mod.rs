@@ -41,6 +41,8 @@ pub struct Context {
     pub operator_pods: Option<OperatorPods>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Scheduled backups in flight.
+    pub backups: crate::backup::Backups,
 }
 
 /// One pass of the pipeline for one cluster.
@@ -150,6 +152,9 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     let mut new_status = status::build(&o, &plan, &previous, operation, cluster_id);
     new_status.sidecar_image = Some(sidecar.image);
     new_status.sidecar_upgrade_request = sidecar.acted_on;
+    let backup = backups(rc, ctx, &o, &access, &previous);
+    new_status.backup = backup.status;
+    new_status.conditions.extend(backup.condition);
     write_status(&ctx.client, rc, &names, &new_status).await?;
     ctx.metrics
         .observe_cluster(&names.namespace, &names.name, rc.spec.replicas, &new_status);
@@ -167,11 +172,48 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
 
     // A CA rotation moves on when members have reloaded files, which wakes no watch.
     let busy = new_status.operation.is_some() || !matches!(plan.step, Step::Idle) || pki.rotating();
-    Ok(Requeue::requeue(if busy {
+    let requeue = if busy {
         ctx.config.requeue_active
     } else {
         ctx.config.requeue_idle
-    }))
+    };
+    Ok(Requeue::requeue(
+        backup.wake.map_or(requeue, |w| w.min(requeue)),
+    ))
+}
+
+/// This reconcile's part of the scheduled backups ([`crate::backup`]); nothing without
+/// `spec.backup`.
+fn backups(
+    rc: &RaftCluster,
+    ctx: &Context,
+    o: &model::Observed,
+    access: &AdminAccess,
+    previous: &RaftClusterStatus,
+) -> crate::backup::Tick {
+    let Some(spec) = &rc.spec.backup else {
+        return crate::backup::Tick::default();
+    };
+    let created = rc
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(o.now, |t| t.0);
+    let cluster = crate::backup::ClusterBackup {
+        spec,
+        previous: previous.backup.as_ref(),
+        request: rc
+            .annotations()
+            .get(crate::backup::BACKUP_NOW_ANNOTATION)
+            .map(String::as_str),
+        created,
+        generation: o.generation,
+        previous_condition: previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::backup::BACKUP_READY),
+    };
+    ctx.backups.tick(&ctx.client, o, access, &cluster)
 }
 
 /// The sidecar image this reconcile applies and records ([`sidecar_image::choose`]).

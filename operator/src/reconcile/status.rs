@@ -111,6 +111,7 @@ pub fn build(
         commit_index: leader.and_then(|l| i64::try_from(l.cluster.commit_index).ok()),
         members,
         operation,
+        backup: None,
         conditions,
     }
 }

@@ -4,8 +4,8 @@
 //! is written first and the manifest last, so a backup exists once its manifest does; an image
 //! without one is an interrupted upload and is never listed.
 //!
-//! Used by `raft-sidecar ctl backup` (upload, retention) and `raft-sidecar restore` (the newest
-//! backup or a named one). S3 credentials, region and endpoint come from the standard `AWS_*`
+//! Used by `raft-sidecar ctl backup` and the operator's scheduled backups (upload, retention),
+//! and by `raft-sidecar restore` (the newest backup or a named one). S3 credentials, region and endpoint come from the standard `AWS_*`
 //! variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL`, ...); an `http://` endpoint is allowed as given.
 
@@ -19,6 +19,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use raft_api::backup::{BackupManifest, MANIFEST_SUFFIX};
+use raft_api::client::SidecarClient;
 
 /// File name suffix of the images this crate names.
 pub const IMAGE_SUFFIX: &str = ".rsnp";
@@ -40,8 +41,50 @@ pub enum BackupError {
         key: String,
         reason: String,
     },
+    #[error("backing up to {name} in {location} failed: {reason}")]
+    Upload {
+        location: String,
+        name: String,
+        reason: String,
+    },
     #[error("{location} holds no backup (no *{MANIFEST_SUFFIX})")]
     NoBackup { location: String },
+}
+
+/// An S3 location given explicitly (the operator, from a RaftCluster and a Secret) rather
+/// than through the `AWS_*` variables.
+#[derive(Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// `s3://bucket/prefix`.
+    pub fn location(&self) -> String {
+        let prefix = self.prefix.trim_matches('/');
+        if prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{prefix}", self.bucket)
+        }
+    }
 }
 
 /// A backup as listed: its name (the image's object name) and manifest.
@@ -95,6 +138,34 @@ impl BackupStore {
         })
     }
 
+    /// The bucket of `config`, its credentials given, not read from the environment.
+    pub fn s3(config: &S3Config) -> Result<BackupStore, BackupError> {
+        let location = config.location();
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_access_key_id(&config.access_key_id)
+            .with_secret_access_key(&config.secret_access_key)
+            .with_region(config.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(token) = &config.session_token {
+            builder = builder.with_token(token);
+        }
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder.build().map_err(|e| BackupError::Location {
+            location: location.clone(),
+            reason: e.to_string(),
+        })?;
+        let prefix = config.prefix.trim_matches('/');
+        Ok(BackupStore {
+            store: Arc::new(store),
+            prefix: (!prefix.is_empty()).then(|| Path::from(prefix)),
+            location,
+        })
+    }
+
     pub fn location(&self) -> &str {
         &self.location
     }
@@ -123,6 +194,39 @@ impl BackupStore {
     /// `shutdown`, or dropped unfinished by `abort`.
     pub fn image_writer(&self, name: &str) -> BufWriter {
         BufWriter::with_capacity(self.store.clone(), self.key(name), 10 << 20)
+    }
+
+    /// Back up the node `client` talks to: stream its current snapshot into the image `name`,
+    /// then store the manifest (which makes the backup exist). An upload that fails is aborted.
+    pub async fn upload(
+        &self,
+        client: &SidecarClient,
+        name: &str,
+    ) -> Result<BackupManifest, BackupError> {
+        use tokio::io::AsyncWriteExt;
+        let mut image = self.image_writer(name);
+        let failed = |reason: String| BackupError::Upload {
+            location: self.location.clone(),
+            name: name.to_owned(),
+            reason,
+        };
+        let written = match client.download_backup(&mut image).await {
+            Ok(manifest) => image
+                .shutdown()
+                .await
+                .map(|()| manifest)
+                .map_err(|e| failed(e.to_string())),
+            Err(e) => Err(failed(e.to_string())),
+        };
+        let manifest = match written {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = image.abort().await;
+                return Err(e);
+            }
+        };
+        self.put_manifest(name, &manifest).await?;
+        Ok(manifest)
     }
 
     /// Store `manifest` for the image `name`: what makes the backup exist.

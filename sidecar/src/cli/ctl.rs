@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use raft_api::admin::{MemberSpec, SettingsUpdate};
-use raft_api::backup::BackupManifest;
 use raft_api::client::{ClientError, ClientTls, SidecarClient, TlsHttp};
 use raft_api::daemon::{Consistency, Operation};
 
@@ -270,7 +269,7 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
             }
             let (store, name) = raft_backup::source(&target).map_err(stored)?;
             let name = name.unwrap_or_else(|| raft_backup::new_name(std::time::SystemTime::now()));
-            let manifest = upload(&client, &store, &name).await?;
+            let manifest = store.upload(&client, &name).await.map_err(stored)?;
             println!(
                 "backed up {} bytes to {name} in {} (last log index {}, journal {}..={})",
                 manifest.size_bytes,
@@ -292,35 +291,6 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
 
 fn stored(e: raft_backup::BackupError) -> Failure {
     Failure::Runtime(e.to_string())
-}
-
-/// Stream the snapshot into the image `name` at `store`, then store its manifest (which makes
-/// the backup exist); an upload that fails is aborted.
-async fn upload(
-    client: &SidecarClient,
-    store: &raft_backup::BackupStore,
-    name: &str,
-) -> Result<BackupManifest, Failure> {
-    use tokio::io::AsyncWriteExt;
-    let mut image = store.image_writer(name);
-    let written = match client.download_backup(&mut image).await {
-        Ok(manifest) => image.shutdown().await.map(|()| manifest).map_err(|e| {
-            Failure::Runtime(format!(
-                "storing {name} in {} failed: {e}",
-                store.location()
-            ))
-        }),
-        Err(e) => Err(failed(e)),
-    };
-    let manifest = match written {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = image.abort().await;
-            return Err(e);
-        }
-    };
-    store.put_manifest(name, &manifest).await.map_err(stored)?;
-    Ok(manifest)
 }
 
 /// The admin client's certificate: the flags, else `raft-dev`'s when present, else none.

@@ -1,0 +1,328 @@
+//! Scheduled backups to a real S3-compatible server (versitygw, built from its Go module like
+//! the control plane), and a restore of one outside Kubernetes that holds exactly the journal
+//! the cluster's daemons executed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use raft_backup::{BackupStore, S3Config};
+use raft_crds::{BackupSpec, S3Destination};
+use raft_example_daemon::digest::ApplyState;
+use tokio::io::AsyncReadExt;
+
+use crate::support::{Env, WAIT, daemon_digests, daemon_image, scenario, target_dir, wait_for};
+
+const ACCESS: &str = "e2e-backups";
+const SECRET: &str = "e2e-backups-secret";
+const BUCKET: &str = "backups";
+
+/// versitygw on loopback, serving a bucket from a temporary directory; killed on drop. The
+/// operator runs as a process on this machine in the local suite, so it reaches loopback.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+    _root: PathBuf,
+}
+
+impl S3Server {
+    fn start(root: &Path) -> S3Server {
+        assert!(
+            std::env::var("E2E_OPERATOR").as_deref() != Ok("deployment"),
+            "the backup scenario serves S3 on this machine's loopback, which an operator \
+             Deployment cannot reach: run it with the operator as a process (the local suite)"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh");
+        let out = Command::new(&script).arg("versitygw").output().unwrap();
+        assert!(
+            out.status.success(),
+            "building versitygw failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout);
+        let dir = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("S3_BIN="))
+            .expect("build.sh prints S3_BIN=");
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let port = free_port();
+        let child = Command::new(Path::new(dir.trim_matches('\'')).join("versitygw"))
+            .args(["--access", ACCESS, "--secret", SECRET, "--quiet"])
+            .args(["--port", &format!("127.0.0.1:{port}")])
+            .arg("posix")
+            .arg(root)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _root: root.to_path_buf(),
+        }
+    }
+
+    fn bucket(&self, prefix: &str) -> BackupStore {
+        BackupStore::s3(&S3Config {
+            bucket: BUCKET.into(),
+            prefix: prefix.into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: None,
+            access_key_id: ACCESS.into(),
+            secret_access_key: SECRET.into(),
+            session_token: None,
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Set `consensus.unrdf.io/backup-now` (what `kubectl raft backup now` does).
+async fn ask_for_backup(env: &Env, value: &str) {
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {"consensus.unrdf.io/backup-now": value}}
+    });
+    env.clusters()
+        .patch("c", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// The newest successful backup's name once it differs from `not`.
+async fn wait_backup(env: &Env, not: Option<&str>) -> raft_crds::BackupRecord {
+    wait_for("a backup to complete", WAIT, || async {
+        let s = env.status("c").await;
+        let backup = s.backup?;
+        if let Some(f) = &backup.last_failure {
+            panic!("the backup failed: {}", f.message);
+        }
+        let last = backup.last_successful?;
+        let ready = s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "BackupReady" && c.status == "True");
+        (ready && Some(last.name.as_str()) != not).then_some(last)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemons_executed() {
+    scenario("backup", |env| async move {
+        let scratch = std::env::temp_dir().join(format!("e2e-backup-{}", env.ns));
+        let s3 = S3Server::start(&scratch.join("s3"));
+        let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("s3-credentials".into());
+        secret.string_data = Some(
+            [
+                ("AWS_ACCESS_KEY_ID", ACCESS),
+                ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+
+        let mut spec = env.spec(3);
+        spec.daemon = Some(raft_crds::DaemonSpec {
+            image: daemon_image(),
+            args: ["--operations", "40", "--rate", "20"]
+                .map(String::from)
+                .into(),
+            env: vec![],
+            resources: None,
+            security_context: None,
+        });
+        // Once a year: in this scenario, backups run when asked for.
+        spec.backup = Some(BackupSpec {
+            schedule: "0 0 1 1 *".into(),
+            retention: 1,
+            s3: S3Destination {
+                bucket: BUCKET.into(),
+                prefix: None,
+                endpoint: Some(s3.endpoint.clone()),
+                region: None,
+                credentials_secret: "s3-credentials".into(),
+            },
+        });
+        env.create("c", spec).await.unwrap();
+        let settled = env.wait_settled("c", 3).await;
+        let digests = daemon_digests(&env, 120).await;
+        let cluster_id = settled.cluster_id.clone().unwrap();
+        let before = env.status("c").await;
+        let waiting = before.conditions.iter().find(|c| c.type_ == "BackupReady");
+        assert_eq!(
+            waiting.map(|c| (c.status.as_str(), c.reason.as_str())),
+            Some(("Unknown", "NoBackupYet")),
+            "{:?}",
+            before.conditions
+        );
+        assert!(before.backup.and_then(|b| b.next_scheduled_at).is_some());
+
+        ask_for_backup(&env, "1").await;
+        let first = wait_backup(&env, None).await;
+        let store = s3.bucket(&format!("{}/c", env.ns));
+        let listed = store.list().await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let manifest = &listed[0].manifest;
+        assert_eq!(listed[0].name, first.name);
+        assert_eq!(manifest.cluster_id, cluster_id);
+        assert_eq!(manifest.sha256, first.sha256);
+        assert_eq!(manifest.last_log_index, first.last_log_index as u64);
+        assert!(manifest.journal_last_index >= 120, "{manifest:?}");
+        let mut image = Vec::new();
+        store
+            .open_image(&first.name)
+            .await
+            .unwrap()
+            .read_to_end(&mut image)
+            .await
+            .unwrap();
+        assert_eq!(image.len() as u64, manifest.size_bytes);
+        assert_eq!(raft_api::admin::hex(&sha256(&image)), manifest.sha256);
+
+        // Another one, asked for with the plugin: retention 1 keeps only the newest.
+        let plugin = std::env::var("KUBECTL_RAFT_BIN")
+            .map_or_else(|_| target_dir().join("debug/kubectl-raft"), PathBuf::from);
+        let out = Command::new(&plugin)
+            .args(["-n", &env.ns, "backup", "now", "c"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl raft backup now: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let second = wait_backup(&env, Some(&first.name)).await;
+        let names: Vec<String> = store
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, vec![second.name]);
+
+        // Restored outside Kubernetes, the backup holds the journal the daemons executed.
+        let digest = restored_digest(&s3, &format!("s3://{BUCKET}/{}/c", env.ns), &scratch).await;
+        assert_eq!(
+            digest, digests[0]["digest"],
+            "the restored journal is the one every daemon executed: {digests:?}"
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+        env
+    })
+    .await;
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// `raft-sidecar restore --from FROM` into a new data dir, `raft-sidecar run` on it, and the
+/// example daemon's digest of the journal it serves.
+async fn restored_digest(s3: &S3Server, from: &str, scratch: &Path) -> serde_json::Value {
+    let bin = std::env::var("RAFT_SIDECAR_BIN")
+        .map_or_else(|_| target_dir().join("debug/raft-sidecar"), PathBuf::from);
+    let data = scratch.join("restored");
+    let (api, peer, admin) = (free_port(), free_port(), free_port());
+    let member = [
+        "--data-dir".to_owned(),
+        data.to_string_lossy().into_owned(),
+        "--cluster-id".into(),
+        "restored".into(),
+        "--node-name".into(),
+        "restored-0".into(),
+        "--peer-addr".into(),
+        format!("127.0.0.1:{peer}"),
+        "--admin-addr".into(),
+        format!("127.0.0.1:{admin}"),
+        "--advertise-peer".into(),
+        format!("127.0.0.1:{peer}"),
+        "--advertise-admin".into(),
+        format!("127.0.0.1:{admin}"),
+    ];
+    let out = Command::new(&bin)
+        .arg("restore")
+        .args(["--from", from])
+        .args(&member)
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env_remove("HOSTNAME")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "restore failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut node = KillOnDrop(
+        Command::new(&bin)
+            .arg("run")
+            .args(&member)
+            .args(["--api-addr", &format!("127.0.0.1:{api}")])
+            .args(["--insecure", "--insecure-plaintext"])
+            .env_remove("HOSTNAME")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = raft_api::client::SidecarClient::new(
+        Some(&format!("127.0.0.1:{api}")),
+        None,
+        None,
+        Duration::from_secs(5),
+    );
+    let entries = wait_for("the restored node to serve its journal", WAIT, || async {
+        let mut entries = Vec::new();
+        let mut from = None;
+        loop {
+            let page = client.journal(from, Some(1000)).await.ok()?;
+            if page.entries.is_empty() {
+                return (!entries.is_empty()).then_some(entries);
+            }
+            from = Some(page.next_index);
+            entries.extend(page.entries);
+        }
+    })
+    .await;
+    let mut state = ApplyState::default();
+    for entry in &entries {
+        state.execute(entry);
+    }
+    node.0.kill().ok();
+    serde_json::Value::String(state.digest_hex())
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,291 @@
+//! Scheduled backups (`spec.backup`): on schedule, or when the annotation
+//! `consensus.unrdf.io/backup-now` takes a new value, the operator asks the leader for a
+//! snapshot of everything it applied, streams it into the bucket with its manifest, and deletes
+//! all but the newest `retention` backups. The stream runs in a task of its own, so a reconcile
+//! never waits for it; the next reconcile records how it ended in `status.backup` and the
+//! `BackupReady` condition.
+//!
+//! When a backup is due and whether backups are current is decided in [`schedule`] (pure).
+
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use raft_backup::{BackupStore, S3Config};
+use raft_crds::{BackupFailure, BackupRecord, BackupSpec, BackupStatus};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::reconcile::model::Observed;
+use crate::reconcile::observe::AdminAccess;
+use schedule::{Due, Schedule};
+
+/// Annotation whose new value asks for a backup at once (`kubectl raft backup now`).
+pub const BACKUP_NOW_ANNOTATION: &str = "consensus.unrdf.io/backup-now";
+/// Condition type.
+pub const BACKUP_READY: &str = "BackupReady";
+/// While a backup runs, look again this soon.
+const WHILE_RUNNING: Duration = Duration::from_secs(2);
+/// A backup that takes longer is abandoned and reported failed.
+const DEADLINE: Duration = Duration::from_secs(60 * 60);
+
+/// The backups in flight, one per cluster at most (keyed `namespace/name`).
+#[derive(Default)]
+pub struct Backups {
+    running: Mutex<HashMap<String, Running>>,
+}
+
+struct Running {
+    started_at: Timestamp,
+    handle: JoinHandle<Result<BackupRecord, String>>,
+}
+
+/// What one reconcile learned and decided about a cluster's backups.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub status: Option<BackupStatus>,
+    pub condition: Option<Condition>,
+    /// When to look again (a backup in flight, or the next scheduled one).
+    pub wake: Option<Duration>,
+}
+
+/// The inputs a tick needs from the reconcile.
+pub struct ClusterBackup<'a> {
+    pub spec: &'a BackupSpec,
+    pub previous: Option<&'a BackupStatus>,
+    pub request: Option<&'a str>,
+    pub created: Timestamp,
+    pub generation: Option<i64>,
+    pub previous_condition: Option<&'a Condition>,
+}
+
+impl Backups {
+    /// Record a finished backup, start a due one, and say when to look again.
+    pub fn tick(
+        &self,
+        client: &kube::Client,
+        o: &Observed,
+        access: &AdminAccess,
+        cluster: &ClusterBackup<'_>,
+    ) -> Tick {
+        let key = format!("{}/{}", o.names.namespace, o.names.name);
+        let now = o.now;
+        let mut status = cluster.previous.cloned().unwrap_or_default();
+        let schedule: Result<Schedule, String> = cluster.spec.schedule.parse();
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = running.get(&key)
+            && task.handle.is_finished()
+            && let Some(task) = running.remove(&key)
+        {
+            record(&mut status, task, now);
+        }
+        let in_flight = running.contains_key(&key);
+        let schedule = match schedule {
+            Ok(s) => s,
+            Err(message) => {
+                status.next_scheduled_at = None;
+                let condition =
+                    backup_condition((Some(false), "InvalidSchedule", message), cluster, o.now);
+                return Tick {
+                    status: Some(status),
+                    condition: Some(condition),
+                    wake: None,
+                };
+            }
+        };
+        let due = schedule::due(
+            &schedule,
+            Some(&status),
+            cluster.request,
+            cluster.created,
+            now,
+        );
+        if let (Some(due), false) = (&due, in_flight) {
+            match start(client, o, access, cluster.spec) {
+                Ok(handle) => {
+                    info!(cluster = %key, ?due, "backup started");
+                    running.insert(
+                        key.clone(),
+                        Running {
+                            started_at: now,
+                            handle,
+                        },
+                    );
+                    status.last_attempt_at = Some(Time(now));
+                    if let Due::Requested(value) = due {
+                        status.request = Some(value.clone());
+                    }
+                }
+                // No leader to back up yet: due stays true, the next reconcile tries again.
+                Err(why) => info!(cluster = %key, %why, "backup due but not started"),
+            }
+        }
+        let in_flight = running.contains_key(&key);
+        drop(running);
+        let next = schedule.next(now);
+        status.next_scheduled_at = next.map(Time);
+        let condition = backup_condition(
+            schedule::ready(&schedule, Some(&status), cluster.created, now),
+            cluster,
+            now,
+        );
+        let until_next = next.and_then(|n| {
+            let secs = n.as_second().saturating_sub(now.as_second()).max(1);
+            Some(Duration::from_secs(u64::try_from(secs).ok()?))
+        });
+        Tick {
+            status: Some(status),
+            condition: Some(condition),
+            wake: if in_flight || due.is_some() {
+                Some(WHILE_RUNNING)
+            } else {
+                until_next
+            },
+        }
+    }
+}
+
+fn record(status: &mut BackupStatus, task: Running, now: Timestamp) {
+    use futures_util::FutureExt;
+    let outcome = match task.handle.now_or_never() {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(format!("the backup task failed: {e}")),
+        None => Err("the backup task ended without a result".into()),
+    };
+    match outcome {
+        Ok(record) => {
+            info!(backup = %record.name, location = %record.location, "backup completed");
+            status.last_successful = Some(record);
+            status.last_failure = None;
+        }
+        Err(message) => {
+            warn!(%message, "backup failed");
+            status.last_failure = Some(BackupFailure {
+                at: Time(now.max(task.started_at)),
+                message,
+            });
+        }
+    }
+}
+
+fn backup_condition(
+    (state, reason, message): (Option<bool>, &'static str, String),
+    cluster: &ClusterBackup<'_>,
+    now: Timestamp,
+) -> Condition {
+    let status = match state {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    };
+    let last = cluster
+        .previous_condition
+        .filter(|c| c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: BACKUP_READY.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: last,
+        observed_generation: cluster.generation,
+    }
+}
+
+/// Start a backup of the cluster's leader, or say why not.
+fn start(
+    client: &kube::Client,
+    o: &Observed,
+    access: &AdminAccess,
+    spec: &BackupSpec,
+) -> Result<JoinHandle<Result<BackupRecord, String>>, String> {
+    let leader = o.leader.as_ref().ok_or("the cluster has no leader")?;
+    let pod = o
+        .names
+        .ordinal_of(&leader.pod)
+        .and_then(|i| o.pods.get(&i))
+        .ok_or_else(|| format!("the leader {} has no pod", leader.pod))?;
+    let ip = pod
+        .ip
+        .as_deref()
+        .ok_or_else(|| format!("the leader {} has no IP", leader.pod))?;
+    let admin = access.client(&pod.name, ip, pod.admin_port)?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &o.names.namespace);
+    let spec = spec.clone();
+    let prefix = spec
+        .s3
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", o.names.namespace, o.names.name));
+    let leader_pod = leader.pod.clone();
+    Ok(tokio::spawn(async move {
+        let started = Instant::now();
+        let started_at = Timestamp::now();
+        let work = async {
+            let config = s3_config(&secrets, &spec, prefix).await?;
+            let store = BackupStore::s3(&config).map_err(|e| e.to_string())?;
+            admin
+                .snapshot()
+                .await
+                .map_err(|e| format!("snapshot on {leader_pod}: {e}"))?;
+            let name = raft_backup::new_name(std::time::SystemTime::now());
+            let manifest = store
+                .upload(&admin, &name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let retention = usize::try_from(spec.retention.max(1)).unwrap_or(1);
+            store.prune(retention).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(BackupRecord {
+                name,
+                location: store.location().to_owned(),
+                started_at: Time(started_at),
+                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                size_bytes: i64::try_from(manifest.size_bytes).unwrap_or(i64::MAX),
+                last_log_index: i64::try_from(manifest.last_log_index).unwrap_or(i64::MAX),
+                journal_last_index: i64::try_from(manifest.journal_last_index).unwrap_or(i64::MAX),
+                sha256: manifest.sha256,
+            })
+        };
+        match tokio::time::timeout(DEADLINE, work).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("not done within {DEADLINE:?}")),
+        }
+    }))
+}
+
+/// The bucket and credentials of `spec.s3`; the Secret is read at each backup, so rotated
+/// credentials are used from the next one on.
+async fn s3_config(
+    secrets: &Api<Secret>,
+    spec: &BackupSpec,
+    prefix: String,
+) -> Result<S3Config, String> {
+    let name = &spec.s3.credentials_secret;
+    let secret = secrets
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read Secret {name}: {e}"))?;
+    let data = secret.data.unwrap_or_default();
+    let value = |key: &str| -> Option<String> {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let required = |key: &str| value(key).ok_or_else(|| format!("Secret {name} has no {key}"));
+    Ok(S3Config {
+        bucket: spec.s3.bucket.clone(),
+        prefix,
+        endpoint: spec.s3.endpoint.clone(),
+        region: spec.s3.region.clone(),
+        access_key_id: required("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
+        session_token: value("AWS_SESSION_TOKEN"),
+    })
+}
