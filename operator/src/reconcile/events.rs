@@ -172,6 +172,7 @@ pub fn announce(
             format!("sidecar image {from} → {to}: members restart onto it one at a time"),
         ));
     }
+    out.extend(backup_events(previous, now));
     if degraded_for(now, STEP_STUCK) && !degraded_for(previous, STEP_STUCK) {
         out.push(event(
             EventType::Warning,
@@ -238,4 +239,91 @@ pub fn failure(error: &Error) -> Event {
     let mut note = error.to_string();
     truncate(&mut note);
     event(EventType::Warning, error.category(), "Reconcile", note)
+}
+
+/// `BackupCompleted` when `status.backup.lastSuccessful` names a new backup, `BackupFailed`
+/// when `lastFailure` records a new failure.
+fn backup_events(previous: &RaftClusterStatus, now: &RaftClusterStatus) -> Vec<Event> {
+    let (before, after) = (previous.backup.as_ref(), now.backup.as_ref());
+    let mut out = Vec::new();
+    if let Some(done) = after.and_then(|b| b.last_successful.as_ref())
+        && before
+            .and_then(|b| b.last_successful.as_ref())
+            .is_none_or(|b| b.name != done.name)
+    {
+        out.push(event(
+            EventType::Normal,
+            "BackupCompleted",
+            "Backup",
+            format!(
+                "{} in {}: {} bytes up to log index {}, in {} ms",
+                done.name, done.location, done.size_bytes, done.last_log_index, done.duration_ms
+            ),
+        ));
+    }
+    if let Some(failed) = after.and_then(|b| b.last_failure.as_ref())
+        && before.and_then(|b| b.last_failure.as_ref()) != Some(failed)
+    {
+        out.push(event(
+            EventType::Warning,
+            "BackupFailed",
+            "Backup",
+            failed.message.clone(),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use raft_crds::{BackupFailure, BackupRecord, BackupStatus};
+
+    use super::*;
+
+    fn with_backup(done: Option<&str>, failed: Option<&str>) -> RaftClusterStatus {
+        let at = Time("2026-12-06T03:00:00Z".parse().unwrap());
+        RaftClusterStatus {
+            backup: Some(BackupStatus {
+                last_successful: done.map(|name| BackupRecord {
+                    name: name.into(),
+                    location: "s3://b/p".into(),
+                    started_at: at.clone(),
+                    duration_ms: 900,
+                    size_bytes: 4096,
+                    last_log_index: 77,
+                    journal_last_index: 70,
+                    sha256: "ab".into(),
+                }),
+                last_failure: failed.map(|message| BackupFailure {
+                    at: at.clone(),
+                    message: message.into(),
+                }),
+                ..BackupStatus::default()
+            }),
+            ..RaftClusterStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_new_backup_and_a_new_failure_are_announced_once() {
+        let none = RaftClusterStatus::default();
+        let first = with_backup(Some("a.rsnp"), None);
+        let reasons = |e: Vec<Event>| e.into_iter().map(|e| e.reason).collect::<Vec<_>>();
+        assert_eq!(reasons(backup_events(&none, &first)), ["BackupCompleted"]);
+        assert!(backup_events(&first, &first).is_empty(), "nothing new");
+        let failed = with_backup(Some("a.rsnp"), Some("Secret s3 not found"));
+        let events = backup_events(&first, &failed);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].reason.as_str(), events[0].type_),
+            ("BackupFailed", EventType::Warning)
+        );
+        assert!(backup_events(&failed, &failed).is_empty());
+        let second = with_backup(Some("b.rsnp"), None);
+        assert_eq!(
+            reasons(backup_events(&failed, &second)),
+            ["BackupCompleted"]
+        );
+    }
 }
