@@ -86,6 +86,9 @@ impl Backups {
             record(&mut status, task, now);
         }
         let in_flight = running.contains_key(&key);
+        if !in_flight {
+            interrupted(&mut status, now);
+        }
         let schedule = match schedule {
             Ok(s) => s,
             Err(message) => {
@@ -148,6 +151,32 @@ impl Backups {
                 until_next
             },
         }
+    }
+}
+
+/// An attempt the status records as started, with neither a result nor a task here: the
+/// operator that ran it restarted or lost its leadership. Reported as a failure, so the next
+/// scheduled time (or request) tries again and `BackupReady` does not pretend all is well.
+fn interrupted(status: &mut BackupStatus, now: Timestamp) {
+    let Some(started) = status.last_attempt_at.as_ref().map(|t| t.0) else {
+        return;
+    };
+    let succeeded = status
+        .last_successful
+        .as_ref()
+        .is_some_and(|s| s.started_at.0 >= started);
+    let failed = status
+        .last_failure
+        .as_ref()
+        .is_some_and(|f| f.at.0 >= started);
+    if !succeeded && !failed {
+        status.last_failure = Some(BackupFailure {
+            at: Time(now.max(started)),
+            message: format!(
+                "the backup started at {started} was interrupted (the operator restarted or \
+                 lost its leadership)"
+            ),
+        });
     }
 }
 
@@ -288,4 +317,49 @@ async fn s3_config(
         secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
         session_token: value("AWS_SESSION_TOKEN"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use raft_crds::BackupRecord;
+
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_attempt_without_a_result_or_a_task_is_reported_interrupted_once() {
+        let mut status = BackupStatus {
+            last_attempt_at: Some(Time(at("2026-12-06T03:00:00Z"))),
+            ..BackupStatus::default()
+        };
+        interrupted(&mut status, at("2026-12-06T03:00:30Z"));
+        let failure = status.last_failure.clone().unwrap();
+        assert!(
+            failure.message.contains("interrupted"),
+            "{}",
+            failure.message
+        );
+        interrupted(&mut status, at("2026-12-06T03:01:00Z"));
+        assert_eq!(status.last_failure, Some(failure), "reported once");
+
+        let mut done = BackupStatus {
+            last_attempt_at: Some(Time(at("2026-12-06T03:00:00Z"))),
+            last_successful: Some(BackupRecord {
+                name: "a.rsnp".into(),
+                location: "s3://b/p".into(),
+                started_at: Time(at("2026-12-06T03:00:00Z")),
+                duration_ms: 1,
+                size_bytes: 1,
+                last_log_index: 1,
+                journal_last_index: 1,
+                sha256: "ab".into(),
+            }),
+            ..BackupStatus::default()
+        };
+        interrupted(&mut done, at("2026-12-06T03:00:30Z"));
+        assert_eq!(done.last_failure, None, "it completed");
+    }
 }
