@@ -365,8 +365,9 @@ pub fn new_name(at: SystemTime) -> String {
     format!("{stamp}{IMAGE_SUFFIX}")
 }
 
-/// What `--from` names: a backup file (`prod.rsnp`), a directory or `s3://bucket/prefix`
-/// (its newest backup), or `s3://bucket/prefix/NAME.rsnp` (that one). The store and the
+/// What `--from` (and `ctl backup TARGET`) names: a backup file (`prod.rsnp`), a directory
+/// (existing, or named with a trailing `/`) or `s3://bucket/prefix` (its newest backup, or
+/// where a new one goes), or `s3://bucket/prefix/NAME.rsnp` (that one). The store and the
 /// name, `None` for "the newest".
 pub fn source(from: &str) -> Result<(BackupStore, Option<String>), BackupError> {
     let split = |s: &str| -> Option<(String, String)> {
@@ -383,7 +384,8 @@ pub fn source(from: &str) -> Result<(BackupStore, Option<String>), BackupError> 
         return Ok((BackupStore::open(from)?, None));
     }
     let path = std::path::Path::new(from);
-    if path.is_dir() {
+    // A directory that exists, or one named with a trailing `/` (created).
+    if path.is_dir() || from.ends_with('/') {
         return Ok((BackupStore::open(from)?, None));
     }
     let name = path
@@ -487,6 +489,10 @@ mod tests {
         assert_eq!(store.location(), dir.path().to_str().unwrap());
         let (_, name) = source(dir.path().to_str().unwrap()).unwrap();
         assert_eq!(name, None);
+        let new_dir = format!("{}/new/", dir.path().display());
+        let (store, name) = source(&new_dir).unwrap();
+        assert_eq!(name, None, "a trailing / names a directory");
+        assert!(dir.path().join("new").is_dir(), "{}", store.location());
         let (store, name) = source("s3://bucket/prod/x/20261206T032000.123Z.rsnp").unwrap();
         assert_eq!(
             (store.location(), name.as_deref()),
