@@ -107,6 +107,10 @@ pub struct BackupStatus {
     /// Value of the `consensus.unrdf.io/backup-now` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// When the operator first saw `spec.backup`: scheduled times before it do not count as
+    /// missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled_at: Option<Time>,
 }
 
 /// One backup in the bucket.

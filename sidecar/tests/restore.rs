@@ -325,6 +325,12 @@ async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves
     let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
     let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
     assert_eq!(code, Some(0), "{out}");
+    // A backup is never written over another.
+    let before = std::fs::read(&backup).unwrap();
+    let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("there already"), "{out}");
+    assert_eq!(std::fs::read(&backup).unwrap(), before);
     let target = one_node(&scratch.path().join("target"));
 
     let flipped = damaged_copy(&backup, &scratch.path().join("flipped.rsnp"), |image, m| {
@@ -499,6 +505,15 @@ async fn backups_in_an_s3_bucket_are_kept_by_count_and_the_newest_is_restored() 
     let (code, out) = restore_into_with(&target, 0, "s3://backups/prod", &[], with_s3);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(&format!("({written} records)")), "{out}");
+    // Run again with another backup (as an init container would once newer backups exist):
+    // the restored store is left as it is.
+    let older = format!("s3://backups/prod/{}", kept[0]);
+    let (code, out) = restore_into_with(&target, 0, &older, &[], with_s3);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("nothing to do") && out.contains("not from"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

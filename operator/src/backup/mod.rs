@@ -39,6 +39,15 @@ const DEADLINE: Duration = Duration::from_secs(60 * 60);
 #[derive(Default)]
 pub struct Backups {
     running: Mutex<HashMap<String, Running>>,
+    /// Results not yet seen in the cluster's status: kept until a status write carried them
+    /// (a failed write must not lose a backup's result).
+    finished: Mutex<HashMap<String, Finished>>,
+}
+
+#[derive(Debug, Clone)]
+struct Finished {
+    started_at: Timestamp,
+    outcome: Result<BackupRecord, String>,
 }
 
 struct Running {
@@ -77,18 +86,32 @@ impl Backups {
         let key = format!("{}/{}", o.names.namespace, o.names.name);
         let now = o.now;
         let mut status = cluster.previous.cloned().unwrap_or_default();
+        if status.enabled_at.is_none() {
+            status.enabled_at = Some(Time(now));
+        }
+        let since = status.enabled_at.as_ref().map_or(now, |t| t.0);
+        let since = since.max(cluster.created);
         let schedule: Result<Schedule, String> = cluster.spec.schedule.parse();
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(task) = running.get(&key)
             && task.handle.is_finished()
             && let Some(task) = running.remove(&key)
         {
-            record(&mut status, task, now);
+            finished.insert(key.clone(), outcome_of(task));
+        }
+        if let Some(result) = finished.get(&key) {
+            if recorded(cluster.previous, result) {
+                finished.remove(&key);
+            } else {
+                record(&mut status, result, now);
+            }
         }
         let in_flight = running.contains_key(&key);
-        if !in_flight {
+        if !in_flight && !finished.contains_key(&key) {
             interrupted(&mut status, now);
         }
+        drop(finished);
         let schedule = match schedule {
             Ok(s) => s,
             Err(message) => {
@@ -102,13 +125,7 @@ impl Backups {
                 };
             }
         };
-        let due = schedule::due(
-            &schedule,
-            Some(&status),
-            cluster.request,
-            cluster.created,
-            now,
-        );
+        let due = schedule::due(&schedule, Some(&status), cluster.request, since, now);
         if let (Some(due), false) = (&due, in_flight) {
             match start(client, o, access, cluster.spec) {
                 Ok(handle) => {
@@ -134,7 +151,7 @@ impl Backups {
         let next = schedule.next(now);
         status.next_scheduled_at = next.map(Time);
         let condition = backup_condition(
-            schedule::ready(&schedule, Some(&status), cluster.created, now),
+            schedule::ready(&schedule, Some(&status), since, now),
             cluster,
             now,
         );
@@ -180,24 +197,50 @@ fn interrupted(status: &mut BackupStatus, now: Timestamp) {
     }
 }
 
-fn record(status: &mut BackupStatus, task: Running, now: Timestamp) {
+fn outcome_of(task: Running) -> Finished {
     use futures_util::FutureExt;
     let outcome = match task.handle.now_or_never() {
         Some(Ok(result)) => result,
         Some(Err(e)) => Err(format!("the backup task failed: {e}")),
         None => Err("the backup task ended without a result".into()),
     };
-    match outcome {
+    match &outcome {
+        Ok(record) => info!(backup = %record.name, location = %record.location, "backup completed"),
+        Err(message) => warn!(%message, "backup failed"),
+    }
+    Finished {
+        started_at: task.started_at,
+        outcome,
+    }
+}
+
+/// Whether the status already carries this result (a status write after it succeeded).
+fn recorded(previous: Option<&BackupStatus>, result: &Finished) -> bool {
+    let Some(previous) = previous else {
+        return false;
+    };
+    match &result.outcome {
+        Ok(record) => previous
+            .last_successful
+            .as_ref()
+            .is_some_and(|s| s.name == record.name),
+        Err(_) => previous
+            .last_failure
+            .as_ref()
+            .is_some_and(|f| f.at.0 >= result.started_at),
+    }
+}
+
+fn record(status: &mut BackupStatus, result: &Finished, now: Timestamp) {
+    match &result.outcome {
         Ok(record) => {
-            info!(backup = %record.name, location = %record.location, "backup completed");
-            status.last_successful = Some(record);
+            status.last_successful = Some(record.clone());
             status.last_failure = None;
         }
         Err(message) => {
-            warn!(%message, "backup failed");
             status.last_failure = Some(BackupFailure {
-                at: Time(now.max(task.started_at)),
-                message,
+                at: Time(now.max(result.started_at)),
+                message: message.clone(),
             });
         }
     }
@@ -327,6 +370,40 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_result_is_kept_until_a_status_write_carried_it() {
+        let started = at("2026-12-06T03:00:00Z");
+        let done = Finished {
+            started_at: started,
+            outcome: Ok(BackupRecord {
+                name: "a.rsnp".into(),
+                location: "s3://b/p".into(),
+                started_at: Time(started),
+                duration_ms: 1,
+                size_bytes: 1,
+                last_log_index: 1,
+                journal_last_index: 1,
+                sha256: "ab".into(),
+            }),
+        };
+        assert!(!recorded(None, &done));
+        let mut status = BackupStatus::default();
+        assert!(
+            !recorded(Some(&status), &done),
+            "the write has not happened yet"
+        );
+        record(&mut status, &done, at("2026-12-06T03:00:05Z"));
+        assert!(recorded(Some(&status), &done));
+        let failed = Finished {
+            started_at: at("2026-12-06T04:00:00Z"),
+            outcome: Err("no leader".into()),
+        };
+        assert!(!recorded(Some(&status), &failed));
+        record(&mut status, &failed, at("2026-12-06T04:00:01Z"));
+        assert!(recorded(Some(&status), &failed));
+        assert_eq!(status.last_successful.unwrap().name, "a.rsnp", "kept");
     }
 
     #[test]

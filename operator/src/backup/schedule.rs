@@ -57,8 +57,9 @@ pub enum Due {
     Scheduled,
 }
 
-/// Whether a backup is due at `now`. `created` is the RaftCluster's creation time: a schedule
-/// whose last occurrence precedes the cluster does not start one at once.
+/// Whether a backup is due at `now`. `created` is when backups began for this cluster (the
+/// RaftCluster's creation, or `spec.backup` first seen): a schedule whose last occurrence
+/// precedes it does not start one at once.
 pub fn due(
     schedule: &Schedule,
     status: Option<&BackupStatus>,

@@ -196,6 +196,7 @@ pub mod fixtures {
             leader_id: initialized.then(|| "rc-0".to_owned()),
             leader_node_id: initialized.then(|| node_id(0).to_string()),
             last_log_index: 50,
+            last_log_term: 1,
             last_applied_index: 50,
             partition_state: PartitionState::Healthy,
             peer_address: format!("rc-{ordinal}.rc.ns.svc.cluster.local:7070"),

@@ -34,6 +34,10 @@ pub struct NodeStatus {
     pub leader_id: Option<String>,
     pub leader_node_id: Option<String>,
     pub last_log_index: u64,
+    /// Term of the entry at `lastLogIndex`: a log is more up to date than another when this is
+    /// higher, or equal with a higher `lastLogIndex` (which survivor to recover from).
+    #[serde(default)]
+    pub last_log_term: u64,
     pub last_applied_index: u64,
     pub partition_state: PartitionState,
     /// How this node is reached by peers.

@@ -204,6 +204,15 @@ impl BackupStore {
         name: &str,
     ) -> Result<BackupManifest, BackupError> {
         use tokio::io::AsyncWriteExt;
+        // Never over an existing backup: the new image would replace the old one before the
+        // new manifest does, and a failure in between would leave neither.
+        if self.exists(name).await? {
+            return Err(BackupError::Upload {
+                location: self.location.clone(),
+                name: name.to_owned(),
+                reason: "a backup of that name is there already; choose another name".into(),
+            });
+        }
         let mut image = self.image_writer(name);
         let failed = |reason: String| BackupError::Upload {
             location: self.location.clone(),
@@ -227,6 +236,21 @@ impl BackupStore {
         };
         self.put_manifest(name, &manifest).await?;
         Ok(manifest)
+    }
+
+    /// Whether an image or a manifest named `name` is there already.
+    pub async fn exists(&self, name: &str) -> Result<bool, BackupError> {
+        for key in [
+            self.key(name),
+            self.key(&format!("{name}{MANIFEST_SUFFIX}")),
+        ] {
+            match self.store.head(&key).await {
+                Ok(_) => return Ok(true),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.failed("read", &key)(e)),
+            }
+        }
+        Ok(false)
     }
 
     /// Store `manifest` for the image `name`: what makes the backup exist.

@@ -271,6 +271,10 @@ pub fn node_status(node: &Node) -> NodeStatus {
         leader_id: node.leader_name(&m),
         leader_node_id: m.current_leader.map(|l| l.to_string()),
         last_log_index: m.last_log_index.unwrap_or(0),
+        last_log_term: crate::store::log::last_log_id(&node.db)
+            .ok()
+            .flatten()
+            .map_or(0, |id| id.leader_id.term),
         last_applied_index: m.last_applied.map_or(0, |l| l.index),
         partition_state: node.health().partition,
         peer_address: node.cfg.advertise_peer.clone(),

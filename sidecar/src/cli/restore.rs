@@ -108,10 +108,20 @@ pub async fn run(args: RestoreArgs) -> Result<(), Failure> {
             member_dir.display(),
             cluster,
         ),
-        Outcome::AlreadyRestored { node_id, from } => println!(
-            "{} already holds node {node_id} restored from snapshot {}: nothing to do",
+        Outcome::AlreadyRestored {
+            node_id,
+            from,
+            same_image,
+        } => println!(
+            "{} already holds node {node_id} restored from snapshot {}{}: nothing to do (a \
+             restore happens once)",
             member_dir.display(),
-            from.snapshot_id
+            from.snapshot_id,
+            if same_image {
+                String::new()
+            } else {
+                format!(", not from {name}")
+            }
         ),
     }
     Ok(())

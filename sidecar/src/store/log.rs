@@ -223,6 +223,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
+/// The id of the last entry of the log, or of the last purged one when none is left: what
+/// Raft compares to tell which log is the most up to date (its term first, then its index).
+pub fn last_log_id(db: &Db) -> Result<Option<LogId>, StoreError> {
+    let purged: Option<LogId> = db.get(Cf::Meta, MetaKey::LastPurged.key())?;
+    Ok(LogStore::last_entry_id(db)?.or(purged))
+}
+
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 

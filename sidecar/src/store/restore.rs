@@ -9,8 +9,8 @@
 //! Everything is written under `<data dir>/.restoring/` and moved into place only once the
 //! image checked out whole (every row, its CRC, and the manifest's size and SHA-256 when there
 //! is one): a restore that fails or is killed leaves no store behind. Run again on a data dir
-//! it already restored from the same image, it does nothing (an init container runs at every
-//! pod start).
+//! it already restored, it does nothing, whichever backup it is given (an init container runs
+//! at every pod start, and "the newest backup" may have changed since).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -94,8 +94,13 @@ pub enum Outcome {
         /// Recovery: where the survivor's own store was moved.
         set_aside: Option<PathBuf>,
     },
-    /// The data dir already holds a store restored from this image; nothing was changed.
-    AlreadyRestored { node_id: NodeId, from: RestoredFrom },
+    /// The data dir already holds a store restored from a backup (this image when
+    /// `same_image`); nothing was changed.
+    AlreadyRestored {
+        node_id: NodeId,
+        from: RestoredFrom,
+        same_image: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,27 +256,22 @@ fn check_head(m: &BackupManifest, head: &Head, last: LogId) -> Result<(), Restor
     Ok(())
 }
 
+/// A data dir holding a store: left as it is when that store was restored from a backup (a
+/// restore happens once, whichever backup is the newest by the time it runs again), refused
+/// otherwise.
 fn already_restored(req: &Request<'_>, head: &Head) -> Result<Outcome, RestoreError> {
     let (db, identity) = Db::open(req.data_dir, req.cluster_id)?;
     let from: Option<RestoredFrom> = db.get(Cf::Meta, MetaKey::RestoredFrom.key())?;
     match from {
-        Some(from)
-            if from.snapshot_id == head.snapshot_id
-                && Some(from.last_log_id) == head.last_applied =>
-        {
+        Some(from) if from.kind == RestoreKind::Backup => {
+            let same_image = from.snapshot_id == head.snapshot_id;
             Ok(Outcome::AlreadyRestored {
                 node_id: identity.node_id,
                 from,
+                same_image,
             })
         }
-        Some(from) => Err(RestoreError::NotEmpty {
-            path: req.data_dir.to_path_buf(),
-            detail: format!(
-                " restored from another backup (snapshot {})",
-                from.snapshot_id
-            ),
-        }),
-        None => Err(RestoreError::NotEmpty {
+        _ => Err(RestoreError::NotEmpty {
             path: req.data_dir.to_path_buf(),
             detail: String::new(),
         }),
