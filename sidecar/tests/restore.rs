@@ -186,8 +186,11 @@ async fn a_cluster_restored_from_a_backup_has_the_same_journal_and_remembers_eve
 
     let mut restored = DumpOnPanic(restored);
     restored.start_all().unwrap();
-    // Nodes 1 and 2 are not members yet: only node 0 can say who leads.
+    // Nodes 1 and 2 are not members yet: only node 0 can say who leads. As the only voter,
+    // it does not wait out a quiet start.
     wait_leading(&restored, 0).await;
+    let log = restored.log_tail(0, 40);
+    assert!(log.contains("this node is the only voter"), "{log}");
     let status = restored.client(0).status().await.unwrap();
     let from = status.restored_from.clone().unwrap();
     assert_eq!(

@@ -254,8 +254,9 @@ fn publish_removed(node: &Node) {
     node.metrics.quorum_available.set(0);
 }
 
-/// End a quiet start: turn elections on once the leader reaches this node (its heartbeats
-/// arrive), or once a whole detection window passed without hearing from a leader at all (it
+/// End a quiet start: turn elections on at once when this node is the only voter, once the
+/// leader reaches this node (its heartbeats arrive), or once a whole detection window passed
+/// without hearing from a leader at all (it
 /// is gone: the followers then stand one window later than they otherwise would). A leader that
 /// only answers this node's own calls is up but cannot reach it yet (a restarted pod has a new
 /// address, and the leader's dial to the old one must time out first): standing then would
@@ -264,6 +265,21 @@ fn publish_removed(node: &Node) {
 /// vote for itself again.
 fn quiet_start(node: &Node, m: &RaftMetrics, watch: &mut Watch, uptime: Duration) {
     if watch.electing {
+        return;
+    }
+    // The only voter (a restored or recovered store, a one-member cluster) deposes no one.
+    if m.membership_config
+        .membership()
+        .voter_ids()
+        .eq(std::iter::once(node.id))
+    {
+        node.raft.runtime_config().elect(true);
+        watch.electing = true;
+        tracing::info!(
+            uptime_ms = millis(uptime),
+            why = "this node is the only voter",
+            "elections on"
+        );
         return;
     }
     let leader = m.current_leader.filter(|l| *l != node.id);
