@@ -19,6 +19,7 @@ use raft_api::admin::{MemberSpec, NodeRole, RestoreKind};
 use raft_api::backup::BackupManifest;
 use raft_testkit::local_cluster::{LocalCluster, Ports};
 use raft_testkit::pki::LocalPki;
+use raft_testkit::s3::S3Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_raft-sidecar");
 
@@ -341,10 +342,7 @@ async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves
         image[mid] ^= 0x40;
         // The manifest describes the damaged bytes: only the image's own checksum can tell.
         use sha2::Digest;
-        m.sha256 = sha2::Sha256::digest(&image[..])
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        m.sha256 = raft_api::admin::hex(&sha2::Sha256::digest(&image[..]));
     });
     let cut = damaged_copy(&backup, &scratch.path().join("cut.rsnp"), |image, _| {
         image.truncate(image.len() - 9);
@@ -394,72 +392,9 @@ async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves
     assert!(out.contains("already holds a store"), "{out}");
 }
 
-/// versitygw (an S3-compatible server, built from its Go module and cached like the control
-/// plane's binaries) serving `root` on a free loopback port; killed on drop.
-struct S3Server {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl S3Server {
-    const ACCESS: &str = "backup-test";
-    const SECRET: &str = "backup-test-secret";
-
-    fn start(root: &Path, bucket: &str) -> S3Server {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/controlplane/build.sh");
-        let out = Command::new(&script).arg("versitygw").output().unwrap();
-        let printed = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "building versitygw failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = printed
-            .lines()
-            .find_map(|l| l.strip_prefix("S3_BIN="))
-            .expect("build.sh prints S3_BIN=");
-        std::fs::create_dir_all(root.join(bucket)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(Path::new(dir.trim_matches('\'')).join("versitygw"))
-            .args([
-                "--access",
-                Self::ACCESS,
-                "--secret",
-                Self::SECRET,
-                "--quiet",
-            ])
-            .args(["--port", &format!("127.0.0.1:{port}")])
-            .arg("posix")
-            .arg(root)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// The variables `ctl backup` and `restore` read the store's address and credentials from.
-    fn env(&self) -> [(&'static str, String); 4] {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", Self::ACCESS.into()),
-            ("AWS_SECRET_ACCESS_KEY", Self::SECRET.into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ]
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn s3_server(root: &Path, bucket: &str) -> S3Server {
+    let controlplane = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/controlplane");
+    S3Server::start(&controlplane, root, bucket).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,7 +402,7 @@ async fn backups_in_an_s3_bucket_are_kept_by_count_and_the_newest_is_restored() 
     let mut source = TestCluster::start(1, &[]).await;
     let leader = source.leader(Duration::from_secs(20)).await;
     let scratch = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&scratch.path().join("s3"), "backups");
+    let s3 = s3_server(&scratch.path().join("s3"), "backups");
     let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
     let with_s3 = |mut cmd: Command| {
         cmd.envs(s3.env());
@@ -494,8 +429,6 @@ async fn backups_in_an_s3_bucket_are_kept_by_count_and_the_newest_is_restored() 
             with_s3,
         );
         assert_eq!(code, Some(0), "backup {round}: {out}");
-        // Names carry the time in milliseconds: two backups never share one.
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut kept: Vec<String> = std::fs::read_dir(scratch.path().join("s3/backups/prod"))
         .unwrap()

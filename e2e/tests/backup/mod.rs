@@ -11,77 +11,36 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use raft_backup::{BackupStore, S3Config};
 use raft_crds::{BackupSpec, S3Destination};
 use raft_example_daemon::digest::ApplyState;
+use raft_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use tokio::io::AsyncReadExt;
 
 use crate::support::{Env, WAIT, daemon_digests, daemon_image, scenario, target_dir, wait_for};
 
-const ACCESS: &str = "e2e-backups";
-const SECRET: &str = "e2e-backups-secret";
 const BUCKET: &str = "backups";
 
-/// versitygw on loopback, serving a bucket from a temporary directory; killed on drop. The
-/// operator runs as a process on this machine in the local suite, so it reaches loopback.
-struct S3Server {
-    child: Child,
-    endpoint: String,
-    _root: PathBuf,
+/// versitygw on loopback, serving the bucket from a temporary directory. The operator runs as
+/// a process on this machine in the local suite, so it reaches loopback.
+fn s3_server(root: &Path) -> S3Server {
+    assert!(
+        std::env::var("E2E_OPERATOR").as_deref() != Ok("deployment"),
+        "the backup scenario serves S3 on this machine's loopback, which an operator \
+         Deployment cannot reach: run it with the operator as a process (the local suite)"
+    );
+    let controlplane = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane");
+    S3Server::start(&controlplane, root, BUCKET).unwrap()
 }
 
-impl S3Server {
-    fn start(root: &Path) -> S3Server {
-        assert!(
-            std::env::var("E2E_OPERATOR").as_deref() != Ok("deployment"),
-            "the backup scenario serves S3 on this machine's loopback, which an operator \
-             Deployment cannot reach: run it with the operator as a process (the local suite)"
-        );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh");
-        let out = Command::new(&script).arg("versitygw").output().unwrap();
-        assert!(
-            out.status.success(),
-            "building versitygw failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let printed = String::from_utf8_lossy(&out.stdout);
-        let dir = printed
-            .lines()
-            .find_map(|l| l.strip_prefix("S3_BIN="))
-            .expect("build.sh prints S3_BIN=");
-        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let port = free_port();
-        let child = Command::new(Path::new(dir.trim_matches('\'')).join("versitygw"))
-            .args(["--access", ACCESS, "--secret", SECRET, "--quiet"])
-            .args(["--port", &format!("127.0.0.1:{port}")])
-            .arg("posix")
-            .arg(root)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _root: root.to_path_buf(),
-        }
-    }
-
-    fn bucket(&self, prefix: &str) -> BackupStore {
-        BackupStore::s3(&S3Config {
-            bucket: BUCKET.into(),
-            prefix: prefix.into(),
-            endpoint: Some(self.endpoint.clone()),
-            region: None,
-            access_key_id: ACCESS.into(),
-            secret_access_key: SECRET.into(),
-            session_token: None,
-        })
-        .unwrap()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn bucket(s3: &S3Server, prefix: &str) -> BackupStore {
+    BackupStore::s3(&S3Config {
+        bucket: BUCKET.into(),
+        prefix: prefix.into(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: None,
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+    })
+    .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -125,14 +84,14 @@ async fn wait_backup(env: &Env, not: Option<&str>) -> raft_crds::BackupRecord {
 async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemons_executed() {
     scenario("backup", |env| async move {
         let scratch = std::env::temp_dir().join(format!("e2e-backup-{}", env.ns));
-        let s3 = S3Server::start(&scratch.join("s3"));
+        let s3 = s3_server(&scratch.join("s3"));
         let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
         let mut secret = Secret::default();
         secret.metadata.name = Some("s3-credentials".into());
         secret.string_data = Some(
             [
-                ("AWS_ACCESS_KEY_ID", ACCESS),
-                ("AWS_SECRET_ACCESS_KEY", SECRET),
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -181,7 +140,7 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
 
         ask_for_backup(&env, "1").await;
         let first = wait_backup(&env, None).await;
-        let store = s3.bucket(&format!("{}/c", env.ns));
+        let store = bucket(&s3, &format!("{}/c", env.ns));
         let listed = store.list().await.unwrap();
         assert_eq!(listed.len(), 1, "{listed:?}");
         let manifest = &listed[0].manifest;
@@ -267,9 +226,7 @@ async fn restored_digest(s3: &S3Server, from: &str, scratch: &Path) -> serde_jso
         .arg("restore")
         .args(["--from", from])
         .args(&member)
-        .env("AWS_ENDPOINT_URL", &s3.endpoint)
-        .env("AWS_ACCESS_KEY_ID", ACCESS)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .envs(s3.env())
         .env_remove("HOSTNAME")
         .output()
         .unwrap();

@@ -574,7 +574,7 @@ impl SidecarClient {
         out.flush()
             .await
             .map_err(|e| failed(format!("writing the image failed: {e}")))?;
-        manifest.sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        manifest.sha256 = crate::admin::hex(&hash.finalize());
         Ok(manifest)
     }
 

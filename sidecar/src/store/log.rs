@@ -225,9 +225,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
 
 /// The id of the last entry of the log, or of the last purged one when none is left: what
 /// Raft compares to tell which log is the most up to date (its term first, then its index).
+///
+/// Read for every `GET /admin/v1/status`: only the entry's leading log id is decoded (an
+/// entry's payload may be a whole batch of operations).
 pub fn last_log_id(db: &Db) -> Result<Option<LogId>, StoreError> {
+    let cf = db.cf(Cf::Log)?;
+    let last = match db.raw().iterator_cf(cf, IteratorMode::End).next() {
+        None => None,
+        Some(item) => {
+            let (key, value) = item.map_err(db.rocks_err("read log"))?;
+            let (id, _) = postcard::take_from_bytes::<LogId>(&value)
+                .map_err(|e| db.corrupt(Cf::Log, super::show_key(&key), e.to_string()))?;
+            Some(id)
+        }
+    };
     let purged: Option<LogId> = db.get(Cf::Meta, MetaKey::LastPurged.key())?;
-    Ok(LogStore::last_entry_id(db)?.or(purged))
+    Ok(last.or(purged))
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -523,5 +536,25 @@ mod tests {
         assert_eq!(c.entries.len(), CACHE_MAX_ENTRIES);
         assert_eq!(c.last_index(), Some(n));
         assert_eq!(c.first_index(), Some(11));
+    }
+
+    #[test]
+    fn the_last_log_id_is_read_from_the_entry_prefix_or_the_purged_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), "c").unwrap();
+        assert_eq!(last_log_id(&db).unwrap(), None);
+        let purged = LogId::new(CommittedLeaderId::new(2, 1), 9);
+        let mut batch = rocksdb::WriteBatch::default();
+        db.put(&mut batch, Cf::Meta, MetaKey::LastPurged.key(), &purged)
+            .unwrap();
+        db.write(batch, true).unwrap();
+        assert_eq!(last_log_id(&db).unwrap(), Some(purged));
+        let mut batch = rocksdb::WriteBatch::default();
+        for e in [entry(10), entry(11)] {
+            db.put(&mut batch, Cf::Log, &index_key(e.log_id.index), &e)
+                .unwrap();
+        }
+        db.write(batch, true).unwrap();
+        assert_eq!(last_log_id(&db).unwrap(), Some(entry(11).log_id));
     }
 }

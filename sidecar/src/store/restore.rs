@@ -421,8 +421,7 @@ impl<R: Read> Hashing<R> {
     /// Bytes read and their SHA-256 in lowercase hex.
     fn finish(&mut self) -> (u64, String) {
         let digest = std::mem::take(&mut self.hash).finalize();
-        let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
-        (self.bytes, hex)
+        (self.bytes, raft_api::admin::hex(&digest))
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod local_cluster;
 pub mod modules;
 pub mod pki;
+pub mod s3;
 #[cfg(feature = "volatile-fs")]
 pub mod volatile_fs;
 pub mod wait;
