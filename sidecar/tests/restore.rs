@@ -392,6 +392,110 @@ async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves
     assert!(out.contains("already holds a store"), "{out}");
 }
 
+/// What `POST /admin/v1/restore` gets: the backup file and its manifest.
+async fn post_restore(
+    c: &LocalCluster,
+    i: usize,
+    image: &Path,
+) -> Result<raft_api::admin::RestoreResult, raft_api::client::ClientError> {
+    let manifest: BackupManifest =
+        serde_json::from_slice(&std::fs::read(BackupManifest::path_beside(image)).unwrap())
+            .unwrap();
+    let body = reqwest::Body::from(std::fs::read(image).unwrap());
+    c.client(i)
+        .restore(&manifest, body, Duration::from_secs(60))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_joined_restores_through_its_admin_api_and_restarts_onto_the_backup() {
+    let mut source = TestCluster::start(1, &[]).await;
+    let leader = source.leader(Duration::from_secs(20)).await;
+    for n in 0..40 {
+        source
+            .submit_retrying(&[leader], &op(&format!("op-{n}")), Duration::from_secs(20))
+            .await;
+    }
+    let journal = source
+        .journals_agree(&[0], 40, Duration::from_secs(20))
+        .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let backup = scratch.path().join("good.rsnp");
+    let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
+    let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
+    assert_eq!(code, Some(0), "{out}");
+    let flipped = damaged_copy(&backup, &scratch.path().join("flipped.rsnp"), |image, m| {
+        let mid = image.len() / 2;
+        image[mid] ^= 0x40;
+        use sha2::Digest;
+        m.sha256 = raft_api::admin::hex(&sha2::Sha256::digest(&image[..]));
+    });
+
+    let mut target = one_node(&scratch.path().join("target"));
+    target.cluster_id = "restored".into();
+    target.nodes[0].initial = false;
+    let mut target = DumpOnPanic(target);
+    target.start_all().unwrap();
+    let blank = wait_for(
+        "the new node to answer",
+        Duration::from_secs(20),
+        || async { target.client(0).status().await.ok() },
+    )
+    .await;
+    assert_eq!(blank.role, NodeRole::Uninitialized);
+
+    // A damaged backup is refused; nothing is staged and the node keeps running.
+    let e = post_restore(&target, 0, &flipped).await.unwrap_err();
+    assert_eq!(e.code(), Some(raft_api::ErrorCode::Refused), "{e}");
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert!(!target.nodes[0].dir.join(".restore-pending").exists());
+    assert!(target.is_running(0));
+
+    let done = post_restore(&target, 0, &backup).await.unwrap();
+    assert!(done.restarting);
+    assert_eq!(
+        done.node_id.to_string(),
+        blank.node_id,
+        "the node keeps its id"
+    );
+    assert_eq!(done.journal_next_index, journal.last().unwrap().0 + 1);
+    let code = target.wait_exit(0, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(
+        code,
+        Some(0),
+        "it stops on its own to start on the restored store"
+    );
+
+    target.start(0).unwrap();
+    wait_leading(&target, 0).await;
+    let status = target.client(0).status().await.unwrap();
+    assert_eq!(status.node_id, blank.node_id);
+    let from = status.restored_from.unwrap();
+    assert_eq!(
+        from.parent_cluster_id.as_deref(),
+        Some(source.c.cluster_id.as_str())
+    );
+    let copy = read_journal(&target.client(0)).await.unwrap();
+    assert_eq!(copy, journal);
+    let dir = &target.nodes[0].dir;
+    assert!(!dir.join(".restore-pending").exists());
+    assert!(
+        std::fs::read_dir(dir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("pre-restore-")),
+        "the blank store it replaced is kept"
+    );
+
+    // A member is never restored over.
+    let e = post_restore(&target, 0, &backup).await.unwrap_err();
+    assert_eq!(e.code(), Some(raft_api::ErrorCode::Refused), "{e}");
+    assert!(e.to_string().contains("taken part in a cluster"), "{e}");
+    assert!(target.is_running(0));
+    target.stop_all(Duration::from_secs(5)).await;
+}
+
 fn s3_server(root: &Path, bucket: &str) -> S3Server {
     let controlplane = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/controlplane");
     S3Server::start(&controlplane, root, bucket).unwrap()

@@ -226,6 +226,26 @@ pub struct SnapshotResult {
     pub purged_up_to: Option<u64>,
 }
 
+/// Answer of `POST /admin/v1/restore`: the backup checked out and is staged; the node stops
+/// and starts again on it as the only member of its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreResult {
+    #[serde(with = "node_id_string")]
+    pub node_id: u64,
+    pub snapshot_id: String,
+    pub last_log_index: u64,
+    pub last_log_term: u64,
+    /// The restored journal holds `journalFirstIndex..journalNextIndex`; the cluster's next
+    /// journal record gets `journalNextIndex`.
+    pub journal_first_index: u64,
+    pub journal_next_index: u64,
+    pub size_bytes: u64,
+    /// The node is stopping to start again on the restored store (`raft-sidecar run` exits 0;
+    /// its container, or any supervisor, starts it again).
+    pub restarting: bool,
+}
+
 mod node_id_string {
     //! Node ids are u64 but travel as decimal strings (JavaScript cannot hold a u64); accept both.
     use serde::{Deserialize, Deserializer, Serializer, de::Error};

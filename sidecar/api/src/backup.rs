@@ -24,6 +24,8 @@ pub mod header {
     pub const JOURNAL_LAST_INDEX: &str = "x-raft-journal-last-index";
     pub const IMAGE_FORMAT: &str = "x-raft-image-format";
     pub const SIDECAR_VERSION: &str = "x-raft-sidecar-version";
+    /// Request header of `POST /admin/v1/restore`: the backup's manifest as compact JSON.
+    pub const MANIFEST: &str = "x-raft-backup-manifest";
 }
 
 /// What a backup holds. `journalLastIndex < journalFirstIndex` means the journal window was

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::{
     ClusterSettings, ClusterView, InitializeRequest, InitializeResult, MemberSpec,
-    MembershipResult, NodeStatus, SettingsUpdate, SnapshotResult, TransferRequest, TransferResult,
+    MembershipResult, NodeStatus, RestoreResult, SettingsUpdate, SnapshotResult, TransferRequest,
+    TransferResult,
 };
 use crate::backup::{BackupManifest, MANIFEST_FORMAT, header};
 use crate::daemon::{
@@ -576,6 +577,47 @@ impl SidecarClient {
             .map_err(|e| failed(format!("writing the image failed: {e}")))?;
         manifest.sha256 = crate::admin::hex(&hash.finalize());
         Ok(manifest)
+    }
+
+    /// Restore a backup into an uninitialized node (`POST /admin/v1/restore`): `image` is the
+    /// backup image, streamed as it is read, checked by the node against `manifest`. The whole
+    /// exchange must end within `deadline`; the node restarts after answering.
+    pub async fn restore(
+        &self,
+        manifest: &BackupManifest,
+        image: reqwest::Body,
+        deadline: Duration,
+    ) -> Result<RestoreResult, ClientError> {
+        let path = "/admin/v1/restore";
+        let url = self.url(true, path)?;
+        let manifest_json = serde_json::to_string(manifest).map_err(|e| ClientError::Backup {
+            url: url.clone(),
+            reason: format!("cannot encode the manifest: {e}"),
+        })?;
+        let mut req = self
+            .http
+            .post(&url)
+            .timeout(deadline)
+            .header(header::MANIFEST, manifest_json)
+            .header("content-type", "application/octet-stream")
+            .body(image);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        if !resp.status().is_success() {
+            return Err(self.error_answer(url, resp).await);
+        }
+        let status = resp.status().as_u16();
+        let bytes = self.body(resp).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            url,
+            status,
+            reason: e.to_string(),
+        })
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {

@@ -214,8 +214,18 @@ pub fn routes(
         .then(|n: Arc<Node>| async move { respond(snapshot_now(&n).await) });
     let snapshot_get = warp::path!("snapshot")
         .and(warp::get())
-        .and(with_node)
+        .and(with_node.clone())
         .then(|n: Arc<Node>| async move { super::backup::download(&n).await });
+    let restore = warp::path!("restore")
+        .and(warp::post())
+        .and(warp::header::optional::<String>(
+            raft_api::backup::header::MANIFEST,
+        ))
+        .and(warp::body::stream())
+        .and(with_node)
+        .then(|manifest, body, n: Arc<Node>| async move {
+            respond(super::restore::restore(&n, manifest, body).await)
+        });
     let protected = status
         .or(cluster)
         .unify()
@@ -236,6 +246,8 @@ pub fn routes(
         .or(snapshot_now)
         .unify()
         .or(snapshot_get)
+        .unify()
+        .or(restore)
         .unify();
     healthz
         .or(readyz)

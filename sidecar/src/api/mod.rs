@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod error;
 mod journal;
 pub mod listener;
+mod restore;
 mod sse;
 
 use std::net::SocketAddr;

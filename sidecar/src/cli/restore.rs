@@ -70,6 +70,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), Failure> {
             cluster_id: &cluster_id,
             member,
             manifest: manifest.as_ref(),
+            node_id: None,
             recovery: None,
         };
         let image = tokio_util::io::SyncIoBridge::new(image);

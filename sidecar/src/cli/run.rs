@@ -63,6 +63,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let failed = tokio::select! {
         () = signals.recv() => None,
         why = node.raft_failed() => Some(why),
+        why = node.restart_requested() => {
+            // Exit 0: the container (or any supervisor) starts the node again, on the new store.
+            tracing::info!(reason = %why, "stopping to start again");
+            None
+        }
     };
     if let Some(why) = &failed {
         tracing::error!(

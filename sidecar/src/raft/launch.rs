@@ -16,6 +16,7 @@ use super::peer::PeerService;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::store::log::LogStore;
+use crate::store::staged::{self, Adopted};
 use crate::store::state_machine::StateMachineStore;
 use crate::store::{Db, StoreError};
 use crate::tls::Tls;
@@ -46,6 +47,8 @@ pub enum NodeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot adopt the restore staged in the data dir: {0}")]
+    StagedRestore(#[from] crate::store::restore::RestoreError),
 }
 
 /// A started node and the tasks it runs.
@@ -54,10 +57,29 @@ pub struct Running {
     tasks: JoinSet<()>,
 }
 
+/// A restore staged through the admin API becomes the store, unless the node joined a cluster
+/// since (`store::staged`).
+fn adopt_staged_restore(cfg: &NodeConfig) -> Result<(), NodeError> {
+    match staged::adopt(&cfg.data_dir, &cfg.cluster_id)? {
+        Adopted::Nothing => {}
+        Adopted::Restored { set_aside } => tracing::info!(
+            set_aside = ?set_aside,
+            "starting on the restore staged through the admin API"
+        ),
+        Adopted::Refused { moved_to } => tracing::error!(
+            moved_to = %moved_to.display(),
+            "a restore was staged but this node has joined a cluster since: the staged store is \
+             not used"
+        ),
+    }
+    Ok(())
+}
+
 /// Open storage, start Raft, the peer listener and the node's tasks. The HTTP APIs are
 /// started by the caller.
 pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, NodeError> {
     let cfg = Arc::new(cfg);
+    adopt_staged_restore(&cfg)?;
     let (db, identity) = Db::open(&cfg.data_dir, &cfg.cluster_id)?;
     let removed = db.is_removed()?;
     tracing::info!(node_id = identity.node_id, fresh = identity.fresh, removed, dir = %cfg.data_dir.display(), "store open");

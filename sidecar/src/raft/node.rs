@@ -72,6 +72,10 @@ pub struct Node {
     /// `launch` on shutdown like the long-lived tasks.
     errands: Mutex<JoinSet<()>>,
     shutdown: watch::Sender<bool>,
+    /// Why the node must stop and start again (a restore staged through the admin API).
+    restart: watch::Sender<Option<String>>,
+    /// Held by the one restore the admin API runs at a time.
+    pub restore_turn: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -98,6 +102,29 @@ impl Node {
             timeline: Mutex::new(LogTimeline::default()),
             errands: Mutex::new(JoinSet::new()),
             shutdown: watch::channel(false).0,
+            restart: watch::channel(None).0,
+            restore_turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Ask whoever runs the node (`raft-sidecar run`) to stop it and start it again.
+    pub fn request_restart(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.restart.send_if_modified(|r| {
+            let first = r.is_none();
+            if first {
+                *r = Some(why);
+            }
+            first
+        });
+    }
+
+    /// Resolves with the reason once [`Node::request_restart`] was called.
+    pub async fn restart_requested(&self) -> String {
+        let mut rx = self.restart.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
         }
     }
 

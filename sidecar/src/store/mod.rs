@@ -12,6 +12,7 @@ pub mod log;
 pub mod recover;
 pub mod restore;
 pub mod snapshot;
+pub mod staged;
 pub mod state_machine;
 
 use std::path::{Path, PathBuf};

@@ -48,6 +48,7 @@ pub fn recover(
         data_dir,
         cluster_id,
         member,
+        node_id: None,
         manifest: None,
         recovery: Some(Recovery {
             pending,

@@ -42,6 +42,9 @@ pub struct Request<'a> {
     pub cluster_id: &'a str,
     /// This node, the only member of the restored cluster.
     pub member: Member,
+    /// Keep this node id (a running node's, restoring through its admin API); `None` draws a
+    /// new one.
+    pub node_id: Option<NodeId>,
     /// The backup's manifest, checked against the image; `None` checks the image alone.
     pub manifest: Option<&'a BackupManifest>,
     /// Recovery only: what to do besides restoring the image.
@@ -151,7 +154,7 @@ pub fn restore(input: impl Read, req: &Request<'_>) -> Result<Outcome, RestoreEr
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io_error("clear", &staging))?;
     }
-    let staged = open_staging(&staging, req.cluster_id).and_then(|(db, node_id)| {
+    let staged = open_staging(&staging, req.cluster_id, req.node_id).and_then(|(db, node_id)| {
         let counts = load_rows(&db, reader)?;
         Ok((db, node_id, counts))
     });
@@ -278,10 +281,20 @@ fn already_restored(req: &Request<'_>, head: &Head) -> Result<Outcome, RestoreEr
     }
 }
 
-fn open_staging(staging: &Path, cluster_id: &str) -> Result<(Db, NodeId), RestoreError> {
+fn open_staging(
+    staging: &Path,
+    cluster_id: &str,
+    keep: Option<NodeId>,
+) -> Result<(Db, NodeId), RestoreError> {
     fs::create_dir_all(staging).map_err(io_error("create", staging))?;
     let (db, identity) = Db::open(staging, cluster_id)?;
-    Ok((db, identity.node_id))
+    let Some(node_id) = keep else {
+        return Ok((db, identity.node_id));
+    };
+    let mut batch = WriteBatch::default();
+    db.put(&mut batch, Cf::Meta, MetaKey::NodeId.key(), &node_id)?;
+    db.write(batch, true)?;
+    Ok((db, node_id))
 }
 
 /// Write every row of the image; the reader checks the CRC at the end row, so an image that

@@ -1,0 +1,170 @@
+//! `POST /admin/v1/restore`: a backup image streamed in the request body, with its manifest in
+//! the `x-raft-backup-manifest` header, restored into a node that has never been a member of a
+//! cluster. The image is checked and staged as `raft-sidecar restore` would (`store::staged`),
+//! the answer says what was restored, and the node then stops to start again on it as the only
+//! member of its cluster (the operator's `spec.bootstrap.fromBackup`).
+//!
+//! Refused (409 `REFUSED`): a node that has a vote, a log or members; a restore already running
+//! or staged; a damaged image or one that does not match its manifest.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use raft_api::ErrorCode;
+use raft_api::admin::RestoreResult;
+use raft_api::backup::{BackupManifest, MANIFEST_FORMAT};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::error::ApiError;
+use crate::raft::node::{Lifecycle, Node};
+use crate::store::restore::{Outcome, Request, RestoreError};
+use crate::store::staged;
+use crate::types::Member;
+
+/// Longest wait for the next chunk of the body: a stalled upload must not hold the node's one
+/// restore turn for ever.
+const STALL: Duration = Duration::from_secs(30);
+
+pub async fn restore<S, B>(
+    node: &Node,
+    manifest: Option<String>,
+    body: S,
+) -> Result<RestoreResult, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf + Send + 'static,
+{
+    let manifest = parse_manifest(manifest)?;
+    let Ok(_turn) = node.restore_turn.try_lock() else {
+        return Err(refused("a restore is already running on this node"));
+    };
+    refuse_unless_blank(node)?;
+    if staged::is_staged(&node.cfg.data_dir) {
+        return Err(refused(
+            "a restore is already staged on this node; it restarts onto it",
+        ));
+    }
+    let chunks =
+        Box::pin(stalling(body).map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining()))));
+    let input = SyncIoBridge::new(StreamReader::new(chunks));
+    let (data_dir, cluster_id) = (node.cfg.data_dir.clone(), node.cfg.cluster_id.clone());
+    let member = Member {
+        name: node.cfg.name.clone(),
+        peer_addr: node.cfg.advertise_peer.clone(),
+        admin_addr: node.cfg.advertise_admin.clone(),
+    };
+    let node_id = node.id;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let request = Request {
+            data_dir: &data_dir,
+            cluster_id: &cluster_id,
+            member,
+            node_id: Some(node_id),
+            manifest: Some(&manifest),
+            recovery: None,
+        };
+        staged::stage(io::BufReader::with_capacity(256 << 10, input), &request)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        RestoreError::Store(_) | RestoreError::Io { .. } => ApiError::internal(e),
+        other => refused(other.to_string()),
+    })?;
+    let Outcome::Restored {
+        from,
+        journal_first_index,
+        journal_next_index,
+        size_bytes,
+        ..
+    } = outcome
+    else {
+        return Err(ApiError::internal("the staged restore reported no restore"));
+    };
+    tracing::info!(
+        snapshot = %from.snapshot_id,
+        last_log_index = from.last_log_id.index,
+        parent = ?from.parent_cluster_id,
+        "restore staged; restarting onto it"
+    );
+    node.request_restart("a restore was staged through the admin API");
+    Ok(RestoreResult {
+        node_id,
+        snapshot_id: from.snapshot_id,
+        last_log_index: from.last_log_id.index,
+        last_log_term: from.last_log_id.leader_id.term,
+        journal_first_index,
+        journal_next_index,
+        size_bytes,
+        restarting: true,
+    })
+}
+
+fn parse_manifest(raw: Option<String>) -> Result<BackupManifest, ApiError> {
+    let raw = raw.ok_or_else(|| {
+        ApiError::invalid(format!(
+            "the {} header (the backup's manifest as JSON) is required",
+            raft_api::backup::header::MANIFEST
+        ))
+    })?;
+    let manifest: BackupManifest = serde_json::from_str(&raw)
+        .map_err(|e| ApiError::invalid(format!("malformed backup manifest: {e}")))?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(refused(format!(
+            "the manifest has format {:?}; this raft-sidecar reads {MANIFEST_FORMAT:?}",
+            manifest.format
+        )));
+    }
+    Ok(manifest)
+}
+
+/// A restore goes into a node that never took part in a cluster: no vote, no log, no members.
+fn refuse_unless_blank(node: &Node) -> Result<(), ApiError> {
+    if node.lifecycle() != Lifecycle::Running {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the node is stopping",
+        ));
+    }
+    let m = node.raft_metrics();
+    let member = node.is_member(&m);
+    let voted = m.vote.leader_id().term > 0;
+    if member || voted || m.last_log_index.is_some() {
+        return Err(refused(format!(
+            "this node has taken part in a cluster (member: {member}, term {}, last log index \
+             {:?}): a restore goes only into a node that never did",
+            m.vote.leader_id().term,
+            m.last_log_index
+        )));
+    }
+    Ok(())
+}
+
+fn refused(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Refused, message)
+}
+
+/// The body's chunks, failing with `TimedOut` when the next one takes longer than [`STALL`].
+fn stalling<S, B>(body: S) -> impl Stream<Item = io::Result<B>> + Send
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Send + 'static,
+{
+    futures_util::stream::unfold(Some(Box::pin(body)), |state| async move {
+        let mut body = state?;
+        match tokio::time::timeout(STALL, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the upload stalled for {STALL:?}"),
+                )),
+                None,
+            )),
+        }
+    })
+}

@@ -1,0 +1,155 @@
+//! A restore staged by the admin API (`POST /admin/v1/restore`) on a running node that is not
+//! a member of any cluster yet, and adopted at its next start.
+//!
+//! A running node holds its store open, so a restore cannot replace it in place. [`stage`]
+//! restores the image into `<data dir>/.restore-pending/` (a complete data dir, checked as
+//! `raft-sidecar restore` checks it); the node then stops, and [`adopt`], run before the store
+//! opens, swaps the staged store in, but only over a store that is still blank (no vote, no
+//! log, nothing applied: the node did not join a cluster in between). The blank store it
+//! replaces is kept under `pre-restore-<unix secs>/`.
+//!
+//! Every step can be interrupted and run again: a staging that did not finish leaves no
+//! `rocksdb/` in the pending dir and is discarded; an adoption that stopped half-way finds the
+//! staged parts still to move and moves them.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::restore::{self, Outcome, Request, RestoreError};
+use super::{Db, MetaKey};
+use crate::store::Cf;
+use crate::store::applied::AppliedState;
+use crate::types::Vote;
+
+/// The staged data dir, inside the node's data dir.
+const PENDING: &str = ".restore-pending";
+
+fn pending_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(PENDING)
+}
+
+/// Whether a complete restore waits in `data_dir` for the next start.
+pub fn is_staged(data_dir: &Path) -> bool {
+    pending_dir(data_dir).join("rocksdb").exists()
+}
+
+/// Restore the image read from `input` into the pending dir of `req.data_dir` (whose own
+/// store is left alone). Refused when a restore is staged already.
+pub fn stage(input: impl Read, req: &Request<'_>) -> Result<Outcome, RestoreError> {
+    let pending = pending_dir(req.data_dir);
+    if is_staged(req.data_dir) {
+        return Err(RestoreError::NotEmpty {
+            path: pending,
+            detail: " staged by an earlier restore request (it is adopted when the node \
+                     restarts)"
+                .into(),
+        });
+    }
+    if pending.exists() {
+        fs::remove_dir_all(&pending).map_err(io_error("clear", &pending))?;
+    }
+    fs::create_dir_all(&pending).map_err(io_error("create", &pending))?;
+    let staged = Request {
+        data_dir: &pending,
+        ..req.clone()
+    };
+    let outcome = restore::restore(input, &staged);
+    if outcome.is_err() {
+        let _ = fs::remove_dir_all(&pending);
+    }
+    outcome
+}
+
+/// What [`adopt`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// No restore was staged.
+    Nothing,
+    /// The staged store is now the node's; the blank one it replaced was kept here.
+    Restored { set_aside: Option<PathBuf> },
+    /// The node's store is no longer blank (it joined a cluster after the restore was
+    /// staged): the staged restore was moved here and not used.
+    Refused { moved_to: PathBuf },
+}
+
+/// Before the store opens: swap a staged restore in over a blank store.
+pub fn adopt(data_dir: &Path, cluster_id: &str) -> Result<Adopted, RestoreError> {
+    let pending = pending_dir(data_dir);
+    if !pending.exists() {
+        return Ok(Adopted::Nothing);
+    }
+    let staged_db = pending.join("rocksdb");
+    let staged_snapshots = pending.join("snapshots");
+    if !staged_db.exists() {
+        // Snapshots moved but not the store means an adoption stopped half-way: finish it.
+        if data_dir.join("rocksdb").exists() && !staged_snapshots.exists() {
+            fs::remove_dir_all(&pending).map_err(io_error("remove", &pending))?;
+            return Ok(Adopted::Restored { set_aside: None });
+        }
+        // A staging that never finished.
+        fs::remove_dir_all(&pending).map_err(io_error("discard", &pending))?;
+        return Ok(Adopted::Nothing);
+    }
+    let secs = unix_secs();
+    let current = data_dir.join("rocksdb");
+    let mut set_aside = None;
+    if current.exists() {
+        if !is_blank(data_dir, cluster_id)? {
+            let moved_to = data_dir.join(format!("restore-refused-{secs}"));
+            fs::rename(&pending, &moved_to).map_err(io_error("move aside", &pending))?;
+            return Ok(Adopted::Refused { moved_to });
+        }
+        let aside = data_dir.join(format!("pre-restore-{secs}"));
+        fs::create_dir_all(&aside).map_err(io_error("create", &aside))?;
+        for name in ["rocksdb", "snapshots"] {
+            let from = data_dir.join(name);
+            if from.exists() {
+                fs::rename(&from, aside.join(name)).map_err(io_error("move aside", &from))?;
+            }
+        }
+        set_aside = Some(aside);
+    }
+    if staged_snapshots.exists() {
+        let to = data_dir.join("snapshots");
+        if to.exists() {
+            let orphaned = data_dir.join(format!("snapshots.orphaned-{secs}"));
+            fs::rename(&to, &orphaned).map_err(io_error("move aside", &to))?;
+        }
+        fs::rename(&staged_snapshots, &to).map_err(io_error("move into place", &to))?;
+    }
+    fs::rename(&staged_db, &current).map_err(io_error("move into place", &staged_db))?;
+    fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync", data_dir))?;
+    fs::remove_dir_all(&pending).map_err(io_error("remove", &pending))?;
+    Ok(Adopted::Restored { set_aside })
+}
+
+/// No vote, no log entry, nothing applied: a node that never took part in a cluster.
+fn is_blank(data_dir: &Path, cluster_id: &str) -> Result<bool, RestoreError> {
+    let (db, _) = Db::open(data_dir, cluster_id)?;
+    let vote: Option<Vote> = db.get(Cf::Meta, MetaKey::Vote.key())?;
+    let applied: Option<AppliedState> = db.get(Cf::Meta, MetaKey::Applied.key())?;
+    let log = super::log::last_log_id(&db)?;
+    Ok(vote.is_none_or(|v| v.leader_id().term == 0)
+        && applied.is_none_or(|a| a.last_applied.is_none())
+        && log.is_none())
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> RestoreError + 'a {
+    move |source| RestoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
