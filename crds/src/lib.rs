@@ -13,13 +13,13 @@ pub mod spec;
 pub mod status;
 
 pub use spec::{
-    BackupSpec, DEFAULT_BACKUP_RETENTION, DaemonSpec, MAX_NAME_LENGTH, NetworkPolicySpec,
-    PodTemplateOverrides, RaftCluster, RaftClusterSpec, RaftSpec, S3Destination, SidecarSpec,
-    StorageSpec,
+    BackupSpec, BootstrapSpec, DEFAULT_BACKUP_RETENTION, DaemonSpec, FromBackupSpec, LATEST_BACKUP,
+    MAX_NAME_LENGTH, NetworkPolicySpec, PodTemplateOverrides, RaftCluster, RaftClusterSpec,
+    RaftSpec, S3Destination, SidecarSpec, StorageSpec,
 };
 pub use status::{
     BackupFailure, BackupRecord, BackupStatus, ClusterPhase, MemberRole, MemberStatus,
-    OperationKind, OperationPhase, OperationStatus, RaftClusterStatus,
+    OperationKind, OperationPhase, OperationStatus, RaftClusterStatus, RestoredFromStatus,
 };
 
 use kube::CustomResourceExt;

@@ -113,6 +113,14 @@ pub struct RaftClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
 
+    /// How a new cluster starts: empty (the default), or from a backup. Read only until the
+    /// cluster has an id; it cannot be changed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(
+        "spec.bootstrap cannot be changed: it says how the cluster was created"
+    ))]
+    pub bootstrap: Option<BootstrapSpec>,
+
     /// Stop all membership changes and rolling restarts (manual recovery).
     #[serde(default)]
     pub paused: bool,
@@ -138,6 +146,7 @@ impl Default for RaftClusterSpec {
             topology_spread_constraints: Vec::new(),
             network_policy: NetworkPolicySpec::default(),
             backup: None,
+            bootstrap: None,
             paused: false,
         }
     }
@@ -167,6 +176,41 @@ pub const DEFAULT_BACKUP_RETENTION: i32 = 7;
 
 fn default_backup_retention() -> i32 {
     DEFAULT_BACKUP_RETENTION
+}
+
+/// How a new cluster starts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Start from a backup instead of empty: the first member restores it and runs as the only
+    /// voter with the backup's journal, dedupe records and settings; the journal continues at
+    /// the backup's next index; the other members join one at a time and receive that state.
+    /// The backed-up cluster's id becomes `status.parentClusterId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackupSpec>,
+}
+
+/// A backup to start a cluster from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackupSpec {
+    /// Where the backups are: the `spec.backup.s3` of the cluster they were taken from.
+    /// `prefix` is required (the default prefix names this cluster, not that one).
+    #[x_kube(validation = Rule::new("has(self.prefix) && self.prefix.size() > 0").message(
+        "bootstrap.fromBackup.s3.prefix is required: the prefix of the backed-up cluster's backups"
+    ))]
+    pub s3: S3Destination,
+    /// `latest` (the newest backup there) or a backup's name (`20261206T030000Z.rsnp`).
+    #[serde(default = "latest_backup")]
+    #[schemars(length(min = 1))]
+    pub backup: String,
+}
+
+/// `spec.bootstrap.fromBackup.backup` for the newest backup.
+pub const LATEST_BACKUP: &str = "latest";
+
+fn latest_backup() -> String {
+    LATEST_BACKUP.to_owned()
 }
 
 /// A bucket of S3-compatible object storage.

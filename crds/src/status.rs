@@ -28,6 +28,12 @@ pub struct RaftClusterStatus {
     /// Label selector of the pods, in string form (used by the scale subresource and HPA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// The cluster a restored cluster's backup was taken from (`spec.bootstrap.fromBackup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_cluster_id: Option<String>,
+    /// The backup it was restored from: snapshot, last log index and SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFromStatus>,
     /// Identity of the Raft cluster, set once at bootstrap and never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
@@ -86,6 +92,19 @@ pub enum ClusterPhase {
     Degraded,
     /// No majority of voters is reachable: writes are impossible.
     QuorumLost,
+}
+
+/// The backup a cluster was restored from, as its first member reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredFromStatus {
+    /// The backup's name and where it was (`s3://bucket/prefix/NAME`).
+    pub backup: String,
+    pub snapshot_id: String,
+    pub last_log_index: i64,
+    pub last_log_term: i64,
+    /// SHA-256 of the image, lowercase hex.
+    pub sha256: String,
 }
 
 /// What the operator knows of the cluster's backups.
@@ -198,6 +217,9 @@ pub enum OperationKind {
     ReplaceMember,
     /// Delete an outdated pod so it restarts on the new revision.
     RestartMember,
+    /// Restore `spec.bootstrap.fromBackup` into the lowest ordinal, which then restarts as
+    /// the only voter; the others are added one at a time.
+    RestoreFromBackup,
 }
 
 /// Progress of the step in flight (docs/operator.md).

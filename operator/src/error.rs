@@ -32,6 +32,8 @@ pub enum Error {
         "{kind} {name} exists and is not controlled by this RaftCluster: left alone (rename or delete it, or rename the RaftCluster)"
     )]
     NotOwned { kind: String, name: String },
+    #[error("cannot restore the backup into {pod}: {reason}")]
+    Restore { pod: String, reason: String },
     #[error("resource has no {0}")]
     InvalidObject(&'static str),
     #[error("failed to encode {what}: {source}")]
@@ -58,6 +60,7 @@ impl Error {
             Error::Tls(_) => "Tls",
             Error::Secret(_) => "Secret",
             Error::NotOwned { .. } => "NotOwned",
+            Error::Restore { .. } => "Restore",
             Error::InvalidObject(_) => "InvalidObject",
             Error::Encode { .. } => "Encode",
         }

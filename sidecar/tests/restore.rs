@@ -401,7 +401,7 @@ async fn post_restore(
     let manifest: BackupManifest =
         serde_json::from_slice(&std::fs::read(BackupManifest::path_beside(image)).unwrap())
             .unwrap();
-    let body = reqwest::Body::from(std::fs::read(image).unwrap());
+    let body = tokio::fs::File::open(image).await.unwrap();
     c.client(i)
         .restore(&manifest, body, Duration::from_secs(60))
         .await

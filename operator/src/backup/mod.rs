@@ -6,7 +6,9 @@
 //! `BackupReady` condition.
 //!
 //! When a backup is due and whether backups are current is decided in [`schedule`] (pure).
+//! Restoring a backup into a new cluster's first member is [`restore`].
 
+pub mod restore;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use raft_backup::{BackupStore, S3Config};
-use raft_crds::{BackupFailure, BackupRecord, BackupSpec, BackupStatus};
+use raft_crds::{BackupFailure, BackupRecord, BackupSpec, BackupStatus, S3Destination};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -300,7 +302,7 @@ fn start(
         let started = Instant::now();
         let started_at = Timestamp::now();
         let work = async {
-            let config = s3_config(&secrets, &spec, prefix).await?;
+            let config = s3_config(&secrets, &spec.s3, prefix).await?;
             let store = BackupStore::s3(&config).map_err(|e| e.to_string())?;
             admin
                 .snapshot()
@@ -333,12 +335,12 @@ fn start(
 
 /// The bucket and credentials of `spec.s3`; the Secret is read at each backup, so rotated
 /// credentials are used from the next one on.
-async fn s3_config(
+pub(crate) async fn s3_config(
     secrets: &Api<Secret>,
-    spec: &BackupSpec,
+    s3: &S3Destination,
     prefix: String,
 ) -> Result<S3Config, String> {
-    let name = &spec.s3.credentials_secret;
+    let name = &s3.credentials_secret;
     let secret = secrets
         .get(name)
         .await
@@ -352,10 +354,10 @@ async fn s3_config(
     };
     let required = |key: &str| value(key).ok_or_else(|| format!("Secret {name} has no {key}"));
     Ok(S3Config {
-        bucket: spec.s3.bucket.clone(),
+        bucket: s3.bucket.clone(),
         prefix,
-        endpoint: spec.s3.endpoint.clone(),
-        region: spec.s3.region.clone(),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
         access_key_id: required("AWS_ACCESS_KEY_ID")?,
         secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
         session_token: value("AWS_SESSION_TOKEN"),

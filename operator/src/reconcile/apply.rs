@@ -226,7 +226,32 @@ fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
 }
 
 /// Perform the plan's action.
+/// What an action left to record besides the step's next phase.
+#[derive(Debug)]
+pub enum Acted {
+    Done,
+    /// A backup is staged in the first member ([`Action::RestoreFromBackup`]).
+    Restored(Option<crate::backup::restore::Staged>),
+}
+
 pub async fn act(
+    client: &kube::Client,
+    o: &Observed,
+    action: &Action,
+    access: &AdminAccess,
+) -> Result<Acted, Error> {
+    if let Action::RestoreFromBackup { pod, from } = action {
+        let c = sidecar_of(o, pod, access)?;
+        return crate::backup::restore::restore(client, &o.names, pod, &c, from)
+            .await
+            .map(Acted::Restored);
+    }
+    act_on_cluster(client, o, action, access)
+        .await
+        .map(|()| Acted::Done)
+}
+
+async fn act_on_cluster(
     client: &kube::Client,
     o: &Observed,
     action: &Action,
@@ -241,7 +266,8 @@ pub async fn act(
         sidecar_of(o, &l.pod, access).map(|c| (l.pod.clone(), c))
     };
     match action {
-        Action::None => Ok(()),
+        // Handled by `act`.
+        Action::None | Action::RestoreFromBackup { .. } => Ok(()),
         Action::Initialize { pod, members } => {
             let c = sidecar_of(o, pod, access)?;
             c.initialize(members.clone())

@@ -52,6 +52,9 @@ pub fn announce(
         Step::Record(op) => {
             let (reason, what) = match op.kind {
                 OperationKind::Initialize => ("Bootstrapping", "initialize the cluster on"),
+                OperationKind::RestoreFromBackup => {
+                    ("Bootstrapping", "restore spec.bootstrap.fromBackup into")
+                }
                 OperationKind::AddMember => ("AddingMember", "add"),
                 OperationKind::RemoveMember => ("RemovingMember", "remove"),
                 OperationKind::ReplaceMember => ("ReplacingMember", "replace the lost member of"),
@@ -70,7 +73,7 @@ pub fn announce(
         }
         Step::Finish(outcome) => {
             let pod = match outcome {
-                Outcome::Initialized { .. } => None,
+                Outcome::Initialized { .. } | Outcome::Restored { .. } => None,
                 Outcome::MemberAdded { name, .. }
                 | Outcome::MemberRemoved { name, .. }
                 | Outcome::MemberReplaced { name, .. }
@@ -81,6 +84,19 @@ pub fn announce(
                 Outcome::Initialized { cluster_id } => (
                     "ClusterInitialized",
                     format!("cluster {cluster_id} initialized"),
+                ),
+                Outcome::Restored { cluster_id, from } => (
+                    "ClusterRestored",
+                    match from {
+                        Some(f) => format!(
+                            "cluster {cluster_id} restored from snapshot {} of cluster {} (log \
+                             index {}); the other members join one at a time",
+                            f.snapshot_id,
+                            f.parent_cluster_id.as_deref().unwrap_or("?"),
+                            f.last_log_index
+                        ),
+                        None => format!("cluster {cluster_id} restored from a backup"),
+                    },
                 ),
                 Outcome::MemberAdded { name, node_id } => {
                     ("MemberAdded", format!("{name} (node {node_id}) is a voter"))

@@ -17,7 +17,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::Recorder;
 use kube::{Resource, ResourceExt};
-use raft_crds::{RaftCluster, RaftClusterStatus};
+use raft_crds::{RaftCluster, RaftClusterStatus, RestoredFromStatus};
 use tracing::{info, warn};
 
 use crate::config::RunConfig;
@@ -127,18 +127,31 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     };
     apply::apply_owned(&ctx.client, rc, &names, &owned).await?;
     let mut cluster_id = previous.cluster_id.clone();
+    let mut restored = None;
     let operation = match &plan.step {
         Step::Idle => None,
         Step::Wait { operation, .. } => operation.clone(),
         Step::Record(op) => Some(op.clone()),
         Step::Act { action, next } => {
             info!(cluster = %names.name, ?action, "acting on the recorded step");
-            apply::act(&ctx.client, &o, action, &access).await?;
+            if let apply::Acted::Restored(Some(staged)) =
+                apply::act(&ctx.client, &o, action, &access).await?
+            {
+                restored = Some(Restored::Staged(staged));
+            }
             Some(next.clone())
         }
         Step::Finish(outcome) => {
-            if let plan::Outcome::Initialized { cluster_id: id } = outcome {
-                cluster_id = Some(id.clone());
+            match outcome {
+                plan::Outcome::Initialized { cluster_id: id } => cluster_id = Some(id.clone()),
+                plan::Outcome::Restored {
+                    cluster_id: id,
+                    from,
+                } => {
+                    cluster_id = Some(id.clone());
+                    restored = from.clone().map(Restored::Reported);
+                }
+                _ => {}
             }
             None
         }
@@ -150,6 +163,9 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
 
     // status
     let mut new_status = status::build(&o, &plan, &previous, operation, cluster_id);
+    if let Some(restored) = restored {
+        restored.record(&mut new_status);
+    }
     new_status.sidecar_image = Some(sidecar.image);
     new_status.sidecar_upgrade_request = sidecar.acted_on;
     let backup = backups(rc, ctx, &o, &access, &previous);
@@ -180,6 +196,40 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     Ok(Requeue::requeue(
         backup.wake.map_or(requeue, |w| w.min(requeue)),
     ))
+}
+
+/// What this reconcile learned of a restore (`spec.bootstrap.fromBackup`).
+enum Restored {
+    /// The backup this reconcile staged in the first member.
+    Staged(crate::backup::restore::Staged),
+    /// What the restored member reports once it leads; fills in what a lost status write did
+    /// not record (the backup's name is then unknown).
+    Reported(raft_api::admin::RestoredFrom),
+}
+
+impl Restored {
+    fn record(self, status: &mut RaftClusterStatus) {
+        match self {
+            Restored::Staged(staged) => {
+                status.parent_cluster_id = Some(staged.parent_cluster_id);
+                status.restored_from = Some(staged.from);
+            }
+            Restored::Reported(from) => {
+                if status.parent_cluster_id.is_none() {
+                    status.parent_cluster_id = from.parent_cluster_id;
+                }
+                status
+                    .restored_from
+                    .get_or_insert_with(|| RestoredFromStatus {
+                        backup: "(not recorded)".into(),
+                        snapshot_id: from.snapshot_id,
+                        last_log_index: i64::try_from(from.last_log_index).unwrap_or(i64::MAX),
+                        last_log_term: i64::try_from(from.last_log_term).unwrap_or(i64::MAX),
+                        sha256: from.sha256,
+                    });
+            }
+        }
+    }
 }
 
 /// This reconcile's part of the scheduled backups ([`crate::backup`]); nothing without

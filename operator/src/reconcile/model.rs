@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 use raft_api::admin::{ClusterMember, ClusterView, NodeRole, NodeStatus};
 use raft_api::daemon::{MemberRole, PartitionState};
-use raft_crds::OperationStatus;
+use raft_crds::{FromBackupSpec, OperationStatus};
 
 use super::sidecar_metrics::LeaderHealth;
 use crate::resources::names::{ClusterNames, SIDECAR_CONTAINER};
@@ -28,6 +28,8 @@ pub struct Observed {
     pub desired_replicas: u32,
     /// `spec.paused`.
     pub paused: bool,
+    /// `spec.bootstrap.fromBackup`: the backup a new cluster starts from.
+    pub from_backup: Option<FromBackupSpec>,
     /// `status.clusterId`: set once the cluster was bootstrapped.
     pub cluster_id: Option<String>,
     /// `status.operation`: the step in flight.
@@ -251,6 +253,7 @@ pub mod fixtures {
             generation: Some(1),
             desired_replicas: n,
             paused: false,
+            from_backup: None,
             cluster_id: Some("rc-cafe".into()),
             operation: None,
             recorded_members: n,

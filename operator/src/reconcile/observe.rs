@@ -195,6 +195,11 @@ pub async fn observe(
             generation: rc.metadata.generation,
             desired_replicas: u32::try_from(rc.spec.replicas).unwrap_or(0),
             paused: rc.spec.paused,
+            from_backup: rc
+                .spec
+                .bootstrap
+                .as_ref()
+                .and_then(|b| b.from_backup.clone()),
             cluster_id: status.cluster_id.clone(),
             operation: status.operation.clone(),
             recorded_members: status.members.len() as u32,

@@ -101,6 +101,8 @@ pub fn build(
         ready_replicas: o.pods.values().filter(|p| p.ready).count() as i32,
         selector: Some(o.names.selector_string()),
         cluster_id,
+        parent_cluster_id: previous.parent_cluster_id.clone(),
+        restored_from: previous.restored_from.clone(),
         sidecar_image: previous.sidecar_image.clone(),
         sidecar_upgrade_request: previous.sidecar_upgrade_request.clone(),
         leader: leader.map(|l| l.pod.clone()),
@@ -412,7 +414,7 @@ fn degraded(o: &Observed, plan: &Plan) -> Verdict {
 
 fn progressing(plan: &Plan, operation: Option<&OperationStatus>) -> Verdict {
     let kind_reason = |k: OperationKind| match k {
-        OperationKind::Initialize => "Bootstrapping",
+        OperationKind::Initialize | OperationKind::RestoreFromBackup => "Bootstrapping",
         OperationKind::AddMember => "AddingMember",
         OperationKind::RemoveMember => "RemovingMember",
         OperationKind::ReplaceMember => "ReplacingMember",
@@ -470,7 +472,9 @@ fn phase(
         return ClusterPhase::QuorumLost;
     }
     match operation.map(|op| op.kind) {
-        Some(OperationKind::Initialize) => ClusterPhase::Bootstrapping,
+        Some(OperationKind::Initialize | OperationKind::RestoreFromBackup) => {
+            ClusterPhase::Bootstrapping
+        }
         Some(
             OperationKind::AddMember | OperationKind::RemoveMember | OperationKind::ReplaceMember,
         ) => ClusterPhase::Scaling,

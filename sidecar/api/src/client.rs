@@ -582,12 +582,19 @@ impl SidecarClient {
     /// Restore a backup into an uninitialized node (`POST /admin/v1/restore`): `image` is the
     /// backup image, streamed as it is read, checked by the node against `manifest`. The whole
     /// exchange must end within `deadline`; the node restarts after answering.
-    pub async fn restore(
+    pub async fn restore<R>(
         &self,
         manifest: &BackupManifest,
-        image: reqwest::Body,
+        image: R,
         deadline: Duration,
-    ) -> Result<RestoreResult, ClientError> {
+    ) -> Result<RestoreResult, ClientError>
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
+        let image = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            image,
+            256 << 10,
+        ));
         let path = "/admin/v1/restore";
         let url = self.url(true, path)?;
         let manifest_json = serde_json::to_string(manifest).map_err(|e| ClientError::Backup {

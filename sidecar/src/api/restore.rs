@@ -4,8 +4,9 @@
 //! the answer says what was restored, and the node then stops to start again on it as the only
 //! member of its cluster (the operator's `spec.bootstrap.fromBackup`).
 //!
-//! Refused (409 `REFUSED`): a node that has a vote, a log or members; a restore already running
-//! or staged; a damaged image or one that does not match its manifest.
+//! Refused (409 `REFUSED`): a node that has a vote, a log or members; a restore already
+//! running; a damaged image or one that does not match its manifest. A node that staged one
+//! already (or is stopping) answers 503 `SHUTTING_DOWN`: it is about to restart.
 
 use std::io;
 use std::time::Duration;
@@ -37,15 +38,23 @@ where
     B: Buf + Send + 'static,
 {
     let manifest = parse_manifest(manifest)?;
+    if node.lifecycle() != Lifecycle::Running {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the node is stopping",
+        ));
+    }
     let Ok(_turn) = node.restore_turn.try_lock() else {
         return Err(refused("a restore is already running on this node"));
     };
-    refuse_unless_blank(node)?;
     if staged::is_staged(&node.cfg.data_dir) {
-        return Err(refused(
-            "a restore is already staged on this node; it restarts onto it",
+        // An earlier call's: the node is about to restart onto it (503, like any stopping node).
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "a restore is staged on this node; it restarts onto it",
         ));
     }
+    refuse_unless_blank(node)?;
     let chunks =
         Box::pin(stalling(body).map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining()))));
     let input = SyncIoBridge::new(StreamReader::new(chunks));
@@ -122,12 +131,6 @@ fn parse_manifest(raw: Option<String>) -> Result<BackupManifest, ApiError> {
 
 /// A restore goes into a node that never took part in a cluster: no vote, no log, no members.
 fn refuse_unless_blank(node: &Node) -> Result<(), ApiError> {
-    if node.lifecycle() != Lifecycle::Running {
-        return Err(ApiError::new(
-            ErrorCode::ShuttingDown,
-            "the node is stopping",
-        ));
-    }
     let m = node.raft_metrics();
     let member = node.is_member(&m);
     let voted = m.vote.leader_id().term > 0;

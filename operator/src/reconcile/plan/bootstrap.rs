@@ -2,8 +2,15 @@
 //! of docs/operator.md), carried out on the lowest ordinal once every initial pod answers as
 //! uninitialized; sidecars that already are members are adopted instead, never initialized twice.
 //!
+//! With `spec.bootstrap.fromBackup` the step is `RestoreFromBackup` instead: the lowest ordinal
+//! restores the backup through its admin API and restarts as the only voter; the other pods
+//! then join one at a time like any added member (`add`). The restore goes to a running sidecar
+//! that has never been a member, never to an init container: a pod that later loses its volume
+//! must rejoin the cluster, not restore the backup again and lead a cluster of its own.
+//!
 //! Called by `plan/mod.rs` (no cluster id yet → [`bootstrap`]; a recorded `Initialize` →
-//! [`continue_initialize`]); uses only the shared types and builders of `step`.
+//! [`continue_initialize`], `RestoreFromBackup` → [`continue_restore`]); uses only the shared
+//! types and builders of `step`.
 
 use raft_api::admin::MemberSpec;
 use raft_crds::{OperationKind, OperationPhase, OperationStatus};
@@ -52,6 +59,17 @@ pub(super) fn bootstrap(o: &Observed) -> Step {
     if let Some(cluster_id) = initialized_cluster_id(o) {
         return Step::Adopt { cluster_id };
     }
+    if o.from_backup.is_some() {
+        return match first_pod_blank(o) {
+            Ok(pod) => Step::Record(new_step(
+                OperationKind::RestoreFromBackup,
+                &pod.name,
+                pod.node_id(),
+                o,
+            )),
+            Err(blocked) => wait_step(blocked, None),
+        };
+    }
     let size = hold_size(o);
     match initial_members(o, size) {
         Ok(_) => Step::Record(new_step(
@@ -98,6 +116,76 @@ pub(super) fn continue_initialize(o: &Observed, step: &OperationStatus) -> Step 
     }
 }
 
+/// The lowest ordinal's pod, Ready and answering as uninitialized; or why not.
+fn first_pod_blank(o: &Observed) -> Result<&PodView, Blocked> {
+    match o.pods.get(&0) {
+        Some(p) if p.is_uninitialized() => Ok(p),
+        _ => Err(Blocked::new(
+            WaitReason::WaitingForPods,
+            format!(
+                "waiting for pod {} to be Ready and answer as uninitialized",
+                o.names.pod(0)
+            ),
+        )),
+    }
+}
+
+/// Restore into the lowest ordinal, wait for it to restart onto the backup, finish once it
+/// leads. A sidecar that answers as uninitialized again (it restarted before staging the
+/// backup) gets the restore again: the call is refused, never repeated, once one is staged.
+pub(super) fn continue_restore(o: &Observed, step: &OperationStatus) -> Step {
+    if let Some(leader) = &o.leader
+        && !leader.cluster.joint
+        && !leader.cluster.members.is_empty()
+    {
+        return Step::Finish(Outcome::Restored {
+            cluster_id: leader.status.cluster_id.clone(),
+            from: leader.status.restored_from.clone(),
+        });
+    }
+    let first = o.pods.get(&0);
+    if first
+        .and_then(PodView::status)
+        .is_some_and(|s| s.initialized)
+    {
+        return wait_step(
+            Blocked::new(
+                WaitReason::WaitingForLeader,
+                "restored; waiting for it to lead",
+            ),
+            Some(with_phase(step, OperationPhase::AwaitingCommit)),
+        );
+    }
+    let Some(from) = &o.from_backup else {
+        return Step::Finish(Outcome::Abandoned {
+            kind: OperationKind::RestoreFromBackup,
+            name: step.name.clone(),
+            why: "spec.bootstrap.fromBackup was removed".into(),
+        });
+    };
+    match first_pod_blank(o) {
+        // Acted on before: the pod is (or was) restarting onto the staged backup.
+        Err(_) if step.phase == OperationPhase::AwaitingCommit => wait_step(
+            Blocked::new(
+                WaitReason::AwaitingPod,
+                format!(
+                    "waiting for {} to restart onto the restored backup",
+                    step.name
+                ),
+            ),
+            Some(step.clone()),
+        ),
+        Ok(pod) => Step::Act {
+            action: Action::RestoreFromBackup {
+                pod: pod.name.clone(),
+                from: from.clone(),
+            },
+            next: with_phase(step, OperationPhase::AwaitingCommit),
+        },
+        Err(blocked) => wait_step(blocked, Some(step.clone())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Bootstrap: initialize once, on the lowest ordinal, with every initial member; adopt
@@ -105,6 +193,7 @@ mod tests {
 
     use raft_api::admin::NodeRole;
 
+    use crate::reconcile::model::LeaderView;
     use crate::reconcile::plan::fixtures::*;
 
     #[test]
@@ -183,6 +272,116 @@ mod tests {
             "{p:?}"
         );
         assert_eq!(waiting(&p), WaitReason::WaitingForLeader);
+    }
+
+    fn from_backup(mut o: Observed) -> Observed {
+        o.from_backup = Some(raft_crds::FromBackupSpec {
+            s3: raft_crds::S3Destination {
+                bucket: "backups".into(),
+                prefix: Some("prod/rc".into()),
+                endpoint: None,
+                region: None,
+                credentials_secret: "s3".into(),
+            },
+            backup: raft_crds::LATEST_BACKUP.into(),
+        });
+        o
+    }
+
+    /// Only rc-0 restored and leading alone; the others still blank.
+    fn restored_alone(mut o: Observed) -> Observed {
+        let mut leader = node_status(0, NodeRole::Leader, true);
+        leader.restored_from = Some(raft_api::admin::RestoredFrom {
+            kind: raft_api::admin::RestoreKind::Backup,
+            parent_cluster_id: Some("old-cluster".into()),
+            snapshot_id: "3-250-1".into(),
+            last_log_index: 250,
+            last_log_term: 3,
+            sha256: "ab".into(),
+        });
+        o.pods.insert(0, pod(0, leader.clone()));
+        let reference = healthy(1).leader.unwrap();
+        o.leader = Some(LeaderView {
+            status: leader,
+            ..reference
+        });
+        o
+    }
+
+    #[test]
+    fn a_cluster_from_a_backup_records_a_restore_on_the_first_pod_alone() {
+        let mut o = from_backup(fresh(3));
+        o.pods.remove(&2);
+        let op = recorded(&plan(&o)).clone();
+        assert_eq!((op.kind, op.name.as_str()), (K::RestoreFromBackup, "rc-0"));
+        o.pods.get_mut(&0).unwrap().ready = false;
+        assert_eq!(waiting(&plan(&o)), WaitReason::WaitingForPods);
+    }
+
+    #[test]
+    fn the_restore_goes_to_the_first_pod_then_waits_for_it_to_restart_onto_the_backup() {
+        let mut o = from_backup(fresh(3));
+        o.operation = Some(op(K::RestoreFromBackup, 0, P::Recorded));
+        let p = plan(&o);
+        assert_eq!(p.statefulset_replicas, 3, "the other pods stay, blank");
+        let (a, next) = action(&p);
+        assert_eq!(
+            a,
+            &Action::RestoreFromBackup {
+                pod: "rc-0".into(),
+                from: o.from_backup.clone().unwrap()
+            }
+        );
+        assert_eq!(next.phase, P::AwaitingCommit);
+        // Restarting: not Ready, then initialized but not leading yet.
+        o.operation = Some(next.clone());
+        o.pods.get_mut(&0).unwrap().ready = false;
+        assert_eq!(waiting(&plan(&o)), WaitReason::AwaitingPod);
+        o.pods
+            .insert(0, pod(0, node_status(0, NodeRole::Candidate, true)));
+        assert_eq!(waiting(&plan(&o)), WaitReason::WaitingForLeader);
+    }
+
+    #[test]
+    fn a_blank_first_pod_after_the_restore_was_acted_on_gets_it_again() {
+        let mut o = from_backup(fresh(3));
+        o.operation = Some(op(K::RestoreFromBackup, 0, P::AwaitingCommit));
+        let p = plan(&o);
+        let (a, _) = action(&p);
+        assert!(matches!(a, Action::RestoreFromBackup { .. }), "{a:?}");
+    }
+
+    #[test]
+    fn a_restore_finishes_once_the_first_member_leads_and_the_others_are_added_one_at_a_time() {
+        let mut o = restored_alone(from_backup(fresh(3)));
+        o.operation = Some(op(K::RestoreFromBackup, 0, P::AwaitingCommit));
+        let Step::Finish(Outcome::Restored { cluster_id, from }) = plan(&o).step else {
+            panic!("{:?}", plan(&o))
+        };
+        assert_eq!(cluster_id, "rc-cafe");
+        assert_eq!(
+            from.unwrap().parent_cluster_id.as_deref(),
+            Some("old-cluster")
+        );
+        o.operation = None;
+        o.cluster_id = Some(cluster_id);
+        let p = plan(&o);
+        assert_eq!(p.statefulset_replicas, 3);
+        let next = recorded(&p);
+        assert_eq!((next.kind, next.name.as_str()), (K::AddMember, "rc-1"));
+    }
+
+    #[test]
+    fn a_cluster_with_a_backup_to_restore_is_never_initialized_empty() {
+        let mut o = from_backup(fresh(3));
+        for ready in [true, false] {
+            o.pods.get_mut(&0).unwrap().ready = ready;
+            let p = plan(&o);
+            assert!(
+                !matches!(&p.step, Step::Record(op) if op.kind == K::Initialize),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]

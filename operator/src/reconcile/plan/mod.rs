@@ -35,7 +35,7 @@ pub use step::{Action, Blocked, Outcome, Plan, Step, WaitReason};
 
 use crate::reconcile::model::{LeaderView, Observed, is_caught_up};
 use add::{abandon_add, continue_add, unfinished_learner};
-use bootstrap::{bootstrap, continue_initialize};
+use bootstrap::{bootstrap, continue_initialize, continue_restore};
 use gate::gate;
 use remove::{abandon_remove, continue_remove};
 use replace::{continue_replace, replacement};
@@ -155,6 +155,7 @@ fn continue_step(o: &Observed, step: &OperationStatus) -> Plan {
     };
     let (replicas, next) = abandoned.unwrap_or_else(|| match step.kind {
         OperationKind::Initialize => (size, continue_initialize(o, step)),
+        OperationKind::RestoreFromBackup => (size, continue_restore(o, step)),
         OperationKind::AddMember => continue_add(o, step, size),
         OperationKind::RemoveMember => continue_remove(o, step, size),
         // The replaced pod keeps its ordinal while its old identity leaves the membership.

@@ -7,7 +7,8 @@
 //! reconcile pipeline (apply, status, events) sees these types through `plan`'s re-exports.
 
 use raft_api::admin::MemberSpec;
-use raft_crds::{OperationKind, OperationPhase, OperationStatus};
+use raft_api::admin::RestoredFrom;
+use raft_crds::{FromBackupSpec, OperationKind, OperationPhase, OperationStatus};
 
 use crate::reconcile::model::{LeaderView, Observed, PodView};
 
@@ -51,6 +52,9 @@ pub enum Action {
         pod: String,
         members: Vec<MemberSpec>,
     },
+    /// Stream the backup `from` names out of its bucket into `POST /admin/v1/restore` of
+    /// `pod`, which then restarts as the only voter of the cluster.
+    RestoreFromBackup { pod: String, from: FromBackupSpec },
     /// `POST /admin/v1/members` on the leader.
     AddLearner(MemberSpec),
     /// `POST /admin/v1/members/{id}/promote` on the leader.
@@ -140,6 +144,11 @@ impl WaitReason {
 pub enum Outcome {
     Initialized {
         cluster_id: String,
+    },
+    /// The first member runs the restored backup and leads; `from` is what it reports.
+    Restored {
+        cluster_id: String,
+        from: Option<RestoredFrom>,
     },
     MemberAdded {
         name: String,

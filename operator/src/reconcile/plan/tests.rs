@@ -128,7 +128,9 @@ impl World {
                 let k: u32 = name.rsplit('-').next().unwrap().parse().unwrap();
                 self.o.pvcs.remove(&k);
             }
-            Action::EvictPod { .. } | Action::DiscardVolume { .. } => unreachable!(),
+            Action::EvictPod { .. }
+            | Action::DiscardVolume { .. }
+            | Action::RestoreFromBackup { .. } => unreachable!(),
         }
     }
 

@@ -1,0 +1,96 @@
+//! Restoring `spec.bootstrap.fromBackup` into a new cluster's first member: the backup's
+//! manifest and image are read from the bucket and the image is streamed, as it arrives, into
+//! the member's `POST /admin/v1/restore`, which checks it against the manifest, stages it and
+//! restarts onto it. Nothing is held whole in memory or written to the operator's disk.
+//!
+//! Run by the apply stage for the plan's `Action::RestoreFromBackup`; the reconcile waits for
+//! it, within [`DEADLINE`].
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use raft_api::ErrorCode;
+use raft_api::client::SidecarClient;
+use raft_backup::BackupStore;
+use raft_crds::{FromBackupSpec, LATEST_BACKUP, RestoredFromStatus};
+use tracing::info;
+
+use crate::error::Error;
+use crate::resources::names::ClusterNames;
+
+/// Longest a restore may take, from reading the manifest to the member's answer.
+pub const DEADLINE: Duration = Duration::from_secs(60 * 60);
+
+/// A backup staged in the first member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    /// The cluster the backup was taken from.
+    pub parent_cluster_id: String,
+    pub from: RestoredFromStatus,
+}
+
+/// Stream the backup `from` names into `pod`. `None`: the member had already staged a backup
+/// and is restarting onto it (an earlier call whose answer was lost).
+pub async fn restore(
+    client: &kube::Client,
+    names: &ClusterNames,
+    pod: &str,
+    sidecar: &SidecarClient,
+    from: &FromBackupSpec,
+) -> Result<Option<Staged>, Error> {
+    let failed = |reason: String| Error::Restore {
+        pod: pod.to_owned(),
+        reason,
+    };
+    let work = async {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
+        let prefix = from.s3.prefix.clone().unwrap_or_default();
+        let config = super::s3_config(&secrets, &from.s3, prefix)
+            .await
+            .map_err(failed)?;
+        let store = BackupStore::s3(&config).map_err(|e| failed(e.to_string()))?;
+        let (name, manifest) = if from.backup == LATEST_BACKUP {
+            let newest = store.latest().await.map_err(|e| failed(e.to_string()))?;
+            (newest.name, newest.manifest)
+        } else {
+            let manifest = store
+                .manifest(&from.backup)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            (from.backup.clone(), manifest)
+        };
+        let image = store
+            .open_image(&name)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let location = format!("{}/{name}", store.location());
+        info!(%pod, backup = %location, size = manifest.size_bytes, "restoring a backup into the first member");
+        match sidecar.restore(&manifest, image, DEADLINE).await {
+            Ok(done) => {
+                info!(%pod, snapshot = %done.snapshot_id, last_log_index = done.last_log_index, "backup staged; the member restarts onto it");
+                Ok(Some(Staged {
+                    parent_cluster_id: manifest.cluster_id.clone(),
+                    from: RestoredFromStatus {
+                        backup: location,
+                        snapshot_id: done.snapshot_id,
+                        last_log_index: i64::try_from(done.last_log_index).unwrap_or(i64::MAX),
+                        last_log_term: i64::try_from(done.last_log_term).unwrap_or(i64::MAX),
+                        sha256: manifest.sha256,
+                    },
+                }))
+            }
+            // Staged by an earlier call: the member is on its way down to start on it.
+            Err(e) if e.code() == Some(ErrorCode::ShuttingDown) => Ok(None),
+            Err(source) => Err(Error::Sidecar {
+                pod: pod.to_owned(),
+                call: "restore",
+                source,
+            }),
+        }
+    };
+    match tokio::time::timeout(DEADLINE, work).await {
+        Ok(result) => result,
+        Err(_) => Err(failed(format!("not done within {DEADLINE:?}"))),
+    }
+}
