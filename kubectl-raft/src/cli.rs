@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
 use raft_crds::RaftCluster;
 
 use crate::logs::{PodLog, interleave};
@@ -54,6 +54,22 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Create RaftCluster NAME from a backup of RaftCluster --from: the same spec, started from
+    /// its newest backup (or --backup NAME) in the bucket of its `spec.backup`.
+    Restore {
+        /// The new RaftCluster's name.
+        name: String,
+        /// The RaftCluster whose backups to restore (it must still exist, with `spec.backup`).
+        #[arg(long)]
+        from: String,
+        /// `latest`, or a backup's name as `kubectl raft status` shows it.
+        #[arg(long, default_value = raft_crds::LATEST_BACKUP)]
+        backup: String,
+        /// Print the new RaftCluster (JSON, which `kubectl apply -f -` takes) instead of creating
+        /// it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// A completion script for a shell (source it, e.g. `source <(kubectl raft completion bash)`).
     Completion { shell: clap_complete::Shell },
 }
@@ -79,6 +95,10 @@ pub enum PluginError {
     NoBackupSpec { name: String },
     #[error("no pods of raftcluster {name:?} in namespace {namespace:?}")]
     NoPods { name: String, namespace: String },
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
+    #[error("encoding the RaftCluster: {0}")]
+    Encode(String),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("writing the output: {0}")]
@@ -128,6 +148,28 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), PluginError> {
                 out,
                 "asked for a backup of raftcluster {name} ({BACKUP_NOW_ANNOTATION}={value}); \
                  `kubectl raft status {name}` shows when it completed"
+            )?;
+        }
+        Command::Restore {
+            name,
+            from,
+            backup,
+            dry_run,
+        } => {
+            let old = cluster(&client, &namespace, &from).await?;
+            let new = crate::restore::new_cluster(&old, &name, &backup)?;
+            if dry_run {
+                let json = serde_json::to_string_pretty(&new)
+                    .map_err(|e| PluginError::Encode(e.to_string()))?;
+                writeln!(out, "{json}")?;
+                return Ok(());
+            }
+            let api: Api<RaftCluster> = Api::namespaced(client.clone(), &namespace);
+            api.create(&PostParams::default(), &new).await?;
+            writeln!(
+                out,
+                "created raftcluster {name} from backup {backup} of {from}; `kubectl raft status \
+                 {name}` shows the restore"
             )?;
         }
         Command::Completion { .. } => {}
@@ -206,7 +248,7 @@ mod tests {
         let mut out = Vec::new();
         run(cli, &mut out).await.unwrap();
         let script = String::from_utf8(out).unwrap();
-        for command in ["status", "members", "logs", "completion"] {
+        for command in ["status", "members", "logs", "restore", "completion"] {
             assert!(script.contains(command), "{command} missing");
         }
     }

@@ -51,6 +51,17 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
         },
         (Some(_), None) => "none yet".to_owned(),
     };
+    let restored = s.restored_from.as_ref().map(|r| {
+        (
+            "Restored from",
+            format!(
+                "{} of cluster {} (log index {})",
+                r.backup,
+                s.parent_cluster_id.as_deref().unwrap_or("?"),
+                r.last_log_index
+            ),
+        )
+    });
     let rows = [
         (
             "Cluster",
@@ -60,6 +71,10 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
             "Cluster id",
             s.cluster_id.clone().unwrap_or_else(|| "not yet".into()),
         ),
+    ]
+    .into_iter()
+    .chain(restored)
+    .chain([
         ("Phase", word(&s.phase)),
         (
             "Replicas",
@@ -74,9 +89,8 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
         ("Leader", leader),
         ("Step in flight", step),
         ("Last backup", backup),
-    ];
-    rows.iter()
-        .map(|(k, v)| format!("{:<16}{v}\n", format!("{k}:")))
+    ]);
+    rows.map(|(k, v)| format!("{:<16}{v}\n", format!("{k}:")))
         .collect()
 }
 
@@ -250,6 +264,29 @@ orders-1  22       voter          yes      1199
 orders-2  33       voter          NO       -
 ";
         assert_eq!(text, expected, "\n{text}");
+    }
+
+    #[test]
+    fn a_restored_cluster_names_its_backup_and_parent() {
+        let mut rc = cluster();
+        let s = rc.status.as_mut().unwrap();
+        s.parent_cluster_id = Some("rc-old".into());
+        s.restored_from = Some(raft_crds::RestoredFromStatus {
+            backup: "s3://backups/shop/orders/20261205T090000.120Z.rsnp".into(),
+            snapshot_id: "3-1150-2".into(),
+            last_log_index: 1150,
+            last_log_term: 3,
+            sha256: "ab".into(),
+        });
+        let text = render(&rc, "2026-12-05T10:02:30Z".parse().unwrap());
+        assert!(
+            text.contains(
+                "Cluster id:     rc-0123456789abcdef\nRestored from:  \
+                 s3://backups/shop/orders/20261205T090000.120Z.rsnp of cluster rc-old (log index \
+                 1150)\nPhase:"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

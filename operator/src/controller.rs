@@ -68,6 +68,7 @@ pub async fn run(
         metrics: metrics.clone(),
         recorder,
         backups: Default::default(),
+        restores: Default::default(),
     });
 
     // One signal fanned out to every controller; the metrics server stops after them.

@@ -202,6 +202,7 @@ async fn the_first_reconcile_applies_every_owned_object_at_the_spec_size_and_rep
             },
         ),
         backups: Default::default(),
+        restores: Default::default(),
     });
 
     let server = tokio::spawn(async move {
@@ -555,6 +556,7 @@ fn context(client: kube::Client) -> Arc<Context> {
             },
         ),
         backups: Default::default(),
+        restores: Default::default(),
     })
 }
 

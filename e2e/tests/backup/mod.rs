@@ -1,20 +1,23 @@
 //! Scheduled backups to a real S3-compatible server (versitygw, built from its Go module like
-//! the control plane), and a restore of one outside Kubernetes that holds exactly the journal
-//! the cluster's daemons executed.
+//! the control plane); a new RaftCluster started from one (`spec.bootstrap.fromBackup`) whose
+//! daemons execute exactly the journal the old cluster's daemons executed; a damaged backup
+//! refused; and a restore outside Kubernetes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use raft_backup::{BackupStore, S3Config};
 use raft_crds::{BackupSpec, S3Destination};
 use raft_example_daemon::digest::ApplyState;
 use raft_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use tokio::io::AsyncReadExt;
 
-use crate::support::{Env, WAIT, daemon_digests, daemon_image, scenario, target_dir, wait_for};
+use crate::support::{
+    Env, WAIT, daemon_digests, daemon_digests_of, daemon_image, scenario, target_dir, wait_for,
+};
 
 const BUCKET: &str = "backups";
 
@@ -180,7 +183,10 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
             .into_iter()
             .map(|s| s.name)
             .collect();
-        assert_eq!(names, vec![second.name]);
+        assert_eq!(names, vec![second.name.clone()]);
+
+        restore_into_a_new_cluster(&env, &plugin, &cluster_id, &second, &digests).await;
+        a_damaged_backup_is_refused(&env, &s3, &scratch.join("s3"), &second).await;
 
         // Restored outside Kubernetes, the backup holds the journal the daemons executed.
         let digest = restored_digest(&s3, &format!("s3://{BUCKET}/{}/c", env.ns), &scratch).await;
@@ -192,6 +198,145 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
         env
     })
     .await;
+}
+
+/// A daemon that submits nothing and executes the whole journal (to compare what it executed).
+fn follower_daemon() -> raft_crds::DaemonSpec {
+    raft_crds::DaemonSpec {
+        image: daemon_image(),
+        args: ["--operations", "0"].map(String::from).into(),
+        env: vec![],
+        resources: None,
+        security_context: None,
+    }
+}
+
+fn from_backup(s3: &S3Server, prefix: &str, backup: &str) -> raft_crds::BootstrapSpec {
+    raft_crds::BootstrapSpec {
+        from_backup: Some(raft_crds::FromBackupSpec {
+            s3: S3Destination {
+                bucket: BUCKET.into(),
+                prefix: Some(prefix.into()),
+                endpoint: Some(s3.endpoint.clone()),
+                region: None,
+                credentials_secret: "s3-credentials".into(),
+            },
+            backup: backup.into(),
+        }),
+    }
+}
+
+/// RaftCluster `r` from the newest backup of `c`, as `kubectl raft restore r --from c` writes
+/// it (with daemons that only follow the journal): three members, the parent recorded, and
+/// each of its daemons executes the journal every daemon of `c` executed, entry for entry.
+async fn restore_into_a_new_cluster(
+    env: &Env,
+    plugin: &Path,
+    parent: &str,
+    backup: &raft_crds::BackupRecord,
+    digests: &[serde_json::Value],
+) {
+    let out = Command::new(plugin)
+        .args(["-n", &env.ns, "restore", "r", "--from", "c", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl raft restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut r: raft_crds::RaftCluster = serde_json::from_slice(&out.stdout).unwrap();
+    let from = r
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.from_backup.as_ref());
+    assert_eq!(
+        from.and_then(|f| f.s3.prefix.clone()),
+        Some(format!("{}/c", env.ns))
+    );
+    r.spec.daemon = Some(follower_daemon());
+    env.clusters()
+        .create(&PostParams::default(), &r)
+        .await
+        .unwrap();
+    let settled = env.wait_settled("r", 3).await;
+    assert_ne!(settled.cluster_id.as_deref(), Some(parent));
+    assert_eq!(settled.parent_cluster_id.as_deref(), Some(parent));
+    let from = settled.restored_from.clone().unwrap();
+    assert!(from.backup.ends_with(&backup.name), "{from:?}");
+    assert_eq!(
+        (from.sha256.as_str(), from.last_log_index),
+        (backup.sha256.as_str(), backup.last_log_index)
+    );
+    let executed = digests[0]["executed"].as_u64().unwrap();
+    let restored = daemon_digests_of(env, "r", executed).await;
+    for d in &restored {
+        assert_eq!(
+            (&d["digest"], &d["appliedIndex"]),
+            (&digests[0]["digest"], &digests[0]["appliedIndex"]),
+            "a daemon of the restored cluster executed another journal: {restored:?} vs {digests:?}"
+        );
+    }
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let restored_event = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("ClusterRestored")
+                && e.involved_object.name.as_deref() == Some("r")
+        });
+    assert!(restored_event, "no ClusterRestored Event for r");
+}
+
+/// RaftCluster `bad` from a backup whose image was damaged in the bucket: the first member
+/// refuses it, the operator says so (Event, `Progressing`) and backs off; nothing starts.
+async fn a_damaged_backup_is_refused(
+    env: &Env,
+    s3: &S3Server,
+    s3_root: &Path,
+    backup: &raft_crds::BackupRecord,
+) {
+    let good = s3_root.join(BUCKET).join(&env.ns).join("c");
+    let damaged = s3_root.join(BUCKET).join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    let mut image = std::fs::read(good.join(&backup.name)).unwrap();
+    let mid = image.len() / 2;
+    image[mid] ^= 0x40;
+    std::fs::write(damaged.join(&backup.name), &image).unwrap();
+    let manifest = format!("{}{}", backup.name, raft_api::backup::MANIFEST_SUFFIX);
+    std::fs::copy(good.join(&manifest), damaged.join(&manifest)).unwrap();
+
+    let mut spec = env.spec(1);
+    spec.bootstrap = Some(from_backup(s3, "damaged", &backup.name));
+    env.create("bad", spec).await.unwrap();
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let note = wait_for("a RestoreFailed Event for bad", WAIT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("RestoreFailed")
+                    && e.involved_object.name.as_deref() == Some("bad")
+            })
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert!(note.contains("backup image"), "{note}");
+    let status = env.status("bad").await;
+    assert_eq!(status.cluster_id, None, "{status:?}");
+    let progressing = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(progressing.reason, "RestoreFailed", "{progressing:?}");
 }
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {

@@ -647,15 +647,21 @@ pub async fn daemon_digest(
 /// Each example daemon's `/digest` of pods c-0..c-2, once all three executed `executed`
 /// operations and agree on what they executed.
 pub async fn daemon_digests(env: &Env, executed: u64) -> Vec<serde_json::Value> {
+    daemon_digests_of(env, "c", executed).await
+}
+
+/// [`daemon_digests`] of the three pods of RaftCluster `cluster`.
+pub async fn daemon_digests_of(env: &Env, cluster: &str, executed: u64) -> Vec<serde_json::Value> {
+    let pods: Vec<String> = (0..3).map(|i| format!("{cluster}-{i}")).collect();
     let http = reqwest::Client::new();
     wait_for(
         &format!("all three daemons applied all {executed} operations"),
         WAIT,
         || {
-            let http = &http;
+            let (http, pods) = (&http, &pods);
             async move {
                 let mut out = Vec::new();
-                for pod in ["c-0", "c-1", "c-2"] {
+                for pod in pods {
                     let v = daemon_digest(http, env, pod).await?;
                     if v["executed"].as_u64()? < executed {
                         return None;

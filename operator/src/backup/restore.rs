@@ -4,9 +4,12 @@
 //! restarts onto it. Nothing is held whole in memory or written to the operator's disk.
 //!
 //! Run by the apply stage for the plan's `Action::RestoreFromBackup`; the reconcile waits for
-//! it, within [`DEADLINE`].
+//! it, within [`DEADLINE`]. A restore that failed (a damaged backup, a wrong bucket) is tried
+//! again after a back-off ([`Attempts`]), not at every reconcile: each try downloads the image.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -92,5 +95,104 @@ pub async fn restore(
     match tokio::time::timeout(DEADLINE, work).await {
         Ok(result) => result,
         Err(_) => Err(failed(format!("not done within {DEADLINE:?}"))),
+    }
+}
+
+/// First wait after a failed restore; doubled after each further failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+
+/// Failed restores by cluster (`namespace/name`), for the back-off between attempts. In memory:
+/// a restarted operator tries once at once, then backs off again.
+#[derive(Default)]
+pub struct Attempts {
+    failed: Mutex<HashMap<String, Failed>>,
+}
+
+#[derive(Debug, Clone)]
+struct Failed {
+    at: Instant,
+    count: u32,
+    message: String,
+}
+
+/// A restore not to try yet: why the last one failed and how long until the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub message: String,
+    pub failures: u32,
+    pub retry_in: Duration,
+}
+
+impl Attempts {
+    /// `Some` while the back-off after the last failure lasts.
+    pub fn waiting(&self, cluster: &str, now: Instant) -> Option<Waiting> {
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = failed.get(cluster)?;
+        let until = f.at + backoff(f.count);
+        (now < until).then(|| Waiting {
+            message: f.message.clone(),
+            failures: f.count,
+            retry_in: until - now,
+        })
+    }
+
+    /// Record a failure; returns the back-off before the next attempt.
+    pub fn failed(&self, cluster: &str, message: String, now: Instant) -> Duration {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failed.get(cluster).map_or(0, |f| f.count) + 1;
+        failed.insert(
+            cluster.to_owned(),
+            Failed {
+                at: now,
+                count,
+                message,
+            },
+        );
+        backoff(count)
+    }
+
+    pub fn succeeded(&self, cluster: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(cluster);
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_restore_waits_longer_after_each_failure_up_to_the_cap_and_success_clears_it() {
+        let attempts = Attempts::default();
+        let t0 = Instant::now();
+        assert_eq!(attempts.waiting("ns/c", t0), None);
+        assert_eq!(attempts.failed("ns/c", "damaged".into(), t0), FIRST_BACKOFF);
+        let w = attempts
+            .waiting("ns/c", t0 + Duration::from_secs(4))
+            .unwrap();
+        assert_eq!((w.message.as_str(), w.failures), ("damaged", 1));
+        assert_eq!(w.retry_in, Duration::from_secs(6));
+        assert_eq!(attempts.waiting("ns/c", t0 + FIRST_BACKOFF), None);
+        assert_eq!(attempts.waiting("ns/other", t0), None);
+        assert_eq!(
+            attempts.failed("ns/c", "damaged".into(), t0),
+            FIRST_BACKOFF * 2
+        );
+        for _ in 0..10 {
+            attempts.failed("ns/c", "damaged".into(), t0);
+        }
+        assert_eq!(attempts.waiting("ns/c", t0).unwrap().retry_in, MAX_BACKOFF);
+        attempts.succeeded("ns/c");
+        assert_eq!(attempts.waiting("ns/c", t0), None);
     }
 }

@@ -251,6 +251,16 @@ fn truncate(note: &mut String) {
 }
 
 /// The Event for a failed reconcile (reason is the error's static category).
+/// A restore of `spec.bootstrap.fromBackup` failed; the next attempt follows after `retry_in`.
+pub fn restore_failed(message: &str, retry_in: std::time::Duration) -> Event {
+    let mut note = format!(
+        "{message}; trying again in {}",
+        humantime::format_duration(std::time::Duration::from_secs(retry_in.as_secs()))
+    );
+    truncate(&mut note);
+    event(EventType::Warning, "RestoreFailed", "Restore", note)
+}
+
 pub fn failure(error: &Error) -> Event {
     let mut note = error.to_string();
     truncate(&mut note);

@@ -43,6 +43,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Scheduled backups in flight.
     pub backups: crate::backup::Backups,
+    /// Failed restores (`spec.bootstrap.fromBackup`), for the back-off between attempts.
+    pub restores: crate::backup::restore::Attempts,
 }
 
 /// One pass of the pipeline for one cluster.
@@ -128,17 +130,43 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     apply::apply_owned(&ctx.client, rc, &names, &owned).await?;
     let mut cluster_id = previous.cluster_id.clone();
     let mut restored = None;
+    let (mut restore_failure, mut restore_event) = (None, None);
     let operation = match &plan.step {
         Step::Idle => None,
         Step::Wait { operation, .. } => operation.clone(),
         Step::Record(op) => Some(op.clone()),
+        Step::Act {
+            action: action @ plan::Action::RestoreFromBackup { .. },
+            next,
+        } => {
+            let key = format!("{}/{}", names.namespace, names.name);
+            if let Some(waiting) = ctx.restores.waiting(&key, Instant::now()) {
+                restore_failure = Some(waiting);
+                o.operation.clone()
+            } else {
+                info!(cluster = %names.name, ?action, "acting on the recorded step");
+                match apply::act(&ctx.client, &o, action, &access).await {
+                    Ok(acted) => {
+                        ctx.restores.succeeded(&key);
+                        if let apply::Acted::Restored(Some(staged)) = acted {
+                            restored = Some(Restored::Staged(staged));
+                        }
+                        Some(next.clone())
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        warn!(cluster = %names.name, error = %message, "restoring the backup failed");
+                        let retry_in = ctx.restores.failed(&key, message.clone(), Instant::now());
+                        restore_failure = ctx.restores.waiting(&key, Instant::now());
+                        restore_event = Some(events::restore_failed(&message, retry_in));
+                        o.operation.clone()
+                    }
+                }
+            }
+        }
         Step::Act { action, next } => {
             info!(cluster = %names.name, ?action, "acting on the recorded step");
-            if let apply::Acted::Restored(Some(staged)) =
-                apply::act(&ctx.client, &o, action, &access).await?
-            {
-                restored = Some(Restored::Staged(staged));
-            }
+            apply::act(&ctx.client, &o, action, &access).await?;
             Some(next.clone())
         }
         Step::Finish(outcome) => {
@@ -166,6 +194,9 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     if let Some(restored) = restored {
         restored.record(&mut new_status);
     }
+    if let Some(waiting) = &restore_failure {
+        status::restore_failed(&mut new_status, waiting);
+    }
     new_status.sidecar_image = Some(sidecar.image);
     new_status.sidecar_upgrade_request = sidecar.acted_on;
     let backup = backups(rc, ctx, &o, &access, &previous);
@@ -180,7 +211,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         events::ca_rotation(step)
     });
     let announced = events::announce(&plan, Some(&names.namespace), &previous, &new_status);
-    for event in rotated.into_iter().chain(announced) {
+    for event in rotated.into_iter().chain(restore_event).chain(announced) {
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             warn!(cluster = %names.name, error = %e, "failed to publish an Event");
         }

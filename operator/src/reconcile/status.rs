@@ -118,6 +118,27 @@ pub fn build(
     }
 }
 
+/// Reason of `Progressing` while a failed restore of `spec.bootstrap.fromBackup` waits for its
+/// next attempt.
+pub const RESTORE_FAILED: &str = "RestoreFailed";
+
+/// `Progressing` says why the restore failed and when it is tried again.
+pub fn restore_failed(status: &mut RaftClusterStatus, waiting: &crate::backup::restore::Waiting) {
+    if let Some(c) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == PROGRESSING)
+    {
+        c.reason = RESTORE_FAILED.to_owned();
+        c.message = format!(
+            "restoring spec.bootstrap.fromBackup failed ({} time(s)): {}; next attempt in {}s",
+            waiting.failures,
+            waiting.message,
+            waiting.retry_in.as_secs()
+        );
+    }
+}
+
 /// Reason of `Degraded` when a recorded step has not finished within [`STEP_STUCK_AFTER`].
 pub const STEP_STUCK: &str = "StepStuck";
 /// How long a recorded step may take before `Degraded` says it is stuck. Longer than any step

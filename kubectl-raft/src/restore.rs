@@ -1,0 +1,121 @@
+//! `kubectl raft restore NEW --from OLD`: a new RaftCluster made from an existing one's spec,
+//! started from one of its backups (`spec.bootstrap.fromBackup`). Pure: the old cluster in, the
+//! new one out; `cli` creates it.
+
+use raft_crds::{BootstrapSpec, FromBackupSpec, RaftCluster};
+
+/// Why a restore cannot be made from `from`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "raftcluster {0:?} has no spec.backup: there are no backups of it to restore (write \
+         spec.bootstrap.fromBackup by hand to restore from another bucket)"
+    )]
+    NoBackups(String),
+    #[error("raftcluster {0:?} has no namespace")]
+    NoNamespace(String),
+}
+
+/// RaftCluster `name` with the spec of `from` (replicas, daemon, sidecar, storage, Raft
+/// settings, backups), started from its backup `backup` (`latest` or a name). Its own backups
+/// go under its own default prefix, never into `from`'s.
+pub fn new_cluster(
+    from: &RaftCluster,
+    name: &str,
+    backup: &str,
+) -> Result<RaftCluster, RestoreError> {
+    let old = from.metadata.name.clone().unwrap_or_default();
+    let namespace = from
+        .metadata
+        .namespace
+        .clone()
+        .ok_or_else(|| RestoreError::NoNamespace(old.clone()))?;
+    let source = from
+        .spec
+        .backup
+        .as_ref()
+        .ok_or_else(|| RestoreError::NoBackups(old.clone()))?;
+    let mut s3 = source.s3.clone();
+    s3.prefix = Some(
+        s3.prefix
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}/{old}")),
+    );
+    let mut spec = from.spec.clone();
+    spec.paused = false;
+    if let Some(b) = &mut spec.backup {
+        b.s3.prefix = None;
+    }
+    spec.bootstrap = Some(BootstrapSpec {
+        from_backup: Some(FromBackupSpec {
+            s3,
+            backup: backup.to_owned(),
+        }),
+    });
+    let mut rc = RaftCluster::new(name, spec);
+    rc.metadata.namespace = Some(namespace);
+    Ok(rc)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use raft_crds::{BackupSpec, RaftClusterSpec, S3Destination};
+
+    use super::*;
+
+    fn orders(prefix: Option<&str>) -> RaftCluster {
+        let mut rc = RaftCluster::new(
+            "orders",
+            RaftClusterSpec {
+                replicas: 5,
+                paused: true,
+                backup: Some(BackupSpec {
+                    schedule: "0 * * * *".into(),
+                    retention: 3,
+                    s3: S3Destination {
+                        bucket: "backups".into(),
+                        prefix: prefix.map(str::to_owned),
+                        endpoint: Some("https://s3.example.com".into()),
+                        region: None,
+                        credentials_secret: "s3".into(),
+                    },
+                }),
+                ..RaftClusterSpec::default()
+            },
+        );
+        rc.metadata.namespace = Some("shop".into());
+        rc
+    }
+
+    #[test]
+    fn the_new_cluster_restores_the_old_ones_backups_and_keeps_its_own_apart() {
+        let rc = new_cluster(&orders(None), "orders-restored", "latest").unwrap();
+        assert_eq!(rc.metadata.name.as_deref(), Some("orders-restored"));
+        assert_eq!(rc.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!((rc.spec.replicas, rc.spec.paused), (5, false));
+        let from = rc.spec.bootstrap.unwrap().from_backup.unwrap();
+        assert_eq!(from.s3.prefix.as_deref(), Some("shop/orders"));
+        assert_eq!(from.s3.endpoint.as_deref(), Some("https://s3.example.com"));
+        assert_eq!(from.backup, "latest");
+        assert_eq!(rc.spec.backup.unwrap().s3.prefix, None);
+
+        let named = new_cluster(&orders(Some("prod/orders")), "b", "x.rsnp").unwrap();
+        let from = named.spec.bootstrap.unwrap().from_backup.unwrap();
+        assert_eq!(
+            (from.s3.prefix.as_deref(), from.backup.as_str()),
+            (Some("prod/orders"), "x.rsnp")
+        );
+    }
+
+    #[test]
+    fn a_cluster_without_backups_cannot_be_restored() {
+        let mut rc = orders(None);
+        rc.spec.backup = None;
+        assert_eq!(
+            new_cluster(&rc, "b", "latest").unwrap_err(),
+            RestoreError::NoBackups("orders".into())
+        );
+    }
+}
