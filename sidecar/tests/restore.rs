@@ -618,3 +618,71 @@ async fn a_survivor_of_a_lost_majority_is_recovered_with_every_acknowledged_writ
         .journals_agree(&[0, 1, 2], acknowledged.len() + 1, Duration::from_secs(30))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_survivor_recovers_through_its_admin_api_only_once_the_quorum_is_gone() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..60 {
+        let id = format!("acked-{n}");
+        let r = cluster
+            .submit_retrying(&[leader], &op(&id), Duration::from_secs(20))
+            .await;
+        acknowledged.push((r.log_index, id));
+    }
+    let survivor = (leader + 1) % 3;
+    // With a quorum in reach, a recovery would fork the cluster: refused, nothing requested.
+    let e = cluster.client(survivor).recover().await.unwrap_err();
+    assert_eq!(e.code(), Some(raft_api::ErrorCode::Refused), "{e}");
+    assert!(e.to_string().contains("in touch with a quorum"), "{e}");
+    assert!(
+        !cluster.c.nodes[survivor]
+            .dir
+            .join(".recover-requested")
+            .exists()
+    );
+
+    for i in [leader, (leader + 2) % 3] {
+        cluster.c.kill9(i).await.unwrap();
+        cluster.c.wipe(i).unwrap();
+    }
+    let before = cluster.client(survivor).status().await.unwrap();
+    let done = wait_for(
+        "the survivor to see the quorum gone and accept the recovery",
+        Duration::from_secs(30),
+        || async { cluster.client(survivor).recover().await.ok() },
+    )
+    .await;
+    assert_eq!(done.node_id.to_string(), before.node_id);
+    assert_eq!(done.last_log_index, before.last_log_index);
+    let code = cluster
+        .c
+        .wait_exit(survivor, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        code,
+        Some(0),
+        "it stops on its own to recover at its next start"
+    );
+
+    cluster.c.start(survivor).unwrap();
+    wait_leading(&cluster.c, survivor).await;
+    let status = cluster.client(survivor).status().await.unwrap();
+    assert_ne!(
+        status.node_id, before.node_id,
+        "a recovered node has a new id"
+    );
+    assert_eq!(status.restored_from.unwrap().kind, RestoreKind::Recovery);
+    let journal = read_journal(&cluster.client(survivor)).await.unwrap();
+    assert_eq!(journal, acknowledged, "every acknowledged write, in order");
+    assert!(
+        !cluster.c.nodes[survivor]
+            .dir
+            .join(".recover-requested")
+            .exists()
+    );
+    let next = cluster.client(survivor).submit(&op("after")).await.unwrap();
+    assert_eq!(next.log_index, acknowledged.last().unwrap().0 + 1);
+}

@@ -246,6 +246,29 @@ pub struct RestoreResult {
     pub restarting: bool,
 }
 
+/// Body of `POST /admin/v1/recover`: `force` must be true (the node discards the rest of the
+/// membership and may lose entries only the lost members held).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverRequest {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Answer of `POST /admin/v1/recover`: what the survivor holds; it restarts as the only voter
+/// of its cluster, under a new node id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverResult {
+    /// The survivor's node id before the recovery.
+    #[serde(with = "node_id_string")]
+    pub node_id: u64,
+    pub last_log_index: u64,
+    pub last_log_term: u64,
+    pub last_applied_index: u64,
+    pub restarting: bool,
+}
+
 mod node_id_string {
     //! Node ids are u64 but travel as decimal strings (JavaScript cannot hold a u64); accept both.
     use serde::{Deserialize, Deserializer, Serializer, de::Error};

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::{
     ClusterSettings, ClusterView, InitializeRequest, InitializeResult, MemberSpec,
-    MembershipResult, NodeStatus, RestoreResult, SettingsUpdate, SnapshotResult, TransferRequest,
-    TransferResult,
+    MembershipResult, NodeStatus, RecoverRequest, RecoverResult, RestoreResult, SettingsUpdate,
+    SnapshotResult, TransferRequest, TransferResult,
 };
 use crate::backup::{BackupManifest, MANIFEST_FORMAT, header};
 use crate::daemon::{
@@ -625,6 +625,14 @@ impl SidecarClient {
             status,
             reason: e.to_string(),
         })
+    }
+
+    /// Make this survivor of a lost majority the only voter of its cluster
+    /// (`POST /admin/v1/recover`); refused while it is in touch with a quorum.
+    pub async fn recover(&self) -> Result<RecoverResult, ClientError> {
+        let body = RecoverRequest { force: true };
+        self.json(true, Method::POST, "/admin/v1/recover", Some(&body))
+            .await
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {

@@ -222,9 +222,17 @@ pub fn routes(
             raft_api::backup::header::MANIFEST,
         ))
         .and(warp::body::stream())
-        .and(with_node)
+        .and(with_node.clone())
         .then(|manifest, body, n: Arc<Node>| async move {
             respond(super::restore::restore(&n, manifest, body).await)
+        });
+    let recover = warp::path!("recover")
+        .and(warp::post())
+        .and(body)
+        .and(with_node)
+        .then(|body: Bytes, n: Arc<Node>| async move {
+            let result = async { super::restore::recover(&n, parse(&body)?).await }.await;
+            respond(result)
         });
     let protected = status
         .or(cluster)
@@ -248,6 +256,8 @@ pub fn routes(
         .or(snapshot_get)
         .unify()
         .or(restore)
+        .unify()
+        .or(recover)
         .unify();
     healthz
         .or(readyz)

@@ -1,3 +1,5 @@
+//! Restores and recoveries through the admin API, each carried out at the node's next start.
+//!
 //! `POST /admin/v1/restore`: a backup image streamed in the request body, with its manifest in
 //! the `x-raft-backup-manifest` header, restored into a node that has never been a member of a
 //! cluster. The image is checked and staged as `raft-sidecar restore` would (`store::staged`),
@@ -14,14 +16,15 @@ use std::time::Duration;
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use raft_api::ErrorCode;
-use raft_api::admin::RestoreResult;
+use raft_api::admin::{RecoverRequest, RecoverResult, RestoreResult};
 use raft_api::backup::{BackupManifest, MANIFEST_FORMAT};
+use raft_api::daemon::PartitionState;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::error::ApiError;
 use crate::raft::node::{Lifecycle, Node};
 use crate::store::restore::{Outcome, Request, RestoreError};
-use crate::store::staged;
+use crate::store::{recover, staged};
 use crate::types::Member;
 
 /// Longest wait for the next chunk of the body: a stalled upload must not hold the node's one
@@ -169,5 +172,76 @@ where
                 None,
             )),
         }
+    })
+}
+
+/// `POST /admin/v1/recover` (`{"force": true}`): this member, a survivor of a lost majority,
+/// becomes the only voter of its cluster at its next start, keeping everything its store holds
+/// (`store::recover`); it restarts at once. Refused while it is in touch with a quorum (a leader
+/// that has one, or itself leading one): that would fork the cluster.
+pub async fn recover(node: &Node, request: RecoverRequest) -> Result<RecoverResult, ApiError> {
+    if !request.force {
+        return Err(ApiError::invalid(
+            "recovery discards the rest of the membership and may lose entries only the lost \
+             members held: send {\"force\": true}",
+        ));
+    }
+    if node.lifecycle() != Lifecycle::Running {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the node is stopping",
+        ));
+    }
+    let Ok(_turn) = node.restore_turn.try_lock() else {
+        return Err(refused(
+            "a restore or recovery is already running on this node",
+        ));
+    };
+    if recover::is_requested(&node.cfg.data_dir) {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "a recovery is requested on this node; it restarts to carry it out",
+        ));
+    }
+    let m = node.raft_metrics();
+    if !node.is_member(&m) {
+        return Err(refused(
+            "this node is not a member of a cluster: nothing to recover",
+        ));
+    }
+    let health = node.health();
+    if health.quorum_available
+        || !matches!(
+            health.partition,
+            PartitionState::Minority | PartitionState::Leaderless
+        )
+    {
+        return Err(refused(format!(
+            "this node is in touch with a quorum (partition state {}): recovering it would fork \
+             the cluster",
+            health.partition.as_str()
+        )));
+    }
+    let data_dir = node.cfg.data_dir.clone();
+    tokio::task::spawn_blocking(move || recover::request(&data_dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let last_log_term = crate::store::log::last_log_id(&node.db)
+        .ok()
+        .flatten()
+        .map_or(0, |id| id.leader_id.term);
+    tracing::warn!(
+        last_log_index = ?m.last_log_index,
+        partition = health.partition.as_str(),
+        "recovery requested through the admin API; restarting to become the only voter"
+    );
+    node.request_restart("a recovery was requested through the admin API");
+    Ok(RecoverResult {
+        node_id: node.id,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_log_term,
+        last_applied_index: m.last_applied.map_or(0, |l| l.index),
+        restarting: true,
     })
 }

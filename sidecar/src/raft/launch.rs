@@ -47,8 +47,8 @@ pub enum NodeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot adopt the restore staged in the data dir: {0}")]
-    StagedRestore(#[from] crate::store::restore::RestoreError),
+    #[error("cannot carry out the restore or recovery requested through the admin API: {0}")]
+    Requested(#[from] crate::store::restore::RestoreError),
 }
 
 /// A started node and the tasks it runs.
@@ -75,11 +75,45 @@ fn adopt_staged_restore(cfg: &NodeConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// A recovery requested through the admin API (`store::recover`): this node becomes the only
+/// voter of its cluster, keeping everything its store holds.
+fn recover_if_requested(cfg: &NodeConfig) -> Result<(), NodeError> {
+    let member = crate::types::Member {
+        name: cfg.name.clone(),
+        peer_addr: cfg.advertise_peer.clone(),
+        admin_addr: cfg.advertise_admin.clone(),
+    };
+    let done = crate::store::recover::if_requested(
+        &cfg.data_dir,
+        &cfg.cluster_id,
+        member,
+        cfg.journal_retention,
+    )?;
+    if let Some(crate::store::restore::Outcome::Restored {
+        node_id,
+        from,
+        log_entries_applied,
+        set_aside,
+        ..
+    }) = done
+    {
+        tracing::warn!(
+            node_id,
+            last_log_index = from.last_log_id.index,
+            log_entries_applied,
+            set_aside = ?set_aside,
+            "recovered as the only voter of the cluster, as requested through the admin API"
+        );
+    }
+    Ok(())
+}
+
 /// Open storage, start Raft, the peer listener and the node's tasks. The HTTP APIs are
 /// started by the caller.
 pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, NodeError> {
     let cfg = Arc::new(cfg);
     adopt_staged_restore(&cfg)?;
+    recover_if_requested(&cfg)?;
     let (db, identity) = Db::open(&cfg.data_dir, &cfg.cluster_id)?;
     let removed = db.is_removed()?;
     tracing::info!(node_id = identity.node_id, fresh = identity.fresh, removed, dir = %cfg.data_dir.display(), "store open");

@@ -9,6 +9,10 @@
 //! recovering. The survivor's own store is kept in `<data dir>/pre-recovery-<unix secs>/`.
 //!
 //! The work is [`super::restore`]'s, from an image of the survivor's applied state.
+//!
+//! A running node cannot recover itself (its store is open): `POST /admin/v1/recover` leaves a
+//! request in the data dir ([`request`]) and restarts the node, whose next start carries it out
+//! ([`if_requested`]) before the store opens.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -56,6 +60,56 @@ pub fn recover(
         }),
     };
     restore::restore(std::io::BufReader::new(image), &request)
+}
+
+/// The recovery request a running node leaves for its next start.
+const REQUESTED: &str = ".recover-requested";
+
+/// Ask the next start of the node on `data_dir` to recover it (durable once this returns).
+pub fn request(data_dir: &Path) -> Result<(), RestoreError> {
+    let path = data_dir.join(REQUESTED);
+    let io = |action: &'static str| {
+        let path = path.clone();
+        move |source| RestoreError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::write(&path, b"recover\n").map_err(io("write"))?;
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("sync"))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync"))
+}
+
+/// Whether a recovery waits for the next start.
+pub fn is_requested(data_dir: &Path) -> bool {
+    data_dir.join(REQUESTED).exists()
+}
+
+/// At start, before the store opens: carry out a requested recovery, then drop the request.
+/// A start that stopped half-way recovers again (the store it left is a one-member cluster
+/// already; recovering it changes nothing but its node id and keeps the earlier store aside).
+pub fn if_requested(
+    data_dir: &Path,
+    cluster_id: &str,
+    member: Member,
+    journal_retention: u64,
+) -> Result<Option<Outcome>, RestoreError> {
+    if !is_requested(data_dir) {
+        return Ok(None);
+    }
+    let outcome = recover(data_dir, cluster_id, member, journal_retention)?;
+    let path = data_dir.join(REQUESTED);
+    std::fs::remove_file(&path).map_err(|source| RestoreError::Io {
+        action: "remove",
+        path,
+        source,
+    })?;
+    Ok(Some(outcome))
 }
 
 #[cfg(test)]
