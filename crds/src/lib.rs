@@ -19,7 +19,8 @@ pub use spec::{
 };
 pub use status::{
     BackupFailure, BackupRecord, BackupStatus, ClusterPhase, MemberRole, MemberStatus,
-    OperationKind, OperationPhase, OperationStatus, RaftClusterStatus, RestoredFromStatus,
+    OperationKind, OperationPhase, OperationStatus, RaftClusterStatus, RecoveryState,
+    RecoveryStatus, RestoredFromStatus,
 };
 
 use kube::CustomResourceExt;

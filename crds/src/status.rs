@@ -34,6 +34,11 @@ pub struct RaftClusterStatus {
     /// The backup it was restored from: snapshot, last log index and SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFromStatus>,
+    /// The last recovery from a permanent quorum loss asked for (annotation
+    /// `consensus.unrdf.io/recover-from`): refused, in progress or completed, and what it may
+    /// have lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
     /// Identity of the Raft cluster, set once at bootstrap and never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
@@ -105,6 +110,40 @@ pub struct RestoredFromStatus {
     pub last_log_term: i64,
     /// SHA-256 of the image, lowercase hex.
     pub sha256: String,
+}
+
+/// A recovery from a permanent quorum loss.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryStatus {
+    /// The annotation's value this answers (a new value is a new request).
+    pub request: String,
+    /// The survivor the cluster is rebuilt from.
+    pub member: String,
+    pub state: RecoveryState,
+    /// Why it was refused, or what the recovery kept and may have lost.
+    pub message: String,
+    /// When `state` was last set.
+    pub at: Time,
+    /// The survivor's last log entry when the recovery was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivor_last_log_index: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivor_last_log_term: Option<i64>,
+    /// The highest commit index this operator saw before the quorum was lost. Entries above the
+    /// survivor's last index, up to this one, were committed and are lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_commit_index: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RecoveryState {
+    /// Not carried out; `message` says why. Ask again with a new annotation value.
+    Refused,
+    /// The survivor is becoming the only voter.
+    Recovering,
+    /// The survivor leads alone; the other members are added one at a time.
+    Completed,
 }
 
 /// What the operator knows of the cluster's backups.
@@ -220,6 +259,9 @@ pub enum OperationKind {
     /// Restore `spec.bootstrap.fromBackup` into the lowest ordinal, which then restarts as
     /// the only voter; the others are added one at a time.
     RestoreFromBackup,
+    /// After a permanent quorum loss, on request: make the named survivor the only voter;
+    /// the others are then added one at a time.
+    RecoverFromMember,
 }
 
 /// Progress of the step in flight (docs/operator.md).

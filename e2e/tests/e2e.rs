@@ -13,6 +13,7 @@
 
 mod backup;
 mod plugin;
+mod recovery;
 mod stuck;
 mod support;
 mod upgrade;
@@ -26,7 +27,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use raft_crds::{MemberRole, OperationKind};
 use support::{
-    AssertRecover, WAIT, daemon_image, scenario, set_unschedulable, sidecar_image_next, wait_for,
+    AssertRecover, WAIT, example_daemon, scenario, set_unschedulable, sidecar_image_next, wait_for,
 };
 
 #[tokio::test]
@@ -502,18 +503,7 @@ async fn an_image_change_restarts_one_pod_at_a_time_and_the_leader_last() {
 async fn example_daemons_in_every_pod_execute_the_same_operations_in_the_same_order() {
     scenario("daemons", |env| async move {
         let mut spec = env.spec(3);
-        spec.daemon = Some(raft_crds::DaemonSpec {
-            image: daemon_image(),
-            args: vec![
-                "--operations".into(),
-                "40".into(),
-                "--rate".into(),
-                "20".into(),
-            ],
-            env: vec![],
-            resources: None,
-            security_context: None,
-        });
+        spec.daemon = Some(example_daemon(&["--operations", "40", "--rate", "20"]));
         env.create("c", spec).await.unwrap();
         env.wait_settled("c", 3).await;
         let digests = support::daemon_digests(&env, 120).await;
@@ -733,18 +723,12 @@ async fn certificates_renewed_and_the_ca_rotated_under_load_cost_no_restart_and_
 
     scenario("rotation", |env| async move {
         let mut spec = env.spec(3);
-        spec.daemon = Some(raft_crds::DaemonSpec {
-            image: daemon_image(),
-            args: vec![
-                "--operations".into(),
-                OPERATIONS.to_string(),
-                "--rate".into(),
-                "20".into(),
-            ],
-            env: vec![],
-            resources: None,
-            security_context: None,
-        });
+        spec.daemon = Some(example_daemon(&[
+            "--operations",
+            &OPERATIONS.to_string(),
+            "--rate",
+            "20",
+        ]));
         env.create("c", spec).await.unwrap();
         env.wait_settled("c", 3).await;
         let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);

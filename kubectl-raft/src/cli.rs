@@ -70,6 +70,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// After a permanent quorum loss: ask the operator to rebuild RaftCluster NAME from one
+    /// survivor (sets `consensus.unrdf.io/recover-from`). Refused while a quorum answers or if
+    /// another member holds a longer log; `kubectl raft status NAME` shows the answer.
+    Recover {
+        /// The RaftCluster's name.
+        name: String,
+        /// The surviving pod to keep (the one with the longest log: `kubectl raft members`).
+        #[arg(long)]
+        from: String,
+    },
     /// A completion script for a shell (source it, e.g. `source <(kubectl raft completion bash)`).
     Completion { shell: clap_complete::Shell },
 }
@@ -86,6 +96,8 @@ pub enum BackupCommand {
 
 /// The annotation whose new value asks the operator for a backup.
 const BACKUP_NOW_ANNOTATION: &str = "consensus.unrdf.io/backup-now";
+/// The annotation whose new value asks the operator for a recovery from the pod it names.
+const RECOVER_FROM_ANNOTATION: &str = "consensus.unrdf.io/recover-from";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -138,12 +150,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), PluginError> {
                 return Err(PluginError::NoBackupSpec { name });
             }
             let value = Timestamp::now().as_millisecond().to_string();
-            let patch = serde_json::json!({
-                "metadata": {"annotations": {BACKUP_NOW_ANNOTATION: value}}
-            });
-            let api: Api<RaftCluster> = Api::namespaced(client.clone(), &namespace);
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            annotate(&client, &namespace, &name, BACKUP_NOW_ANNOTATION, &value).await?;
             writeln!(
                 out,
                 "asked for a backup of raftcluster {name} ({BACKUP_NOW_ANNOTATION}={value}); \
@@ -172,8 +179,34 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), PluginError> {
                  {name}` shows the restore"
             )?;
         }
+        Command::Recover { name, from } => {
+            cluster(&client, &namespace, &name).await?;
+            let value = format!("{from}@{}", Timestamp::now().as_millisecond());
+            annotate(&client, &namespace, &name, RECOVER_FROM_ANNOTATION, &value).await?;
+            writeln!(
+                out,
+                "asked for a recovery of raftcluster {name} from {from} \
+                 ({RECOVER_FROM_ANNOTATION}={value}); `kubectl raft status {name}` shows whether \
+                 it was accepted"
+            )?;
+        }
         Command::Completion { .. } => {}
     }
+    Ok(())
+}
+
+/// Set one annotation of RaftCluster `name` (a request to the operator).
+async fn annotate(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), PluginError> {
+    let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
+    let api: Api<RaftCluster> = Api::namespaced(client.clone(), namespace);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
@@ -248,7 +281,14 @@ mod tests {
         let mut out = Vec::new();
         run(cli, &mut out).await.unwrap();
         let script = String::from_utf8(out).unwrap();
-        for command in ["status", "members", "logs", "restore", "completion"] {
+        for command in [
+            "status",
+            "members",
+            "logs",
+            "restore",
+            "recover",
+            "completion",
+        ] {
             assert!(script.contains(command), "{command} missing");
         }
     }

@@ -62,6 +62,18 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
             ),
         )
     });
+    let recovery = s.recovery.as_ref().map(|r| {
+        (
+            "Recovery",
+            format!(
+                "{:?} from {}, {} ago: {}",
+                r.state,
+                r.member,
+                age(r.at.0, now),
+                r.message
+            ),
+        )
+    });
     let rows = [
         (
             "Cluster",
@@ -89,7 +101,8 @@ fn summary(rc: &RaftCluster, s: &RaftClusterStatus, now: Timestamp) -> String {
         ("Leader", leader),
         ("Step in flight", step),
         ("Last backup", backup),
-    ]);
+    ])
+    .chain(recovery);
     rows.map(|(k, v)| format!("{:<16}{v}\n", format!("{k}:")))
         .collect()
 }

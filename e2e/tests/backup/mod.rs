@@ -16,7 +16,7 @@ use raft_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use tokio::io::AsyncReadExt;
 
 use crate::support::{
-    Env, WAIT, daemon_digests, daemon_digests_of, daemon_image, scenario, target_dir, wait_for,
+    Env, WAIT, daemon_digests, daemon_digests_of, example_daemon, scenario, target_dir, wait_for,
 };
 
 const BUCKET: &str = "backups";
@@ -106,15 +106,7 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
             .unwrap();
 
         let mut spec = env.spec(3);
-        spec.daemon = Some(raft_crds::DaemonSpec {
-            image: daemon_image(),
-            args: ["--operations", "40", "--rate", "20"]
-                .map(String::from)
-                .into(),
-            env: vec![],
-            resources: None,
-            security_context: None,
-        });
+        spec.daemon = Some(example_daemon(&["--operations", "40", "--rate", "20"]));
         // Once a year: in this scenario, backups run when asked for.
         spec.backup = Some(BackupSpec {
             schedule: "0 0 1 1 *".into(),
@@ -202,13 +194,7 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
 
 /// A daemon that submits nothing and executes the whole journal (to compare what it executed).
 fn follower_daemon() -> raft_crds::DaemonSpec {
-    raft_crds::DaemonSpec {
-        image: daemon_image(),
-        args: ["--operations", "0"].map(String::from).into(),
-        env: vec![],
-        resources: None,
-        security_context: None,
-    }
+    example_daemon(&["--operations", "0"])
 }
 
 fn from_backup(s3: &S3Server, prefix: &str, backup: &str) -> raft_crds::BootstrapSpec {

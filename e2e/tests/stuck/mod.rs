@@ -2,9 +2,9 @@
 //! when the spec is reverted, and a recorded step the spec no longer wants is given up before
 //! it does anything irreversible.
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use raft_crds::OperationKind;
 
 use crate::support::{
@@ -150,15 +150,7 @@ async fn scaling_3_to_5_and_back_before_the_new_member_joins_adds_and_removes_no
 
         let after = env.wait_settled("c", 3).await;
         assert_eq!(ids(&before), ids(&after), "the same three members");
-        let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-        let reasons: Vec<String> = events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect();
+        let reasons = support::event_reasons(&env).await;
         assert!(reasons.iter().any(|r| r == "StepAbandoned"), "{reasons:?}");
         for never in ["MemberAdded", "MemberRemoved"] {
             assert!(!reasons.iter().any(|r| r == never), "{never}: {reasons:?}");

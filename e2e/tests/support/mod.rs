@@ -51,6 +51,31 @@ pub fn daemon_image() -> String {
     std::env::var("E2E_DAEMON_IMAGE").unwrap_or_else(|_| "raft-example-daemon:0.1.0".into())
 }
 
+/// The example daemon with `args` (`--operations N --rate R`, ...), as `spec.daemon`.
+pub fn example_daemon(args: &[&str]) -> raft_crds::DaemonSpec {
+    raft_crds::DaemonSpec {
+        image: daemon_image(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: vec![],
+        resources: None,
+        security_context: None,
+    }
+}
+
+/// The reasons of every Event in the test's namespace.
+pub async fn event_reasons(env: &Env) -> Vec<String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
 /// Poll `probe` until it returns `Some`, or fail naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
 where

@@ -268,6 +268,26 @@ async fn act_on_cluster(
     match action {
         // Handled by `act`.
         Action::None | Action::RestoreFromBackup { .. } => Ok(()),
+        Action::Recover { pod } => {
+            let c = sidecar_of(o, pod, access)?;
+            match c.recover().await {
+                Ok(done) => {
+                    tracing::warn!(
+                        %pod,
+                        last_log_index = done.last_log_index,
+                        "recovery accepted: the survivor restarts as the only voter"
+                    );
+                    Ok(())
+                }
+                // Accepted by an earlier call: it is restarting to carry it out.
+                Err(e) if e.code() == Some(raft_api::ErrorCode::ShuttingDown) => Ok(()),
+                Err(source) => Err(Error::Sidecar {
+                    pod: pod.clone(),
+                    call: "recover",
+                    source,
+                }),
+            }
+        }
         Action::Initialize { pod, members } => {
             let c = sidecar_of(o, pod, access)?;
             c.initialize(members.clone())

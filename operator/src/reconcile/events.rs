@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
-use raft_crds::{OperationKind, RaftClusterStatus};
+use raft_crds::{OperationKind, RaftClusterStatus, RecoveryState};
 
 use super::plan::{Outcome, Plan, Step};
 use super::status::{DEGRADED, PARTITION_DETECTED, QUORUM_AVAILABLE, STEP_STUCK};
@@ -55,6 +55,10 @@ pub fn announce(
                 OperationKind::RestoreFromBackup => {
                     ("Bootstrapping", "restore spec.bootstrap.fromBackup into")
                 }
+                OperationKind::RecoverFromMember => (
+                    "Recovering",
+                    "recover the cluster (lost quorum) from the survivor",
+                ),
                 OperationKind::AddMember => ("AddingMember", "add"),
                 OperationKind::RemoveMember => ("RemovingMember", "remove"),
                 OperationKind::ReplaceMember => ("ReplacingMember", "replace the lost member of"),
@@ -75,6 +79,7 @@ pub fn announce(
             let pod = match outcome {
                 Outcome::Initialized { .. } | Outcome::Restored { .. } => None,
                 Outcome::MemberAdded { name, .. }
+                | Outcome::Recovered { name, .. }
                 | Outcome::MemberRemoved { name, .. }
                 | Outcome::MemberReplaced { name, .. }
                 | Outcome::MemberRestarted { name }
@@ -97,6 +102,13 @@ pub fn announce(
                         ),
                         None => format!("cluster {cluster_id} restored from a backup"),
                     },
+                ),
+                Outcome::Recovered { name, node_id } => (
+                    "ClusterRecovered",
+                    format!(
+                        "{name} (now node {node_id}) leads as the only voter; the other members \
+                         are added one at a time (see status.recovery for what may be lost)"
+                    ),
                 ),
                 Outcome::MemberAdded { name, node_id } => {
                     ("MemberAdded", format!("{name} (node {node_id}) is a voter"))
@@ -145,6 +157,17 @@ pub fn announce(
             ));
         }
         _ => {}
+    }
+    if let Some(r) = &now.recovery
+        && r.state == RecoveryState::Refused
+        && previous.recovery.as_ref().map(|p| &p.request) != Some(&r.request)
+    {
+        out.push(event(
+            EventType::Warning,
+            "RecoveryRefused",
+            "Recover",
+            format!("recovery from {} refused: {}", r.member, r.message),
+        ));
     }
     if previous.leader.is_some() && now.leader.is_some() && previous.leader != now.leader {
         out.push(event(

@@ -30,6 +30,11 @@ pub struct Observed {
     pub paused: bool,
     /// `spec.bootstrap.fromBackup`: the backup a new cluster starts from.
     pub from_backup: Option<FromBackupSpec>,
+    /// The annotation `consensus.unrdf.io/recover-from`, when its value is a request not yet
+    /// answered in `status.recovery`.
+    pub recovery_request: Option<String>,
+    /// `status.commitIndex` as last recorded: the highest commit index seen before a loss.
+    pub recorded_commit_index: Option<u64>,
     /// `status.clusterId`: set once the cluster was bootstrapped.
     pub cluster_id: Option<String>,
     /// `status.operation`: the step in flight.
@@ -254,6 +259,8 @@ pub mod fixtures {
             desired_replicas: n,
             paused: false,
             from_backup: None,
+            recovery_request: None,
+            recorded_commit_index: Some(50),
             cluster_id: Some("rc-cafe".into()),
             operation: None,
             recorded_members: n,
@@ -280,6 +287,22 @@ pub mod fixtures {
             }),
             now: Timestamp::UNIX_EPOCH,
         }
+    }
+
+    /// A 3-member cluster that lost rc-1 and rc-2 with their volumes (fresh pods, not
+    /// members): rc-0 alone and leaderless, its log at `last_log_index`.
+    pub fn lost_majority(last_log_index: u64) -> Observed {
+        let mut o = healthy(3);
+        o.leader = None;
+        let mut survivor = node_status(0, NodeRole::Candidate, true);
+        survivor.partition_state = PartitionState::Leaderless;
+        survivor.last_log_index = last_log_index;
+        o.pods.insert(0, pod(0, survivor));
+        for i in [1, 2] {
+            o.pods
+                .insert(i, pod(i, node_status(i, NodeRole::Uninitialized, false)));
+        }
+        o
     }
 
     /// `n` fresh pods that have never been initialized, no StatefulSet status yet.

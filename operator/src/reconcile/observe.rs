@@ -195,6 +195,12 @@ pub async fn observe(
             generation: rc.metadata.generation,
             desired_replicas: u32::try_from(rc.spec.replicas).unwrap_or(0),
             paused: rc.spec.paused,
+            recovery_request: rc
+                .annotations()
+                .get(crate::reconcile::plan::RECOVER_FROM_ANNOTATION)
+                .filter(|v| status.recovery.as_ref().is_none_or(|r| r.request != **v))
+                .cloned(),
+            recorded_commit_index: status.commit_index.and_then(|i| u64::try_from(i).ok()),
             from_backup: rc
                 .spec
                 .bootstrap

@@ -12,10 +12,11 @@ use raft_api::admin::NodeRole;
 use raft_api::daemon::{MemberRole as ApiRole, PartitionState};
 use raft_crds::{
     ClusterPhase, MemberRole, MemberStatus, OperationKind, OperationStatus, RaftClusterStatus,
+    RecoveryState, RecoveryStatus,
 };
 
 use super::model::{Observed, is_caught_up};
-use super::plan::{Plan, Step};
+use super::plan::{Outcome, Plan, Step, recover};
 
 /// A partition reported for longer than this escalates (`PartitionPersistent`).
 pub const PARTITION_ESCALATION: SignedDuration = SignedDuration::from_secs(60);
@@ -103,6 +104,7 @@ pub fn build(
         cluster_id,
         parent_cluster_id: previous.parent_cluster_id.clone(),
         restored_from: previous.restored_from.clone(),
+        recovery: recovery(o, plan, previous),
         sidecar_image: previous.sidecar_image.clone(),
         sidecar_upgrade_request: previous.sidecar_upgrade_request.clone(),
         leader: leader.map(|l| l.pod.clone()),
@@ -110,11 +112,83 @@ pub fn build(
             .map(|l| l.cluster.term)
             .or(previous.term.map(|t| t as u64))
             .and_then(|t| i64::try_from(t).ok()),
-        commit_index: leader.and_then(|l| i64::try_from(l.cluster.commit_index).ok()),
+        // Kept while no leader answers: after a quorum loss it is the last commit index seen,
+        // what a recovery compares its survivor against.
+        commit_index: leader
+            .and_then(|l| i64::try_from(l.cluster.commit_index).ok())
+            .or(previous.commit_index),
         members,
         operation,
         backup: None,
         conditions,
+    }
+}
+
+/// `status.recovery`: the answer to a new request (refused, or recovering from the survivor),
+/// completed when the recovery finishes, else as it was.
+fn recovery(o: &Observed, plan: &Plan, previous: &RaftClusterStatus) -> Option<RecoveryStatus> {
+    let now = Time(o.now);
+    let commit = o.recorded_commit_index.and_then(|i| i64::try_from(i).ok());
+    if let Some(request) = o.recovery_request.as_ref().filter(|_| !o.paused) {
+        let member = recover::requested_pod(request).to_owned();
+        return Some(match recover::decide(o) {
+            Some(Ok(s)) => RecoveryStatus {
+                request: request.clone(),
+                member: s.pod.clone(),
+                state: RecoveryState::Recovering,
+                message: format!(
+                    "recovering from {} (last log index {}, term {}); the last commit index this \
+                     operator saw is {}",
+                    s.pod,
+                    s.last_log_index,
+                    s.last_log_term,
+                    commit.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
+                ),
+                at: now,
+                survivor_last_log_index: i64::try_from(s.last_log_index).ok(),
+                survivor_last_log_term: i64::try_from(s.last_log_term).ok(),
+                last_known_commit_index: commit,
+            },
+            Some(Err(why)) => RecoveryStatus {
+                request: request.clone(),
+                member,
+                state: RecoveryState::Refused,
+                message: why,
+                at: now,
+                survivor_last_log_index: None,
+                survivor_last_log_term: None,
+                last_known_commit_index: commit,
+            },
+            None => return previous.recovery.clone(),
+        });
+    }
+    match (&plan.step, &previous.recovery) {
+        (Step::Finish(Outcome::Recovered { .. }), Some(r)) => Some(RecoveryStatus {
+            state: RecoveryState::Completed,
+            message: what_was_kept(r),
+            at: now,
+            ..r.clone()
+        }),
+        _ => previous.recovery.clone(),
+    }
+}
+
+/// What a completed recovery kept, and what it lost as far as the operator can tell.
+fn what_was_kept(r: &RecoveryStatus) -> String {
+    let member = &r.member;
+    match (r.survivor_last_log_index, r.last_known_commit_index) {
+        (Some(kept), Some(commit)) if commit > kept => format!(
+            "recovered from {member}: log entries {}..={commit} were committed (this operator \
+             saw commit index {commit}) but {member} never had them, and they are lost, as is \
+             anything the lost members committed after that",
+            kept + 1
+        ),
+        (Some(kept), Some(commit)) => format!(
+            "recovered from {member}, which held every entry committed as far as this operator \
+             saw (commit index {commit}, its last index {kept}); only what the lost members \
+             committed after the operator last looked can be lost"
+        ),
+        _ => format!("recovered from {member}"),
     }
 }
 
@@ -436,6 +510,7 @@ fn degraded(o: &Observed, plan: &Plan) -> Verdict {
 fn progressing(plan: &Plan, operation: Option<&OperationStatus>) -> Verdict {
     let kind_reason = |k: OperationKind| match k {
         OperationKind::Initialize | OperationKind::RestoreFromBackup => "Bootstrapping",
+        OperationKind::RecoverFromMember => "Recovering",
         OperationKind::AddMember => "AddingMember",
         OperationKind::RemoveMember => "RemovingMember",
         OperationKind::ReplaceMember => "ReplacingMember",
@@ -496,6 +571,7 @@ fn phase(
         Some(OperationKind::Initialize | OperationKind::RestoreFromBackup) => {
             ClusterPhase::Bootstrapping
         }
+        Some(OperationKind::RecoverFromMember) => ClusterPhase::QuorumLost,
         Some(
             OperationKind::AddMember | OperationKind::RemoveMember | OperationKind::ReplaceMember,
         ) => ClusterPhase::Scaling,
@@ -518,6 +594,48 @@ mod tests {
 
     fn cond<'a>(s: &'a RaftClusterStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_recovery_request_is_answered_once_and_its_completion_says_what_was_lost() {
+        use raft_crds::RecoveryState;
+        // Refused while the cluster is healthy; the answer names the request.
+        let mut o = healthy(3);
+        o.recovery_request = Some("rc-0@1".into());
+        let s = status_of(&o, &RaftClusterStatus::default());
+        let r = s.recovery.unwrap();
+        assert_eq!(
+            (r.state, r.request.as_str()),
+            (RecoveryState::Refused, "rc-0@1")
+        );
+        assert!(r.message.contains("working quorum"), "{}", r.message);
+
+        // Accepted once the majority is gone: the survivor's log and the last commit seen.
+        let mut o = lost_majority(45);
+        o.recovery_request = Some("rc-0@2".into());
+        let accepted = status_of(&o, &RaftClusterStatus::default());
+        let r = accepted.recovery.clone().unwrap();
+        assert_eq!(r.state, RecoveryState::Recovering);
+        assert_eq!(
+            (r.survivor_last_log_index, r.last_known_commit_index),
+            (Some(45), Some(50))
+        );
+
+        // Completed: entries 46..=50 were committed and the survivor never had them.
+        o.recovery_request = None;
+        let mut done = healthy(1);
+        done.operation = Some(op(
+            OperationKind::RecoverFromMember,
+            0,
+            raft_crds::OperationPhase::AwaitingCommit,
+        ));
+        let mut leader = node_status(0, NodeRole::Leader, true);
+        leader.node_id = "777".into();
+        done.leader.as_mut().unwrap().status = leader;
+        let s = status_of(&done, &accepted);
+        let r = s.recovery.unwrap();
+        assert_eq!(r.state, RecoveryState::Completed);
+        assert!(r.message.contains("46..=50"), "{}", r.message);
     }
 
     #[test]

@@ -18,12 +18,13 @@
 //!
 //! This file holds the entry point [`plan`]: it applies rule 4, continues the recorded step, or
 //! chooses the next change. One file per kind of step carries it out: `bootstrap`, `add`,
-//! `remove`, `replace`, `restart`. Dependencies point one way: this file → the step files →
+//! `remove`, `replace`, `restart`, `recover` (a person's request, which comes first). Dependencies point one way: this file → the step files →
 //! `gate` (rule 3) → `step` (the shared types, re-exported here for the rest of the pipeline).
 
 mod add;
 mod bootstrap;
 mod gate;
+pub mod recover;
 mod remove;
 mod replace;
 mod restart;
@@ -31,6 +32,7 @@ mod step;
 
 use raft_crds::{OperationKind, OperationStatus};
 
+pub use recover::RECOVER_FROM_ANNOTATION;
 pub use step::{Action, Blocked, Outcome, Plan, Step, WaitReason};
 
 use crate::reconcile::model::{LeaderView, Observed, is_caught_up};
@@ -53,6 +55,13 @@ pub fn plan(o: &Observed) -> Plan {
             ),
             o.operation.clone(),
         )
+    } else if let Some(Ok(survivor)) = recover::decide(o) {
+        Step::Record(new_step(
+            OperationKind::RecoverFromMember,
+            &survivor.pod,
+            survivor.node_id,
+            o,
+        ))
     } else if let Some(op) = &o.operation {
         return continue_step(o, op);
     } else if o.cluster_id.is_none() {
@@ -156,6 +165,7 @@ fn continue_step(o: &Observed, step: &OperationStatus) -> Plan {
     let (replicas, next) = abandoned.unwrap_or_else(|| match step.kind {
         OperationKind::Initialize => (size, continue_initialize(o, step)),
         OperationKind::RestoreFromBackup => (size, continue_restore(o, step)),
+        OperationKind::RecoverFromMember => (size, recover::continue_recover(o, step)),
         OperationKind::AddMember => continue_add(o, step, size),
         OperationKind::RemoveMember => continue_remove(o, step, size),
         // The replaced pod keeps its ordinal while its old identity leaves the membership.

@@ -55,6 +55,8 @@ pub enum Action {
     /// Stream the backup `from` names out of its bucket into `POST /admin/v1/restore` of
     /// `pod`, which then restarts as the only voter of the cluster.
     RestoreFromBackup { pod: String, from: FromBackupSpec },
+    /// `POST /admin/v1/recover` on the survivor `pod`, which restarts as the only voter.
+    Recover { pod: String },
     /// `POST /admin/v1/members` on the leader.
     AddLearner(MemberSpec),
     /// `POST /admin/v1/members/{id}/promote` on the leader.
@@ -149,6 +151,11 @@ pub enum Outcome {
     Restored {
         cluster_id: String,
         from: Option<RestoredFrom>,
+    },
+    /// The survivor of a lost majority leads alone, under its new node id.
+    Recovered {
+        name: String,
+        node_id: String,
     },
     MemberAdded {
         name: String,

@@ -130,7 +130,8 @@ impl World {
             }
             Action::EvictPod { .. }
             | Action::DiscardVolume { .. }
-            | Action::RestoreFromBackup { .. } => unreachable!(),
+            | Action::RestoreFromBackup { .. }
+            | Action::Recover { .. } => unreachable!(),
         }
     }
 
