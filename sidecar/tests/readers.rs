@@ -24,6 +24,28 @@ use tokio::net::{TcpSocket, TcpStream};
 const WRITERS: usize = 32;
 const WRITE_FOR: Duration = Duration::from_secs(8);
 
+/// How long readers go on once the writers stopped: slow while the writes last, then at full
+/// pace until each one met a `COMPACTED` or caught up (nothing more to read), within
+/// [`Pace::deadline`]. A reader that was still inside a page it took before the trim (a page
+/// is 256 records, 4 MiB here) needs that time on a loaded machine to reach the trim.
+#[derive(Clone, Copy)]
+struct Pace {
+    writers_stop: Instant,
+    deadline: Instant,
+}
+
+impl Pace {
+    fn slow(self) -> bool {
+        Instant::now() < self.writers_stop
+    }
+
+    /// Whether a reader with `read` so far, that found nothing more to read when `idle`, is done.
+    fn done(self, read: &Read, idle: bool) -> bool {
+        let now = Instant::now();
+        now >= self.deadline || (now >= self.writers_stop && (read.compacted > 0 || idle))
+    }
+}
+
 /// What one reader saw.
 #[derive(Debug, Default)]
 struct Read {
@@ -74,11 +96,11 @@ async fn open_watch(t: &TestCluster, i: usize, from: u64) -> Result<TcpStream, S
     }
 }
 
-/// Watch node `i` from index 1, reading slowly, until `until`; checks every event's index.
-async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
+/// Watch node `i` from index 1, reading slowly at the `pace`; checks every event's index.
+async fn slow_watcher(t: &TestCluster, i: usize, pace: Pace) -> Read {
     let mut read = Read::default();
     let mut from = 1u64;
-    while Instant::now() < until {
+    while !pace.done(&read, false) {
         let opened = tokio::time::timeout(Duration::from_secs(10), open_watch(t, i, from))
             .await
             .unwrap_or_else(|_| panic!("node {i} did not answer a watch within 10 s"));
@@ -96,8 +118,8 @@ async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
         // A slow consumer: bursts of reading, then pauses in which the node's side of the watch
         // blocks on the full socket while retention trims past where its next page starts.
         let mut burst_until = Instant::now();
-        'stream: while Instant::now() < until {
-            if Instant::now() >= burst_until {
+        'stream: while !pace.done(&read, false) {
+            if pace.slow() && Instant::now() >= burst_until {
                 tokio::time::sleep(Duration::from_millis(1000)).await;
                 burst_until = Instant::now() + Duration::from_millis(500);
             }
@@ -106,6 +128,8 @@ async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
                     Ok(Ok(0)) => break 'stream,
                     Ok(Ok(n)) => n,
                     Ok(Err(e)) => panic!("watch on node {i}: {e}"),
+                    // A second without an event: caught up, once the writers stopped.
+                    Err(_) if pace.done(&read, true) => return read,
                     Err(_) => continue,
                 };
             buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
@@ -138,11 +162,11 @@ async fn slow_watcher(t: &TestCluster, i: usize, until: Instant) -> Read {
     read
 }
 
-/// Page through node `i`'s journal seven entries at a time, slowly, until `until`.
-async fn slow_pager(t: &TestCluster, i: usize, until: Instant) -> Read {
+/// Page through node `i`'s journal seven entries at a time, slowly at the `pace`.
+async fn slow_pager(t: &TestCluster, i: usize, pace: Pace) -> Read {
     let mut read = Read::default();
     let mut from = 1u64;
-    while Instant::now() < until {
+    while !pace.done(&read, false) {
         match t.client(i).journal(Some(from), Some(7)).await {
             Ok(page) => {
                 if let Some(first) = page.entries.first()
@@ -162,8 +186,10 @@ async fn slow_pager(t: &TestCluster, i: usize, until: Instant) -> Read {
                     }
                 }
                 read.entries += page.entries.len() as u64;
-                if let Some(last) = page.entries.last() {
-                    from = last.log_index + 1;
+                match page.entries.last() {
+                    Some(last) => from = last.log_index + 1,
+                    None if pace.done(&read, true) => return read,
+                    None => {}
                 }
             }
             Err(e) if e.code() == Some(ErrorCode::Compacted) => {
@@ -171,7 +197,9 @@ async fn slow_pager(t: &TestCluster, i: usize, until: Instant) -> Read {
             }
             Err(e) => panic!("page on node {i}: {e}"),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if pace.slow() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     read
 }
@@ -206,9 +234,12 @@ async fn slow_readers_get_every_index_or_compacted_never_a_hole() {
             n
         }
     });
-    let readers_until = stop + Duration::from_secs(1);
-    let watchers = (0..3).map(|i| slow_watcher(&t, i, readers_until));
-    let pagers = (0..3).map(|i| slow_pager(&t, i, readers_until));
+    let pace = Pace {
+        writers_stop: stop,
+        deadline: stop + Duration::from_secs(60),
+    };
+    let watchers = (0..3).map(|i| slow_watcher(&t, i, pace));
+    let pagers = (0..3).map(|i| slow_pager(&t, i, pace));
     let (written, watched, paged) = tokio::join!(
         futures_util::future::join_all(writers),
         futures_util::future::join_all(watchers),
