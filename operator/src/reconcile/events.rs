@@ -160,7 +160,10 @@ pub fn announce(
     }
     if let Some(r) = &now.recovery
         && r.state == RecoveryState::Refused
-        && previous.recovery.as_ref().map(|p| &p.request) != Some(&r.request)
+        && previous
+            .recovery
+            .as_ref()
+            .is_none_or(|p| p.request != r.request || p.state != RecoveryState::Refused)
     {
         out.push(event(
             EventType::Warning,

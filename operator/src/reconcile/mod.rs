@@ -131,6 +131,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     let mut cluster_id = previous.cluster_id.clone();
     let mut restored = None;
     let (mut restore_failure, mut restore_event) = (None, None);
+    let mut recovery_refused = None;
     let operation = match &plan.step {
         Step::Idle => None,
         Step::Wait { operation, .. } => operation.clone(),
@@ -162,6 +163,24 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
                         o.operation.clone()
                     }
                 }
+            }
+        }
+        Step::Act {
+            action: action @ plan::Action::Recover { .. },
+            next,
+        } => {
+            info!(cluster = %names.name, ?action, "acting on the recorded step");
+            match apply::act(&ctx.client, &o, action, &access).await {
+                Ok(_) => Some(next.clone()),
+                // The survivor's own check said no: the step ends, the request is answered.
+                Err(Error::Sidecar { source, .. })
+                    if source.code() == Some(raft_api::ErrorCode::Refused) =>
+                {
+                    warn!(cluster = %names.name, error = %source, "the survivor refused the recovery");
+                    recovery_refused = Some(source.to_string());
+                    None
+                }
+                Err(e) => return Err(e),
             }
         }
         Step::Act { action, next } => {
@@ -196,6 +215,9 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     }
     if let Some(waiting) = &restore_failure {
         status::restore_failed(&mut new_status, waiting);
+    }
+    if let Some(why) = &recovery_refused {
+        status::recovery_refused(&mut new_status, why, o.now);
     }
     new_status.sidecar_image = Some(sidecar.image);
     new_status.sidecar_upgrade_request = sidecar.acted_on;

@@ -295,7 +295,7 @@ pub mod fixtures {
         let mut o = healthy(3);
         o.leader = None;
         let mut survivor = node_status(0, NodeRole::Candidate, true);
-        survivor.partition_state = PartitionState::Leaderless;
+        survivor.partition_state = PartitionState::Minority;
         survivor.last_log_index = last_log_index;
         o.pods.insert(0, pod(0, survivor));
         for i in [1, 2] {

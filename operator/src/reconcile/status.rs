@@ -169,7 +169,30 @@ fn recovery(o: &Observed, plan: &Plan, previous: &RaftClusterStatus) -> Option<R
             at: now,
             ..r.clone()
         }),
+        (
+            Step::Finish(Outcome::Abandoned {
+                kind: OperationKind::RecoverFromMember,
+                why,
+                ..
+            }),
+            Some(r),
+        ) => Some(RecoveryStatus {
+            state: RecoveryState::Refused,
+            message: format!("given up: {why}"),
+            at: now,
+            ..r.clone()
+        }),
         _ => previous.recovery.clone(),
+    }
+}
+
+/// The survivor refused the recovery it was asked for (its own check: it is not cut off from a
+/// quorum): the request is answered `Refused` with its reason.
+pub fn recovery_refused(status: &mut RaftClusterStatus, why: &str, now: Timestamp) {
+    if let Some(r) = &mut status.recovery {
+        r.state = RecoveryState::Refused;
+        r.message = format!("the survivor refused: {why}");
+        r.at = Time(now);
     }
 }
 
@@ -608,7 +631,11 @@ mod tests {
             (r.state, r.request.as_str()),
             (RecoveryState::Refused, "rc-0@1")
         );
-        assert!(r.message.contains("working quorum"), "{}", r.message);
+        assert!(
+            r.message.contains("quorum may be reachable"),
+            "{}",
+            r.message
+        );
 
         // Accepted once the majority is gone: the survivor's log and the last commit seen.
         let mut o = lost_majority(45);

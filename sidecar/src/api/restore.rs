@@ -11,6 +11,7 @@
 //! already (or is stopping) answers 503 `SHUTTING_DOWN`: it is about to restart.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Buf;
@@ -32,7 +33,7 @@ use crate::types::Member;
 const STALL: Duration = Duration::from_secs(30);
 
 pub async fn restore<S, B>(
-    node: &Node,
+    node: &Arc<Node>,
     manifest: Option<String>,
     body: S,
 ) -> Result<RestoreResult, ApiError>
@@ -47,71 +48,94 @@ where
             "the node is stopping",
         ));
     }
-    let Ok(_turn) = node.restore_turn.try_lock() else {
-        return Err(refused("a restore is already running on this node"));
+    let Ok(turn) = node.restore_turn.clone().try_lock_owned() else {
+        return Err(refused(
+            "a restore or recovery is already running on this node",
+        ));
     };
     if staged::is_staged(&node.cfg.data_dir) {
-        // An earlier call's: the node is about to restart onto it (503, like any stopping node).
+        // An earlier call's: the node restarts onto it (503, like any stopping node).
+        node.request_restart("a restore is staged in the data dir");
         return Err(ApiError::new(
             ErrorCode::ShuttingDown,
             "a restore is staged on this node; it restarts onto it",
         ));
     }
     refuse_unless_blank(node)?;
-    let chunks =
-        Box::pin(stalling(body).map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining()))));
-    let input = SyncIoBridge::new(StreamReader::new(chunks));
-    let (data_dir, cluster_id) = (node.cfg.data_dir.clone(), node.cfg.cluster_id.clone());
-    let member = Member {
-        name: node.cfg.name.clone(),
-        peer_addr: node.cfg.advertise_peer.clone(),
-        admin_addr: node.cfg.advertise_admin.clone(),
-    };
-    let node_id = node.id;
-    let outcome = tokio::task::spawn_blocking(move || {
-        let request = Request {
-            data_dir: &data_dir,
-            cluster_id: &cluster_id,
-            member,
-            node_id: Some(node_id),
-            manifest: Some(&manifest),
-            recovery: None,
+    // On a task of its own: a client that goes away must not cut staging short, nor release
+    // the turn while it runs, nor leave a staged restore without the restart that adopts it.
+    let node = node.clone();
+    let task = tokio::spawn(async move {
+        let _turn = turn;
+        let upload = Arc::new(parking_lot::Mutex::new(None));
+        let chunks = Box::pin(
+            stalling(body, upload.clone())
+                .map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining()))),
+        );
+        let input = SyncIoBridge::new(StreamReader::new(chunks));
+        let (data_dir, cluster_id) = (node.cfg.data_dir.clone(), node.cfg.cluster_id.clone());
+        let member = Member {
+            name: node.cfg.name.clone(),
+            peer_addr: node.cfg.advertise_peer.clone(),
+            admin_addr: node.cfg.advertise_admin.clone(),
         };
-        staged::stage(io::BufReader::with_capacity(256 << 10, input), &request)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| match e {
-        RestoreError::Store(_) | RestoreError::Io { .. } => ApiError::internal(e),
-        other => refused(other.to_string()),
-    })?;
-    let Outcome::Restored {
-        from,
-        journal_first_index,
-        journal_next_index,
-        size_bytes,
-        ..
-    } = outcome
-    else {
-        return Err(ApiError::internal("the staged restore reported no restore"));
-    };
-    tracing::info!(
-        snapshot = %from.snapshot_id,
-        last_log_index = from.last_log_id.index,
-        parent = ?from.parent_cluster_id,
-        "restore staged; restarting onto it"
-    );
-    node.request_restart("a restore was staged through the admin API");
-    Ok(RestoreResult {
-        node_id,
-        snapshot_id: from.snapshot_id,
-        last_log_index: from.last_log_id.index,
-        last_log_term: from.last_log_id.leader_id.term,
-        journal_first_index,
-        journal_next_index,
-        size_bytes,
-        restarting: true,
-    })
+        let node_id = node.id;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let request = Request {
+                data_dir: &data_dir,
+                cluster_id: &cluster_id,
+                member,
+                node_id: Some(node_id),
+                manifest: Some(&manifest),
+                recovery: None,
+            };
+            staged::stage(io::BufReader::with_capacity(256 << 10, input), &request)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            // The bytes never all arrived: not the backup's fault.
+            Err(_) if let Some(why) = upload.lock().take() => {
+                return Err(ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("the upload of the image failed: {why}; nothing was staged"),
+                ));
+            }
+            Err(e @ (RestoreError::Store(_) | RestoreError::Io { .. })) => {
+                return Err(ApiError::internal(e));
+            }
+            Err(other) => return Err(refused(other.to_string())),
+        };
+        let Outcome::Restored {
+            from,
+            journal_first_index,
+            journal_next_index,
+            size_bytes,
+            ..
+        } = outcome
+        else {
+            return Err(ApiError::internal("the staged restore reported no restore"));
+        };
+        tracing::info!(
+            snapshot = %from.snapshot_id,
+            last_log_index = from.last_log_id.index,
+            parent = ?from.parent_cluster_id,
+            "restore staged; restarting onto it"
+        );
+        node.request_restart("a restore was staged through the admin API");
+        Ok(RestoreResult {
+            node_id,
+            snapshot_id: from.snapshot_id,
+            last_log_index: from.last_log_id.index,
+            last_log_term: from.last_log_id.leader_id.term,
+            journal_first_index,
+            journal_next_index,
+            size_bytes,
+            restarting: true,
+        })
+    });
+    task.await.map_err(ApiError::internal)?
 }
 
 fn parse_manifest(raw: Option<String>) -> Result<BackupManifest, ApiError> {
@@ -152,34 +176,37 @@ fn refused(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Refused, message)
 }
 
-/// The body's chunks, failing with `TimedOut` when the next one takes longer than [`STALL`].
-fn stalling<S, B>(body: S) -> impl Stream<Item = io::Result<B>> + Send
+/// The body's chunks, failing with `TimedOut` when the next one takes longer than [`STALL`];
+/// a failure of the upload itself is also kept in `failed`, to tell it from a damaged image.
+fn stalling<S, B>(
+    body: S,
+    failed: Arc<parking_lot::Mutex<Option<String>>>,
+) -> impl Stream<Item = io::Result<B>> + Send
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
     B: Send + 'static,
 {
-    futures_util::stream::unfold(Some(Box::pin(body)), |state| async move {
-        let mut body = state?;
-        match tokio::time::timeout(STALL, body.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
-            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the upload stalled for {STALL:?}"),
-                )),
-                None,
-            )),
+    futures_util::stream::unfold(Some(Box::pin(body)), move |state| {
+        let failed = failed.clone();
+        async move {
+            let mut body = state?;
+            let why = match tokio::time::timeout(STALL, body.next()).await {
+                Ok(Some(Ok(chunk))) => return Some((Ok(chunk), Some(body))),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => e.to_string(),
+                Err(_) => format!("it stalled for {STALL:?}"),
+            };
+            *failed.lock() = Some(why.clone());
+            Some((Err(io::Error::new(io::ErrorKind::TimedOut, why)), None))
         }
     })
 }
 
 /// `POST /admin/v1/recover` (`{"force": true}`): this member, a survivor of a lost majority,
 /// becomes the only voter of its cluster at its next start, keeping everything its store holds
-/// (`store::recover`); it restarts at once. Refused while it is in touch with a quorum (a leader
-/// that has one, or itself leading one): that would fork the cluster.
-pub async fn recover(node: &Node, request: RecoverRequest) -> Result<RecoverResult, ApiError> {
+/// (`store::recover`); it restarts at once. Refused unless its monitor finds it cut off from a
+/// quorum (partition state `minority`): anything else could fork the cluster.
+pub async fn recover(node: &Arc<Node>, request: RecoverRequest) -> Result<RecoverResult, ApiError> {
     if !request.force {
         return Err(ApiError::invalid(
             "recovery discards the rest of the membership and may lose entries only the lost \
@@ -192,12 +219,13 @@ pub async fn recover(node: &Node, request: RecoverRequest) -> Result<RecoverResu
             "the node is stopping",
         ));
     }
-    let Ok(_turn) = node.restore_turn.try_lock() else {
+    let Ok(turn) = node.restore_turn.clone().try_lock_owned() else {
         return Err(refused(
             "a restore or recovery is already running on this node",
         ));
     };
     if recover::is_requested(&node.cfg.data_dir) {
+        node.request_restart("a recovery is requested in the data dir");
         return Err(ApiError::new(
             ErrorCode::ShuttingDown,
             "a recovery is requested on this node; it restarts to carry it out",
@@ -209,39 +237,49 @@ pub async fn recover(node: &Node, request: RecoverRequest) -> Result<RecoverResu
             "this node is not a member of a cluster: nothing to recover",
         ));
     }
+    // Only a minority: `leaderless` means a majority answered lately, without a leader yet.
     let health = node.health();
-    if health.quorum_available
-        || !matches!(
-            health.partition,
-            PartitionState::Minority | PartitionState::Leaderless
-        )
-    {
+    if health.quorum_available || health.partition != PartitionState::Minority {
         return Err(refused(format!(
-            "this node is in touch with a quorum (partition state {}): recovering it would fork \
-             the cluster",
-            health.partition.as_str()
+            "this node is not cut off from a quorum (partition state {}; only {} allows a \
+             recovery): recovering it could fork the cluster",
+            health.partition.as_str(),
+            PartitionState::Minority.as_str()
         )));
     }
-    let data_dir = node.cfg.data_dir.clone();
-    tokio::task::spawn_blocking(move || recover::request(&data_dir))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
     let last_log_term = crate::store::log::last_log_id(&node.db)
         .ok()
         .flatten()
         .map_or(0, |id| id.leader_id.term);
-    tracing::warn!(
-        last_log_index = ?m.last_log_index,
-        partition = health.partition.as_str(),
-        "recovery requested through the admin API; restarting to become the only voter"
-    );
-    node.request_restart("a recovery was requested through the admin API");
-    Ok(RecoverResult {
+    let requested = recover::Requested {
         node_id: node.id,
-        last_log_index: m.last_log_index.unwrap_or(0),
-        last_log_term,
-        last_applied_index: m.last_applied.map_or(0, |l| l.index),
-        restarting: true,
-    })
+        last_log_index: m.last_log_index,
+        at_unix_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let node = node.clone();
+    // On a task of its own: a request once written is always followed by the restart.
+    let task = tokio::spawn(async move {
+        let _turn = turn;
+        let data_dir = node.cfg.data_dir.clone();
+        tokio::task::spawn_blocking(move || recover::request(&data_dir, &requested))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        tracing::warn!(
+            last_log_index = ?m.last_log_index,
+            partition = health.partition.as_str(),
+            "recovery requested through the admin API; restarting to become the only voter"
+        );
+        node.request_restart("a recovery was requested through the admin API");
+        Ok(RecoverResult {
+            node_id: node.id,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_log_term,
+            last_applied_index: m.last_applied.map_or(0, |l| l.index),
+            restarting: true,
+        })
+    });
+    task.await.map_err(ApiError::internal)?
 }

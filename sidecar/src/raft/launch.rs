@@ -89,7 +89,11 @@ fn recover_if_requested(cfg: &NodeConfig) -> Result<(), NodeError> {
         member,
         cfg.journal_retention,
     )?;
-    if let Some(crate::store::restore::Outcome::Restored {
+    use crate::store::recover::RequestOutcome;
+    if let RequestOutcome::Dropped(why) = &done {
+        tracing::error!(%why, "a recovery requested through the admin API was not carried out");
+    }
+    if let RequestOutcome::Recovered(crate::store::restore::Outcome::Restored {
         node_id,
         from,
         log_entries_applied,

@@ -74,8 +74,9 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     /// Why the node must stop and start again (a restore staged through the admin API).
     restart: watch::Sender<Option<String>>,
-    /// Held by the one restore the admin API runs at a time.
-    pub restore_turn: tokio::sync::Mutex<()>,
+    /// Held by the one restore or recovery the admin API runs at a time, until it is staged
+    /// (owned, so a client that goes away does not release it early).
+    pub restore_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Node {
@@ -103,7 +104,7 @@ impl Node {
             errands: Mutex::new(JoinSet::new()),
             shutdown: watch::channel(false).0,
             restart: watch::channel(None).0,
-            restore_turn: tokio::sync::Mutex::new(()),
+            restore_turn: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

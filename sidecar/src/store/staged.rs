@@ -8,8 +8,8 @@
 //! log, nothing applied: the node did not join a cluster in between). The blank store it
 //! replaces is kept under `pre-restore-<unix secs>/`.
 //!
-//! Every step can be interrupted and run again: a staging that did not finish leaves no
-//! `rocksdb/` in the pending dir and is discarded; an adoption that stopped half-way finds the
+//! Every step can be interrupted and run again: a staging that did not finish has no `STAGED`
+//! mark in the pending dir and is discarded; an adoption that stopped half-way finds the
 //! staged parts still to move and moves them.
 
 use std::fs;
@@ -24,6 +24,8 @@ use crate::types::Vote;
 
 /// The staged data dir, inside the node's data dir.
 const PENDING: &str = ".restore-pending";
+/// Written into the pending dir once the staged store is complete.
+const STAGED: &str = "STAGED";
 
 fn pending_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(PENDING)
@@ -31,7 +33,7 @@ fn pending_dir(data_dir: &Path) -> PathBuf {
 
 /// Whether a complete restore waits in `data_dir` for the next start.
 pub fn is_staged(data_dir: &Path) -> bool {
-    pending_dir(data_dir).join("rocksdb").exists()
+    pending_dir(data_dir).join(STAGED).exists()
 }
 
 /// Restore the image read from `input` into the pending dir of `req.data_dir` (whose own
@@ -54,7 +56,14 @@ pub fn stage(input: impl Read, req: &Request<'_>) -> Result<Outcome, RestoreErro
         data_dir: &pending,
         ..req.clone()
     };
-    let outcome = restore::restore(input, &staged);
+    let outcome = restore::restore(input, &staged).and_then(|outcome| {
+        let mark = pending.join(STAGED);
+        fs::write(&mark, b"staged\n")
+            .and_then(|()| fs::File::open(&mark)?.sync_all())
+            .and_then(|()| fs::File::open(&pending)?.sync_all())
+            .map_err(io_error("mark", &mark))?;
+        Ok(outcome)
+    });
     if outcome.is_err() {
         let _ = fs::remove_dir_all(&pending);
     }
@@ -79,17 +88,17 @@ pub fn adopt(data_dir: &Path, cluster_id: &str) -> Result<Adopted, RestoreError>
     if !pending.exists() {
         return Ok(Adopted::Nothing);
     }
-    let staged_db = pending.join("rocksdb");
-    let staged_snapshots = pending.join("snapshots");
-    if !staged_db.exists() {
-        // Snapshots moved but not the store means an adoption stopped half-way: finish it.
-        if data_dir.join("rocksdb").exists() && !staged_snapshots.exists() {
-            fs::remove_dir_all(&pending).map_err(io_error("remove", &pending))?;
-            return Ok(Adopted::Restored { set_aside: None });
-        }
+    if !pending.join(STAGED).exists() {
         // A staging that never finished.
         fs::remove_dir_all(&pending).map_err(io_error("discard", &pending))?;
         return Ok(Adopted::Nothing);
+    }
+    let staged_db = pending.join("rocksdb");
+    let staged_snapshots = pending.join("snapshots");
+    if !staged_db.exists() {
+        // The store moved in already: an adoption that stopped before removing the pending dir.
+        fs::remove_dir_all(&pending).map_err(io_error("remove", &pending))?;
+        return Ok(Adopted::Restored { set_aside: None });
     }
     let secs = unix_secs();
     let current = data_dir.join("rocksdb");

@@ -117,8 +117,11 @@ fn add_ordinal(o: &Observed, step: &OperationStatus, k: u32) -> Step {
             Some(step.clone()),
         );
     };
-    // A pod whose data dir belongs to a removed member can never rejoin: give it a new volume.
-    if pod.status().is_some_and(|s| s.role == NodeRole::Removed) {
+    // A pod whose data dir belongs to a removed member can never rejoin, nor can one that is a
+    // member of another membership (the one before a recovery): give it a new volume.
+    if pod.status().is_some_and(|s| {
+        s.role == NodeRole::Removed || (s.initialized && leader.member_by_id(new_id).is_none())
+    }) {
         return Step::Act {
             action: Action::DiscardVolume {
                 pod: pod.name.clone(),
@@ -379,20 +382,24 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_holding_a_removed_members_data_gets_a_fresh_volume() {
-        let mut o = healthy(3);
-        o.desired_replicas = 5;
-        o.operation = Some(op(K::AddMember, 3, P::AwaitingPod));
-        o.add_fresh_pod(3);
-        o.pods.get_mut(&3).unwrap().node = Ok(node_status(3, NodeRole::Removed, true));
-        let p = plan(&o);
-        assert_eq!(
-            action(&p).0,
-            &Action::DiscardVolume {
-                pod: "rc-3".into(),
-                uid: "uid-3".into(),
-                pvc: "data-rc-3".into()
-            }
-        );
+    fn a_pod_holding_a_removed_or_an_older_memberships_data_gets_a_fresh_volume() {
+        // Removed, or still a member of the membership before a recovery (a follower of it).
+        for role in [NodeRole::Removed, NodeRole::Follower] {
+            let mut o = healthy(3);
+            o.desired_replicas = 5;
+            o.operation = Some(op(K::AddMember, 3, P::AwaitingPod));
+            o.add_fresh_pod(3);
+            o.pods.get_mut(&3).unwrap().node = Ok(node_status(3, role, true));
+            let p = plan(&o);
+            assert_eq!(
+                action(&p).0,
+                &Action::DiscardVolume {
+                    pod: "rc-3".into(),
+                    uid: "uid-3".into(),
+                    pvc: "data-rc-3".into()
+                },
+                "{role:?}"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@
 //! recorded `RecoverFromMember`); uses the shared builders of `step`.
 
 use raft_api::daemon::PartitionState;
-use raft_crds::{OperationPhase, OperationStatus};
+use raft_crds::{OperationKind, OperationPhase, OperationStatus};
 
 use super::step::{
     Action, Blocked, Outcome, Step, WaitReason, recorded_id, target_ordinal, wait_step, with_phase,
@@ -38,12 +38,21 @@ pub fn requested_pod(request: &str) -> &str {
     request.split('@').next().unwrap_or_default().trim()
 }
 
-/// The answer to an unanswered recovery request, if there is one.
+/// The answer to an unanswered recovery request, if there is one. A request made while a
+/// recovery is in flight waits for it to end (two survivors recovered would be two clusters).
 pub fn decide(o: &Observed) -> Option<Result<Survivor, String>> {
     let request = o.recovery_request.as_deref()?;
+    if o.operation
+        .as_ref()
+        .is_some_and(|op| op.kind == OperationKind::RecoverFromMember)
+    {
+        return None;
+    }
     Some(check(o, requested_pod(request)))
 }
 
+/// Whether `name` may be recovered now: a member, cut off (only a minority answers), holding
+/// the longest log of the members that answer.
 fn check(o: &Observed, name: &str) -> Result<Survivor, String> {
     if o.cluster_id.is_none() {
         return Err("the cluster was never bootstrapped: there is nothing to recover".into());
@@ -74,17 +83,26 @@ fn check(o: &Observed, name: &str) -> Result<Survivor, String> {
         .filter_map(|p| p.status())
         .filter(|s| s.initialized)
         .collect();
-    if let Some(in_touch) = answering.iter().find(|s| {
-        matches!(
-            s.partition_state,
-            PartitionState::Healthy | PartitionState::Degraded
-        )
-    }) {
+    // `leaderless` means a majority answered lately: only `minority` says the quorum is gone.
+    if let Some(in_touch) = answering
+        .iter()
+        .find(|s| s.partition_state != PartitionState::Minority)
+    {
         return Err(format!(
-            "{} reports a working quorum (partition state {}): recovery is refused while a \
-             quorum is reachable",
+            "{} reports partition state {} (only {} everywhere shows the quorum gone; a pod that \
+             just started needs one detection window to tell): recovery is refused while a \
+             quorum may be reachable",
             in_touch.name,
-            in_touch.partition_state.as_str()
+            in_touch.partition_state.as_str(),
+            PartitionState::Minority.as_str()
+        ));
+    }
+    let majority = o.recorded_members / 2 + 1;
+    if o.recorded_members > 0 && answering.len() as u32 >= majority {
+        return Err(format!(
+            "{} members answer, a majority of the {} last recorded: the quorum is not lost",
+            answering.len(),
+            o.recorded_members
         ));
     }
     let key = |s: &raft_api::admin::NodeStatus| (s.last_log_term, s.last_log_index);
@@ -122,15 +140,40 @@ pub(super) fn continue_recover(o: &Observed, step: &OperationStatus) -> Step {
         });
     }
     let pod = target_ordinal(o, step).and_then(|k| o.pods.get(&k));
+    let given_up = |why: String| {
+        Step::Finish(Outcome::Abandoned {
+            kind: OperationKind::RecoverFromMember,
+            name: step.name.clone(),
+            why,
+        })
+    };
     match pod {
         Some(p) if p.ready && !p.terminating && p.status().is_some() => {
             if p.node_id() == old_id {
-                Step::Act {
+                let act = Step::Act {
                     action: Action::Recover {
                         pod: step.name.clone(),
                     },
                     next: with_phase(step, OperationPhase::AwaitingCommit),
+                };
+                match step.phase {
+                    // Not asked yet: is it still true? The quorum may be back, or a member
+                    // with a longer log. Once asked, the survivor decides (it may have the
+                    // request already and be restarting; a refusal ends the step).
+                    OperationPhase::Recorded => match check(o, &step.name) {
+                        Ok(_) => act,
+                        Err(why) => given_up(why),
+                    },
+                    _ => act,
                 }
+            } else if p.status().is_some_and(|s| !s.initialized) {
+                given_up(format!(
+                    "{} came back empty (node {}): it lost its data, there is nothing to \
+                     recover from it",
+                    step.name,
+                    p.node_id()
+                        .map_or_else(|| "?".to_owned(), |id| id.to_string())
+                ))
             } else {
                 wait_step(
                     Blocked::new(
@@ -188,13 +231,15 @@ mod tests {
         let mut asked = o.clone();
         asked.recovery_request = Some("rc-1".into());
         let why = decide(&asked).unwrap().unwrap_err();
-        assert!(why.contains("working quorum"), "{why}");
+        assert!(why.contains("quorum may be reachable"), "{why}");
         assert!(
             !matches!(plan(&asked).step, Step::Record(ref op) if op.kind == K::RecoverFromMember),
             "refused: the plan goes on as without the request"
         );
 
+        // Two survivors of five members, each cut off: the longer log must be the one kept.
         let mut o = lost_majority();
+        o.recorded_members = 5;
         let mut other = node_status(2, NodeRole::Candidate, true);
         other.partition_state = PartitionState::Minority;
         other.last_log_index = 81;
@@ -241,6 +286,66 @@ mod tests {
                 node_id: "777".into()
             })
         );
+    }
+
+    #[test]
+    fn leaderless_or_a_majority_answering_is_no_lost_quorum() {
+        // Leaderless: a majority answered lately, only no leader yet (a long election).
+        let mut o = lost_majority();
+        let mut s = o.pods[&0].status().unwrap().clone();
+        s.partition_state = PartitionState::Leaderless;
+        o.pods.insert(0, pod(0, s));
+        let why = decide(&o).unwrap().unwrap_err();
+        assert!(why.contains("leaderless"), "{why}");
+        // Two of the three recorded members answer as members: that is a majority.
+        let mut o = lost_majority();
+        let mut other = node_status(1, NodeRole::Candidate, true);
+        other.partition_state = PartitionState::Minority;
+        other.last_log_index = 80;
+        o.pods.insert(1, pod(1, other));
+        let why = decide(&o).unwrap().unwrap_err();
+        assert!(why.contains("a majority of the 3"), "{why}");
+    }
+
+    #[test]
+    fn a_request_during_a_recovery_waits_for_it_to_end() {
+        let mut o = lost_majority();
+        o.operation = Some(op(K::RecoverFromMember, 0, P::AwaitingCommit));
+        o.recovery_request = Some("rc-2@9".into());
+        assert_eq!(decide(&o), None, "neither accepted nor refused yet");
+        assert!(matches!(action(&plan(&o)).0, Action::Recover { pod } if pod == "rc-0"));
+    }
+
+    #[test]
+    fn a_recorded_recovery_is_given_up_when_the_quorum_is_back_or_the_survivor_came_back_empty() {
+        let mut o = lost_majority();
+        o.recovery_request = None;
+        o.operation = Some(op(K::RecoverFromMember, 0, P::Recorded));
+        let mut back = o.pods[&0].status().unwrap().clone();
+        back.partition_state = PartitionState::Healthy;
+        o.pods.insert(0, pod(0, back));
+        assert!(
+            matches!(
+                plan(&o).step,
+                Step::Finish(Outcome::Abandoned {
+                    kind: K::RecoverFromMember,
+                    ..
+                })
+            ),
+            "{:?}",
+            plan(&o)
+        );
+
+        let mut o = lost_majority();
+        o.recovery_request = None;
+        o.operation = Some(op(K::RecoverFromMember, 0, P::AwaitingCommit));
+        let mut empty = node_status(0, NodeRole::Uninitialized, false);
+        empty.node_id = "555".into();
+        o.pods.insert(0, pod(0, empty));
+        let Step::Finish(Outcome::Abandoned { why, .. }) = plan(&o).step else {
+            panic!("{:?}", plan(&o))
+        };
+        assert!(why.contains("came back empty"), "{why}");
     }
 
     #[test]
