@@ -380,6 +380,13 @@ async fn a_damaged_or_mismatched_backup_is_refused_with_a_clear_error_and_leaves
         );
     }
 
+    // A path that is not there is refused, and nothing is created on the way.
+    let typo = scratch.path().join("no-such-dir").join("x.rsnp");
+    let (code, out) = restore_into(&target, 0, &typo, &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("no such file or directory"), "{out}");
+    assert!(!scratch.path().join("no-such-dir").exists());
+
     // A data dir that holds a store is never overwritten.
     let (code, out) = restore_into(&target, 0, &backup, &[]);
     assert_eq!(code, Some(0), "{out}");

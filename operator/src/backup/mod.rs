@@ -144,8 +144,9 @@ impl Backups {
                         status.request = Some(value.clone());
                     }
                 }
-                // No leader to back up yet: due stays true, the next reconcile tries again.
-                Err(why) => info!(cluster = %key, %why, "backup due but not started"),
+                // No leader to back up yet: due stays true, the next reconcile tries again (every
+                // few seconds: logged at debug; `BackupReady` says when it is overdue).
+                Err(why) => tracing::debug!(cluster = %key, %why, "backup due but not started"),
             }
         }
         let in_flight = running.contains_key(&key);

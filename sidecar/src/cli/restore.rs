@@ -33,6 +33,14 @@ pub async fn run(args: RestoreArgs) -> Result<(), Failure> {
         .resolve()
         .map_err(|e| Failure::Config(e.to_string()))?;
     let (member_dir, cluster) = (member.data_dir.clone(), member.cluster_id.clone());
+    // A backup is read, never made: a local path that is not there is a typo, and opening it
+    // as a location would create its directory.
+    if !args.from.starts_with("s3://") && !std::path::Path::new(&args.from).exists() {
+        return Err(Failure::Config(format!(
+            "no backup at {}: no such file or directory",
+            args.from
+        )));
+    }
     let (store, name) = raft_backup::source(&args.from).map_err(not_found)?;
     let name = match name {
         Some(name) => name,
