@@ -36,6 +36,8 @@ pub const BACKUP_READY: &str = "BackupReady";
 const WHILE_RUNNING: Duration = Duration::from_secs(2);
 /// A backup that takes longer is abandoned and reported failed.
 const DEADLINE: Duration = Duration::from_secs(60 * 60);
+/// Time kept, within [`DEADLINE`], to abort an upload that ran out of it.
+const ABORT_MARGIN: Duration = Duration::from_secs(60);
 
 /// The backups in flight, one per cluster at most (keyed `namespace/name`).
 #[derive(Default)]
@@ -310,8 +312,11 @@ fn start(
                 .await
                 .map_err(|e| format!("snapshot on {leader_pod}: {e}"))?;
             let name = raft_backup::new_name(std::time::SystemTime::now());
+            // Ends before the task's own deadline, so the upload is aborted (no parts left
+            // in the bucket) rather than dropped.
+            let left = DEADLINE.saturating_sub(started.elapsed() + ABORT_MARGIN);
             let manifest = store
-                .upload(&admin, &name)
+                .upload_within(&admin, &name, Some(left))
                 .await
                 .map_err(|e| e.to_string())?;
             let retention = usize::try_from(spec.retention.max(1)).unwrap_or(1);

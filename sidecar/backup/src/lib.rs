@@ -203,6 +203,17 @@ impl BackupStore {
         client: &SidecarClient,
         name: &str,
     ) -> Result<BackupManifest, BackupError> {
+        self.upload_within(client, name, None).await
+    }
+
+    /// [`Self::upload`], given up (and its multipart upload aborted, so no parts are left in
+    /// the bucket) once `deadline` has passed.
+    pub async fn upload_within(
+        &self,
+        client: &SidecarClient,
+        name: &str,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<BackupManifest, BackupError> {
         use tokio::io::AsyncWriteExt;
         // Never over an existing backup: the new image would replace the old one before the
         // new manifest does, and a failure in between would leave neither.
@@ -219,7 +230,20 @@ impl BackupStore {
             name: name.to_owned(),
             reason,
         };
-        let written = match client.download_backup(&mut image).await {
+        let download = async {
+            match deadline {
+                Some(d) => tokio::time::timeout(d, client.download_backup(&mut image))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(raft_api::client::ClientError::Backup {
+                            url: name.to_owned(),
+                            reason: format!("not done within {d:?}"),
+                        })
+                    }),
+                None => client.download_backup(&mut image).await,
+            }
+        };
+        let written = match download.await {
             Ok(manifest) => image
                 .shutdown()
                 .await
@@ -460,6 +484,53 @@ mod tests {
             .put_manifest(name, &manifest(created_at))
             .await
             .unwrap();
+    }
+
+    /// An admin API whose snapshot download sends 11 MiB (past the first 10 MiB part, so a
+    /// multipart upload is under way) and then stalls.
+    async fn stalling_node() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await.unwrap();
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+                x-raft-snapshot-id: 1-2-3\r\nx-raft-cluster-id: c\r\n\
+                x-raft-last-log-index: 2\r\nx-raft-last-log-term: 1\r\n\
+                x-raft-journal-first-index: 1\r\nx-raft-journal-last-index: 1\r\n\
+                x-raft-image-format: 3\r\nx-raft-sidecar-version: 0\r\n\
+                content-length: 20000000\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.unwrap();
+            socket.write_all(&vec![7u8; 11 << 20]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_upload_past_its_deadline_fails_naming_it_and_leaves_no_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackupStore::open(dir.path().to_str().unwrap()).unwrap();
+        let node = stalling_node().await;
+        let client = SidecarClient::new(
+            None,
+            Some(&node.to_string()),
+            None,
+            std::time::Duration::from_secs(10),
+        );
+        let e = store
+            .upload_within(
+                &client,
+                "late.rsnp",
+                Some(std::time::Duration::from_secs(2)),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not done within"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!store.exists("late.rsnp").await.unwrap());
     }
 
     #[tokio::test]
