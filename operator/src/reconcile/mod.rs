@@ -129,64 +129,13 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     };
     apply::apply_owned(&ctx.client, rc, &names, &owned).await?;
     let mut cluster_id = previous.cluster_id.clone();
-    let mut restored = None;
-    let (mut restore_failure, mut restore_event) = (None, None);
-    let mut recovery_refused = None;
+    let mut done = Done::default();
     let operation = match &plan.step {
         Step::Idle => None,
         Step::Wait { operation, .. } => operation.clone(),
         Step::Record(op) => Some(op.clone()),
-        Step::Act {
-            action: action @ plan::Action::RestoreFromBackup { .. },
-            next,
-        } => {
-            let key = format!("{}/{}", names.namespace, names.name);
-            if let Some(waiting) = ctx.restores.waiting(&key, Instant::now()) {
-                restore_failure = Some(waiting);
-                o.operation.clone()
-            } else {
-                info!(cluster = %names.name, ?action, "acting on the recorded step");
-                match apply::act(&ctx.client, &o, action, &access).await {
-                    Ok(acted) => {
-                        ctx.restores.succeeded(&key);
-                        if let apply::Acted::Restored(Some(staged)) = acted {
-                            restored = Some(Restored::Staged(staged));
-                        }
-                        Some(next.clone())
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        warn!(cluster = %names.name, error = %message, "restoring the backup failed");
-                        let retry_in = ctx.restores.failed(&key, message.clone(), Instant::now());
-                        restore_failure = ctx.restores.waiting(&key, Instant::now());
-                        restore_event = Some(events::restore_failed(&message, retry_in));
-                        o.operation.clone()
-                    }
-                }
-            }
-        }
-        Step::Act {
-            action: action @ plan::Action::Recover { .. },
-            next,
-        } => {
-            info!(cluster = %names.name, ?action, "acting on the recorded step");
-            match apply::act(&ctx.client, &o, action, &access).await {
-                Ok(_) => Some(next.clone()),
-                // The survivor's own check said no: the step ends, the request is answered.
-                Err(Error::Sidecar { source, .. })
-                    if source.code() == Some(raft_api::ErrorCode::Refused) =>
-                {
-                    warn!(cluster = %names.name, error = %source, "the survivor refused the recovery");
-                    recovery_refused = Some(source.to_string());
-                    None
-                }
-                Err(e) => return Err(e),
-            }
-        }
         Step::Act { action, next } => {
-            info!(cluster = %names.name, ?action, "acting on the recorded step");
-            apply::act(&ctx.client, &o, action, &access).await?;
-            Some(next.clone())
+            act(ctx, &o, &names, &access, action, next, &mut done).await?
         }
         Step::Finish(outcome) => {
             match outcome {
@@ -196,7 +145,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
                     from,
                 } => {
                     cluster_id = Some(id.clone());
-                    restored = from.clone().map(Restored::Reported);
+                    done.restored = from.clone().map(Restored::Reported);
                 }
                 _ => {}
             }
@@ -210,13 +159,13 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
 
     // status
     let mut new_status = status::build(&o, &plan, &previous, operation, cluster_id);
-    if let Some(restored) = restored {
+    if let Some(restored) = done.restored {
         restored.record(&mut new_status);
     }
-    if let Some(waiting) = &restore_failure {
+    if let Some(waiting) = &done.restore_failure {
         status::restore_failed(&mut new_status, waiting);
     }
-    if let Some(why) = &recovery_refused {
+    if let Some(why) = &done.recovery_refused {
         status::recovery_refused(&mut new_status, why, o.now);
     }
     new_status.sidecar_image = Some(sidecar.image);
@@ -233,7 +182,11 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         events::ca_rotation(step)
     });
     let announced = events::announce(&plan, Some(&names.namespace), &previous, &new_status);
-    for event in rotated.into_iter().chain(restore_event).chain(announced) {
+    for event in rotated
+        .into_iter()
+        .chain(done.restore_event)
+        .chain(announced)
+    {
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             warn!(cluster = %names.name, error = %e, "failed to publish an Event");
         }
@@ -249,6 +202,67 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     Ok(Requeue::requeue(
         backup.wake.map_or(requeue, |w| w.min(requeue)),
     ))
+}
+
+/// What acting on a step left for the status and the Events, besides the step's progress.
+#[derive(Default)]
+struct Done {
+    restored: Option<Restored>,
+    /// A failed restore waiting for its next attempt.
+    restore_failure: Option<crate::backup::restore::Waiting>,
+    restore_event: Option<kube::runtime::events::Event>,
+    /// Why the survivor refused a recovery.
+    recovery_refused: Option<String>,
+}
+
+/// Carry out the plan's action; the step's progress to record. A restore that fails is tried
+/// again after a back-off (the step stays as it was); a recovery the survivor refuses ends the
+/// step; any other failure fails the reconcile.
+async fn act(
+    ctx: &Context,
+    o: &model::Observed,
+    names: &ClusterNames,
+    access: &AdminAccess,
+    action: &plan::Action,
+    next: &raft_crds::OperationStatus,
+    done: &mut Done,
+) -> Result<Option<raft_crds::OperationStatus>, Error> {
+    let key = format!("{}/{}", names.namespace, names.name);
+    if matches!(action, plan::Action::RestoreFromBackup { .. })
+        && let Some(waiting) = ctx.restores.waiting(&key, Instant::now())
+    {
+        done.restore_failure = Some(waiting);
+        return Ok(o.operation.clone());
+    }
+    info!(cluster = %names.name, ?action, "acting on the recorded step");
+    match (action, apply::act(&ctx.client, o, action, access).await) {
+        (_, Ok(acted)) => {
+            if let plan::Action::RestoreFromBackup { .. } = action {
+                ctx.restores.succeeded(&key);
+            }
+            if let apply::Acted::Restored(Some(staged)) = acted {
+                done.restored = Some(Restored::Staged(staged));
+            }
+            Ok(Some(next.clone()))
+        }
+        (plan::Action::RestoreFromBackup { .. }, Err(e)) => {
+            let message = e.to_string();
+            warn!(cluster = %names.name, error = %message, "restoring the backup failed");
+            let retry_in = ctx.restores.failed(&key, message.clone(), Instant::now());
+            done.restore_failure = ctx.restores.waiting(&key, Instant::now());
+            done.restore_event = Some(events::restore_failed(&message, retry_in));
+            Ok(o.operation.clone())
+        }
+        // The survivor's own check said no: the step ends, the request is answered.
+        (plan::Action::Recover { .. }, Err(Error::Sidecar { source, .. }))
+            if source.code() == Some(raft_api::ErrorCode::Refused) =>
+        {
+            warn!(cluster = %names.name, error = %source, "the survivor refused the recovery");
+            done.recovery_refused = Some(source.to_string());
+            Ok(None)
+        }
+        (_, Err(e)) => Err(e),
+    }
 }
 
 /// What this reconcile learned of a restore (`spec.bootstrap.fromBackup`).
