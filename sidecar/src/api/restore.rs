@@ -8,7 +8,8 @@
 //!
 //! Refused (409 `REFUSED`): a node that has a vote, a log or members; a restore already
 //! running; a damaged image or one that does not match its manifest. A node that staged one
-//! already (or is stopping) answers 503 `SHUTTING_DOWN`: it is about to restart.
+//! already (or is stopping) answers 503 `SHUTTING_DOWN`: it is about to restart. An upload that
+//! breaks off or stalls answers 504 `TIMEOUT` naming why; nothing is staged then.
 
 use std::io;
 use std::sync::Arc;
