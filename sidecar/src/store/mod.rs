@@ -8,6 +8,8 @@
 //! not decode is a hard error naming the path, column family and key — never "empty".
 
 mod applied;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod log;
 pub mod recover;
 pub mod restore;

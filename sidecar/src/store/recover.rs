@@ -246,42 +246,10 @@ pub fn roll_back_interrupted(data_dir: &Path) -> Result<(), RestoreError> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload};
-
     use super::*;
-    use crate::journal::{Proposal, StoredOperation};
-    use crate::store::index_key;
+    use crate::store::fixtures::{entry, member, survivor};
     use crate::store::state_machine::{JournalSlice, StateMachineStore};
-    use crate::types::{Entry, LogId};
-
-    fn entry(index: u64, id: &str) -> Entry {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(2, 7), index),
-            payload: EntryPayload::Normal(Arc::new(Proposal {
-                operations: vec![StoredOperation {
-                    id: id.into(),
-                    op_type: "t".into(),
-                    payload: Some(format!("{{\"n\":{index}}}")),
-                    daemon_id: None,
-                    timestamp: None,
-                }],
-                clock_ms: 1_000 + index,
-                initial_window_ms: 60_000,
-                set_window_ms: None,
-            })),
-        }
-    }
-
-    fn member() -> Member {
-        Member {
-            name: "survivor".into(),
-            peer_addr: "127.0.0.1:1".into(),
-            admin_addr: "127.0.0.1:2".into(),
-        }
-    }
+    use crate::types::Entry;
 
     #[tokio::test]
     async fn a_survivor_keeps_what_it_applied_and_applies_every_entry_of_its_log_past_that() {
@@ -328,21 +296,6 @@ mod tests {
             .iterator_cf(db.cf(Cf::Log).unwrap(), rocksdb::IteratorMode::Start)
             .count();
         assert_eq!(log_left, 0, "the new log starts after the recovered state");
-    }
-
-    /// A survivor's store with five entries in its log, three applied; its node id.
-    async fn survivor(dir: &Path) -> NodeId {
-        let entries: Vec<Entry> = (1..=5).map(|i| entry(i, &format!("op-{i}"))).collect();
-        let (db, identity) = Db::open(dir, "c").unwrap();
-        let mut batch = rocksdb::WriteBatch::default();
-        for e in &entries {
-            db.put(&mut batch, Cf::Log, &index_key(e.log_id.index), e)
-                .unwrap();
-        }
-        db.write(batch, true).unwrap();
-        let mut sm = StateMachineStore::open(db, 100).unwrap();
-        sm.apply(entries[..3].to_vec()).await.unwrap();
-        identity.node_id
     }
 
     fn now_secs() -> u64 {

@@ -162,3 +162,145 @@ fn io_error<'a>(
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Staging and adoption, including the states an interrupted adoption leaves.
+
+    use super::*;
+    use crate::store::fixtures::{member, survivor};
+    use crate::store::state_machine::snapshots::SnapshotFiles;
+
+    /// An image of a store with three applied entries.
+    async fn image(scratch: &Path) -> Vec<u8> {
+        let source = scratch.join("source");
+        survivor(&source).await;
+        let (db, _) = Db::open(&source, "c").unwrap();
+        let (_, mut file) = SnapshotFiles::open(&db).unwrap().build(&db, 1).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        bytes
+    }
+
+    /// A running node's data dir: a blank store of cluster `new`; its node id.
+    fn blank(data: &Path) -> u64 {
+        std::fs::create_dir_all(data).unwrap();
+        Db::open(data, "new").unwrap().1.node_id
+    }
+
+    fn stage_into(data: &Path, node_id: u64, image: &[u8]) {
+        let request = Request {
+            data_dir: data,
+            cluster_id: "new",
+            member: member(),
+            node_id: Some(node_id),
+            manifest: None,
+            recovery: None,
+        };
+        stage(image, &request).unwrap();
+        assert!(is_staged(data));
+    }
+
+    fn restored_node(data: &Path) -> u64 {
+        let (db, identity) = Db::open(data, "new").unwrap();
+        let from: Option<restore::RestoredFrom> =
+            db.get(Cf::Meta, MetaKey::RestoredFrom.key()).unwrap();
+        assert!(from.is_some(), "the store in place is the restored one");
+        identity.node_id
+    }
+
+    #[tokio::test]
+    async fn a_staged_restore_replaces_a_blank_store_keeping_its_node_id() {
+        let scratch = tempfile::tempdir().unwrap();
+        let image = image(scratch.path()).await;
+        let data = scratch.path().join("data");
+        let me = blank(&data);
+        stage_into(&data, me, &image);
+        let adopted = adopt(&data, "new").unwrap();
+        let Adopted::Restored { set_aside } = adopted else {
+            panic!("{adopted:?}")
+        };
+        assert!(
+            set_aside.unwrap().join("rocksdb").exists(),
+            "the blank store is kept"
+        );
+        assert_eq!(restored_node(&data), me);
+        assert!(!pending_dir(&data).exists());
+        assert_eq!(adopt(&data, "new").unwrap(), Adopted::Nothing);
+    }
+
+    #[tokio::test]
+    async fn an_adoption_interrupted_at_any_step_finishes_at_the_next_start() {
+        let scratch = tempfile::tempdir().unwrap();
+        let image = image(scratch.path()).await;
+        // Stopped after moving the blank store aside; after moving the snapshots in; after
+        // moving the store in but before removing the pending dir.
+        for stopped_after in 1..=3 {
+            let data = scratch.path().join(format!("data-{stopped_after}"));
+            let me = blank(&data);
+            stage_into(&data, me, &image);
+            let pending = pending_dir(&data);
+            let aside = data.join("pre-restore-1");
+            std::fs::create_dir_all(&aside).unwrap();
+            std::fs::rename(data.join("rocksdb"), aside.join("rocksdb")).unwrap();
+            if stopped_after >= 2 {
+                std::fs::rename(pending.join("snapshots"), data.join("snapshots")).unwrap();
+            }
+            if stopped_after >= 3 {
+                std::fs::rename(pending.join("rocksdb"), data.join("rocksdb")).unwrap();
+            }
+            let adopted = adopt(&data, "new").unwrap();
+            assert!(
+                matches!(adopted, Adopted::Restored { .. }),
+                "stopped after step {stopped_after}: {adopted:?}"
+            );
+            assert_eq!(
+                restored_node(&data),
+                me,
+                "stopped after step {stopped_after}"
+            );
+            assert!(!pending.exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_staging_is_discarded_and_a_member_is_never_restored_over() {
+        let scratch = tempfile::tempdir().unwrap();
+        let image = image(scratch.path()).await;
+        let data = scratch.path().join("data");
+        let me = blank(&data);
+        // A staging killed half-way: no STAGED mark.
+        std::fs::create_dir_all(pending_dir(&data).join(".restoring")).unwrap();
+        assert!(!is_staged(&data));
+        assert_eq!(adopt(&data, "new").unwrap(), Adopted::Nothing);
+        assert!(!pending_dir(&data).exists());
+
+        // Staged, then the node voted in a cluster before it restarted.
+        stage_into(&data, me, &image);
+        {
+            let (db, _) = Db::open(&data, "new").unwrap();
+            let mut batch = rocksdb::WriteBatch::default();
+            db.put(
+                &mut batch,
+                Cf::Meta,
+                MetaKey::Vote.key(),
+                &crate::types::Vote::new(3, 99),
+            )
+            .unwrap();
+            db.write(batch, true).unwrap();
+        }
+        let adopted = adopt(&data, "new").unwrap();
+        let Adopted::Refused { moved_to } = adopted else {
+            panic!("{adopted:?}")
+        };
+        assert!(moved_to.join("rocksdb").exists());
+        let (db, identity) = Db::open(&data, "new").unwrap();
+        let from: Option<restore::RestoredFrom> =
+            db.get(Cf::Meta, MetaKey::RestoredFrom.key()).unwrap();
+        assert_eq!(
+            (identity.node_id, from),
+            (me, None),
+            "the member's own store stays"
+        );
+    }
+}
