@@ -46,6 +46,33 @@ pub struct Backups {
     /// Results not yet seen in the cluster's status: kept until a status write carried them
     /// (a failed write must not lose a backup's result).
     finished: Mutex<HashMap<String, Finished>>,
+    /// The last backup started for each cluster: what a reconcile reading a status older than
+    /// its start (the watch cache lags the writes) must not take for "never started".
+    started: Mutex<HashMap<String, Started>>,
+}
+
+/// When the last backup of a cluster started, and the request it answered.
+#[derive(Debug, Clone, PartialEq)]
+struct Started {
+    at: Timestamp,
+    request: Option<String>,
+}
+
+impl Started {
+    /// Fold into a status that may predate this start, so that neither the schedule nor the
+    /// request is taken as not yet acted on (a second backup).
+    fn fold_into(&self, status: &mut BackupStatus) {
+        if status
+            .last_attempt_at
+            .as_ref()
+            .is_none_or(|t| t.0 < self.at)
+        {
+            status.last_attempt_at = Some(Time(self.at));
+            if self.request.is_some() {
+                status.request.clone_from(&self.request);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +156,10 @@ impl Backups {
                 };
             }
         };
+        let mut started = self.started.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(last) = started.get(&key) {
+            last.fold_into(&mut status);
+        }
         let due = schedule::due(&schedule, Some(&status), cluster.request, since, now);
         if let (Some(due), false) = (&due, in_flight) {
             match start(client, o, access, cluster.spec) {
@@ -145,6 +176,13 @@ impl Backups {
                     if let Due::Requested(value) = due {
                         status.request = Some(value.clone());
                     }
+                    started.insert(
+                        key.clone(),
+                        Started {
+                            at: now,
+                            request: status.request.clone(),
+                        },
+                    );
                 }
                 // No leader to back up yet: due stays true, the next reconcile tries again (every
                 // few seconds: logged at debug; `BackupReady` says when it is overdue).
@@ -153,6 +191,7 @@ impl Backups {
         }
         let in_flight = running.contains_key(&key);
         drop(running);
+        drop(started);
         let next = schedule.next(now);
         status.next_scheduled_at = next.map(Time);
         let condition = backup_condition(
@@ -378,6 +417,31 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_status_older_than_the_last_start_does_not_make_the_same_backup_due_again() {
+        let last = Started {
+            at: at("2026-12-06T03:00:00Z"),
+            request: Some("7".into()),
+        };
+        // The cache still holds the status from before that start.
+        let mut stale = BackupStatus {
+            last_attempt_at: Some(Time(at("2026-12-06T02:00:00Z"))),
+            request: Some("6".into()),
+            ..BackupStatus::default()
+        };
+        last.fold_into(&mut stale);
+        assert_eq!(stale.last_attempt_at, Some(Time(last.at)));
+        assert_eq!(stale.request.as_deref(), Some("7"));
+        // A newer status is left as it is.
+        let mut newer = BackupStatus {
+            last_attempt_at: Some(Time(at("2026-12-06T04:00:00Z"))),
+            request: Some("8".into()),
+            ..BackupStatus::default()
+        };
+        last.fold_into(&mut newer);
+        assert_eq!(newer.request.as_deref(), Some("8"));
     }
 
     #[test]
