@@ -4,11 +4,12 @@
 //! store holds (the sidecar's `POST /admin/v1/recover`); the other pods are then added one at a
 //! time like any new member (`add`).
 //!
-//! [`decide`] accepts a request only when nothing answers with a working quorum and the named
-//! member is a member holding the longest log (last term, then index) of every member that
-//! answers; otherwise it is refused with the reason, once (a new annotation value asks again).
-//! An accepted request replaces any step in flight: a step waiting on a quorum that is gone for
-//! good can never finish.
+//! [`decide`] accepts a request only when every member that answers reports partition state
+//! `minority`, fewer than a majority of the last recorded members answer, and the named pod is
+//! a member holding the longest log (last term, then index) of those that answer; otherwise it
+//! is refused with the reason, once (a new annotation value asks again). A request made while a
+//! recovery runs waits for it to end. An accepted request replaces any other step in flight: a
+//! step waiting on a quorum that is gone for good can never finish.
 //!
 //! Called by `plan/mod.rs` ([`decide`] before anything else, [`continue_recover`] for a
 //! recorded `RecoverFromMember`); uses the shared builders of `step`.
