@@ -13,9 +13,9 @@ pub mod spec;
 pub mod status;
 
 pub use spec::{
-    BackupSpec, BootstrapSpec, DEFAULT_BACKUP_RETENTION, DaemonSpec, FromBackupSpec, LATEST_BACKUP,
-    MAX_NAME_LENGTH, NetworkPolicySpec, PodTemplateOverrides, RaftCluster, RaftClusterSpec,
-    RaftSpec, S3Destination, SidecarSpec, StorageSpec,
+    BackupSpec, BootstrapSpec, DEFAULT_BACKUP_RETENTION, DaemonSpec, Destination, FromBackupSpec,
+    LATEST_BACKUP, MAX_NAME_LENGTH, NetworkPolicySpec, PodTemplateOverrides, RaftCluster,
+    RaftClusterSpec, RaftSpec, S3Destination, SidecarSpec, StorageSpec, VolumeDestination,
 };
 pub use status::{
     BackupFailure, BackupRecord, BackupStatus, ClusterPhase, MemberRole, MemberStatus,

@@ -152,11 +152,14 @@ impl Default for RaftClusterSpec {
     }
 }
 
-/// Scheduled backups: a snapshot of everything the leader applied, streamed to the bucket with
-/// its manifest (the image `NAME` and `NAME.manifest.json`, names from the UTC time), then all
-/// but the newest `retention` backups deleted.
+/// Scheduled backups: a snapshot of everything the leader applied, streamed with its manifest
+/// to one destination, S3-compatible object storage or a PersistentVolumeClaim (the image `NAME`
+/// and `NAME.manifest.json`, names from the UTC time), then all but the newest `retention`
+/// backups deleted.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.s3) != has(self.persistentVolumeClaim)")
+    .message("backup needs exactly one destination: s3 or persistentVolumeClaim"))]
 pub struct BackupSpec {
     /// When, as a five-field cron expression in UTC (minute hour day-of-month month
     /// day-of-week), such as `0 */6 * * *`.
@@ -167,8 +170,40 @@ pub struct BackupSpec {
     #[serde(default = "default_backup_retention")]
     #[schemars(range(min = 1, max = 1000))]
     pub retention: i32,
-    /// Where the backups go.
-    pub s3: S3Destination,
+    /// Backups go to this bucket (the operator streams them there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// Backups go to this volume (a short-lived Job per backup mounts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<VolumeDestination>,
+}
+
+impl BackupSpec {
+    /// The one destination, `None` when the spec names none or both (which the API server
+    /// refuses).
+    pub fn destination(&self) -> Option<Destination<'_>> {
+        Destination::one_of(self.s3.as_ref(), self.persistent_volume_claim.as_ref())
+    }
+}
+
+/// Where backups are, whichever kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Destination<'a> {
+    S3(&'a S3Destination),
+    Volume(&'a VolumeDestination),
+}
+
+impl<'a> Destination<'a> {
+    fn one_of(
+        s3: Option<&'a S3Destination>,
+        volume: Option<&'a VolumeDestination>,
+    ) -> Option<Self> {
+        match (s3, volume) {
+            (Some(s3), None) => Some(Self::S3(s3)),
+            (None, Some(volume)) => Some(Self::Volume(volume)),
+            _ => None,
+        }
+    }
 }
 
 /// Default of `spec.backup.retention`.
@@ -193,17 +228,34 @@ pub struct BootstrapSpec {
 /// A backup to start a cluster from.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.s3) != has(self.persistentVolumeClaim)")
+        .message("bootstrap.fromBackup needs exactly one source: s3 or persistentVolumeClaim"),
+    validation = Rule::new("!has(self.s3) || (has(self.s3.prefix) && self.s3.prefix.size() > 0)")
+        .message("bootstrap.fromBackup.s3.prefix is required: the prefix of the backed-up cluster's backups"),
+    validation = Rule::new("!has(self.persistentVolumeClaim) || (has(self.persistentVolumeClaim.path) && self.persistentVolumeClaim.path.size() > 0)")
+        .message("bootstrap.fromBackup.persistentVolumeClaim.path is required: the directory of the backed-up cluster's backups")
+)]
 pub struct FromBackupSpec {
-    /// Where the backups are: the `spec.backup.s3` of the cluster they were taken from.
-    /// `prefix` is required (the default prefix names this cluster, not that one).
-    #[x_kube(validation = Rule::new("has(self.prefix) && self.prefix.size() > 0").message(
-        "bootstrap.fromBackup.s3.prefix is required: the prefix of the backed-up cluster's backups"
-    ))]
-    pub s3: S3Destination,
+    /// The bucket the backups are in: the `spec.backup.s3` of the cluster they were taken
+    /// from. `prefix` is required (the default prefix names this cluster, not that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// The volume the backups are on: the `spec.backup.persistentVolumeClaim` of the cluster
+    /// they were taken from (same namespace). `path` is required, as `prefix` is for `s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<VolumeDestination>,
     /// `latest` (the newest backup there) or a backup's name (`20261206T030000Z.rsnp`).
     #[serde(default = "latest_backup")]
     #[schemars(length(min = 1))]
     pub backup: String,
+}
+
+impl FromBackupSpec {
+    /// The one source, `None` when the spec names none or both (which the API server refuses).
+    pub fn source(&self) -> Option<Destination<'_>> {
+        Destination::one_of(self.s3.as_ref(), self.persistent_volume_claim.as_ref())
+    }
 }
 
 /// `spec.bootstrap.fromBackup.backup` for the newest backup.
@@ -233,6 +285,22 @@ pub struct S3Destination {
     /// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`), read by the operator only.
     #[schemars(length(min = 1))]
     pub credentials_secret: String,
+}
+
+/// A directory on a PersistentVolumeClaim in the cluster's namespace. The operator never mounts
+/// it: each backup or restore runs as a Job whose one pod mounts it (one at a time, so
+/// `ReadWriteOnce` will do).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.path) || (!self.path.startsWith('/') && !self.path.matches('(^|/)[.][.](/|$)'))")
+    .message("persistentVolumeClaim.path must be relative and must not contain '..'"))]
+pub struct VolumeDestination {
+    /// Name of the PersistentVolumeClaim.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// Directory in the volume, relative to its root; default `<namespace>/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// The user's daemon container. It reaches its sidecar at `RAFT_API=http://127.0.0.1:7080`.

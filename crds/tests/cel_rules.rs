@@ -200,13 +200,14 @@ fn with_backup_schedule(schedule: &str) -> RaftCluster {
     rc.spec.backup = Some(raft_crds::BackupSpec {
         schedule: schedule.into(),
         retention: raft_crds::DEFAULT_BACKUP_RETENTION,
-        s3: raft_crds::S3Destination {
+        s3: Some(raft_crds::S3Destination {
             bucket: "backups".into(),
             prefix: None,
             endpoint: None,
             region: None,
             credentials_secret: "s3-credentials".into(),
-        },
+        }),
+        persistent_volume_claim: None,
     });
     rc
 }
@@ -223,4 +224,88 @@ fn a_backup_schedule_must_have_five_cron_fields() {
             "{bad:?} was not refused: {refused:?}"
         );
     }
+}
+
+fn volume(path: Option<&str>) -> raft_crds::VolumeDestination {
+    raft_crds::VolumeDestination {
+        claim_name: "backups".into(),
+        path: path.map(str::to_owned),
+    }
+}
+
+const ONE_DESTINATION: &str = "has(self.s3) != has(self.persistentVolumeClaim)";
+
+#[test]
+fn a_backup_goes_to_exactly_one_destination() {
+    let mut rc = with_backup_schedule("0 * * * *");
+    let backup = rc.spec.backup.as_mut().unwrap();
+    backup.persistent_volume_claim = Some(volume(None));
+    assert_refused_by(validate_cel(&rc), ONE_DESTINATION);
+    let backup = rc.spec.backup.as_mut().unwrap();
+    backup.s3 = None;
+    assert_accepted(validate_cel(&rc));
+    rc.spec.backup.as_mut().unwrap().persistent_volume_claim = None;
+    assert_refused_by(validate_cel(&rc), ONE_DESTINATION);
+}
+
+#[test]
+fn a_volume_path_must_stay_inside_the_volume() {
+    for good in ["nightly/orders", "orders", "a..b/c"] {
+        let mut rc = with_backup_schedule("0 * * * *");
+        let backup = rc.spec.backup.as_mut().unwrap();
+        backup.s3 = None;
+        backup.persistent_volume_claim = Some(volume(Some(good)));
+        assert_accepted(validate_cel(&rc));
+    }
+    for bad in ["/etc", "../other", "a/../../b", "a/.."] {
+        let mut rc = with_backup_schedule("0 * * * *");
+        let backup = rc.spec.backup.as_mut().unwrap();
+        backup.s3 = None;
+        backup.persistent_volume_claim = Some(volume(Some(bad)));
+        let refused = refused_rules(validate_cel(&rc));
+        assert!(
+            refused.iter().any(|r| r.contains("startsWith('/')")),
+            "{bad:?} was not refused: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn a_restore_names_one_source_and_the_backed_up_clusters_directory_of_it() {
+    let from = |s3_prefix: Option<Option<&str>>, path: Option<Option<&str>>| {
+        let mut rc = cluster("restored", 3);
+        rc.spec.bootstrap = Some(raft_crds::BootstrapSpec {
+            from_backup: Some(raft_crds::FromBackupSpec {
+                s3: s3_prefix.map(|prefix| raft_crds::S3Destination {
+                    bucket: "backups".into(),
+                    prefix: prefix.map(str::to_owned),
+                    endpoint: None,
+                    region: None,
+                    credentials_secret: "s3".into(),
+                }),
+                persistent_volume_claim: path.map(volume),
+                backup: raft_crds::LATEST_BACKUP.into(),
+            }),
+        });
+        validate_cel(&rc)
+    };
+    assert_accepted(from(Some(Some("shop/orders")), None));
+    assert_accepted(from(None, Some(Some("shop/orders"))));
+    assert_refused_by(from(None, None), ONE_DESTINATION);
+    assert_refused_by(
+        from(Some(Some("shop/orders")), Some(Some("shop/orders"))),
+        ONE_DESTINATION,
+    );
+    let refused = refused_rules(from(Some(None), None));
+    assert!(
+        refused.iter().any(|r| r.contains("self.s3.prefix")),
+        "{refused:?}"
+    );
+    let refused = refused_rules(from(None, Some(None)));
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("self.persistentVolumeClaim.path")),
+        "{refused:?}"
+    );
 }

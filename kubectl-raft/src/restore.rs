@@ -9,7 +9,7 @@ use raft_crds::{BootstrapSpec, FromBackupSpec, RaftCluster};
 pub enum RestoreError {
     #[error(
         "raftcluster {0:?} has no spec.backup: there are no backups of it to restore (write \
-         spec.bootstrap.fromBackup by hand to restore from another bucket)"
+         spec.bootstrap.fromBackup by hand to restore from another bucket or volume)"
     )]
     NoBackups(String),
     #[error("raftcluster {0:?} has no namespace")]
@@ -35,20 +35,30 @@ pub fn new_cluster(
         .backup
         .as_ref()
         .ok_or_else(|| RestoreError::NoBackups(old.clone()))?;
-    let mut s3 = source.s3.clone();
-    s3.prefix = Some(
-        s3.prefix
-            .clone()
-            .unwrap_or_else(|| format!("{namespace}/{old}")),
-    );
+    // Where `from`'s backups are, spelled out: its default directory names it, not the new one.
+    let default_dir = || Some(format!("{namespace}/{old}"));
+    let s3 = source.s3.clone().map(|mut s3| {
+        s3.prefix = s3.prefix.or_else(default_dir);
+        s3
+    });
+    let persistent_volume_claim = source.persistent_volume_claim.clone().map(|mut v| {
+        v.path = v.path.or_else(default_dir);
+        v
+    });
     let mut spec = from.spec.clone();
     spec.paused = false;
     if let Some(b) = &mut spec.backup {
-        b.s3.prefix = None;
+        if let Some(s3) = &mut b.s3 {
+            s3.prefix = None;
+        }
+        if let Some(volume) = &mut b.persistent_volume_claim {
+            volume.path = None;
+        }
     }
     spec.bootstrap = Some(BootstrapSpec {
         from_backup: Some(FromBackupSpec {
             s3,
+            persistent_volume_claim,
             backup: backup.to_owned(),
         }),
     });
@@ -61,7 +71,7 @@ pub fn new_cluster(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
 
-    use raft_crds::{BackupSpec, RaftClusterSpec, S3Destination};
+    use raft_crds::{BackupSpec, RaftClusterSpec, S3Destination, VolumeDestination};
 
     use super::*;
 
@@ -74,13 +84,14 @@ mod tests {
                 backup: Some(BackupSpec {
                     schedule: "0 * * * *".into(),
                     retention: 3,
-                    s3: S3Destination {
+                    s3: Some(S3Destination {
                         bucket: "backups".into(),
                         prefix: prefix.map(str::to_owned),
                         endpoint: Some("https://s3.example.com".into()),
                         region: None,
                         credentials_secret: "s3".into(),
-                    },
+                    }),
+                    persistent_volume_claim: None,
                 }),
                 ..RaftClusterSpec::default()
             },
@@ -96,17 +107,39 @@ mod tests {
         assert_eq!(rc.metadata.namespace.as_deref(), Some("shop"));
         assert_eq!((rc.spec.replicas, rc.spec.paused), (5, false));
         let from = rc.spec.bootstrap.unwrap().from_backup.unwrap();
-        assert_eq!(from.s3.prefix.as_deref(), Some("shop/orders"));
-        assert_eq!(from.s3.endpoint.as_deref(), Some("https://s3.example.com"));
+        let s3 = from.s3.unwrap();
+        assert_eq!(s3.prefix.as_deref(), Some("shop/orders"));
+        assert_eq!(s3.endpoint.as_deref(), Some("https://s3.example.com"));
         assert_eq!(from.backup, "latest");
-        assert_eq!(rc.spec.backup.unwrap().s3.prefix, None);
+        assert_eq!(rc.spec.backup.unwrap().s3.unwrap().prefix, None);
 
         let named = new_cluster(&orders(Some("prod/orders")), "b", "x.rsnp").unwrap();
         let from = named.spec.bootstrap.unwrap().from_backup.unwrap();
         assert_eq!(
-            (from.s3.prefix.as_deref(), from.backup.as_str()),
+            (from.s3.unwrap().prefix.as_deref(), from.backup.as_str()),
             (Some("prod/orders"), "x.rsnp")
         );
+    }
+
+    #[test]
+    fn backups_on_a_volume_are_restored_from_the_old_clusters_directory_of_it() {
+        let mut old = orders(None);
+        let backup = old.spec.backup.as_mut().unwrap();
+        backup.s3 = None;
+        backup.persistent_volume_claim = Some(VolumeDestination {
+            claim_name: "backups".into(),
+            path: None,
+        });
+        let rc = new_cluster(&old, "orders-restored", "latest").unwrap();
+        let from = rc.spec.bootstrap.unwrap().from_backup.unwrap();
+        assert_eq!(from.s3, None);
+        let volume = from.persistent_volume_claim.unwrap();
+        assert_eq!(
+            (volume.claim_name.as_str(), volume.path.as_deref()),
+            ("backups", Some("shop/orders"))
+        );
+        let own = rc.spec.backup.unwrap().persistent_volume_claim.unwrap();
+        assert_eq!(own.path, None, "its own backups go to its own directory");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Scheduled backups to a real S3-compatible server (versitygw, built from its Go module like
 //! the control plane); a new RaftCluster started from one (`spec.bootstrap.fromBackup`) whose
 //! daemons execute exactly the journal the old cluster's daemons executed; a damaged backup
-//! refused; and a restore outside Kubernetes.
+//! refused; and a restore outside Kubernetes. Backups to a PersistentVolumeClaim, and a restore
+//! from one, are in [`volume`].
+
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,21 +57,25 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Set `consensus.unrdf.io/backup-now` (what `kubectl raft backup now` does).
-async fn ask_for_backup(env: &Env, value: &str) {
+/// Set `consensus.unrdf.io/backup-now` on `cluster` (what `kubectl raft backup now` does).
+pub(super) async fn ask_for_backup(env: &Env, cluster: &str, value: &str) {
     let patch = serde_json::json!({
         "metadata": {"annotations": {"consensus.unrdf.io/backup-now": value}}
     });
     env.clusters()
-        .patch("c", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
 }
 
-/// The newest successful backup's name once it differs from `not`.
-async fn wait_backup(env: &Env, not: Option<&str>) -> raft_crds::BackupRecord {
+/// The newest successful backup of `cluster` once its name differs from `not`.
+pub(super) async fn wait_backup(
+    env: &Env,
+    cluster: &str,
+    not: Option<&str>,
+) -> raft_crds::BackupRecord {
     wait_for("a backup to complete", WAIT, || async {
-        let s = env.status("c").await;
+        let s = env.status(cluster).await;
         let backup = s.backup?;
         if let Some(f) = &backup.last_failure {
             panic!("the backup failed: {}", f.message);
@@ -111,13 +118,14 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
         spec.backup = Some(BackupSpec {
             schedule: "0 0 1 1 *".into(),
             retention: 1,
-            s3: S3Destination {
+            s3: Some(S3Destination {
                 bucket: BUCKET.into(),
                 prefix: None,
                 endpoint: Some(s3.endpoint.clone()),
                 region: None,
                 credentials_secret: "s3-credentials".into(),
-            },
+            }),
+            persistent_volume_claim: None,
         });
         env.create("c", spec).await.unwrap();
         let settled = env.wait_settled("c", 3).await;
@@ -133,8 +141,8 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
         );
         assert!(before.backup.and_then(|b| b.next_scheduled_at).is_some());
 
-        ask_for_backup(&env, "1").await;
-        let first = wait_backup(&env, None).await;
+        ask_for_backup(&env, "c", "1").await;
+        let first = wait_backup(&env, "c", None).await;
         let store = bucket(&s3, &format!("{}/c", env.ns));
         let listed = store.list().await.unwrap();
         assert_eq!(listed.len(), 1, "{listed:?}");
@@ -167,7 +175,7 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
             "kubectl raft backup now: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let second = wait_backup(&env, Some(&first.name)).await;
+        let second = wait_backup(&env, "c", Some(&first.name)).await;
         let names: Vec<String> = store
             .list()
             .await
@@ -193,20 +201,21 @@ async fn scheduled_backups_land_in_the_bucket_and_restore_the_journal_the_daemon
 }
 
 /// A daemon that submits nothing and executes the whole journal (to compare what it executed).
-fn follower_daemon() -> raft_crds::DaemonSpec {
+pub(super) fn follower_daemon() -> raft_crds::DaemonSpec {
     example_daemon(&["--operations", "0"])
 }
 
 fn from_backup(s3: &S3Server, prefix: &str, backup: &str) -> raft_crds::BootstrapSpec {
     raft_crds::BootstrapSpec {
         from_backup: Some(raft_crds::FromBackupSpec {
-            s3: S3Destination {
+            s3: Some(S3Destination {
                 bucket: BUCKET.into(),
                 prefix: Some(prefix.into()),
                 endpoint: Some(s3.endpoint.clone()),
                 region: None,
                 credentials_secret: "s3-credentials".into(),
-            },
+            }),
+            persistent_volume_claim: None,
             backup: backup.into(),
         }),
     }
@@ -238,7 +247,7 @@ async fn restore_into_a_new_cluster(
         .as_ref()
         .and_then(|b| b.from_backup.as_ref());
     assert_eq!(
-        from.and_then(|f| f.s3.prefix.clone()),
+        from.and_then(|f| f.s3.as_ref()?.prefix.clone()),
         Some(format!("{}/c", env.ns))
     );
     r.spec.daemon = Some(follower_daemon());
@@ -325,7 +334,7 @@ async fn a_damaged_backup_is_refused(
     assert_eq!(progressing.reason, "RestoreFailed", "{progressing:?}");
 }
 
-fn sha256(bytes: &[u8]) -> Vec<u8> {
+pub(super) fn sha256(bytes: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).to_vec()
 }

@@ -677,10 +677,20 @@ pub async fn daemon_digests(env: &Env, executed: u64) -> Vec<serde_json::Value> 
 
 /// [`daemon_digests`] of the three pods of RaftCluster `cluster`.
 pub async fn daemon_digests_of(env: &Env, cluster: &str, executed: u64) -> Vec<serde_json::Value> {
-    let pods: Vec<String> = (0..3).map(|i| format!("{cluster}-{i}")).collect();
+    daemon_digests_of_members(env, cluster, 3, executed).await
+}
+
+/// [`daemon_digests`] of the `members` pods of RaftCluster `cluster`.
+pub async fn daemon_digests_of_members(
+    env: &Env,
+    cluster: &str,
+    members: u32,
+    executed: u64,
+) -> Vec<serde_json::Value> {
+    let pods: Vec<String> = (0..members).map(|i| format!("{cluster}-{i}")).collect();
     let http = reqwest::Client::new();
     wait_for(
-        &format!("all three daemons applied all {executed} operations"),
+        &format!("all {members} daemons applied all {executed} operations"),
         WAIT,
         || {
             let (http, pods) = (&http, &pods);

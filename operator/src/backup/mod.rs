@@ -1,32 +1,39 @@
 //! Scheduled backups (`spec.backup`): on schedule, or when the annotation
 //! `consensus.unrdf.io/backup-now` takes a new value, the operator asks the leader for a
-//! snapshot of everything it applied, streams it into the bucket with its manifest, and deletes
-//! all but the newest `retention` backups. The stream runs in a task of its own, so a reconcile
-//! never waits for it; the next reconcile records how it ended in `status.backup` and the
-//! `BackupReady` condition.
+//! snapshot of everything it applied, streams it into the bucket with its manifest (or, for a
+//! PersistentVolumeClaim, has a Job do that, [`volume`]), and deletes all but the newest
+//! `retention` backups. The work runs in a task of its own, so a reconcile never waits for it;
+//! the next reconcile records how it ended in `status.backup` and the `BackupReady` condition.
 //!
 //! When a backup is due and whether backups are current is decided in [`schedule`] (pure).
 //! Restoring a backup into a new cluster's first member is [`restore`].
 
 pub mod restore;
 pub mod schedule;
+pub mod volume;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
+use raft_api::backup::BackupReport;
 use raft_backup::{BackupStore, S3Config};
-use raft_crds::{BackupFailure, BackupRecord, BackupSpec, BackupStatus, S3Destination};
+use raft_crds::{
+    BackupFailure, BackupRecord, BackupSpec, BackupStatus, Destination, S3Destination,
+};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::reconcile::model::Observed;
 use crate::reconcile::observe::AdminAccess;
+use crate::resources::backup_job::{JobTask, VolumeJob};
 use schedule::{Due, Schedule};
+use volume::JobParams;
 
 /// Annotation whose new value asks for a backup at once (`kubectl raft backup now`).
 pub const BACKUP_NOW_ANNOTATION: &str = "consensus.unrdf.io/backup-now";
@@ -98,6 +105,8 @@ pub struct Tick {
 /// The inputs a tick needs from the reconcile.
 pub struct ClusterBackup<'a> {
     pub spec: &'a BackupSpec,
+    /// For a volume destination's Jobs.
+    pub jobs: &'a JobParams,
     pub previous: Option<&'a BackupStatus>,
     pub request: Option<&'a str>,
     pub created: Timestamp,
@@ -162,7 +171,7 @@ impl Backups {
         }
         let due = schedule::due(&schedule, Some(&status), cluster.request, since, now);
         if let (Some(due), false) = (&due, in_flight) {
-            match start(client, o, access, cluster.spec) {
+            match start(client, o, access, cluster) {
                 Ok(handle) => {
                     info!(cluster = %key, ?due, "backup started");
                     running.insert(
@@ -242,7 +251,6 @@ fn interrupted(status: &mut BackupStatus, now: Timestamp) {
 }
 
 fn outcome_of(task: Running) -> Finished {
-    use futures_util::FutureExt;
     let outcome = match task.handle.now_or_never() {
         Some(Ok(result)) => result,
         Some(Err(e)) => Err(format!("the backup task failed: {e}")),
@@ -319,7 +327,7 @@ fn start(
     client: &kube::Client,
     o: &Observed,
     access: &AdminAccess,
-    spec: &BackupSpec,
+    cluster: &ClusterBackup<'_>,
 ) -> Result<JoinHandle<Result<BackupRecord, String>>, String> {
     let leader = o.leader.as_ref().ok_or("the cluster has no leader")?;
     let pod = o
@@ -331,48 +339,81 @@ fn start(
         .ip
         .as_deref()
         .ok_or_else(|| format!("the leader {} has no IP", leader.pod))?;
-    let admin = access.client(&pod.name, ip, pod.admin_port)?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &o.names.namespace);
-    let spec = spec.clone();
-    let prefix = spec
-        .s3
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("{}/{}", o.names.namespace, o.names.name));
-    let leader_pod = leader.pod.clone();
+    let retention = usize::try_from(cluster.spec.retention.max(1)).unwrap_or(1);
+    let work = match cluster.spec.destination() {
+        Some(Destination::S3(s3)) => {
+            let admin = access.client(&pod.name, ip, pod.admin_port)?;
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &o.names.namespace);
+            let prefix = s3
+                .prefix
+                .clone()
+                .unwrap_or_else(|| format!("{}/{}", o.names.namespace, o.names.name));
+            let s3 = s3.clone();
+            let leader_pod = leader.pod.clone();
+            async move {
+                let started = Instant::now();
+                let config = s3_config(&secrets, &s3, prefix).await?;
+                let store = BackupStore::s3(&config).map_err(|e| e.to_string())?;
+                admin
+                    .snapshot()
+                    .await
+                    .map_err(|e| format!("snapshot on {leader_pod}: {e}"))?;
+                let name = raft_backup::new_name(std::time::SystemTime::now());
+                // Ends before the task's own deadline, so the upload is aborted (no parts left
+                // in the bucket) rather than dropped.
+                let left = DEADLINE.saturating_sub(started.elapsed() + ABORT_MARGIN);
+                let manifest = store
+                    .upload_within(&admin, &name, Some(left))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store.prune(retention).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((name, store.location().to_owned(), manifest))
+            }
+            .boxed()
+        }
+        Some(Destination::Volume(volume)) => {
+            let dir = volume::directory(volume, &o.names);
+            let job = VolumeJob {
+                name_prefix: format!("{}-backup", o.names.name),
+                image: cluster.jobs.image.clone(),
+                claim: volume.claim_name.clone(),
+                dir: dir.clone(),
+                pod: leader.pod.clone(),
+                task: JobTask::Backup {
+                    keep: u32::try_from(retention).unwrap_or(u32::MAX),
+                },
+                deadline: volume::job_deadline(DEADLINE),
+                owner: cluster.jobs.owner.clone(),
+            };
+            let location = volume::location(volume, &dir);
+            let client = client.clone();
+            let names = o.names.clone();
+            async move {
+                let line = volume::run(&client, &names, &job).await?;
+                let report: BackupReport = serde_json::from_str(&line).map_err(|e| {
+                    format!("the backup Job's result is not a report ({e}): {line}")
+                })?;
+                Ok((report.name, location, report.manifest))
+            }
+            .boxed()
+        }
+        None => return Err("spec.backup names no single destination".into()),
+    };
     Ok(tokio::spawn(async move {
         let started = Instant::now();
         let started_at = Timestamp::now();
-        let work = async {
-            let config = s3_config(&secrets, &spec.s3, prefix).await?;
-            let store = BackupStore::s3(&config).map_err(|e| e.to_string())?;
-            admin
-                .snapshot()
-                .await
-                .map_err(|e| format!("snapshot on {leader_pod}: {e}"))?;
-            let name = raft_backup::new_name(std::time::SystemTime::now());
-            // Ends before the task's own deadline, so the upload is aborted (no parts left
-            // in the bucket) rather than dropped.
-            let left = DEADLINE.saturating_sub(started.elapsed() + ABORT_MARGIN);
-            let manifest = store
-                .upload_within(&admin, &name, Some(left))
-                .await
-                .map_err(|e| e.to_string())?;
-            let retention = usize::try_from(spec.retention.max(1)).unwrap_or(1);
-            store.prune(retention).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(BackupRecord {
+        match tokio::time::timeout(DEADLINE, work).await {
+            Ok(Ok((name, location, manifest))) => Ok(BackupRecord {
                 name,
-                location: store.location().to_owned(),
+                location,
                 started_at: Time(started_at),
                 duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 size_bytes: i64::try_from(manifest.size_bytes).unwrap_or(i64::MAX),
                 last_log_index: i64::try_from(manifest.last_log_index).unwrap_or(i64::MAX),
                 journal_last_index: i64::try_from(manifest.journal_last_index).unwrap_or(i64::MAX),
                 sha256: manifest.sha256,
-            })
-        };
-        match tokio::time::timeout(DEADLINE, work).await {
-            Ok(result) => result,
+            }),
+            Ok(Err(message)) => Err(message),
             Err(_) => Err(format!("not done within {DEADLINE:?}")),
         }
     }))

@@ -239,10 +239,11 @@ pub async fn act(
     o: &Observed,
     action: &Action,
     access: &AdminAccess,
+    jobs: &crate::backup::volume::JobParams,
 ) -> Result<Acted, Error> {
     if let Action::RestoreFromBackup { pod, from } = action {
         let c = sidecar_of(o, pod, access)?;
-        return crate::backup::restore::restore(client, &o.names, pod, &c, from)
+        return crate::backup::restore::restore(client, &o.names, pod, &c, from, jobs)
             .await
             .map(Acted::Restored);
     }

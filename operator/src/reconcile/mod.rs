@@ -20,6 +20,7 @@ use kube::{Resource, ResourceExt};
 use raft_crds::{RaftCluster, RaftClusterStatus, RestoredFromStatus};
 use tracing::{info, warn};
 
+use crate::backup::volume::JobParams;
 use crate::config::RunConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -112,6 +113,10 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
 
     let previous = rc.status.clone().unwrap_or_default();
     let sidecar = choose_sidecar(rc, &o, &previous, &ctx.config.sidecar_image);
+    let jobs = JobParams {
+        image: sidecar.image.clone(),
+        owner: rc.controller_owner_ref(&()),
+    };
 
     // apply: owned objects at the planned size, then the step's action
     let sts = StatefulSetParams {
@@ -134,9 +139,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         Step::Idle => None,
         Step::Wait { operation, .. } => operation.clone(),
         Step::Record(op) => Some(op.clone()),
-        Step::Act { action, next } => {
-            act(ctx, &o, &names, &access, action, next, &mut done).await?
-        }
+        Step::Act { action, next } => act(ctx, &o, &access, &jobs, action, next, &mut done).await?,
         Step::Finish(outcome) => {
             match outcome {
                 plan::Outcome::Initialized { cluster_id: id } => cluster_id = Some(id.clone()),
@@ -170,7 +173,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
     }
     new_status.sidecar_image = Some(sidecar.image);
     new_status.sidecar_upgrade_request = sidecar.acted_on;
-    let backup = backups(rc, ctx, &o, &access, &previous);
+    let backup = backups(rc, ctx, &o, &access, &previous, &jobs);
     new_status.backup = backup.status;
     new_status.conditions.extend(backup.condition);
     write_status(&ctx.client, rc, &names, &new_status).await?;
@@ -221,12 +224,13 @@ struct Done {
 async fn act(
     ctx: &Context,
     o: &model::Observed,
-    names: &ClusterNames,
     access: &AdminAccess,
+    jobs: &JobParams,
     action: &plan::Action,
     next: &raft_crds::OperationStatus,
     done: &mut Done,
 ) -> Result<Option<raft_crds::OperationStatus>, Error> {
+    let names = &o.names;
     let key = format!("{}/{}", names.namespace, names.name);
     if matches!(action, plan::Action::RestoreFromBackup { .. })
         && let Some(waiting) = ctx.restores.waiting(&key, Instant::now())
@@ -235,7 +239,10 @@ async fn act(
         return Ok(o.operation.clone());
     }
     info!(cluster = %names.name, ?action, "acting on the recorded step");
-    match (action, apply::act(&ctx.client, o, action, access).await) {
+    match (
+        action,
+        apply::act(&ctx.client, o, action, access, jobs).await,
+    ) {
         (_, Ok(acted)) => {
             if let plan::Action::RestoreFromBackup { .. } = action {
                 ctx.restores.succeeded(&key);
@@ -307,6 +314,7 @@ fn backups(
     o: &model::Observed,
     access: &AdminAccess,
     previous: &RaftClusterStatus,
+    jobs: &JobParams,
 ) -> crate::backup::Tick {
     let Some(spec) = &rc.spec.backup else {
         return crate::backup::Tick::default();
@@ -318,6 +326,7 @@ fn backups(
         .map_or(o.now, |t| t.0);
     let cluster = crate::backup::ClusterBackup {
         spec,
+        jobs,
         previous: previous.backup.as_ref(),
         request: rc
             .annotations()

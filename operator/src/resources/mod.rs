@@ -2,6 +2,7 @@
 //! "build" stage of the pipeline). `reconcile::apply` sends them with server-side apply; tests
 //! check the safety-relevant fields (Parallel, OnDelete, PVC retention, local-only probes).
 
+pub mod backup_job;
 pub mod ca_rotation;
 mod meta;
 pub mod names;

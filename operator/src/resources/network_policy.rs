@@ -1,5 +1,6 @@
 //! The NetworkPolicy of a cluster's pods (`spec.networkPolicy`): the peer port admits only the
-//! cluster's own pods, the admin port only the operator's pods and `spec.networkPolicy.adminFrom`,
+//! cluster's own pods, the admin port only the operator's pods, the cluster's backup and restore
+//! Jobs (when it has a volume destination) and `spec.networkPolicy.adminFrom`,
 //! and every other port (the daemon's, which the operator does not know) stays open, expressed
 //! as port ranges around the two. Ingress only: egress is the daemon's business.
 
@@ -13,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use raft_crds::RaftCluster;
 
+use super::backup_job::job_pod_labels;
 use super::meta::owned_meta;
 use super::names::{ADMIN_PORT, ClusterNames, PEER_PORT};
 
@@ -51,6 +53,10 @@ pub fn network_policy(
             ..NetworkPolicyPeer::default()
         })
         .into_iter()
+        .chain(uses_volume_jobs(rc).then(|| NetworkPolicyPeer {
+            pod_selector: Some(selector(job_pod_labels(names))),
+            ..NetworkPolicyPeer::default()
+        }))
         .chain(rc.spec.network_policy.admin_from.iter().cloned())
         .collect();
 
@@ -80,6 +86,23 @@ pub fn network_policy(
             egress: None,
         }),
     }
+}
+
+/// Whether backups or the restore go through a PersistentVolumeClaim, whose Jobs call the admin
+/// port ([`super::backup_job`]).
+fn uses_volume_jobs(rc: &RaftCluster) -> bool {
+    let backup = rc
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.persistent_volume_claim.is_some());
+    let restore = rc
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.from_backup.as_ref())
+        .is_some_and(|f| f.persistent_volume_claim.is_some());
+    backup || restore
 }
 
 fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
@@ -202,6 +225,34 @@ mod tests {
             Some(operator().labels)
         );
         assert_eq!(from[1], prometheus);
+    }
+
+    #[test]
+    fn backups_to_a_volume_admit_the_clusters_own_backup_jobs_to_the_admin_port_only() {
+        let (mut rc, names) = cluster(vec![]);
+        rc.spec.backup = Some(raft_crds::BackupSpec {
+            schedule: "0 * * * *".into(),
+            retention: 3,
+            s3: None,
+            persistent_volume_claim: Some(raft_crds::VolumeDestination {
+                claim_name: "backups".into(),
+                path: None,
+            }),
+        });
+        let np = network_policy(&rc, &names, Some(&operator()));
+        let from = rule_for(&np, ADMIN_PORT).unwrap().from.unwrap();
+        assert_eq!(from.len(), 2);
+        assert_eq!(
+            from[1].pod_selector.as_ref().unwrap().match_labels,
+            Some(job_pod_labels(&names))
+        );
+        assert!(from[1].namespace_selector.is_none(), "same namespace only");
+        let peer = rule_for(&np, PEER_PORT).unwrap().from.unwrap();
+        assert_eq!(peer.len(), 1, "not the peer port");
+
+        rc.spec.backup = None;
+        let np = network_policy(&rc, &names, Some(&operator()));
+        assert_eq!(rule_for(&np, ADMIN_PORT).unwrap().from.unwrap().len(), 1);
     }
 
     #[test]

@@ -327,20 +327,25 @@ fn sidecar_container(
                 ..VolumeMount::default()
             },
         ]),
-        // Complete on its own ("restricted"), whatever `spec.podSecurityContext` says.
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            seccomp_profile: Some(runtime_default_seccomp()),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(sidecar_security()),
         ..Container::default()
+    }
+}
+
+/// The sidecar image's security context: complete on its own ("restricted"), whatever the pod's
+/// says (also for the backup Jobs, [`super::backup_job`]).
+pub(super) fn sidecar_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
     }
 }
 
@@ -429,7 +434,7 @@ fn topology_spread(rc: &RaftCluster, names: &ClusterNames) -> Vec<TopologySpread
         .collect()
 }
 
-fn restricted_pod_security() -> PodSecurityContext {
+pub(super) fn restricted_pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),

@@ -27,8 +27,9 @@ pub const TLS_DIR: &str = "/etc/raft-tls";
 pub const TLS_VOLUME: &str = "raft-tls";
 pub const CA_CERT_KEY: &str = "ca.crt";
 const CA_KEY_KEY: &str = "ca.key";
-const OPERATOR_CERT_KEY: &str = "operator.crt";
-const OPERATOR_KEY_KEY: &str = "operator.key";
+/// The operator's client certificate and key in `<cluster>-ca`.
+pub const OPERATOR_CERT_KEY: &str = "operator.crt";
+pub const OPERATOR_KEY_KEY: &str = "operator.key";
 /// During a CA rotation (see [`super::ca_rotation`]): the incoming CA, then the outgoing one.
 const NEXT_CA_CERT_KEY: &str = "next-ca.crt";
 const NEXT_CA_KEY_KEY: &str = "next-ca.key";

@@ -63,3 +63,31 @@ impl BackupManifest {
         std::path::PathBuf::from(name)
     }
 }
+
+/// What `raft-sidecar ctl backup --json` prints, as its last line: the backup it stored and
+/// the older ones it deleted. The operator reads it from the log of its backup Jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupReport {
+    /// The backup's name (its image's file or object name).
+    pub name: String,
+    /// Where it is (the directory or `s3://bucket/prefix`).
+    pub location: String,
+    pub manifest: BackupManifest,
+    /// Backups deleted to keep `--keep` of them.
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
+/// What `raft-sidecar ctl restore --json` prints, as its last line: the backup it sent and
+/// what the node made of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreReport {
+    pub name: String,
+    pub location: String,
+    pub manifest: BackupManifest,
+    /// The node's answer; `None` when it had already staged this backup and was restarting
+    /// onto it (an earlier request whose answer was lost).
+    pub result: Option<crate::admin::RestoreResult>,
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
+use raft_api::ErrorCode;
 use raft_api::admin::{MemberSpec, SettingsUpdate};
+use raft_api::backup::{BackupReport, RestoreReport};
 use raft_api::client::{ClientError, ClientTls, SidecarClient, TlsHttp};
 use raft_api::daemon::{Consistency, Operation};
 
@@ -121,6 +123,26 @@ pub enum CtlCommand {
         /// Then keep only the newest N backups at TARGET's location.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         keep: Option<u64>,
+        /// Print the result as one line of JSON (the backup, its manifest, what was deleted).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into the node at `--admin`, which must be blank (never initialized,
+    /// never joined): it checks the image against the manifest, stages it and restarts onto it
+    /// as the only member of its cluster. SOURCE is as for `raft-sidecar restore --from`: a
+    /// backup file, a directory or `s3://bucket/prefix` (their newest backup) or
+    /// `s3://bucket/prefix/NAME`.
+    Restore {
+        source: String,
+        /// The backup to restore from SOURCE's location, by name; default the newest.
+        #[arg(long)]
+        backup: Option<String>,
+        /// Deadline of the whole upload (the image can be large).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        deadline: Duration,
+        /// Print the result as one line of JSON (the backup, its manifest, the node's answer).
+        #[arg(long)]
+        json: bool,
     },
     /// Node status (`GET /admin/v1/status`).
     Status,
@@ -131,6 +153,11 @@ fn print(value: &impl serde::Serialize) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
+}
+
+/// One line of JSON, for scripts that read the last line of the output.
+fn print_line(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
 }
 
 fn failed(e: ClientError) -> Failure {
@@ -263,6 +290,7 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
             target,
             no_build,
             keep,
+            json,
         } => {
             if !no_build {
                 client.snapshot().await.map_err(failed)?;
@@ -270,19 +298,69 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
             let (store, name) = raft_backup::source(&target).map_err(stored)?;
             let name = name.unwrap_or_else(|| raft_backup::new_name(std::time::SystemTime::now()));
             let manifest = store.upload(&client, &name).await.map_err(stored)?;
-            println!(
-                "backed up {} bytes to {name} in {} (last log index {}, journal {}..={})",
-                manifest.size_bytes,
-                store.location(),
-                manifest.last_log_index,
-                manifest.journal_first_index,
-                manifest.journal_last_index
-            );
+            if !json {
+                println!(
+                    "backed up {} bytes to {name} in {} (last log index {}, journal {}..={})",
+                    manifest.size_bytes,
+                    store.location(),
+                    manifest.last_log_index,
+                    manifest.journal_first_index,
+                    manifest.journal_last_index
+                );
+            }
+            let mut deleted = Vec::new();
             if let Some(keep) = keep {
                 let keep = usize::try_from(keep).unwrap_or(usize::MAX);
-                for old in store.prune(keep).await.map_err(stored)? {
-                    println!("deleted the older backup {old}");
+                deleted = store.prune(keep).await.map_err(stored)?;
+                if !json {
+                    for old in &deleted {
+                        println!("deleted the older backup {old}");
+                    }
                 }
+            }
+            if json {
+                print_line(&BackupReport {
+                    name,
+                    location: store.location().to_owned(),
+                    manifest,
+                    deleted,
+                });
+            }
+        }
+        CtlCommand::Restore {
+            source,
+            backup,
+            deadline,
+            json,
+        } => {
+            let (store, named) = raft_backup::source(&source).map_err(stored)?;
+            let (name, manifest) = match backup.or(named) {
+                Some(name) => {
+                    let manifest = store.manifest(&name).await.map_err(stored)?;
+                    (name, manifest)
+                }
+                None => {
+                    let newest = store.latest().await.map_err(stored)?;
+                    (newest.name, newest.manifest)
+                }
+            };
+            let image = store.open_image(&name).await.map_err(stored)?;
+            let result = match client.restore(&manifest, image, deadline).await {
+                Ok(result) => Some(result),
+                // Staged by an earlier request: the node is on its way down to start on it.
+                Err(e) if e.code() == Some(ErrorCode::ShuttingDown) => None,
+                Err(e) => return Err(failed(e)),
+            };
+            let report = RestoreReport {
+                name,
+                location: store.location().to_owned(),
+                manifest,
+                result,
+            };
+            if json {
+                print_line(&report);
+            } else {
+                print(&report);
             }
         }
     }

@@ -276,13 +276,14 @@ mod tests {
 
     fn from_backup(mut o: Observed) -> Observed {
         o.from_backup = Some(raft_crds::FromBackupSpec {
-            s3: raft_crds::S3Destination {
+            s3: Some(raft_crds::S3Destination {
                 bucket: "backups".into(),
                 prefix: Some("prod/rc".into()),
                 endpoint: None,
                 region: None,
                 credentials_secret: "s3".into(),
-            },
+            }),
+            persistent_volume_claim: None,
             backup: raft_crds::LATEST_BACKUP.into(),
         });
         o
