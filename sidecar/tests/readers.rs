@@ -40,9 +40,13 @@ impl Pace {
     }
 
     /// Whether a reader with `read` so far, that found nothing more to read when `idle`, is done.
+    /// One that met the trim goes on until it has read something: on a loaded machine a slow
+    /// reader can meet it again at every restart while the writes last, and only once they
+    /// stopped (the trim stands still) reads what is left.
     fn done(self, read: &Read, idle: bool) -> bool {
         let now = Instant::now();
-        now >= self.deadline || (now >= self.writers_stop && (read.compacted > 0 || idle))
+        now >= self.deadline
+            || (now >= self.writers_stop && ((read.compacted > 0 && read.entries > 0) || idle))
     }
 }
 

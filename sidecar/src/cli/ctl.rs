@@ -291,78 +291,100 @@ pub async fn run(args: CtlArgs) -> Result<(), Failure> {
             no_build,
             keep,
             json,
-        } => {
-            if !no_build {
-                client.snapshot().await.map_err(failed)?;
-            }
-            let (store, name) = raft_backup::source(&target).map_err(stored)?;
-            let name = name.unwrap_or_else(|| raft_backup::new_name(std::time::SystemTime::now()));
-            let manifest = store.upload(&client, &name).await.map_err(stored)?;
-            if !json {
-                println!(
-                    "backed up {} bytes to {name} in {} (last log index {}, journal {}..={})",
-                    manifest.size_bytes,
-                    store.location(),
-                    manifest.last_log_index,
-                    manifest.journal_first_index,
-                    manifest.journal_last_index
-                );
-            }
-            let mut deleted = Vec::new();
-            if let Some(keep) = keep {
-                let keep = usize::try_from(keep).unwrap_or(usize::MAX);
-                deleted = store.prune(keep).await.map_err(stored)?;
-                if !json {
-                    for old in &deleted {
-                        println!("deleted the older backup {old}");
-                    }
-                }
-            }
-            if json {
-                print_line(&BackupReport {
-                    name,
-                    location: store.location().to_owned(),
-                    manifest,
-                    deleted,
-                });
-            }
-        }
+        } => backup(&client, &target, no_build, keep, json).await?,
         CtlCommand::Restore {
             source,
             backup,
             deadline,
             json,
-        } => {
-            let (store, named) = raft_backup::source(&source).map_err(stored)?;
-            let (name, manifest) = match backup.or(named) {
-                Some(name) => {
-                    let manifest = store.manifest(&name).await.map_err(stored)?;
-                    (name, manifest)
-                }
-                None => {
-                    let newest = store.latest().await.map_err(stored)?;
-                    (newest.name, newest.manifest)
-                }
-            };
-            let image = store.open_image(&name).await.map_err(stored)?;
-            let result = match client.restore(&manifest, image, deadline).await {
-                Ok(result) => Some(result),
-                // Staged by an earlier request: the node is on its way down to start on it.
-                Err(e) if e.code() == Some(ErrorCode::ShuttingDown) => None,
-                Err(e) => return Err(failed(e)),
-            };
-            let report = RestoreReport {
-                name,
-                location: store.location().to_owned(),
-                manifest,
-                result,
-            };
-            if json {
-                print_line(&report);
-            } else {
-                print(&report);
+        } => restore(&client, &source, backup, deadline, json).await?,
+    }
+    Ok(())
+}
+
+/// `ctl backup`: a snapshot (unless `no_build`), streamed to `target` with its manifest, then
+/// the older backups beyond `keep` deleted.
+async fn backup(
+    client: &SidecarClient,
+    target: &str,
+    no_build: bool,
+    keep: Option<u64>,
+    json: bool,
+) -> Result<(), Failure> {
+    if !no_build {
+        client.snapshot().await.map_err(failed)?;
+    }
+    let (store, name) = raft_backup::source(target).map_err(stored)?;
+    let name = name.unwrap_or_else(|| raft_backup::new_name(std::time::SystemTime::now()));
+    let manifest = store.upload(client, &name).await.map_err(stored)?;
+    if !json {
+        println!(
+            "backed up {} bytes to {name} in {} (last log index {}, journal {}..={})",
+            manifest.size_bytes,
+            store.location(),
+            manifest.last_log_index,
+            manifest.journal_first_index,
+            manifest.journal_last_index
+        );
+    }
+    let mut deleted = Vec::new();
+    if let Some(keep) = keep {
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        deleted = store.prune(keep).await.map_err(stored)?;
+        if !json {
+            for old in &deleted {
+                println!("deleted the older backup {old}");
             }
         }
+    }
+    if json {
+        print_line(&BackupReport {
+            name,
+            location: store.location().to_owned(),
+            manifest,
+            deleted,
+        });
+    }
+    Ok(())
+}
+
+/// `ctl restore`: the backup `backup` (default the newest) at `source`, streamed into the
+/// node's `POST /admin/v1/restore`.
+async fn restore(
+    client: &SidecarClient,
+    source: &str,
+    backup: Option<String>,
+    deadline: Duration,
+    json: bool,
+) -> Result<(), Failure> {
+    let (store, named) = raft_backup::source(source).map_err(stored)?;
+    let (name, manifest) = match backup.or(named) {
+        Some(name) => {
+            let manifest = store.manifest(&name).await.map_err(stored)?;
+            (name, manifest)
+        }
+        None => {
+            let newest = store.latest().await.map_err(stored)?;
+            (newest.name, newest.manifest)
+        }
+    };
+    let image = store.open_image(&name).await.map_err(stored)?;
+    let result = match client.restore(&manifest, image, deadline).await {
+        Ok(result) => Some(result),
+        // Staged by an earlier request: the node is on its way down to start on it.
+        Err(e) if e.code() == Some(ErrorCode::ShuttingDown) => None,
+        Err(e) => return Err(failed(e)),
+    };
+    let report = RestoreReport {
+        name,
+        location: store.location().to_owned(),
+        manifest,
+        result,
+    };
+    if json {
+        print_line(&report);
+    } else {
+        print(&report);
     }
     Ok(())
 }
