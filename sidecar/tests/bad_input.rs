@@ -571,6 +571,7 @@ async fn two_thousand_idle_and_slow_connections_on_each_port_are_capped_and_coun
             let _ = s.write_all(b"a").await;
         }
         still_serving(&t, leader, &format!("crowd-{round}")).await;
+        // The crowd's pace, not a wait for a condition: slow clients send a byte a second.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let after = rss_mib(pid);

@@ -320,6 +320,11 @@ impl SidecarClient {
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
         let resp = self.send(admin, method, path, body).await?;
+        self.decode(resp).await
+    }
+
+    /// A successful answer's body as JSON.
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, ClientError> {
         let url = resp.url().to_string();
         let status = resp.status().as_u16();
         let bytes = self.body(resp).await?;
@@ -618,13 +623,7 @@ impl SidecarClient {
         if !resp.status().is_success() {
             return Err(self.error_answer(url, resp).await);
         }
-        let status = resp.status().as_u16();
-        let bytes = self.body(resp).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
-            url,
-            status,
-            reason: e.to_string(),
-        })
+        self.decode(resp).await
     }
 
     /// Make this survivor of a lost majority the only voter of its cluster

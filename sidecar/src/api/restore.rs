@@ -43,17 +43,7 @@ where
     B: Buf + Send + 'static,
 {
     let manifest = parse_manifest(manifest)?;
-    if node.lifecycle() != Lifecycle::Running {
-        return Err(ApiError::new(
-            ErrorCode::ShuttingDown,
-            "the node is stopping",
-        ));
-    }
-    let Ok(turn) = node.restore_turn.clone().try_lock_owned() else {
-        return Err(refused(
-            "a restore or recovery is already running on this node",
-        ));
-    };
+    let turn = take_turn(node)?;
     if staged::is_staged(&node.cfg.data_dir) {
         // An earlier call's: the node restarts onto it (503, like any stopping node).
         node.request_restart("a restore is staged in the data dir");
@@ -207,6 +197,21 @@ where
 /// becomes the only voter of its cluster at its next start, keeping everything its store holds
 /// (`store::recover`); it restarts at once. Refused unless its monitor finds it cut off from a
 /// quorum (partition state `minority`): anything else could fork the cluster.
+/// The node's one turn for a restore or a recovery: refused while it stops or while another
+/// holds it.
+fn take_turn(node: &Node) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+    if node.lifecycle() != Lifecycle::Running {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the node is stopping",
+        ));
+    }
+    node.restore_turn
+        .clone()
+        .try_lock_owned()
+        .map_err(|_| refused("a restore or recovery is already running on this node"))
+}
+
 pub async fn recover(node: &Arc<Node>, request: RecoverRequest) -> Result<RecoverResult, ApiError> {
     if !request.force {
         return Err(ApiError::invalid(
@@ -214,17 +219,7 @@ pub async fn recover(node: &Arc<Node>, request: RecoverRequest) -> Result<Recove
              members held: send {\"force\": true}",
         ));
     }
-    if node.lifecycle() != Lifecycle::Running {
-        return Err(ApiError::new(
-            ErrorCode::ShuttingDown,
-            "the node is stopping",
-        ));
-    }
-    let Ok(turn) = node.restore_turn.clone().try_lock_owned() else {
-        return Err(refused(
-            "a restore or recovery is already running on this node",
-        ));
-    };
+    let turn = take_turn(node)?;
     if recover::is_requested(&node.cfg.data_dir) {
         node.request_restart("a recovery is requested in the data dir");
         return Err(ApiError::new(
