@@ -14,8 +14,9 @@ pub mod status;
 
 pub use spec::{
     BackupSpec, BootstrapSpec, DEFAULT_BACKUP_RETENTION, DaemonSpec, Destination, FromBackupSpec,
-    LATEST_BACKUP, MAX_NAME_LENGTH, NetworkPolicySpec, PodTemplateOverrides, RaftCluster,
-    RaftClusterSpec, RaftSpec, S3Destination, SidecarSpec, StorageSpec, VolumeDestination,
+    IssuerRef, LATEST_BACKUP, MAX_NAME_LENGTH, NetworkPolicySpec, PodTemplateOverrides,
+    RaftCluster, RaftClusterSpec, RaftSpec, S3Destination, SidecarSpec, StorageSpec, TlsSpec,
+    VolumeDestination,
 };
 pub use status::{
     BackupFailure, BackupRecord, BackupStatus, ClusterPhase, MemberRole, MemberStatus,

@@ -59,6 +59,9 @@ pub const MAX_NAME_LENGTH: usize = 50;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls)").message(
+    "spec.tls cannot be added or removed: the members trust only the CA that issued their certificates"
+))]
 pub struct RaftClusterSpec {
     /// Number of voting members: odd, 1 to 9 (1 only for development). Also what `kubectl scale`
     /// sets; the operator changes membership one member at a time towards it.
@@ -108,6 +111,15 @@ pub struct RaftClusterSpec {
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
 
+    /// Who issues the members' and the operator's certificates: the operator's own CA (the
+    /// default), or a cert-manager issuer. Chosen when the cluster is created; it cannot be
+    /// changed, added or removed afterwards (the members trust only the CA they started with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(
+        "spec.tls cannot be changed: the members trust only the CA that issued their certificates"
+    ))]
+    pub tls: Option<TlsSpec>,
+
     /// Scheduled backups to S3-compatible object storage, taken from the leader by the
     /// operator; the annotation `consensus.unrdf.io/backup-now` asks for one at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +157,7 @@ impl Default for RaftClusterSpec {
             pod_security_context: None,
             topology_spread_constraints: Vec::new(),
             network_policy: NetworkPolicySpec::default(),
+            tls: None,
             backup: None,
             bootstrap: None,
             paused: false,
@@ -352,6 +365,44 @@ impl Default for NetworkPolicySpec {
             admin_from: Vec::new(),
         }
     }
+}
+
+/// Who issues the cluster's certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A cert-manager issuer (cert-manager.io/v1) in place of the operator's own CA. The
+    /// operator then requests one `Certificate` per member (`<pod>-tls`) and one for itself
+    /// (`<name>-operator-tls`) from it, and gives the members what cert-manager issues; the
+    /// issuer must put its CA in each Secret's `ca.crt` (a CA or Vault issuer does; ACME does
+    /// not, and cannot be used). Renewal is cert-manager's; members reload without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager issuer, as in a `Certificate`'s `spec.issuerRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the issuer; an `Issuer` must be in the cluster's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// `Issuer` (the default), `ClusterIssuer`, or the kind of an external issuer.
+    #[serde(default = "default_issuer_kind")]
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    /// API group of the issuer: `cert-manager.io` (the default) or an external issuer's.
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1))]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".to_owned()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".to_owned()
 }
 
 /// Default of the operator's `--sidecar-image`, the image new clusters that name none run: the

@@ -309,3 +309,36 @@ fn a_restore_names_one_source_and_the_backed_up_clusters_directory_of_it() {
         "{refused:?}"
     );
 }
+
+fn with_issuer(name: &str) -> raft_crds::TlsSpec {
+    raft_crds::TlsSpec {
+        issuer_ref: Some(raft_crds::IssuerRef {
+            name: name.to_owned(),
+            kind: "ClusterIssuer".to_owned(),
+            group: "cert-manager.io".to_owned(),
+        }),
+    }
+}
+
+#[test]
+fn the_certificate_issuer_is_chosen_at_creation_and_kept() {
+    let mut old = cluster("prod-cluster", 3);
+    old.spec.tls = Some(with_issuer("cluster-ca"));
+    assert_accepted(validate_cel_update(&old.clone(), &old));
+
+    let mut other = old.clone();
+    other.spec.tls = Some(with_issuer("another-ca"));
+    assert_refused_by(validate_cel_update(&other, &old), "self == oldSelf");
+
+    let mut removed = old.clone();
+    removed.spec.tls = None;
+    assert_refused_by(
+        validate_cel_update(&removed, &old),
+        "has(self.tls) == has(oldSelf.tls)",
+    );
+    let plain = cluster("prod-cluster", 3);
+    assert_refused_by(
+        validate_cel_update(&old, &plain),
+        "has(self.tls) == has(oldSelf.tls)",
+    );
+}

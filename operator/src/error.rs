@@ -32,6 +32,12 @@ pub enum Error {
         "{kind} {name} exists and is not controlled by this RaftCluster: left alone (rename or delete it, or rename the RaftCluster)"
     )]
     NotOwned { kind: String, name: String },
+    #[error(
+        "spec.tls.issuerRef names a cert-manager issuer, but the API server does not serve \
+         cert-manager's Certificate (cert-manager.io/v1): install cert-manager, or create the \
+         RaftCluster without spec.tls to use the operator's own CA"
+    )]
+    CertManagerMissing,
     #[error("cannot restore the backup into {pod}: {reason}")]
     Restore { pod: String, reason: String },
     #[error("resource has no {0}")]
@@ -60,6 +66,7 @@ impl Error {
             Error::Tls(_) => "Tls",
             Error::Secret(_) => "Secret",
             Error::NotOwned { .. } => "NotOwned",
+            Error::CertManagerMissing => "CertManagerMissing",
             Error::Restore { .. } => "Restore",
             Error::InvalidObject(_) => "InvalidObject",
             Error::Encode { .. } => "Encode",

@@ -18,6 +18,7 @@ use super::model::Observed;
 use super::observe::AdminAccess;
 use super::plan::Action;
 use crate::error::Error;
+use crate::resources::cert_manager::{self, Certificate};
 use crate::resources::names::{ClusterNames, FIELD_MANAGER};
 use crate::resources::tls::ClusterPki;
 use crate::resources::{self, ClusterSecret, OperatorPods, StatefulSetParams};
@@ -35,18 +36,7 @@ pub async fn apply_owned(
     names: &ClusterNames,
     owned: &OwnedObjects<'_>,
 ) -> Result<(), Error> {
-    let ns = &names.namespace;
-    let owner = rc
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(Error::InvalidObject("metadata.uid"))?;
-    let apply = Applier {
-        client,
-        ns,
-        owner,
-        names,
-    };
+    let apply = Applier::of(client, rc, names)?;
     // The identity is retained (no owner reference): the one a deleted RaftCluster of this
     // name left behind is adopted.
     apply
@@ -87,6 +77,38 @@ pub async fn apply_owned(
         .await
 }
 
+/// With `spec.tls.issuerRef`: the cert-manager `Certificate`s of the operator and of the first
+/// `members` members. Those of members no longer needed stay (a few hundred bytes each) and go
+/// with the RaftCluster.
+pub async fn apply_certificates(
+    client: &kube::Client,
+    rc: &RaftCluster,
+    names: &ClusterNames,
+    issuer: &raft_crds::IssuerRef,
+    members: u32,
+) -> Result<(), Error> {
+    let apply = Applier::of(client, rc, names)?;
+    let operator = cert_manager::operator_certificate(rc, names, issuer);
+    let members = (0..members).map(|o| {
+        let pod = names.pod(o);
+        cert_manager::member_certificate(rc, names, issuer, &pod)
+    });
+    for certificate in std::iter::once(operator).chain(members) {
+        let name = certificate.metadata.name.clone().unwrap_or_default();
+        apply
+            .ssa::<Certificate>(&name, &certificate)
+            .await
+            .map_err(|e| match e {
+                Error::Kube {
+                    source: kube::Error::Api(s),
+                    ..
+                } if s.code == 404 => Error::CertManagerMissing,
+                other => other,
+            })?;
+    }
+    Ok(())
+}
+
 /// What [`apply_owned`] builds the objects from, besides the RaftCluster.
 pub struct OwnedObjects<'a> {
     pub secret: &'a ClusterSecret,
@@ -102,6 +124,26 @@ struct Applier<'a> {
     /// The RaftCluster's uid.
     owner: &'a str,
     names: &'a ClusterNames,
+}
+
+impl<'a> Applier<'a> {
+    fn of(
+        client: &'a kube::Client,
+        rc: &'a RaftCluster,
+        names: &'a ClusterNames,
+    ) -> Result<Self, Error> {
+        let owner = rc
+            .metadata
+            .uid
+            .as_deref()
+            .ok_or(Error::InvalidObject("metadata.uid"))?;
+        Ok(Applier {
+            client,
+            ns: &names.namespace,
+            owner,
+            names,
+        })
+    }
 }
 
 /// A namespaced kind the operator applies.

@@ -261,10 +261,11 @@ pub fn ca_rotation(step: RotationStep) -> Event {
     )
 }
 
-/// The token Secret is missing while the cluster's identity exists.
-pub fn identity_lost(mut note: String) -> Event {
+/// The reconcile cannot go on (`reason`: why, a static string such as `IdentityLost`, the
+/// token Secret missing while the cluster's identity exists).
+pub fn blocked(reason: &'static str, mut note: String) -> Event {
     truncate(&mut note);
-    event(EventType::Warning, "IdentityLost", "Reconcile", note)
+    event(EventType::Warning, reason, "Reconcile", note)
 }
 
 /// Event notes are limited to 1 kB; cut on a character boundary.

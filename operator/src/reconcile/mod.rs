@@ -25,6 +25,7 @@ use crate::config::RunConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::resources::ca_rotation::{InUse, ROTATE_CA_ANNOTATION};
+use crate::resources::cert_manager::{self, Certificate, Issued};
 use crate::resources::names::{ClusterNames, FIELD_MANAGER};
 use crate::resources::sidecar_image::{
     self, ImageSource, SidecarInputs, UPGRADE_SIDECAR_ANNOTATION,
@@ -87,23 +88,44 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         .max(o.statefulset.as_ref().map_or(0, |s| s.replicas))
         .saturating_add(1);
     let now = SystemTime::now();
-    let (existing, rotation) = match observation.pki {
-        Some(pki) => {
-            let in_use: InUse = o
-                .pods
-                .values()
-                .map(|p| (p.name.clone(), p.status().and_then(|s| s.tls.clone())))
-                .collect();
-            let request = rc
-                .annotations()
-                .get(ROTATE_CA_ANNOTATION)
-                .map(String::as_str);
-            let (pki, step) = pki.rotate(&names, request, &in_use, now)?;
-            (Some(pki), step)
+    let in_use: InUse = o
+        .pods
+        .values()
+        .map(|p| (p.name.clone(), p.status().and_then(|s| s.tls.clone())))
+        .collect();
+    let issuer = rc.spec.tls.as_ref().and_then(|t| t.issuer_ref.as_ref());
+    let (pki, rotation) = match (issuer, &observation.issued) {
+        (Some(issuer), Some(issued)) => {
+            apply::apply_certificates(&ctx.client, rc, &names, issuer, members).await?;
+            // The spare pod's certificate is handed out when issued, not waited for.
+            let needed = members.saturating_sub(1);
+            let written = observation.pki.as_ref();
+            match cert_manager::next(&names, written, issued, &in_use, needed, 1, now) {
+                Ok(pki) => (pki, None),
+                Err(pending) => {
+                    return certificates_pending(rc, ctx, &names, &o, issuer, issued, &pending)
+                        .await;
+                }
+            }
         }
-        None => (None, None),
+        _ => {
+            let (existing, rotation) = match observation.pki {
+                Some(pki) => {
+                    let request = rc
+                        .annotations()
+                        .get(ROTATE_CA_ANNOTATION)
+                        .map(String::as_str);
+                    let (pki, step) = pki.rotate(&names, request, &in_use, now)?;
+                    (Some(pki), step)
+                }
+                None => (None, None),
+            };
+            (
+                ClusterPki::ensure(existing, &names, members, now)?,
+                rotation,
+            )
+        }
     };
-    let pki = ClusterPki::ensure(existing, &names, members, now)?;
     let access = AdminAccess {
         token: secret.token.clone(),
         tls: Some(pki.operator_tls()),
@@ -396,17 +418,62 @@ async fn identity_lost(
         secret = names.secret()
     );
     warn!(cluster = %names.name, %message, "cluster identity lost");
+    blocked(rc, ctx, names, o, status::IDENTITY_LOST, message).await
+}
+
+/// With `spec.tls.issuerRef`: certificates the cluster needs are not issued yet. Say which,
+/// with cert-manager's word on each, and wait (a Secret cert-manager writes wakes the
+/// controller).
+async fn certificates_pending(
+    rc: &RaftCluster,
+    ctx: &Context,
+    names: &ClusterNames,
+    o: &model::Observed,
+    issuer: &raft_crds::IssuerRef,
+    issued: &Issued,
+    pending: &cert_manager::Pending,
+) -> Result<Requeue, Error> {
+    let certificates: Api<Certificate> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let mut why = Vec::new();
+    for name in &pending.missing {
+        let word = match issued.unfit(name) {
+            Some(unfit) => format!("its Secret is unusable: {unfit}"),
+            None => match certificates.get_opt(name).await {
+                Ok(Some(c)) => c.not_ready().unwrap_or_else(|| "not issued yet".to_owned()),
+                Ok(None) => "no Certificate".to_owned(),
+                Err(e) => format!("cannot read the Certificate: {e}"),
+            },
+        };
+        why.push(format!("{name} ({word})"));
+    }
+    let message = format!(
+        "waiting for cert-manager to issue certificates from {} {}/{}: {}",
+        issuer.kind,
+        issuer.group,
+        issuer.name,
+        why.join("; ")
+    );
+    info!(cluster = %names.name, %message, "certificates pending");
+    blocked(rc, ctx, names, o, status::CERTIFICATES_PENDING, message).await
+}
+
+/// The reconcile cannot go on: `Degraded` with `reason` in the status, an Event when the
+/// reason is new, and a requeue.
+async fn blocked(
+    rc: &RaftCluster,
+    ctx: &Context,
+    names: &ClusterNames,
+    o: &model::Observed,
+    reason: &'static str,
+    message: String,
+) -> Result<Requeue, Error> {
     let previous = rc.status.clone().unwrap_or_default();
-    let status = status::identity_lost(&previous, o.generation, o.now, message.clone());
+    let status = status::blocked(&previous, o.generation, o.now, reason, message.clone());
     write_status(&ctx.client, rc, names, &status).await?;
     ctx.metrics
         .observe_cluster(&names.namespace, &names.name, rc.spec.replicas, &status);
-    if previous
-        .conditions
-        .iter()
-        .all(|c| c.reason != status::IDENTITY_LOST)
-    {
-        let event = events::identity_lost(message);
+    if previous.conditions.iter().all(|c| c.reason != reason) {
+        let event = events::blocked(reason, message);
         if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
             warn!(cluster = %names.name, error = %e, "failed to publish an Event");
         }

@@ -22,6 +22,7 @@ use super::model::{LeaderView, Observed, PodView, StatefulSetView};
 use super::sidecar_metrics;
 use crate::error::Error;
 use crate::resources::ClusterSecret;
+use crate::resources::cert_manager::{CERTIFICATE_FOR_LABEL, Issued};
 use crate::resources::names::{ADMIN_PORT, ClusterNames, SIDECAR_CONTAINER};
 use crate::resources::pod_template::{
     AppliedTemplate, TEMPLATE_INPUTS_ANNOTATION, TEMPLATE_RENDERED_ANNOTATION,
@@ -32,7 +33,10 @@ use crate::resources::tls::ClusterPki;
 pub struct Observation {
     pub observed: Observed,
     pub secret: Option<ClusterSecret>,
+    /// What `<name>-ca` and `<name>-tls` hold.
     pub pki: Option<ClusterPki>,
+    /// With `spec.tls.issuerRef`: what cert-manager has issued.
+    pub issued: Option<Issued>,
 }
 
 /// Largest admin answer the operator reads (status, membership, `/metrics` of up to nine
@@ -103,7 +107,31 @@ pub async fn observe(
         .get_opt(&names.tls_secret())
         .await
         .map_err(Error::kube(format!("get secret {}", names.tls_secret())))?;
-    let pki = ClusterPki::observed(names, ca.as_ref(), members.as_ref())?;
+    let issuer = rc.spec.tls.as_ref().and_then(|t| t.issuer_ref.as_ref());
+    let (pki, issued) = match issuer {
+        None => (
+            ClusterPki::observed(names, ca.as_ref(), members.as_ref())?,
+            None,
+        ),
+        Some(_) => {
+            // Only the Secrets cert-manager wrote for this cluster (its labels, set through
+            // each Certificate's secretTemplate).
+            let selector = format!(
+                "app.kubernetes.io/instance={},{CERTIFICATE_FOR_LABEL}",
+                names.name
+            );
+            let issued = secrets
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::kube("list the Secrets cert-manager issued"))?;
+            let issued = Issued::from_secrets(names, &issued.items, std::time::SystemTime::now());
+            let written = ca
+                .as_ref()
+                .map(|ca| ClusterPki::written(ca, members.as_ref()))
+                .transpose()?;
+            (written, Some(issued))
+        }
+    };
     let access = secret.as_ref().map(|s| AdminAccess {
         token: s.token.clone(),
         tls: pki.as_ref().map(ClusterPki::operator_tls),
@@ -217,6 +245,7 @@ pub async fn observe(
         },
         secret,
         pki,
+        issued,
     })
 }
 

@@ -246,15 +246,20 @@ pub const STEP_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs
 /// Reason of `Degraded` when the token Secret is gone while the cluster's identity exists.
 pub const IDENTITY_LOST: &str = "IdentityLost";
 
-/// The status while the cluster's identity is lost: the previous one with `Degraded` set
-/// (reason [`IDENTITY_LOST`]) and the phase `Degraded`; nothing else is known to have changed.
-pub fn identity_lost(
+/// With `spec.tls.issuerRef`: certificates the cluster needs are not issued yet.
+pub const CERTIFICATES_PENDING: &str = "CertificatesPending";
+
+/// The status while the reconcile cannot go on (the cluster's identity lost, certificates not
+/// issued): the previous one with `Degraded` set (`reason`) and the phase `Degraded`; nothing
+/// else is known to have changed.
+pub fn blocked(
     previous: &RaftClusterStatus,
     generation: Option<i64>,
     now: Timestamp,
+    reason: &'static str,
     message: String,
 ) -> RaftClusterStatus {
-    let v = verdict(DEGRADED, true, IDENTITY_LOST, message);
+    let v = verdict(DEGRADED, true, reason, message);
     let mut status = previous.clone();
     status.conditions.retain(|c| c.type_ != DEGRADED);
     status
@@ -697,7 +702,13 @@ mod tests {
     #[test]
     fn a_lost_identity_is_degraded_and_keeps_everything_else() {
         let before = status_of(&healthy(3), &RaftClusterStatus::default());
-        let s = identity_lost(&before, Some(7), Timestamp::now(), "gone".into());
+        let s = blocked(
+            &before,
+            Some(7),
+            Timestamp::now(),
+            IDENTITY_LOST,
+            "gone".into(),
+        );
         assert_eq!(s.phase, ClusterPhase::Degraded);
         let d = cond(&s, DEGRADED);
         assert_eq!(

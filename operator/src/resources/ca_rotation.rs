@@ -68,7 +68,7 @@ impl RotationStep {
     }
 }
 
-fn sha256(text: &str) -> String {
+pub(super) fn sha256(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))
 }
 
@@ -88,7 +88,7 @@ impl ClusterPki {
             }
             if let Some(next) = self.next_ca.take() {
                 self.previous_ca = Some(std::mem::replace(&mut self.ca_cert, next.cert_pem));
-                self.ca_key = next.key_pem;
+                self.ca_key = Some(next.key_pem);
             }
             return Ok((self, Some(RotationStep::Switched)));
         }

@@ -4,6 +4,7 @@
 
 pub mod backup_job;
 pub mod ca_rotation;
+pub mod cert_manager;
 mod meta;
 pub mod names;
 mod network_policy;

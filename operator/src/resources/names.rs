@@ -80,6 +80,18 @@ impl ClusterNames {
         format!("{}-tls", self.name)
     }
 
+    /// With `spec.tls.issuerRef`: the cert-manager `Certificate` of a member, and the Secret
+    /// cert-manager writes it to (same name). A member's ordinal is one digit, so no other
+    /// cluster's certificate can have this name.
+    pub fn member_certificate(&self, pod: &str) -> String {
+        format!("{pod}-cert")
+    }
+
+    /// With `spec.tls.issuerRef`: the operator's client certificate (`Certificate` and Secret).
+    pub fn operator_certificate(&self) -> String {
+        format!("{}-operator-cert", self.name)
+    }
+
     pub fn pod(&self, ordinal: u32) -> String {
         format!("{}-{ordinal}", self.name)
     }

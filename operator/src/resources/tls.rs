@@ -62,9 +62,11 @@ pub enum TlsError {
 /// `Debug` shows no key.
 #[derive(Clone)]
 pub struct ClusterPki {
-    /// The CA that signs, certificate and key.
+    /// The CA that signs, certificate and key. With a cert-manager issuer
+    /// ([`super::cert_manager`]) the operator signs nothing: `ca_cert` is then the bundle of
+    /// the issuer's CAs and there is no key.
     pub(super) ca_cert: String,
-    pub(super) ca_key: String,
+    pub(super) ca_key: Option<String>,
     pub(super) operator: KeyedCert,
     /// By pod name.
     pub(super) members: BTreeMap<String, KeyedCert>,
@@ -132,6 +134,13 @@ impl ClusterPki {
 
     /// Read back what the two Secrets hold (members: every `<pod>.crt` with its `.key`).
     pub fn from_secrets(ca: &Secret, members: Option<&Secret>) -> Result<Self, TlsError> {
+        let pki = Self::written(ca, members)?;
+        get(ca, CA_KEY_KEY)?;
+        Ok(pki)
+    }
+
+    /// What the two Secrets hold, a CA key or not (with a cert-manager issuer there is none).
+    pub fn written(ca: &Secret, members: Option<&Secret>) -> Result<Self, TlsError> {
         let mut pairs = BTreeMap::new();
         if let Some(s) = members {
             for key in s.data.iter().flat_map(|d| d.keys()) {
@@ -151,7 +160,7 @@ impl ClusterPki {
         };
         Ok(Self {
             ca_cert: get(ca, CA_CERT_KEY)?,
-            ca_key: get(ca, CA_KEY_KEY)?,
+            ca_key: get_opt(ca, CA_KEY_KEY),
             operator: KeyedCert {
                 cert_pem: get(ca, OPERATOR_CERT_KEY)?,
                 key_pem: get(ca, OPERATOR_KEY_KEY)?,
@@ -172,14 +181,20 @@ impl ClusterPki {
         now: SystemTime,
     ) -> Result<Self, TlsError> {
         let (ca, mut pki) = match existing {
-            Some(pki) => (Authority::from_pem(&pki.ca_cert, &pki.ca_key)?, pki),
+            Some(pki) => {
+                let key = pki.ca_key.as_deref().ok_or_else(|| TlsError::MissingKey {
+                    secret: names.ca_secret(),
+                    key: CA_KEY_KEY.to_owned(),
+                })?;
+                (Authority::from_pem(&pki.ca_cert, key)?, pki)
+            }
             None => {
                 let ca =
                     Authority::generate(&format!("{} raft cluster CA", names.name), CA_VALIDITY)?;
                 let operator = issue_operator(&ca)?;
                 let pki = Self {
                     ca_cert: ca.cert_pem().to_owned(),
-                    ca_key: ca.key_pem(),
+                    ca_key: Some(ca.key_pem()),
                     operator,
                     members: BTreeMap::new(),
                     next_ca: None,
@@ -258,7 +273,7 @@ impl ClusterPki {
             &names.ca_secret(),
             [
                 (CA_CERT_KEY, Some(&self.ca_cert)),
-                (CA_KEY_KEY, Some(&self.ca_key)),
+                (CA_KEY_KEY, self.ca_key.as_ref()),
                 (OPERATOR_CERT_KEY, Some(&self.operator.cert_pem)),
                 (OPERATOR_KEY_KEY, Some(&self.operator.key_pem)),
                 (NEXT_CA_CERT_KEY, self.next_ca.as_ref().map(|c| &c.cert_pem)),
@@ -298,7 +313,7 @@ fn issue_operator(ca: &Authority) -> Result<KeyedCert, PkiError> {
 
 /// The names a member's certificate is valid for: its pod name (the identity its peers
 /// check) and every form of its stable DNS name through the headless Service.
-fn member_names(names: &ClusterNames, pod: &str) -> Vec<String> {
+pub(super) fn member_names(names: &ClusterNames, pod: &str) -> Vec<String> {
     let service = names.service();
     let ns = &names.namespace;
     vec![
