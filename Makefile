@@ -48,6 +48,6 @@ nemesis: ## seeded fault schedule + checker (root); NEMESIS_SEED=S replays a run
 tools-early:
 	@log="$${CARGO_TARGET_DIR:-target}/controlplane-build.log"; mkdir -p "$$(dirname "$$log")"; \
 	echo "building the control-plane tools in the background (log: $$log)"; \
-	nohup nice -n 19 e2e/controlplane/build.sh versitygw helm etcd kubernetes >"$$log" 2>&1 </dev/null &
+	nohup nice -n 19 e2e/controlplane/build.sh versitygw helm etcd kubernetes cert-manager >"$$log" 2>&1 </dev/null &
 
 test: deps tools-early fmt deny lint unit js-client chart e2e nemesis ## everything CI runs

@@ -59,9 +59,14 @@ pub const MAX_NAME_LENGTH: usize = 50;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls)").message(
-    "spec.tls cannot be added or removed: the members trust only the CA that issued their certificates"
-))]
+#[x_kube(
+    validation = Rule::new("has(self.tls) == has(oldSelf.tls)").message(
+        "spec.tls cannot be added or removed: the members trust only the CA that issued their certificates"
+    ),
+    validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)").message(
+        "spec.bootstrap cannot be added or removed: it says how the cluster was created"
+    )
+)]
 pub struct RaftClusterSpec {
     /// Number of voting members: odd, 1 to 9 (1 only for development). Also what `kubectl scale`
     /// sets; the operator changes membership one member at a time towards it.
@@ -126,7 +131,7 @@ pub struct RaftClusterSpec {
     pub backup: Option<BackupSpec>,
 
     /// How a new cluster starts: empty (the default), or from a backup. Read only until the
-    /// cluster has an id; it cannot be changed once set.
+    /// cluster has an id; it cannot be changed, added or removed after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message(
         "spec.bootstrap cannot be changed: it says how the cluster was created"

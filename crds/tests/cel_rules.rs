@@ -342,3 +342,20 @@ fn the_certificate_issuer_is_chosen_at_creation_and_kept() {
         "has(self.tls) == has(oldSelf.tls)",
     );
 }
+
+#[test]
+fn how_a_cluster_started_cannot_be_added_or_removed_later() {
+    let plain = cluster("prod-cluster", 3);
+    let mut restored = plain.clone();
+    restored.spec.bootstrap = Some(raft_crds::BootstrapSpec {
+        from_backup: Some(raft_crds::FromBackupSpec {
+            s3: None,
+            persistent_volume_claim: Some(volume(Some("shop/orders"))),
+            backup: "latest".to_owned(),
+        }),
+    });
+    assert_accepted(validate_cel_update(&restored.clone(), &restored));
+    let rule = "has(self.bootstrap) == has(oldSelf.bootstrap)";
+    assert_refused_by(validate_cel_update(&restored, &plain), rule);
+    assert_refused_by(validate_cel_update(&plain, &restored), rule);
+}

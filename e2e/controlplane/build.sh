@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Build the local Kubernetes control plane used by the e2e tier (docs/testing.md) from Go
 # modules: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (kubernetes/),
-# etcd (etcd/), helm (helm/) and versitygw (versitygw/: the S3-compatible server that backups
-# are stored in by the tests). Each tool has its own wrapper module here; the versions are
-# the ones its go.mod requires (bump Kubernetes with ./bump-kubernetes.sh vX.Y.Z).
+# etcd (etcd/), helm (helm/), versitygw (versitygw/: the S3-compatible server that backups
+# are stored in by the tests) and cert-manager (cert-manager/: its controller, run as a process
+# by the tests of spec.tls.issuerRef). Each tool has its own wrapper module here; the versions
+# are the ones its go.mod requires (bump Kubernetes with ./bump-kubernetes.sh vX.Y.Z).
+#
+# cert-manager's directory also holds crds.yaml, which is not a binary: cert-manager's
+# CustomResourceDefinitions (certificates, certificaterequests, issuers, clusterissuers,
+# orders and challenges; cert-manager.io/v1 and acme.cert-manager.io/v1) as one plain YAML
+# stream for `kubectl apply -f` (or --server-side), taken from deploy/crds/ of the module at
+# that version (controller-gen's output; for v1.21.2 the same specs as the Helm chart's
+# templated crd-*.yaml, without the chart's labels). Its controller binary,
+# cert-manager-controller, is main.go of the wrapper module over cert-manager's packages (the
+# upstream main package is in a module that the Go module proxy cannot serve); run it with
+#   cert-manager-controller --kubeconfig FILE --leader-elect=false
+# (--help lists the flags; no webhook, no healthz; Venafi issuers are left out).
 #
 # Binaries go to a cache outside the repository, keyed by tool and version, and are built only
 # when missing:
@@ -11,11 +23,12 @@
 # A version bump therefore builds into a new directory; delete the cache to force a rebuild.
 #
 # Usage:
-#   build.sh [kubernetes|etcd|helm|versitygw ...]   build what is missing (default: all four),
-#                                         then print KUBE_BIN=, ETCD_BIN=, HELM_BIN=, S3_BIN=
-#                                         (and *_VERSION=) lines
+#   build.sh [kubernetes|etcd|helm|versitygw|cert-manager ...]
+#                                         build what is missing (default: all five), then
+#                                         print KUBE_BIN=, ETCD_BIN=, HELM_BIN=, S3_BIN=,
+#                                         CERT_MANAGER_BIN= (and *_VERSION=) lines
 #   build.sh --print-env [tool ...]       print the same lines without building; exit 1 (with a
-#                                         message on stderr) if a binary is missing
+#                                         message on stderr) if a binary (or crds.yaml) is missing
 #   eval "$(e2e/controlplane/build.sh)"   typical use from another script
 #
 # Needs Go >= the go directive of the wrapper modules (1.26.0 for Kubernetes v1.36) and the Go
@@ -36,6 +49,12 @@
 #   disk: binaries 403 MB (kube-apiserver 105, kube-controller-manager 96, kube-scheduler 73,
 #     kubectl 60, helm 62, etcd 27 MB), Go module cache 1.7 GB, Go build cache 3.7 GB
 #   Kubernetes v1.36.3 was the first version tried and built as is (no fallback needed).
+# cert-manager v1.21.2 (cert-manager-controller, 80 MB), measured 2026-12-06 on the same machine
+# while idle, modules already downloaded (go mod tidy of the wrapper: ~10 s), Go build cache
+# warm from the other tools: 152 s wall (183 s user + 45 s sys; 1088 of its 1517 packages
+# compiled; the 429 cached were 232 of the standard library and 197 others: little is shared
+# with the Kubernetes build, cert-manager requires k8s.io v0.36.2 and newer golang.org/x);
+# peak memory 1.3 GB; relink of a deleted binary 5 s; crds.yaml (1 MB) takes < 1 s.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -62,7 +81,8 @@ tool_prefix() {
 	etcd) echo ETCD ;;
 	helm) echo HELM ;;
 	versitygw) echo S3 ;;
-	*) die "unknown tool '$1' (expected kubernetes, etcd, helm or versitygw)" ;;
+	cert-manager) echo CERT_MANAGER ;;
+	*) die "unknown tool '$1' (expected kubernetes, etcd, helm, versitygw or cert-manager)" ;;
 	esac
 }
 
@@ -72,6 +92,7 @@ tool_version() {
 	etcd) mod_version "$here/etcd" go.etcd.io/etcd/server/v3 ;;
 	helm) mod_version "$here/helm" helm.sh/helm/v3 ;;
 	versitygw) mod_version "$here/versitygw" github.com/versity/versitygw ;;
+	cert-manager) mod_version "$here/cert-manager" github.com/cert-manager/cert-manager ;;
 	esac
 }
 
@@ -86,6 +107,39 @@ tool_packages() {
 	etcd) echo "etcd=go.etcd.io/etcd/server/v3" ;;
 	helm) echo "helm=helm.sh/helm/v3/cmd/helm" ;;
 	versitygw) echo "versitygw=github.com/versity/versitygw/cmd/versitygw" ;;
+	cert-manager) echo "cert-manager-controller=unrdf-consensus/e2e/controlplane/cert-manager" ;;
+	esac
+}
+
+# tool_files TOOL: the files besides binaries that TOOL's directory holds (made by make_file).
+tool_files() {
+	case $1 in
+	cert-manager) echo crds.yaml ;;
+	esac
+}
+
+# make_file TOOL NAME OUT: write the file NAME of TOOL to OUT.
+make_file() {
+	local tool=$1 name=$2 out=$3 src f crd
+	case $tool/$name in
+	cert-manager/crds.yaml)
+		# The module's source, in the module cache (downloaded if missing; `go list -m` would
+		# print no Dir then).
+		src=$(cd "$here/cert-manager" && go mod download -json github.com/cert-manager/cert-manager |
+			sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+		[[ -n $src && -d $src/deploy/crds ]] || die "cert-manager: no deploy/crds in the module ($src)"
+		for crd in cert-manager.io_certificates cert-manager.io_certificaterequests \
+			cert-manager.io_issuers cert-manager.io_clusterissuers \
+			acme.cert-manager.io_orders acme.cert-manager.io_challenges; do
+			f=$src/deploy/crds/$crd.yaml
+			[[ -f $f ]] || die "cert-manager: $f is missing"
+			# Plain YAML only: a Helm template line would break `kubectl apply`.
+			! grep -q '{{' "$f" || die "cert-manager: $f is templated"
+			printf -- '---\n# %s\n' "$crd.yaml"
+			grep -v '^---$' "$f"
+		done >"$out"
+		;;
+	*) die "$tool: no rule to make $name" ;;
 	esac
 }
 
@@ -120,6 +174,11 @@ tool_ldflags() {
 		flags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$kmajor"
 		flags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kminor"
 		;;
+	cert-manager)
+		# As cert-manager's Makefile (the commit is unknown here): otherwise it says "canary".
+		flags+=" -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$version"
+		flags+=" -X github.com/cert-manager/cert-manager/pkg/util.AppGitState=clean"
+		;;
 	esac
 	printf '%s\n' "$flags"
 }
@@ -130,7 +189,7 @@ tool_dir() { printf '%s/%s-%s\n' "$cache" "$1" "$(tool_version "$1")"; }
 # a tool at a time: a second caller (`make test` starts one in the background early) waits for the
 # first one's lock, then finds the binaries there.
 build() {
-	local tool=$1 version dir entry name missing=() pkgs=() tmp start lock
+	local tool=$1 version dir entry name missing=() pkgs=() files=() tmp start lock
 	version=$(tool_version "$tool")
 	dir=$(tool_dir "$tool")
 	mkdir -p "$cache"
@@ -146,7 +205,10 @@ build() {
 			pkgs+=("${entry#*=}")
 		fi
 	done < <(tool_packages "$tool")
-	if ((${#missing[@]} == 0)); then
+	while IFS= read -r name; do
+		[[ -s $dir/$name ]] || files+=("$name")
+	done < <(tool_files "$tool")
+	if ((${#missing[@]} + ${#files[@]} == 0)); then
 		log "$tool $version: cached in $dir"
 		exec {lock}>&-
 		return
@@ -156,6 +218,17 @@ build() {
 	tmp=$(mktemp -d "$dir/.build.XXXXXX")
 	# shellcheck disable=SC2064 # expand $tmp now: it is local
 	trap "rm -rf '$tmp'" EXIT
+	for name in "${files[@]}"; do
+		make_file "$tool" "$name" "$tmp/$name"
+		mv -f "$tmp/$name" "$dir/$name"
+		log "$tool $version: wrote $dir/$name"
+	done
+	if ((${#missing[@]} == 0)); then
+		rm -rf "$tmp"
+		trap - EXIT
+		exec {lock}>&-
+		return
+	fi
 	log "$tool $version: building ${missing[*]} (this takes minutes when the Go build cache is cold)"
 	start=$SECONDS
 	# One go build for all the missing binaries of a tool shares the compilation of the common
@@ -187,6 +260,12 @@ print_env() {
 				status=1
 			fi
 		done < <(tool_packages "$tool")
+		while IFS= read -r entry; do
+			if [[ ! -s $dir/$entry ]]; then
+				log "missing $dir/$entry (run e2e/controlplane/build.sh $tool)"
+				status=1
+			fi
+		done < <(tool_files "$tool")
 		printf '%s_BIN=%q\n' "$prefix" "$dir"
 		printf '%s_VERSION=%q\n' "$prefix" "$(tool_version "$tool")"
 	done
@@ -210,7 +289,7 @@ main() {
 		esac
 		shift
 	done
-	((${#tools[@]})) || tools=(kubernetes etcd helm versitygw)
+	((${#tools[@]})) || tools=(kubernetes etcd helm versitygw cert-manager)
 	if ((!print_only)); then
 		start=$SECONDS
 		for tool in "${tools[@]}"; do

@@ -12,6 +12,7 @@
 )]
 
 mod backup;
+mod cert_manager;
 mod plugin;
 mod recovery;
 mod stuck;
@@ -700,15 +701,6 @@ async fn the_identity_outlives_its_raftcluster_and_is_never_made_anew_over_exist
     .await;
 }
 
-/// A metric's value in a Prometheus text exposition: the first sample whose name and labels
-/// start with `series` (e.g. `consensus_tls_reloads_total{reason="loaded"}`); None if absent.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
-}
-
 #[tokio::test]
 async fn certificates_renewed_and_the_ca_rotated_under_load_cost_no_restart_and_no_failed_write() {
     use k8s_openapi::api::core::v1::Secret;
@@ -734,21 +726,7 @@ async fn certificates_renewed_and_the_ca_rotated_under_load_cost_no_restart_and_
         let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
 
         // Who each pod is now: a restart or a recreation changes one of these.
-        let identity = || async {
-            let mut out = BTreeMap::new();
-            for pod in PODS {
-                let p = env.pods().get(pod).await.unwrap();
-                let restarts: BTreeMap<String, i32> = p
-                    .status
-                    .and_then(|s| s.container_statuses)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| (c.name, c.restart_count))
-                    .collect();
-                out.insert(pod, (p.metadata.uid.unwrap_or_default(), restarts));
-            }
-            out
-        };
+let identity = || support::pod_identities(&env, &PODS);
         let before = identity().await;
 
         // The admin port's /metrics: HTTPS with the cluster CA, no client certificate; the
@@ -774,9 +752,9 @@ async fn certificates_renewed_and_the_ca_rotated_under_load_cost_no_restart_and_
             async move {
                 let text = admin.get(url).send().await.ok()?.text().await.ok()?;
                 Some((
-                    metric(&text, LOADED).unwrap_or(0.0),
-                    metric(&text, REFUSED).unwrap_or(0.0),
-                    metric(&text, EXPIRY)?,
+                    support::metric(&text, LOADED).unwrap_or(0.0),
+                    support::metric(&text, REFUSED).unwrap_or(0.0),
+                    support::metric(&text, EXPIRY)?,
                 ))
             }
         };
@@ -937,19 +915,7 @@ async fn certificates_renewed_and_the_ca_rotated_under_load_cost_no_restart_and_
         );
 
         let total = OPERATIONS * 3;
-        let done = wait_for(
-            &format!("all three daemons to execute all {total} operations alike"),
-            WAIT,
-            || async {
-                let ds = digests().await?;
-                let all = ds.iter().all(|d| d["executed"].as_u64() >= Some(total));
-                let same = ds.windows(2).all(|w| {
-                    w[0]["appliedIndex"] == w[1]["appliedIndex"] && w[0]["digest"] == w[1]["digest"]
-                });
-                (all && same).then_some(ds)
-            },
-        )
-        .await;
+        let done = support::daemon_digests(&env, total).await;
         for d in &done {
             assert_eq!(d["executed"], total, "each operation executed once: {done:?}");
             assert_eq!(d["failed"], 0, "no write given up on: {done:?}");

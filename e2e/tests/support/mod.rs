@@ -713,6 +713,39 @@ pub async fn daemon_digests_of_members(
     .await
 }
 
+/// A metric's value in a Prometheus text exposition: the first sample whose name and labels
+/// are `series` (e.g. `consensus_tls_reloads_total{reason="loaded"}`); None if absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// Who each of `pods` is now, its uid and each container's restart count: a restart or a
+/// recreation changes it.
+pub async fn pod_identities(
+    env: &Env,
+    pods: &[&str],
+) -> BTreeMap<String, (String, BTreeMap<String, i32>)> {
+    let mut out = BTreeMap::new();
+    for pod in pods {
+        let p = env.pods().get(pod).await.unwrap();
+        let restarts = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.name, c.restart_count))
+            .collect();
+        out.insert(
+            (*pod).to_owned(),
+            (p.metadata.uid.unwrap_or_default(), restarts),
+        );
+    }
+    out
+}
+
 pub async fn pod_uids(env: &Env) -> BTreeMap<String, String> {
     let pods = env.pods().list(&ListParams::default()).await.unwrap();
     pods.items

@@ -94,6 +94,7 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         .map(|p| (p.name.clone(), p.status().and_then(|s| s.tls.clone())))
         .collect();
     let issuer = rc.spec.tls.as_ref().and_then(|t| t.issuer_ref.as_ref());
+    let mut ca_changing = false;
     let (pki, rotation) = match (issuer, &observation.issued) {
         (Some(issuer), Some(issued)) => {
             apply::apply_certificates(&ctx.client, rc, &names, issuer, members).await?;
@@ -101,7 +102,10 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
             let needed = members.saturating_sub(1);
             let written = observation.pki.as_ref();
             match cert_manager::next(&names, written, issued, &in_use, needed, 1, now) {
-                Ok(pki) => (pki, None),
+                Ok(handout) => {
+                    ca_changing = handout.ca_changing;
+                    (handout.pki, None)
+                }
                 Err(pending) => {
                     return certificates_pending(rc, ctx, &names, &o, issuer, issued, &pending)
                         .await;
@@ -217,8 +221,12 @@ async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error>
         }
     }
 
-    // A CA rotation moves on when members have reloaded files, which wakes no watch.
-    let busy = new_status.operation.is_some() || !matches!(plan.step, Step::Idle) || pki.rotating();
+    // A CA rotation, or a change of the issuer's CA, moves on when members have reloaded
+    // files, which wakes no watch.
+    let busy = new_status.operation.is_some()
+        || !matches!(plan.step, Step::Idle)
+        || pki.rotating()
+        || ca_changing;
     let requeue = if busy {
         ctx.config.requeue_active
     } else {

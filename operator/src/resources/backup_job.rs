@@ -32,6 +32,10 @@ pub const BACKUP_DIR: &str = "/var/lib/raft-backups";
 /// Where the operator's client certificate (and the CA bundle) are mounted.
 const CLIENT_TLS_DIR: &str = "/etc/raft-client-tls";
 const CLIENT_TLS_VOLUME: &str = "raft-client-tls";
+/// The members' trust bundle (`ca.crt` of `<name>-tls`): during a CA rotation it names both
+/// CAs, where `<name>-ca`'s `ca.crt` names only the one that signs.
+const TRUST_DIR: &str = "/etc/raft-trust";
+const TRUST_VOLUME: &str = "raft-trust";
 const BACKUP_VOLUME: &str = "backups";
 const CONTAINER: &str = "raft-ctl";
 /// `app.kubernetes.io/name` of the Job's pod.
@@ -93,7 +97,7 @@ fn args(names: &ClusterNames, job: &VolumeJob) -> Vec<String> {
         format!("--token-file={TOKEN_DIR}/{TOKEN_KEY}"),
         format!("--tls-cert={CLIENT_TLS_DIR}/{OPERATOR_CERT_KEY}"),
         format!("--tls-key={CLIENT_TLS_DIR}/{OPERATOR_KEY_KEY}"),
-        format!("--tls-ca={CLIENT_TLS_DIR}/{CA_CERT_KEY}"),
+        format!("--tls-ca={TRUST_DIR}/{CA_CERT_KEY}"),
         format!("--timeout={REQUEST_TIMEOUT}"),
     ]
     .into();
@@ -149,6 +153,7 @@ pub fn volume_job(names: &ClusterNames, job: &VolumeJob) -> Job {
             mount(BACKUP_VOLUME, BACKUP_DIR, restore),
             mount(TOKEN_VOLUME, TOKEN_DIR, true),
             mount(CLIENT_TLS_VOLUME, CLIENT_TLS_DIR, true),
+            mount(TRUST_VOLUME, TRUST_DIR, true),
         ]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -196,15 +201,17 @@ pub fn volume_job(names: &ClusterNames, job: &VolumeJob) -> Job {
                             ..Volume::default()
                         },
                         secret(TOKEN_VOLUME, names.secret(), Some(vec![item(TOKEN_KEY)])),
-                        // Not the CA's key: the client certificate and the bundle only.
+                        // Not the CA's key: the client certificate only.
                         secret(
                             CLIENT_TLS_VOLUME,
                             names.ca_secret(),
-                            Some(vec![
-                                item(CA_CERT_KEY),
-                                item(OPERATOR_CERT_KEY),
-                                item(OPERATOR_KEY_KEY),
-                            ]),
+                            Some(vec![item(OPERATOR_CERT_KEY), item(OPERATOR_KEY_KEY)]),
+                        ),
+                        // Not the members' keys: their trust bundle only.
+                        secret(
+                            TRUST_VOLUME,
+                            names.tls_secret(),
+                            Some(vec![item(CA_CERT_KEY)]),
                         ),
                     ]),
                     ..PodSpec::default()
@@ -267,6 +274,16 @@ mod tests {
         assert_eq!(tls.secret_name.as_deref(), Some("orders-ca"));
         let keys: Vec<String> = tls.items.unwrap().into_iter().map(|i| i.key).collect();
         assert!(!keys.contains(&"ca.key".to_owned()), "{keys:?}");
+        // The CA bundle the members trust (both CAs during a rotation), and nothing else of
+        // the members' Secret.
+        let trust = volumes
+            .iter()
+            .find(|v| v.name == TRUST_VOLUME)
+            .and_then(|v| v.secret.clone())
+            .unwrap();
+        assert_eq!(trust.secret_name.as_deref(), Some("orders-tls"));
+        let keys: Vec<String> = trust.items.unwrap().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["ca.crt"]);
         let claim = volumes
             .iter()
             .find_map(|v| v.persistent_volume_claim.clone())

@@ -241,9 +241,13 @@ impl Issued {
         self.unfit.get(name).map(String::as_str)
     }
 
-    fn cas(&self) -> BTreeSet<String> {
-        self.members
-            .values()
+    /// The CAs of the operator's certificate and of the first `needed` members': those the
+    /// members must trust. A certificate of another ordinal (the spare, or one left by a scale
+    /// down) that cert-manager has not renewed since its issuer's CA changed would otherwise
+    /// keep the old CA trusted until its own renewal, weeks later.
+    fn cas(&self, names: &ClusterNames, needed: u32) -> BTreeSet<String> {
+        let members = (0..needed).filter_map(|o| self.members.get(&names.pod(o)));
+        members
             .chain(&self.operator)
             .flat_map(|c| c.cas.iter().cloned())
             .collect()
@@ -310,6 +314,15 @@ pub struct Pending {
     pub missing: Vec<String>,
 }
 
+/// What [`next`] hands out.
+#[derive(Debug, Clone)]
+pub struct Handout {
+    pub pki: ClusterPki,
+    /// The members trust other CAs than the issuer's own: a change of the issuer's CA is under
+    /// way, and its next step waits on members reloading files, which wakes no watch.
+    pub ca_changing: bool,
+}
+
 /// What to hand out next: `written` is what `<name>-tls` and `<name>-ca` hold now, `issued`
 /// what cert-manager has issued, `in_use` what each existing member reports it loaded.
 /// Certificates for the first `needed` members and the operator must exist, issued or
@@ -322,8 +335,8 @@ pub fn next(
     needed: u32,
     spare: u32,
     now: SystemTime,
-) -> Result<ClusterPki, Pending> {
-    let issued_cas = issued.cas();
+) -> Result<Handout, Pending> {
+    let issued_cas = issued.cas(names, needed);
     let written_cas = written.map(|w| pem_blocks(w.ca_pem())).unwrap_or_default();
     let trusted_by_all = |bundle: &str| {
         let sum = sha256(bundle);
@@ -382,22 +395,29 @@ pub fn next(
             written.and_then(|w| w.member(&pod)),
             wanted,
         ) {
-            Some(pair) => {
+            // A spare certificate only if the members trust its CA: they would refuse it.
+            Some(pair)
+                if ordinal < needed
+                    || cas.iter().any(|ca| raft_pki::signed_by(&pair.cert_pem, ca)) =>
+            {
                 members.insert(pod, pair);
             }
             None if ordinal < needed => missing.push(names.member_certificate(&pod)),
-            None => {}
+            _ => {}
         }
     }
     match operator {
-        Some(operator) if missing.is_empty() => Ok(ClusterPki {
-            ca_cert: bundle(&cas),
-            ca_key: None,
-            operator,
-            members,
-            next_ca: None,
-            previous_ca: None,
-            rotated_for: String::new(),
+        Some(operator) if missing.is_empty() => Ok(Handout {
+            ca_changing: cas != issued_cas,
+            pki: ClusterPki {
+                ca_cert: bundle(&cas),
+                ca_key: None,
+                operator,
+                members,
+                next_ca: None,
+                previous_ca: None,
+                rotated_for: String::new(),
+            },
         }),
         _ => Err(Pending { missing }),
     }
@@ -514,7 +534,8 @@ mod tests {
             1,
             SystemTime::now(),
         )
-        .unwrap();
+        .unwrap()
+        .pki;
         assert_eq!(
             pki.trust_bundle(),
             a.cert_pem().trim_end().to_owned() + "\n"
@@ -544,34 +565,21 @@ mod tests {
         assert!(issued.members.is_empty());
     }
 
+    /// [`next`] for three members and no spare, all certificates there.
+    fn step(written: Option<&ClusterPki>, issued: &Issued, in_use: &InUse) -> Handout {
+        next(&names(), written, issued, in_use, 3, 0, SystemTime::now()).unwrap()
+    }
+
     #[test]
     fn a_renewal_by_the_same_ca_is_handed_out_at_once() {
         let a = ca("issuer A");
-        let first = next(
-            &names(),
-            None,
-            &issued_by(&a, &PODS),
-            &InUse::new(),
-            3,
-            0,
-            SystemTime::now(),
-        )
-        .unwrap();
+        let first = step(None, &issued_by(&a, &PODS), &InUse::new()).pki;
         let renewed = issued_by(&a, &PODS);
-        let in_use = loaded(&first, &PODS);
-        let second = next(
-            &names(),
-            Some(&first),
-            &renewed,
-            &in_use,
-            3,
-            0,
-            SystemTime::now(),
-        )
-        .unwrap();
-        assert_eq!(second.trust_bundle(), first.trust_bundle());
+        let second = step(Some(&first), &renewed, &loaded(&first, &PODS));
+        assert!(!second.ca_changing);
+        assert_eq!(second.pki.trust_bundle(), first.trust_bundle());
         assert_eq!(
-            second.member("prod-1"),
+            second.pki.member("prod-1"),
             Some(&renewed.members["prod-1"].pair)
         );
     }
@@ -579,102 +587,82 @@ mod tests {
     #[test]
     fn a_new_issuer_ca_is_trusted_everywhere_before_its_certificates_are_used() {
         let (a, b) = (ca("issuer A"), ca("issuer B"));
-        let now = SystemTime::now();
-        let old = next(
-            &names(),
-            None,
-            &issued_by(&a, &PODS),
-            &InUse::new(),
-            3,
-            0,
-            now,
-        )
-        .unwrap();
+        let old = step(None, &issued_by(&a, &PODS), &InUse::new()).pki;
         let from_b = issued_by(&b, &PODS);
 
         // 1. Both CAs trusted, the old certificates kept.
-        let both = next(
-            &names(),
-            Some(&old),
-            &from_b,
-            &loaded(&old, &PODS),
-            3,
-            0,
-            now,
-        )
-        .unwrap();
+        let both = step(Some(&old), &from_b, &loaded(&old, &PODS));
+        assert!(
+            both.ca_changing,
+            "a step is pending: the operator must look again soon"
+        );
+        let both = both.pki;
         assert_eq!(pem_blocks(both.ca_pem()).len(), 2);
         assert_eq!(both.member("prod-0"), old.member("prod-0"));
 
         // Not every member reloaded the bundle yet: nothing moves.
         let mut lagging = loaded(&both, &PODS);
         lagging.insert("prod-2".to_owned(), loaded(&old, &PODS)["prod-2"].clone());
-        let waiting = next(&names(), Some(&both), &from_b, &lagging, 3, 0, now).unwrap();
+        let waiting = step(Some(&both), &from_b, &lagging).pki;
         assert_eq!(waiting.member("prod-2"), old.member("prod-2"));
 
         // 2. Everyone trusts both: the new certificates are handed out, both CAs still trusted.
-        let switched = next(
-            &names(),
-            Some(&both),
-            &from_b,
-            &loaded(&both, &PODS),
-            3,
-            0,
-            now,
-        )
-        .unwrap();
-        assert_eq!(
-            switched.member("prod-2"),
-            Some(&from_b.members["prod-2"].pair)
-        );
+        let switched = step(Some(&both), &from_b, &loaded(&both, &PODS));
+        assert!(switched.ca_changing);
+        let switched = switched.pki;
+        let new_cert = Some(&from_b.members["prod-2"].pair);
+        assert_eq!(switched.member("prod-2"), new_cert);
         assert_eq!(switched.operator, from_b.operator.as_ref().unwrap().pair);
         assert_eq!(switched.trust_bundle(), both.trust_bundle());
 
         // 3. Everyone uses a certificate of the new CA: the old one is no longer trusted.
-        let done = next(
-            &names(),
-            Some(&switched),
-            &from_b,
-            &loaded(&switched, &PODS),
-            3,
-            0,
-            now,
-        )
-        .unwrap();
-        assert_eq!(
-            done.trust_bundle(),
-            b.cert_pem().trim_end().to_owned() + "\n"
+        let done = step(Some(&switched), &from_b, &loaded(&switched, &PODS));
+        assert!(!done.ca_changing);
+        let new_ca = b.cert_pem().trim_end().to_owned() + "\n";
+        assert_eq!(done.pki.trust_bundle(), new_ca);
+    }
+
+    #[test]
+    fn a_spare_certificate_of_the_old_ca_neither_holds_the_change_back_nor_is_handed_out() {
+        let (a, b) = (ca("issuer A"), ca("issuer B"));
+        let now = SystemTime::now();
+        let with_spare = |ca: &Authority, spare: &Authority| {
+            let mut secrets: Vec<Secret> = PODS.iter().map(|p| issued_secret(ca, p)).collect();
+            secrets.push(issued_secret(ca, FOR_OPERATOR));
+            secrets.push(issued_secret(spare, "prod-3"));
+            Issued::from_secrets(&names(), &secrets, now)
+        };
+        let step = |written: Option<&ClusterPki>, issued: &Issued, in_use: &InUse| {
+            next(&names(), written, issued, in_use, 3, 1, now).unwrap()
+        };
+        let old = step(None, &with_spare(&a, &a), &InUse::new()).pki;
+        assert!(
+            old.member("prod-3").is_some(),
+            "the spare, of the trusted CA"
+        );
+        // Every certificate but the spare's renewed from B.
+        let from_b = with_spare(&b, &a);
+        let both = step(Some(&old), &from_b, &loaded(&old, &PODS)).pki;
+        let switched = step(Some(&both), &from_b, &loaded(&both, &PODS)).pki;
+        let done = step(Some(&switched), &from_b, &loaded(&switched, &PODS));
+        assert!(!done.ca_changing);
+        let new_ca = b.cert_pem().trim_end().to_owned() + "\n";
+        assert_eq!(done.pki.trust_bundle(), new_ca);
+        assert!(
+            done.pki.member("prod-3").is_none(),
+            "A's spare is not handed out"
         );
     }
 
     #[test]
     fn a_member_that_reports_nothing_holds_the_switch_back() {
         let (a, b) = (ca("issuer A"), ca("issuer B"));
-        let now = SystemTime::now();
-        let old = next(
-            &names(),
-            None,
-            &issued_by(&a, &PODS),
-            &InUse::new(),
-            3,
-            0,
-            now,
-        )
-        .unwrap();
+        let old = step(None, &issued_by(&a, &PODS), &InUse::new()).pki;
         let from_b = issued_by(&b, &PODS);
-        let both = next(
-            &names(),
-            Some(&old),
-            &from_b,
-            &loaded(&old, &PODS),
-            3,
-            0,
-            now,
-        )
-        .unwrap();
+        let both = step(Some(&old), &from_b, &loaded(&old, &PODS)).pki;
         let mut silent = loaded(&both, &PODS);
         silent.insert("prod-1".to_owned(), None);
-        let held = next(&names(), Some(&both), &from_b, &silent, 3, 0, now).unwrap();
+        let held = step(Some(&both), &from_b, &silent).pki;
         assert_eq!(held.member("prod-1"), old.member("prod-1"));
     }
 
