@@ -563,18 +563,35 @@ async fn backups_in_an_s3_bucket_are_kept_by_count_and_the_newest_is_restored() 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_survivor_of_a_lost_majority_is_recovered_with_every_acknowledged_write() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let leader = cluster.leader(Duration::from_secs(20)).await;
+/// Write `n` operations through `leader`, each acknowledged, and wait until every member's
+/// journal holds them all. A recovery keeps what its survivor holds, and a write is
+/// acknowledged once the leader and one follower have it: without the wait, the survivor
+/// chosen may not have received the last writes yet, and the test would lose them itself.
+async fn write_acknowledged_everywhere(
+    cluster: &TestCluster,
+    leader: usize,
+    n: usize,
+) -> Vec<(u64, String)> {
     let mut acknowledged = Vec::new();
-    for n in 0..150 {
-        let id = format!("acked-{n}");
+    for k in 0..n {
+        let id = format!("acked-{k}");
         let r = cluster
             .submit_retrying(&[leader], &op(&id), Duration::from_secs(20))
             .await;
         acknowledged.push((r.log_index, id));
     }
+    let everywhere = cluster
+        .journals_agree(&[0, 1, 2], n, Duration::from_secs(30))
+        .await;
+    assert_eq!(everywhere, acknowledged);
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_of_a_lost_majority_is_recovered_with_every_acknowledged_write() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let acknowledged = write_acknowledged_everywhere(&cluster, leader, 150).await;
     // The majority is lost for good: the leader and one follower, disks included.
     let survivor = (leader + 1) % 3;
     for i in [leader, (leader + 2) % 3] {
@@ -630,14 +647,7 @@ async fn a_survivor_of_a_lost_majority_is_recovered_with_every_acknowledged_writ
 async fn a_running_survivor_recovers_through_its_admin_api_only_once_the_quorum_is_gone() {
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader(Duration::from_secs(20)).await;
-    let mut acknowledged = Vec::new();
-    for n in 0..60 {
-        let id = format!("acked-{n}");
-        let r = cluster
-            .submit_retrying(&[leader], &op(&id), Duration::from_secs(20))
-            .await;
-        acknowledged.push((r.log_index, id));
-    }
+    let acknowledged = write_acknowledged_everywhere(&cluster, leader, 60).await;
     let survivor = (leader + 1) % 3;
     // With a quorum in reach, a recovery would fork the cluster: refused, nothing requested.
     let e = cluster.client(survivor).recover().await.unwrap_err();

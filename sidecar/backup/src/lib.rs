@@ -94,6 +94,22 @@ pub struct Stored {
     pub manifest: BackupManifest,
 }
 
+/// What a location holds ([`BackupStore::survey`]).
+#[derive(Debug)]
+pub struct Listing {
+    /// Backups whose manifest reads, oldest first.
+    pub backups: Vec<Stored>,
+    /// Backups whose manifest does not, by name.
+    pub damaged: Vec<Damaged>,
+}
+
+/// A backup whose manifest cannot be read, and why.
+#[derive(Debug)]
+pub struct Damaged {
+    pub name: String,
+    pub error: BackupError,
+}
+
 /// One location holding backups.
 #[derive(Debug, Clone)]
 pub struct BackupStore {
@@ -308,8 +324,20 @@ impl BackupStore {
         })
     }
 
-    /// Every backup directly under the prefix, oldest first (by `createdAt`, then name).
+    /// Every backup directly under the prefix, oldest first (by `createdAt`, then name); the
+    /// first backup whose manifest cannot be read is an error.
     pub async fn list(&self) -> Result<Vec<Stored>, BackupError> {
+        let listing = self.survey().await?;
+        match listing.damaged.into_iter().next() {
+            Some(damaged) => Err(damaged.error),
+            None => Ok(listing.backups),
+        }
+    }
+
+    /// Every backup directly under the prefix: those whose manifest reads, oldest first (by
+    /// `createdAt`, then name), and apart those whose manifest does not, by name. Only a
+    /// failure to list or read the store is an error.
+    pub async fn survey(&self) -> Result<Listing, BackupError> {
         let listed = self
             .store
             .list(self.prefix.as_ref())
@@ -337,25 +365,41 @@ impl BackupStore {
             .collect();
         names.sort();
         names.dedup();
-        let mut stored = Vec::with_capacity(names.len());
+        let mut listing = Listing {
+            backups: Vec::with_capacity(names.len()),
+            damaged: Vec::new(),
+        };
         for name in names {
-            let manifest = self.manifest(&name).await?;
-            stored.push(Stored { name, manifest });
+            match self.manifest(&name).await {
+                Ok(manifest) => listing.backups.push(Stored { name, manifest }),
+                Err(error @ BackupError::Manifest { .. }) => {
+                    listing.damaged.push(Damaged { name, error });
+                }
+                Err(other) => return Err(other),
+            }
         }
-        stored.sort_by(|a, b| {
+        listing.backups.sort_by(|a, b| {
             (&a.manifest.created_at, &a.name).cmp(&(&b.manifest.created_at, &b.name))
         });
-        Ok(stored)
+        Ok(listing)
     }
 
-    /// The newest backup.
+    /// The newest backup. A damaged manifest named after it (names sort by time) is an error:
+    /// "the newest" would otherwise silently be an older backup than the one taken last.
     pub async fn latest(&self) -> Result<Stored, BackupError> {
-        self.list()
-            .await?
-            .pop()
-            .ok_or_else(|| BackupError::NoBackup {
+        let mut listing = self.survey().await?;
+        let newest = listing.backups.pop();
+        let newer_damaged = listing
+            .damaged
+            .into_iter()
+            .rfind(|d| newest.as_ref().is_none_or(|n| d.name > n.name));
+        match (newest, newer_damaged) {
+            (_, Some(damaged)) => Err(damaged.error),
+            (Some(newest), None) => Ok(newest),
+            (None, None) => Err(BackupError::NoBackup {
                 location: self.location.clone(),
-            })
+            }),
+        }
     }
 
     /// The image `name`, streamed.
@@ -390,9 +434,10 @@ impl BackupStore {
         Ok(())
     }
 
-    /// Keep the newest `keep` backups, delete the others; the names deleted.
+    /// Keep the newest `keep` backups, delete the others; the names deleted. A backup whose
+    /// manifest cannot be read is neither counted nor deleted: what it holds is unknown.
     pub async fn prune(&self, keep: usize) -> Result<Vec<String>, BackupError> {
-        let all = self.list().await?;
+        let all = self.survey().await?.backups;
         let excess = all.len().saturating_sub(keep);
         let mut deleted = Vec::with_capacity(excess);
         for stored in all.into_iter().take(excess) {
@@ -570,6 +615,56 @@ mod tests {
         assert!(!dir.path().join("b.rsnp").exists());
         assert!(!dir.path().join("b.rsnp.manifest.json").exists());
         assert_eq!(store.latest().await.unwrap().name, "a.rsnp");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_manifest_is_never_pruned_and_never_silently_skipped_as_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackupStore::open(dir.path().to_str().unwrap()).unwrap();
+        let damage = |name: &str| {
+            std::fs::write(dir.path().join(name), b"image").unwrap();
+            let manifest = format!("{name}{MANIFEST_SUFFIX}");
+            std::fs::write(dir.path().join(manifest), b"{ not json").unwrap();
+        };
+        put(
+            &store,
+            "20261206T010000.000Z.rsnp",
+            "2026-12-06T01:00:00.000Z",
+        )
+        .await;
+        damage("20261206T020000.000Z.rsnp");
+        put(
+            &store,
+            "20261206T030000.000Z.rsnp",
+            "2026-12-06T03:00:00.000Z",
+        )
+        .await;
+        put(
+            &store,
+            "20261206T040000.000Z.rsnp",
+            "2026-12-06T04:00:00.000Z",
+        )
+        .await;
+
+        // Listed apart; the strict list names it.
+        let listing = store.survey().await.unwrap();
+        assert_eq!(listing.backups.len(), 3);
+        assert_eq!(listing.damaged[0].name, "20261206T020000.000Z.rsnp");
+        let e = store.list().await.unwrap_err();
+        assert!(e.to_string().contains("20261206T020000.000Z.rsnp"), "{e}");
+        // Older than the newest good one: the newest is that one.
+        assert_eq!(
+            store.latest().await.unwrap().name,
+            "20261206T040000.000Z.rsnp"
+        );
+        // Retention counts and deletes readable backups only.
+        assert_eq!(store.prune(1).await.unwrap().len(), 2);
+        assert!(dir.path().join("20261206T020000.000Z.rsnp").exists());
+
+        // Newer than every good one: "the newest" is refused rather than an older backup.
+        damage("20261206T050000.000Z.rsnp");
+        let e = store.latest().await.unwrap_err();
+        assert!(e.to_string().contains("20261206T050000.000Z.rsnp"), "{e}");
     }
 
     #[test]
