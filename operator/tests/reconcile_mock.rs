@@ -126,8 +126,18 @@ fn config() -> RunConfig {
     }
 }
 
+/// The reconcile's first read: the RaftCluster as the API server has it, here `rc`.
+async fn serve_fresh_read(mock: &mut Mock, rc: &RaftCluster) {
+    let (_, send) = expect(mock, "GET", RC_PATH).await;
+    let mut body = serde_json::to_value(rc).unwrap();
+    body["apiVersion"] = json!("consensus.unrdf.io/v1alpha1");
+    body["kind"] = json!("RaftCluster");
+    send.send_response(ok(body));
+}
+
 /// The reads of a new cluster's first reconcile: nothing exists yet.
 async fn serve_reads_of_a_new_cluster(mock: &mut Mock) {
+    serve_fresh_read(mock, &cluster()).await;
     let ns = "/api/v1/namespaces/team-a";
     for secret in ["prod-token", "prod-ca", "prod-tls"] {
         let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/{secret}")).await;
@@ -472,10 +482,12 @@ fn statefulset_json(running_image: Option<&str>, annotations: Value) -> Value {
 /// returns the StatefulSet it applied.
 async fn serve_reads_and_applies(
     mock: &mut Mock,
+    rc: &RaftCluster,
     sidecars: &[FakeSidecar],
     pki: &ClusterPki,
     statefulset: &Value,
 ) -> Value {
+    serve_fresh_read(mock, rc).await;
     let ns = "/api/v1/namespaces/team-a";
     let (_, send) = expect(mock, "GET", &format!("{ns}/secrets/prod-token")).await;
     send.send_response(ok(json!({"apiVersion": "v1", "kind": "Secret",
@@ -539,6 +551,7 @@ async fn serve_reads_and_applies(
     applied
 }
 
+const RC_PATH: &str = "/apis/consensus.unrdf.io/v1alpha1/namespaces/team-a/raftclusters/prod";
 const STATUS_PATH: &str =
     "/apis/consensus.unrdf.io/v1alpha1/namespaces/team-a/raftclusters/prod/status";
 
@@ -572,7 +585,8 @@ async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_
     let ctx = context(kube::Client::new(service, "default"));
     let sc = &sidecars;
     let recorded = async {
-        serve_reads_and_applies(&mut mock, sc, &pki, &statefulset_json(None, json!({}))).await;
+        let sts = statefulset_json(None, json!({}));
+        serve_reads_and_applies(&mut mock, &cluster(), sc, &pki, &sts).await;
         let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
         let op = status["status"]["operation"].clone();
         assert_eq!(op["kind"], "Initialize");
@@ -602,8 +616,10 @@ async fn pods_answering_uninitialized_get_initialize_recorded_first_then_called_
     let ctx = context(kube::Client::new(service, "default"));
     let mut rc = cluster();
     rc.status = Some(serde_json::from_value(json!({"operation": op})).unwrap());
+    let as_stored = rc.clone();
     let acted = async {
-        serve_reads_and_applies(&mut mock, sc, &pki, &statefulset_json(None, json!({}))).await;
+        let sts = statefulset_json(None, json!({}));
+        serve_reads_and_applies(&mut mock, &as_stored, sc, &pki, &sts).await;
         let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
         assert_eq!(status["status"]["operation"]["phase"], "AwaitingCommit");
         send.send_response(ok(json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster", "metadata": {"name": "prod", "namespace": "team-a"}, "spec": {}})));
@@ -640,8 +656,9 @@ async fn reconcile_once(
 ) -> (Value, Value, Vec<String>) {
     let (service, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(kube::Client::new(service, "default"));
+    let as_stored = rc.clone();
     let served = async {
-        let sts = serve_reads_and_applies(&mut mock, sidecars, pki, &statefulset).await;
+        let sts = serve_reads_and_applies(&mut mock, &as_stored, sidecars, pki, &statefulset).await;
         let (status, send) = expect(&mut mock, "PATCH", STATUS_PATH).await;
         send.send_response(ok(json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster", "metadata": {"name": "prod", "namespace": "team-a"}, "spec": {}})));
         let mut reasons = Vec::new();

@@ -52,12 +52,32 @@ pub struct Context {
 /// One pass of the pipeline for one cluster.
 pub async fn reconcile(rc: Arc<RaftCluster>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let result = run_pipeline(&rc, &ctx).await;
+    let result = match fresh(&rc, &ctx.client).await {
+        Ok(Some(rc)) => run_pipeline(&rc, &ctx).await,
+        Ok(None) => Ok(Requeue::await_change()),
+        Err(e) => Err(e),
+    };
     ctx.metrics.reconciled(
         started.elapsed().as_secs_f64(),
         result.as_ref().err().map(Error::category),
     );
     result
+}
+
+/// The RaftCluster as the API server has it now; `None` once it is gone. The controller hands
+/// over its cached copy, which can predate this operator's own last status write (a pod event
+/// may wake the next reconcile before the watch delivers that write): a status built on it
+/// would undo the write, since server-side apply drops what the patch leaves out. Seen as a
+/// restored cluster's `restoredFrom.backup` overwritten with "(not recorded)".
+async fn fresh(rc: &RaftCluster, client: &kube::Client) -> Result<Option<RaftCluster>, Error> {
+    let namespace = rc
+        .namespace()
+        .ok_or(Error::InvalidObject("metadata.namespace"))?;
+    let name = rc.name_any();
+    Api::<RaftCluster>::namespaced(client.clone(), &namespace)
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get raftcluster {name}")))
 }
 
 async fn run_pipeline(rc: &RaftCluster, ctx: &Context) -> Result<Requeue, Error> {
