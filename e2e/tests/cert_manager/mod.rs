@@ -16,7 +16,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use tokio::process::{Child, Command};
 
 use crate::support::{
-    WAIT, daemon_digest, daemon_digests, example_daemon, metric, pod_identities, scenario, wait_for,
+    WAIT, daemon_digest, daemon_digests, example_daemon, metric, pod_identities, poll_until,
+    scenario, wait_for,
 };
 
 const PODS: [&str; 3] = ["c-0", "c-1", "c-2"];
@@ -140,24 +141,6 @@ fn pems(text: &str) -> Vec<String> {
         .filter(|b| b.contains("-----BEGIN CERTIFICATE-----"))
         .map(|b| b.trim().to_owned())
         .collect()
-}
-
-/// Poll `probe` until it answers, up to [`WAIT`]; `None` on timeout (so the caller can say
-/// what it last saw).
-async fn wait_for_or_report<T, F, Fut>(what: &str, mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline {
-        if let Some(v) = probe().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!("timed out after {WAIT:?} waiting for {what}");
-    None
 }
 
 #[tokio::test]
@@ -357,49 +340,46 @@ async fn certificates_from_cert_manager_are_used_renewed_and_their_ca_changed_un
         const RENEWED: [&str; 4] = ["c-0-cert", "c-1-cert", "c-2-cert", "c-operator-cert"];
         let asked = std::sync::Mutex::new(None::<std::time::Instant>);
         let state = std::sync::Mutex::new(String::new());
-        let outcome = wait_for_or_report(
-            "the members to trust the new CA alone, with its certificates",
-            || async {
-                let again = asked
-                    .lock()
-                    .unwrap()
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
-                let mut old_ones = Vec::new();
-                for c in RENEWED {
-                    let issued = secrets.get(c).await.ok()?.data?;
-                    if pems(&key(&issued, "ca.crt")) != pems(&new_ca) {
-                        old_ones.push(c);
-                    }
+        let outcome = poll_until(WAIT, || async {
+            let again = asked
+                .lock()
+                .unwrap()
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+            let mut old_ones = Vec::new();
+            for c in RENEWED {
+                let issued = secrets.get(c).await.ok()?.data?;
+                if pems(&key(&issued, "ca.crt")) != pems(&new_ca) {
+                    old_ones.push(c);
                 }
-                if again && !old_ones.is_empty() {
-                    for c in &old_ones {
-                        renew(&certificates, c).await;
-                    }
-                    *asked.lock().unwrap() = Some(std::time::Instant::now());
+            }
+            if again && !old_ones.is_empty() {
+                for c in &old_ones {
+                    renew(&certificates, c).await;
                 }
-                let tls = secrets.get("c-tls").await.ok()?.data?;
-                let mut handed_out = Vec::new();
-                for pod in PODS {
-                    let issued = secrets.get(&format!("{pod}-cert")).await.ok()?.data?;
-                    if key(&tls, &format!("{pod}.crt")) == key(&issued, "tls.crt") {
-                        handed_out.push(pod);
-                    }
+                *asked.lock().unwrap() = Some(std::time::Instant::now());
+            }
+            let tls = secrets.get("c-tls").await.ok()?.data?;
+            let mut handed_out = Vec::new();
+            for pod in PODS {
+                let issued = secrets.get(&format!("{pod}-cert")).await.ok()?.data?;
+                if key(&tls, &format!("{pod}.crt")) == key(&issued, "tls.crt") {
+                    handed_out.push(pod);
                 }
-                let trusted = pems(&key(&tls, "ca.crt"));
-                *state.lock().unwrap() = format!(
-                    "issued by the old CA: {old_ones:?}; issued certificates in c-tls: \
+            }
+            let trusted = pems(&key(&tls, "ca.crt"));
+            *state.lock().unwrap() = format!(
+                "issued by the old CA: {old_ones:?}; issued certificates in c-tls: \
                      {handed_out:?}; c-tls trusts {} CA(s), the new one {}",
-                    trusted.len(),
-                    if trusted.contains(&pems(&new_ca)[0]) {
-                        "among them"
-                    } else {
-                        "not"
-                    },
-                );
-                (old_ones.is_empty() && handed_out.len() == PODS.len() && trusted == pems(&new_ca))
-                    .then_some(())
-            },
-        )
+                trusted.len(),
+                if trusted.contains(&pems(&new_ca)[0]) {
+                    "among them"
+                } else {
+                    "not"
+                },
+            );
+            (old_ones.is_empty() && handed_out.len() == PODS.len() && trusted == pems(&new_ca))
+                .then_some(())
+        })
         .await;
         assert!(
             outcome.is_some(),

@@ -77,7 +77,20 @@ pub async fn event_reasons(env: &Env) -> Vec<String> {
 }
 
 /// Poll `probe` until it returns `Some`, or fail naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_until(within, probe).await {
+        Some(v) => v,
+        None => panic!("timed out after {within:?} waiting for {what}"),
+    }
+}
+
+/// Poll `probe` until it returns `Some`; `None` once `within` has passed, for a caller that
+/// says what it last saw.
+pub async fn poll_until<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -85,12 +98,11 @@ where
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = probe().await {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

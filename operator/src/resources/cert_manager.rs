@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::ca_rotation::{InUse, sha256};
 use super::meta::owned_meta;
 use super::names::ClusterNames;
-use super::tls::{ClusterPki, member_names};
+use super::tls::{ClusterPki, get_opt, member_names};
 
 /// Label on the Secrets cert-manager writes for a cluster: the pod the certificate is for, or
 /// [`FOR_OPERATOR`].
@@ -257,11 +257,7 @@ impl Issued {
 /// Whether `secret` holds a certificate fit to hand out.
 fn fit(secret: &Secret, wanted: Option<&[String]>, now: SystemTime) -> Result<IssuedCert, String> {
     let get = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        get_opt(secret, key)
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| format!("no {key}"))
     };

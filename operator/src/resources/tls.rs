@@ -86,7 +86,8 @@ impl std::fmt::Debug for ClusterPki {
     }
 }
 
-fn get_opt(s: &Secret, key: &str) -> Option<String> {
+/// The UTF-8 value of `key` in `s`, if present and not empty.
+pub(super) fn get_opt(s: &Secret, key: &str) -> Option<String> {
     s.data
         .as_ref()
         .and_then(|d| d.get(key))
