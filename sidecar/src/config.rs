@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::store::state_machine::pace::DEFAULT_BUILD_SHARE;
 use crate::tls::TlsPaths;
 
 /// Who this member is and where it is reached: flags shared by `raft-sidecar run` and
@@ -119,7 +120,14 @@ pub struct RunArgs {
     /// Raft log entries kept behind the snapshot before purge.
     #[arg(long, env = "RAFT_LOG_COMPACTION_THRESHOLD", default_value_t = 5000)]
     pub log_compaction_threshold: u64,
-    /// Hard cap on retained Raft log entries.
+    /// Most of the time snapshot builds may take, in percent: each build waits until the
+    /// previous one's end plus its duration times (100 − share) / share. A snapshot holds the
+    /// whole state, so with a large dedupe window builds would otherwise run back to back.
+    #[arg(long, env = "RAFT_SNAPSHOT_BUILD_SHARE", default_value_t = DEFAULT_BUILD_SHARE,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub snapshot_build_share: u8,
+    /// Cap on retained Raft log entries: past it a snapshot and a purge are asked for (the
+    /// snapshot as soon as `--snapshot-build-share` allows).
     #[arg(long, env = "RAFT_MAX_LOG_SIZE", default_value_t = 10000)]
     pub max_log_size: u64,
     /// Committed operations kept readable by daemons.
@@ -215,6 +223,7 @@ pub struct NodeConfig {
     pub election_timeout_max: Duration,
     pub partition_detection: Duration,
     pub snapshot_interval: u64,
+    pub snapshot_build_share: u8,
     pub log_compaction_threshold: u64,
     pub max_log_size: u64,
     pub journal_retention: u64,
@@ -394,6 +403,7 @@ impl RunArgs {
             election_timeout_max: Duration::from_millis(max),
             partition_detection: Duration::from_millis(self.partition_detection_ms),
             snapshot_interval: self.snapshot_interval,
+            snapshot_build_share: self.snapshot_build_share,
             log_compaction_threshold: self.log_compaction_threshold,
             max_log_size: self.max_log_size,
             journal_retention: self.journal_retention,
@@ -490,16 +500,19 @@ mod tests {
         run: RunArgs,
     }
 
+    /// A node without a token file, neither with TLS files nor plaintext.
+    const TOKENLESS: [&str; 6] = [
+        "probe",
+        "--cluster-id",
+        "c1",
+        "--node-name",
+        "n1",
+        "--insecure",
+    ];
+
     fn parse(args: &[&str]) -> RunArgs {
-        let mut all = vec![
-            "probe",
-            "--cluster-id",
-            "c1",
-            "--node-name",
-            "n1",
-            "--insecure",
-            "--insecure-plaintext",
-        ];
+        let mut all = TOKENLESS.to_vec();
+        all.push("--insecure-plaintext");
         all.extend_from_slice(args);
         Probe::try_parse_from(all).unwrap().run
     }
@@ -528,6 +541,27 @@ mod tests {
         assert_eq!(cfg.dedupe_window, Duration::from_secs(24 * 3600));
         assert_eq!(cfg.journal_retention, 100_000);
         assert_eq!(cfg.write_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.snapshot_build_share, 10);
+    }
+
+    #[test]
+    fn a_snapshot_build_share_outside_1_to_100_percent_is_refused() {
+        for share in ["0", "101", "ten"] {
+            let args = TOKENLESS
+                .iter()
+                .copied()
+                .chain(["--snapshot-build-share", share]);
+            let err = Probe::try_parse_from(args).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("--snapshot-build-share")),
+                "{share}: {err:?}"
+            );
+        }
+        assert_eq!(
+            parse(&["--snapshot-build-share", "100"]).snapshot_build_share,
+            100
+        );
     }
 
     #[test]
@@ -615,20 +649,12 @@ mod tests {
 
     #[test]
     fn mutual_tls_is_required_unless_plaintext_is_asked_for() {
-        let base = [
-            "probe",
-            "--cluster-id",
-            "c1",
-            "--node-name",
-            "n1",
-            "--insecure",
-        ];
-        let args = Probe::try_parse_from(base).unwrap().run;
+        let args = Probe::try_parse_from(TOKENLESS).unwrap().run;
         assert_eq!(
             args.validate().unwrap_err(),
             ConfigError::MissingTls("tls-cert")
         );
-        let mut with_files = base.to_vec();
+        let mut with_files = TOKENLESS.to_vec();
         with_files.extend(["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
         let args = Probe::try_parse_from(&with_files).unwrap().run;
         assert_eq!(

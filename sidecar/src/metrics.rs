@@ -82,6 +82,7 @@ pub struct Metrics {
     pub replication_lag: Family<PeerLabel, Gauge>,
     pub commit_latency: Histogram,
     pub snapshot_index: Gauge,
+    pub snapshot_build: Histogram,
     pub journal_first_index: Gauge,
     pub resident_memory: Gauge,
     pub peer_handshakes_refused: Family<ReasonLabel, Counter>,
@@ -125,6 +126,8 @@ impl Metrics {
             replication_lag: Family::default(),
             commit_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             snapshot_index: Gauge::default(),
+            // 10 ms .. ~80 s: an image holds the whole state, so builds grow with it.
+            snapshot_build: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             journal_first_index: Gauge::default(),
             resident_memory: Gauge::default(),
             peer_handshakes_refused: Family::default(),
@@ -207,6 +210,11 @@ impl Metrics {
             "snapshot_index",
             "Raft index of the current snapshot",
             m.snapshot_index.clone(),
+        );
+        sub.register(
+            "snapshot_build_seconds",
+            "Time to build a snapshot image (the wait for its turn excluded)",
+            m.snapshot_build.clone(),
         );
         sub.register(
             "peer_handshakes_refused",
@@ -295,6 +303,7 @@ mod tests {
             "consensus_partition_state{state=\"healthy\"} 0",
             "consensus_members{role=\"voter\"} 3",
             "consensus_commit_latency_seconds_bucket",
+            "consensus_snapshot_build_seconds_bucket",
             "process_resident_memory_bytes",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

@@ -401,27 +401,39 @@ async fn snapshot_now(node: &Node) -> Result<SnapshotResult, ApiError> {
         ));
     }
     let target = m.last_applied.map_or(0, |l| l.index);
-    node.raft
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(ApiError::internal)?;
-    let mut rx = node.raft.metrics();
-    let built = tokio::time::timeout(
-        Duration::from_secs(30),
-        rx.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= target)),
-    )
-    .await
-    // Clone out of the watch at once: holding its guard across an await can stall Raft.
-    .map(|r| r.map(|m| m.snapshot.map_or(0, |s| s.index)));
-    let snapshot_index = match built {
-        Ok(Ok(index)) => index,
-        Ok(Err(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::ShuttingDown,
-                "Raft stopped while building the snapshot",
-            ));
+    // The request skips the wait between builds (`--snapshot-build-share`). A build already
+    // running may have taken its view before `target` and openraft ignores a trigger meanwhile:
+    // ask again until a snapshot covers it.
+    let built = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut rx = node.raft.metrics();
+        loop {
+            node.snapshot_pace.hurry();
+            node.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(ApiError::internal)?;
+            let covered = tokio::time::timeout(
+                Duration::from_millis(500),
+                rx.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= target)),
+            )
+            .await;
+            // Clone out of the watch at once: holding its guard across an await can stall Raft.
+            match covered.map(|r| r.map(|m| m.snapshot.map_or(0, |s| s.index))) {
+                Ok(Ok(index)) => return Ok(index),
+                Ok(Err(_)) => {
+                    return Err(ApiError::new(
+                        ErrorCode::ShuttingDown,
+                        "Raft stopped while building the snapshot",
+                    ));
+                }
+                Err(_) => {}
+            }
         }
+    })
+    .await;
+    let snapshot_index = match built {
+        Ok(result) => result?,
         Err(_) => {
             return Err(ApiError::new(
                 ErrorCode::Timeout,

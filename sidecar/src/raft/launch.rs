@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::store::log::LogStore;
 use crate::store::staged::{self, Adopted};
 use crate::store::state_machine::StateMachineStore;
+use crate::store::state_machine::pace::SnapshotPace;
 use crate::store::{Db, StoreError};
 use crate::tls::Tls;
 use crate::transport::link::{Links, PeerIdentity};
@@ -139,7 +140,12 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
         tls: tls.clone(),
         backoff_max: cfg.election_timeout_min / 3,
     });
-    let state_machine = StateMachineStore::open(db.clone(), cfg.journal_retention)?;
+    let pace = Arc::new(SnapshotPace::new(
+        cfg.snapshot_build_share,
+        Some(metrics.snapshot_build.clone()),
+    ));
+    let state_machine =
+        StateMachineStore::open(db.clone(), cfg.journal_retention)?.paced(pace.clone());
     let journal = state_machine.reader();
     // Quiet start: a node restarting with its store does not stand for election until it has
     // heard from a leader or a detection window passed without one (the monitor turns
@@ -179,6 +185,7 @@ pub async fn start(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Running, No
         links,
         metrics,
         tls: tls.clone(),
+        snapshot_pace: pace,
     };
     let lifecycle = if removed {
         Lifecycle::Removed

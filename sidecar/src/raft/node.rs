@@ -24,6 +24,7 @@ use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::store::state_machine::JournalReader;
+use crate::store::state_machine::pace::SnapshotPace;
 use crate::tls::Tls;
 use crate::transport::link::{Link, Links};
 use crate::types::{Member, NodeId, Raft, RaftMetrics};
@@ -49,6 +50,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// `None` only with `--insecure-plaintext`; the admin API serves with it too.
     pub tls: Option<Arc<Tls>>,
+    /// When snapshot builds may start (an explicit snapshot request hurries it).
+    pub snapshot_pace: Arc<SnapshotPace>,
     pub events: broadcast::Sender<ConsensusEvent>,
     pub(super) batcher: Batcher,
     /// The monitor's latest verdict.
@@ -91,6 +94,7 @@ impl Node {
             links: parts.links,
             metrics: parts.metrics,
             tls: parts.tls,
+            snapshot_pace: parts.snapshot_pace,
             events: broadcast::channel(256).0,
             batcher,
             health: watch::channel(Health::default()).0,
@@ -389,4 +393,5 @@ pub(super) struct NodeParts {
     pub links: Links,
     pub metrics: Arc<Metrics>,
     pub tls: Option<Arc<Tls>>,
+    pub snapshot_pace: Arc<SnapshotPace>,
 }

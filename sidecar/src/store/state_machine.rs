@@ -16,6 +16,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use tokio::sync::watch;
 
+use self::pace::{SnapshotPace, Turn};
 use self::snapshots::SnapshotFiles;
 
 pub use super::applied::AppliedState;
@@ -33,12 +34,15 @@ pub struct StateMachineStore {
     progress: watch::Sender<AppliedState>,
     snapshot_seq: Arc<AtomicU64>,
     snapshots: Arc<SnapshotFiles>,
+    /// How long builds wait for their turn (closed when the store is dropped).
+    pace: Arc<SnapshotPace>,
     /// The file openraft is writing a received snapshot into.
     receiving: Option<PathBuf>,
 }
 
 impl StateMachineStore {
-    /// Load the applied state from `db`; `retention` is `--journal-retention`.
+    /// Load the applied state from `db`; `retention` is `--journal-retention`. Snapshot builds
+    /// are not paced (see [`Self::paced`]).
     pub fn open(db: Db, retention: u64) -> Result<Self, StoreError> {
         let state: AppliedState = db
             .get(Cf::Meta, MetaKey::Applied.key())?
@@ -52,8 +56,15 @@ impl StateMachineStore {
             progress,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             snapshots,
+            pace: Arc::new(SnapshotPace::unpaced()),
             receiving: None,
         })
+    }
+
+    /// Let snapshot builds wait for their turn in `pace` (a running node's store).
+    pub fn paced(mut self, pace: Arc<SnapshotPace>) -> Self {
+        self.pace = pace;
+        self
     }
 
     /// A reader for the daemon API, sharing the store and its progress notifications.
@@ -192,15 +203,28 @@ fn expire_dedupe(
     Ok(())
 }
 
+impl Drop for StateMachineStore {
+    fn drop(&mut self) {
+        self.pace.close();
+    }
+}
+
 /// Builds snapshots from a RocksDB point-in-time view while `apply` goes on.
 pub struct SnapshotBuilder {
     db: Db,
     seq: Arc<AtomicU64>,
     files: Arc<SnapshotFiles>,
+    pace: Arc<SnapshotPace>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // The view is taken after the wait, so the snapshot holds everything applied until then.
+        if self.pace.wait_turn().await == Turn::Closed {
+            let e = StoreError::Task("the state machine closed before the snapshot's turn".into());
+            return Err(StorageIOError::<NodeId>::write_snapshot(None, &e).into());
+        }
+        let started = tokio::time::Instant::now();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let files = self.files.clone();
         let (meta, file) = self
@@ -208,6 +232,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .blocking(move |db| files.build(db, seq))
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_snapshot(None, &e))?;
+        self.pace.finished(started);
         let file = tokio::fs::File::from_std(file);
         Ok(Snapshot {
             meta,
@@ -245,6 +270,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             db: self.db.clone(),
             seq: self.snapshot_seq.clone(),
             files: self.snapshots.clone(),
+            pace: self.pace.clone(),
         }
     }
 
@@ -396,6 +422,7 @@ impl JournalReader {
     }
 }
 
+pub mod pace;
 pub(super) mod snapshots;
 #[cfg(test)]
 mod tests;

@@ -551,3 +551,56 @@ async fn a_purge_ahead_of_an_install_never_passes_the_snapshot_a_restart_loads()
     let held = log.try_get_log_entries(11..16).await.unwrap();
     assert_eq!(held.len(), 5);
 }
+
+/// At a 1 % share the next build then waits 990 s.
+fn last_build_took_ten_seconds(pace: &pace::SnapshotPace) {
+    let ten_seconds_ago = tokio::time::Instant::now()
+        .checked_sub(std::time::Duration::from_secs(10))
+        .unwrap();
+    pace.finished(ten_seconds_ago);
+}
+
+#[tokio::test]
+async fn a_paced_build_waits_its_turn_while_applies_go_on_and_holds_what_they_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let pace = Arc::new(pace::SnapshotPace::new(1, None));
+    let mut sm = open(dir.path(), 100).paced(pace.clone());
+    sm.apply(vec![entry(1, 1, vec![op("a", "1")], 10, 1_000)])
+        .await
+        .unwrap();
+    last_build_took_ten_seconds(&pace);
+    let mut builder = sm.get_snapshot_builder().await;
+    let build = tokio::spawn(async move { builder.build_snapshot().await });
+    sm.apply(vec![entry(1, 2, vec![op("b", "2")], 20, 1_000)])
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert!(!build.is_finished(), "the build did not wait for its turn");
+    pace.hurry();
+    let snapshot = build.await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.meta.last_log_id.map(|l| l.index),
+        Some(2),
+        "the view is taken after the wait"
+    );
+}
+
+#[tokio::test]
+async fn a_build_waiting_for_its_turn_gives_up_when_the_store_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pace = Arc::new(pace::SnapshotPace::new(1, None));
+    let mut sm = open(dir.path(), 100).paced(pace.clone());
+    last_build_took_ten_seconds(&pace);
+    let mut builder = sm.get_snapshot_builder().await;
+    let build = tokio::spawn(async move { builder.build_snapshot().await });
+    tokio::task::yield_now().await;
+    drop(sm);
+    assert!(build.await.unwrap().is_err());
+    assert!(
+        snapshot_files(dir.path()).is_empty(),
+        "nothing was built: {:?}",
+        snapshot_files(dir.path())
+    );
+    // The builder let go of the store: it opens again in the same process.
+    drop(open(dir.path(), 100));
+}
