@@ -516,7 +516,7 @@ pub struct RaftSpec {
     #[serde(default = "raft_defaults::log_compaction_threshold")]
     #[schemars(range(min = 0))]
     pub log_compaction_threshold: i64,
-    /// Largest log kept, in entries (`--max-log-size`).
+    /// Log size, in entries, past which a snapshot and a purge are asked for (`--max-log-size`).
     #[serde(default = "raft_defaults::max_log_size")]
     #[schemars(range(min = 0))]
     pub max_log_size: i64,

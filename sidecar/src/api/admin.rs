@@ -393,6 +393,12 @@ fn cluster_view(node: &Node) -> Result<ClusterView, ApiError> {
 
 /// `POST /admin/v1/snapshot`: build a snapshot of everything applied now and wait for it.
 async fn snapshot_now(node: &Node) -> Result<SnapshotResult, ApiError> {
+    let stopped = || {
+        ApiError::new(
+            ErrorCode::ShuttingDown,
+            "Raft stopped while building the snapshot",
+        )
+    };
     let m = node.raft_metrics();
     if !node.is_member(&m) {
         return Err(ApiError::new(
@@ -401,18 +407,19 @@ async fn snapshot_now(node: &Node) -> Result<SnapshotResult, ApiError> {
         ));
     }
     let target = m.last_applied.map_or(0, |l| l.index);
-    // The request skips the wait between builds (`--snapshot-build-share`). A build already
-    // running may have taken its view before `target` and openraft ignores a trigger meanwhile:
-    // ask again until a snapshot covers it.
+    // The request skips the wait between builds (`--snapshot-build-share`). One hurry is
+    // enough: a waiting build takes it (its view then covers `target`); with a build running,
+    // the next one takes it. A running build may have taken its view before `target`, and
+    // openraft ignores a trigger meanwhile: ask again until a snapshot covers it.
+    node.snapshot_pace.hurry();
     let built = tokio::time::timeout(Duration::from_secs(30), async {
         let mut rx = node.raft.metrics();
         loop {
-            node.snapshot_pace.hurry();
             node.raft
                 .trigger()
                 .snapshot()
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(|_| stopped())?;
             let covered = tokio::time::timeout(
                 Duration::from_millis(500),
                 rx.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= target)),
@@ -421,12 +428,7 @@ async fn snapshot_now(node: &Node) -> Result<SnapshotResult, ApiError> {
             // Clone out of the watch at once: holding its guard across an await can stall Raft.
             match covered.map(|r| r.map(|m| m.snapshot.map_or(0, |s| s.index))) {
                 Ok(Ok(index)) => return Ok(index),
-                Ok(Err(_)) => {
-                    return Err(ApiError::new(
-                        ErrorCode::ShuttingDown,
-                        "Raft stopped while building the snapshot",
-                    ));
-                }
+                Ok(Err(_)) => return Err(stopped()),
                 Err(_) => {}
             }
         }
