@@ -18,17 +18,21 @@ fmt:
 deny: ## cargo deny check licenses bans sources (deny.toml; cargo-deny built once, cached)
 	./scripts/cargo-deny.sh check --hide-inclusion-graph licenses bans sources
 
+# Every cargo command here selects targets with `--workspace`, never `-p`: features (of the
+# build tools RocksDB's bindings are generated with, among others) are unified over the selected
+# packages, so a `-p raft-sidecar` build resolves them differently and compiles RocksDB a second
+# time (~13 minutes on 2 cores on a machine that never built it).
 lint:
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	# test = false targets (run on their own) are not covered by --all-targets
-	cargo clippy -p raft-sidecar --test nemesis -- -D warnings
-	cargo clippy -p raft-e2e --test e2e -- -D warnings
+	cargo clippy --workspace --test nemesis -- -D warnings
+	cargo clippy --workspace --test e2e -- -D warnings
 
 unit:
 	cargo test --workspace
 
 js-client: ## the JavaScript client's tests, against real sidecar processes
-	cargo build -p raft-sidecar
+	cargo build --workspace --bin raft-sidecar
 	cd sidecar/clients/js && npm test && npm pack --dry-run --silent >/dev/null
 
 chart: ## helm lint + kubeconform -strict of charts/raft-operator (tools built offline, cached)
@@ -38,7 +42,7 @@ e2e: ## Kubernetes end-to-end suite on a local control plane (root; builds it on
 	./scripts/e2e-local.sh
 
 nemesis: ## seeded fault schedule + checker (root); NEMESIS_SEED=S replays a run
-	NEMESIS_SECONDS=$${NEMESIS_SECONDS:-90} cargo test -p raft-sidecar --test nemesis -- --nocapture
+	NEMESIS_SECONDS=$${NEMESIS_SECONDS:-90} cargo test --workspace --test nemesis -- --nocapture
 
 # The Go-built tools (versitygw for the backup tests, helm for the chart check, the control
 # plane for e2e: ~25 minutes of CPU on a machine that never built them) start building at the
