@@ -122,7 +122,7 @@ pub struct RunArgs {
     pub log_compaction_threshold: u64,
     /// Most of the time snapshot builds may take, in percent: each build waits until the
     /// previous one's end plus its duration times (100 − share) / share. A snapshot holds the
-    /// whole state, so with a large dedupe window builds would otherwise run back to back.
+    /// whole state, so a build's cost grows with the dedupe window; the interval does not.
     #[arg(long, env = "RAFT_SNAPSHOT_BUILD_SHARE", default_value_t = DEFAULT_BUILD_SHARE,
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub snapshot_build_share: u8,
