@@ -1,14 +1,13 @@
 //! Snapshot pacing: how much of a member's time snapshot builds may take.
 //!
 //! A snapshot image holds the whole state machine (the journal window and every live dedupe
-//! record), so a build costs in proportion to the state, not to the entries since the last one.
-//! openraft asks for one every `--snapshot-interval` entries; once the state is large, builds
-//! would run back to back, taking a core and the disk from the writes they follow. Each build
-//! therefore waits, before it starts, until the previous one's end plus its duration times
-//! `(100 − share) / share`: builds take at most `--snapshot-build-share` percent of the time,
-//! and the log in between grows instead (still purged up to each snapshot, and capped by
-//! `--max-log-size` once a build is allowed). An explicit request (`POST /admin/v1/snapshot`)
-//! [`hurries`](SnapshotPace::hurry) the next build past its wait.
+//! record), so a build costs in proportion to the state, not to the entries since the last one,
+//! while openraft asks for one every `--snapshot-interval` entries whatever the state's size.
+//! Each build therefore waits, before it starts, until the previous one's end plus its duration
+//! times `(100 − share) / share`: builds take at most `--snapshot-build-share` percent of the
+//! time, and the log grows in between instead (each snapshot, once built, lets openraft purge it
+//! to `--log-compaction-threshold` entries behind). An explicit request
+//! (`POST /admin/v1/snapshot`) [`hurries`](SnapshotPace::hurry) the next build past its wait.
 //!
 //! Sits between openraft's build request and [`super::snapshots::SnapshotFiles::build`]: the
 //! builder task waits here, off the state-machine worker, so applies go on meanwhile.
