@@ -69,7 +69,7 @@ impl SnapshotPace {
     }
 
     /// When the next build may start, if it has to wait at all.
-    pub fn next_start(&self) -> Option<Instant> {
+    fn next_start(&self) -> Option<Instant> {
         let last = (*self.last.lock())?;
         let rest = f64::from(100 - self.share) / f64::from(self.share);
         Some(last.finished + last.took.mul_f64(rest))
@@ -127,6 +127,14 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// Record a build that took `took` (advancing the paused clock by it); its end.
+    async fn build_taking(pace: &SnapshotPace, took: Duration) -> Instant {
+        let started = Instant::now();
+        tokio::time::advance(took).await;
+        pace.finished(started);
+        Instant::now()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_build_waits_nine_times_the_last_one_at_a_ten_percent_share() {
         let pace = SnapshotPace::new(10, None);
@@ -135,10 +143,7 @@ mod tests {
             Turn::Build,
             "the first build never waits"
         );
-        let started = Instant::now();
-        tokio::time::advance(Duration::from_secs(2)).await;
-        pace.finished(started);
-        let ended = Instant::now();
+        let ended = build_taking(&pace, Duration::from_secs(2)).await;
         assert_eq!(pace.wait_turn().await, Turn::Build);
         assert_eq!(ended.elapsed(), Duration::from_secs(18));
     }
@@ -146,10 +151,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unpaced_store_builds_back_to_back() {
         let pace = SnapshotPace::unpaced();
-        let started = Instant::now();
-        tokio::time::advance(Duration::from_secs(5)).await;
-        pace.finished(started);
-        let ended = Instant::now();
+        let ended = build_taking(&pace, Duration::from_secs(5)).await;
         assert_eq!(pace.wait_turn().await, Turn::Build);
         assert_eq!(ended.elapsed(), Duration::ZERO);
     }
@@ -157,9 +159,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hurry_starts_the_waiting_build_at_once_and_only_that_one() {
         let pace = Arc::new(SnapshotPace::new(10, None));
-        let started = Instant::now();
-        tokio::time::advance(Duration::from_secs(1)).await;
-        pace.finished(started);
+        build_taking(&pace, Duration::from_secs(1)).await;
         let waiting = tokio::spawn({
             let pace = pace.clone();
             async move {
@@ -174,10 +174,7 @@ mod tests {
         assert_eq!(turn, Turn::Build);
         assert_eq!(at, asked, "the waiting build started when hurried");
         // The hurry was consumed: the next build waits again.
-        let started = Instant::now();
-        tokio::time::advance(Duration::from_secs(1)).await;
-        pace.finished(started);
-        let ended = Instant::now();
+        let ended = build_taking(&pace, Duration::from_secs(1)).await;
         pace.wait_turn().await;
         assert_eq!(ended.elapsed(), Duration::from_secs(9));
     }
@@ -185,9 +182,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hurry_before_the_build_is_asked_for_is_kept_for_it() {
         let pace = SnapshotPace::new(10, None);
-        let started = Instant::now();
-        tokio::time::advance(Duration::from_secs(3)).await;
-        pace.finished(started);
+        build_taking(&pace, Duration::from_secs(3)).await;
         pace.hurry();
         let asked = Instant::now();
         assert_eq!(pace.wait_turn().await, Turn::Build);
@@ -197,9 +192,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn closing_releases_a_waiting_build_without_building() {
         let pace = Arc::new(SnapshotPace::new(10, None));
-        let started = Instant::now();
-        tokio::time::advance(Duration::from_secs(60)).await;
-        pace.finished(started);
+        build_taking(&pace, Duration::from_secs(60)).await;
         let waiting = tokio::spawn({
             let pace = pace.clone();
             async move { pace.wait_turn().await }
@@ -213,9 +206,7 @@ mod tests {
     async fn build_durations_reach_the_histogram() {
         let histogram = Histogram::new([0.5, 1.0, 2.0].into_iter());
         let pace = SnapshotPace::new(10, Some(histogram.clone()));
-        let started = Instant::now();
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        pace.finished(started);
+        build_taking(&pace, Duration::from_millis(1500)).await;
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("build_seconds", "", histogram);
         let mut text = String::new();
