@@ -503,6 +503,62 @@ async fn a_node_that_never_joined_restores_through_its_admin_api_and_restarts_on
     target.stop_all(Duration::from_secs(5)).await;
 }
 
+/// Refusals answered to a client still sending a large image: the answer, not a reset
+/// connection, whether the refusal comes before the first byte is read (a member) or part-way
+/// through (an image damaged near its start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_restore_answers_a_client_still_uploading_a_large_image() {
+    let mut source = TestCluster::start(1, &[]).await;
+    let leader = source.leader(Duration::from_secs(20)).await;
+    source
+        .submit_retrying(&[leader], &op("op-0"), Duration::from_secs(20))
+        .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let backup = scratch.path().join("good.rsnp");
+    let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
+    let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
+    assert_eq!(code, Some(0), "{out}");
+    // Far more than the socket buffers hold: the client is still writing when the refusal
+    // is decided.
+    let large = damaged_copy(&backup, &scratch.path().join("large.rsnp"), |image, m| {
+        image[0] ^= 0xff;
+        image.resize(image.len() + (48 << 20), 0);
+        m.size_bytes = image.len() as u64;
+    });
+
+    for round in 0..3 {
+        let e = post_restore(&source.c, leader, &large).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(raft_api::ErrorCode::Refused),
+            "round {round}: {e}"
+        );
+        assert!(e.to_string().contains("taken part in a cluster"), "{e}");
+    }
+
+    let mut blank = one_node(&scratch.path().join("blank"));
+    blank.nodes[0].initial = false;
+    let mut blank = DumpOnPanic(blank);
+    blank.start_all().unwrap();
+    wait_for(
+        "the new node to answer",
+        Duration::from_secs(20),
+        || async { blank.client(0).status().await.ok() },
+    )
+    .await;
+    for round in 0..3 {
+        let e = post_restore(&blank, 0, &large).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(raft_api::ErrorCode::Refused),
+            "round {round}: {e}"
+        );
+    }
+    assert!(!blank.nodes[0].dir.join(".restore-pending").exists());
+    assert!(blank.is_running(0));
+    blank.stop_all(Duration::from_secs(5)).await;
+}
+
 fn s3_server(root: &Path, bucket: &str) -> S3Server {
     let controlplane = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/controlplane");
     S3Server::start(&controlplane, root, bucket).unwrap()

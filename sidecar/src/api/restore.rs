@@ -9,9 +9,12 @@
 //! Refused (409 `REFUSED`): a node that has a vote, a log or members; a restore already
 //! running; a damaged image or one that does not match its manifest. A node that staged one
 //! already (or is stopping) answers 503 `SHUTTING_DOWN`: it is about to restart. An upload that
-//! breaks off or stalls answers 504 `TIMEOUT` naming why; nothing is staged then.
+//! breaks off or stalls answers 504 `TIMEOUT` naming why; nothing is staged then. Every answer
+//! waits until the client has sent the rest of its upload (read and discarded, within a bound), so
+//! a client still sending gets the answer and not a reset connection.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +36,56 @@ use crate::types::Member;
 /// restore turn for ever.
 const STALL: Duration = Duration::from_secs(30);
 
+/// Longest time spent reading and discarding what is left of an upload once the answer is
+/// known: a client that sends its whole body before it reads (as most do) then gets the
+/// answer instead of a reset connection. A longer upload is cut off and gets the reset.
+const DISCARD: Duration = Duration::from_secs(30);
+
+/// The request body, shared between the stager and the discarding of what it left unread.
+type Upload<S> = Arc<tokio::sync::Mutex<Pin<Box<S>>>>;
+
 pub async fn restore<S, B>(
     node: &Arc<Node>,
     manifest: Option<String>,
     body: S,
+) -> Result<RestoreResult, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf + Send + 'static,
+{
+    let body: Upload<S> = Arc::new(tokio::sync::Mutex::new(Box::pin(body)));
+    let result = stage_upload(node, manifest, body.clone()).await;
+    discard_rest(&body).await;
+    result
+}
+
+/// Reads and discards the rest of the upload, for at most [`DISCARD`] and only while chunks
+/// keep coming.
+async fn discard_rest<S, B>(body: &Upload<S>)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+{
+    let mut body = body.lock().await;
+    let read = async {
+        let mut discarded = 0_usize;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(STALL, body.next()).await {
+            discarded += 1;
+        }
+        discarded
+    };
+    match tokio::time::timeout(DISCARD, read).await {
+        Ok(0) => {}
+        Ok(chunks) => tracing::debug!(chunks, "discarded the rest of a restore upload"),
+        Err(_) => tracing::info!(
+            "a restore upload went on for {DISCARD:?} after its answer was known; cut off"
+        ),
+    }
+}
+
+async fn stage_upload<S, B>(
+    node: &Arc<Node>,
+    manifest: Option<String>,
+    body: Upload<S>,
 ) -> Result<RestoreResult, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
@@ -170,18 +219,19 @@ fn refused(message: impl Into<String>) -> ApiError {
 /// The body's chunks, failing with `TimedOut` when the next one takes longer than [`STALL`];
 /// a failure of the upload itself is also kept in `failed`, to tell it from a damaged image.
 fn stalling<S, B>(
-    body: S,
+    body: Upload<S>,
     failed: Arc<parking_lot::Mutex<Option<String>>>,
 ) -> impl Stream<Item = io::Result<B>> + Send
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
     B: Send + 'static,
 {
-    futures_util::stream::unfold(Some(Box::pin(body)), move |state| {
+    futures_util::stream::unfold(Some(body), move |state| {
         let failed = failed.clone();
         async move {
-            let mut body = state?;
-            let why = match tokio::time::timeout(STALL, body.next()).await {
+            let body = state?;
+            let next = tokio::time::timeout(STALL, body.lock().await.next()).await;
+            let why = match next {
                 Ok(Some(Ok(chunk))) => return Some((Ok(chunk), Some(body))),
                 Ok(None) => return None,
                 Ok(Some(Err(e))) => e.to_string(),
@@ -193,10 +243,6 @@ where
     })
 }
 
-/// `POST /admin/v1/recover` (`{"force": true}`): this member, a survivor of a lost majority,
-/// becomes the only voter of its cluster at its next start, keeping everything its store holds
-/// (`store::recover`); it restarts at once. Refused unless its monitor finds it cut off from a
-/// quorum (partition state `minority`): anything else could fork the cluster.
 /// The node's one turn for a restore or a recovery: refused while it stops or while another
 /// holds it.
 fn take_turn(node: &Node) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
@@ -212,6 +258,10 @@ fn take_turn(node: &Node) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> 
         .map_err(|_| refused("a restore or recovery is already running on this node"))
 }
 
+/// `POST /admin/v1/recover` (`{"force": true}`): this member, a survivor of a lost majority,
+/// becomes the only voter of its cluster at its next start, keeping everything its store holds
+/// (`store::recover`); it restarts at once. Refused unless its monitor finds it cut off from a
+/// quorum (partition state `minority`): anything else could fork the cluster.
 pub async fn recover(node: &Arc<Node>, request: RecoverRequest) -> Result<RecoverResult, ApiError> {
     if !request.force {
         return Err(ApiError::invalid(
