@@ -414,23 +414,30 @@ async fn post_restore(
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_never_joined_restores_through_its_admin_api_and_restarts_onto_the_backup() {
+/// A one-node cluster holding `ops` operations, its leader, and its backup `good.rsnp` in
+/// `scratch`.
+async fn backed_up_source(ops: usize, scratch: &Path) -> (TestCluster, usize, PathBuf) {
     let mut source = TestCluster::start(1, &[]).await;
     let leader = source.leader(Duration::from_secs(20)).await;
-    for n in 0..40 {
+    for n in 0..ops {
         source
             .submit_retrying(&[leader], &op(&format!("op-{n}")), Duration::from_secs(20))
             .await;
     }
-    let journal = source
-        .journals_agree(&[0], 40, Duration::from_secs(20))
-        .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let backup = scratch.path().join("good.rsnp");
+    let backup = scratch.join("good.rsnp");
     let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
     let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
     assert_eq!(code, Some(0), "{out}");
+    (source, leader, backup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_joined_restores_through_its_admin_api_and_restarts_onto_the_backup() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, _, backup) = backed_up_source(40, scratch.path()).await;
+    let journal = source
+        .journals_agree(&[0], 40, Duration::from_secs(20))
+        .await;
     let flipped = damaged_copy(&backup, &scratch.path().join("flipped.rsnp"), |image, m| {
         let mid = image.len() / 2;
         image[mid] ^= 0x40;
@@ -508,16 +515,8 @@ async fn a_node_that_never_joined_restores_through_its_admin_api_and_restarts_on
 /// through (an image damaged near its start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_restore_answers_a_client_still_uploading_a_large_image() {
-    let mut source = TestCluster::start(1, &[]).await;
-    let leader = source.leader(Duration::from_secs(20)).await;
-    source
-        .submit_retrying(&[leader], &op("op-0"), Duration::from_secs(20))
-        .await;
     let scratch = tempfile::tempdir().unwrap();
-    let backup = scratch.path().join("good.rsnp");
-    let source_root = source.c.nodes[0].dir.parent().unwrap().to_path_buf();
-    let (code, out) = ctl_backup(&source.c, &source_root, leader, &backup);
-    assert_eq!(code, Some(0), "{out}");
+    let (source, leader, backup) = backed_up_source(1, scratch.path()).await;
     // Far more than the socket buffers hold: the client is still writing when the refusal
     // is decided.
     let large = damaged_copy(&backup, &scratch.path().join("large.rsnp"), |image, m| {
