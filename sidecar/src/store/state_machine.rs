@@ -131,10 +131,11 @@ fn apply_proposal(
     proposal: &Proposal,
     term: u64,
 ) -> Result<Vec<journal::OpOutcome>, StoreError> {
+    let expired_below = state.journal.dedupe_horizon_ms;
     let horizon = journal::advance_clock(&mut state.journal, proposal);
     // Garbage collection only: whether a record is live is decided by the horizon in
     // `apply_operation`, so it does not depend on how entries were grouped into calls.
-    expire_dedupe(db, batch, overlay, horizon)?;
+    expire_dedupe(db, batch, overlay, expired_below..horizon)?;
     let mut outcomes = Vec::with_capacity(proposal.operations.len());
     for op in &proposal.operations {
         let known = match overlay.get(&op.id) {
@@ -166,15 +167,27 @@ fn apply_proposal(
     Ok(outcomes)
 }
 
-/// Forget dedupe records committed before `horizon_ms`.
+/// Forget dedupe records committed in `expiring` (milliseconds).
+///
+/// Its start is the horizon before this proposal: everything committed earlier was expired in
+/// the same write that moved the horizon there, and the horizon never moves back, so no record
+/// is ever committed below it again. Reading only this range matters: the expiry keys deleted
+/// before stay behind as tombstones until RocksDB compacts them away, and an iterator from the
+/// start of the column family stepped over all of them on every apply, a whole window of ids.
 fn expire_dedupe(
     db: &Db,
     batch: &mut WriteBatch,
     overlay: &mut HashMap<String, Option<DedupeRecord>>,
-    horizon_ms: u64,
+    expiring: std::ops::Range<u64>,
 ) -> Result<(), StoreError> {
+    if expiring.is_empty() {
+        return Ok(());
+    }
     let cf = db.cf(Cf::DedupeExpiry)?;
-    for item in db.raw().iterator_cf(cf, IteratorMode::Start) {
+    let mut bounds = rocksdb::ReadOptions::default();
+    bounds.set_iterate_lower_bound(index_key(expiring.start));
+    bounds.set_iterate_upper_bound(index_key(expiring.end));
+    for item in db.raw().iterator_cf_opt(cf, bounds, IteratorMode::Start) {
         let (key, _) = item.map_err(db.rocks_err("read dedupe expiry"))?;
         if key.len() < 8 {
             return Err(db.corrupt(
@@ -184,9 +197,6 @@ fn expire_dedupe(
             ));
         }
         let at_ms = parse_index_key(db, Cf::DedupeExpiry, &key[..8])?;
-        if at_ms >= horizon_ms {
-            break;
-        }
         let id = String::from_utf8(key[8..].to_vec())
             .map_err(|_| db.corrupt(Cf::DedupeExpiry, show_key(&key), "id is not UTF-8".into()))?;
         let current = match overlay.get(&id) {

@@ -604,3 +604,54 @@ async fn a_build_waiting_for_its_turn_gives_up_when_the_store_is_dropped() {
     // The builder let go of the store: it opens again in the same process.
     drop(open(dir.path(), 100));
 }
+
+/// Expiry must not slow down with history. The records earlier applies expired stay in RocksDB
+/// as tombstones until a compaction drops them; an apply must look only at what expires at its
+/// own horizon and never step over those again (RocksDB counts the deleted entries a read steps
+/// over). Stepping over them made every apply cost as much as a whole window of expired ids:
+/// 500 ops/s instead of 13,000 under load once the window was reached.
+#[test]
+fn expiring_dedupe_records_never_steps_over_the_ones_expired_before() {
+    use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Db::open(dir.path(), "c").unwrap();
+    let early = (0..2_000).map(|n| op(&format!("early-{n}"), "x")).collect();
+    let (state, _) = apply_entries(
+        &db,
+        AppliedState::default(),
+        vec![entry(1, 1, early, 1_000, 500)],
+        10_000,
+    )
+    .unwrap();
+    // Past the window of all 2,000: they expire here.
+    let (state, _) = apply_entries(
+        &db,
+        state,
+        vec![entry(1, 2, vec![op("a", "x")], 1_600, 500)],
+        10_000,
+    )
+    .unwrap();
+    assert_eq!(
+        db.get::<DedupeRecord>(Cf::Dedupe, b"early-0").unwrap(),
+        None,
+        "expired"
+    );
+
+    set_perf_stats(PerfStatsLevel::EnableCount);
+    let mut perf = PerfContext::default();
+    perf.reset();
+    let (state, _) = apply_entries(
+        &db,
+        state,
+        vec![entry(1, 3, vec![op("b", "x")], 1_700, 500)],
+        10_000,
+    )
+    .unwrap();
+    let stepped_over = perf.metric(PerfMetric::InternalDeleteSkippedCount);
+    set_perf_stats(PerfStatsLevel::Disable);
+    assert!(
+        stepped_over < 10,
+        "the apply stepped over {stepped_over} deleted entries"
+    );
+    assert_eq!(state.journal.next_index, 2_003);
+}
