@@ -520,6 +520,12 @@ pub struct RaftSpec {
     #[serde(default = "raft_defaults::max_log_size")]
     #[schemars(range(min = 0))]
     pub max_log_size: i64,
+    /// Most of the time snapshot builds may take, in percent (`--snapshot-build-share`; the
+    /// sidecar's default, 10, when unset). Left out of the pods when unset, so setting it is
+    /// the only thing that rolls them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub snapshot_build_share: Option<i32>,
 }
 
 /// The sidecar's flag defaults (`raft-sidecar run --help`), in one place.
@@ -557,6 +563,7 @@ impl Default for RaftSpec {
             snapshot_interval: raft_defaults::snapshot_interval(),
             log_compaction_threshold: raft_defaults::log_compaction_threshold(),
             max_log_size: raft_defaults::max_log_size(),
+            snapshot_build_share: None,
         }
     }
 }

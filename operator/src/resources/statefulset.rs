@@ -218,7 +218,7 @@ fn sidecar_container(
         names.namespace,
         names.cluster_domain
     );
-    let env = vec![
+    let mut vars = vec![
         EnvVar {
             name: "POD_NAME".to_owned(),
             value: None,
@@ -274,6 +274,11 @@ fn sidecar_container(
         ),
         env("RAFT_MAX_LOG_SIZE", raft.max_log_size.to_string()),
     ];
+    // Only when set: a new variable in the template would roll every existing cluster's pods
+    // on the operator's upgrade.
+    if let Some(share) = raft.snapshot_build_share {
+        vars.push(env("RAFT_SNAPSHOT_BUILD_SHARE", share.to_string()));
+    }
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -297,7 +302,7 @@ fn sidecar_container(
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(image),
         args: Some(vec!["run".to_owned()]),
-        env: Some(env),
+        env: Some(vars),
         ports: Some(vec![port("peer", PEER_PORT), port("admin", ADMIN_PORT)]),
         readiness_probe: Some(probe("/readyz", 2, 3)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
@@ -678,6 +683,18 @@ mod tests {
         assert_eq!(
             env_value(&c, "RAFT_SNAPSHOT_INTERVAL").as_deref(),
             Some("1234")
+        );
+        assert_eq!(
+            env_value(&c, "RAFT_SNAPSHOT_BUILD_SHARE"),
+            None,
+            "unset: left out"
+        );
+        let mut spec = RaftClusterSpec::default();
+        spec.raft.snapshot_build_share = Some(25);
+        let c = sidecar(&build(spec));
+        assert_eq!(
+            env_value(&c, "RAFT_SNAPSHOT_BUILD_SHARE").as_deref(),
+            Some("25")
         );
     }
 
