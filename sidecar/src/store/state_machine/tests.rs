@@ -609,7 +609,7 @@ async fn a_build_waiting_for_its_turn_gives_up_when_the_store_is_dropped() {
 /// as tombstones until a compaction drops them; an apply must look only at what expires at its
 /// own horizon and never step over those again (RocksDB counts the deleted entries a read steps
 /// over). Stepping over them made every apply cost as much as a whole window of expired ids:
-/// 500 ops/s instead of 13,000 under load once the window was reached.
+/// about 500 ops/s instead of 12,000 under load once the window was reached.
 #[test]
 fn expiring_dedupe_records_never_steps_over_the_ones_expired_before() {
     use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
