@@ -615,22 +615,11 @@ fn expiring_dedupe_records_never_steps_over_the_ones_expired_before() {
     use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = Db::open(dir.path(), "c").unwrap();
+    let apply = |state, e| apply_entries(&db, state, vec![e], 10_000).unwrap().0;
     let early = (0..2_000).map(|n| op(&format!("early-{n}"), "x")).collect();
-    let (state, _) = apply_entries(
-        &db,
-        AppliedState::default(),
-        vec![entry(1, 1, early, 1_000, 500)],
-        10_000,
-    )
-    .unwrap();
+    let state = apply(AppliedState::default(), entry(1, 1, early, 1_000, 500));
     // Past the window of all 2,000: they expire here.
-    let (state, _) = apply_entries(
-        &db,
-        state,
-        vec![entry(1, 2, vec![op("a", "x")], 1_600, 500)],
-        10_000,
-    )
-    .unwrap();
+    let state = apply(state, entry(1, 2, vec![op("a", "x")], 1_600, 500));
     assert_eq!(
         db.get::<DedupeRecord>(Cf::Dedupe, b"early-0").unwrap(),
         None,
@@ -640,13 +629,7 @@ fn expiring_dedupe_records_never_steps_over_the_ones_expired_before() {
     set_perf_stats(PerfStatsLevel::EnableCount);
     let mut perf = PerfContext::default();
     perf.reset();
-    let (state, _) = apply_entries(
-        &db,
-        state,
-        vec![entry(1, 3, vec![op("b", "x")], 1_700, 500)],
-        10_000,
-    )
-    .unwrap();
+    let state = apply(state, entry(1, 3, vec![op("b", "x")], 1_700, 500));
     let stepped_over = perf.metric(PerfMetric::InternalDeleteSkippedCount);
     set_perf_stats(PerfStatsLevel::Disable);
     assert!(
