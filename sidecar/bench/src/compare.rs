@@ -18,6 +18,7 @@ use crate::load::{LevelResult, Load, measure_level, ms, new_histogram};
 use crate::report::report;
 use crate::rolling::{RollingReport, rolling_on};
 use crate::rss::{RssReport, rss_readings};
+use crate::stalls;
 use crate::sut::{NodeRss, Sut};
 use crate::table::{Cell, Machine, Target, cell, render};
 
@@ -159,7 +160,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
                     match measure_level(&mut sut, clients, &Load { mode, ..load }).await {
                         Ok(level) => {
                             println!(
-                                "round={} system={} mode={mode:?} clients={} ops/s={:.1} p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2} errors={} load={}",
+                                "round={} system={} mode={mode:?} clients={} ops/s={:.1} p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2} errors={} stalls={} longest_stall_ms={:.1} load={}",
                                 round + 1,
                                 system.label(),
                                 level.clients,
@@ -168,6 +169,8 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
                                 level.p99_ms,
                                 level.p999_ms,
                                 level.errors,
+                                level.stalls.count,
+                                level.stalls.longest_ms,
                                 loadavg()
                             );
                             runs.entry((si, mi, clients)).or_default().push(level);
@@ -202,6 +205,7 @@ pub async fn compare(mut args: CompareArgs) -> Result<(), Failure> {
             p99_ms: ms(hist.value_at_quantile(0.99)),
             p999_ms: ms(hist.value_at_quantile(0.999)),
             errors: levels.iter().map(|l| l.errors).sum(),
+            stalls: stalls::merged(levels.iter().map(|l| &l.stalls)),
             rounds: levels,
         });
     }

@@ -7,7 +7,8 @@
 //!
 //! - `throughput` ([`load`]): N concurrent clients, each with its own keep-alive HTTP
 //!   connection, submit unique operations with a fixed-size payload; latencies of successful
-//!   submits after the warm-up go into an HDR histogram.
+//!   submits after the warm-up go into an HDR histogram, their completion times into
+//!   [`stalls`] (spans in which no write completed).
 //! - `failover` ([`failover`]): kill -9 the leader while a client writes continuously; time
 //!   from the kill to the first committed write through a surviving node (same operation id
 //!   retried).
@@ -31,6 +32,7 @@ mod load;
 mod report;
 mod rolling;
 mod rss;
+mod stalls;
 mod sut;
 mod table;
 

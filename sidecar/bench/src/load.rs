@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use raft_api::daemon::Operation;
@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::Failure;
 use crate::args::{Mode, System, ThroughputArgs};
 use crate::report::report;
+use crate::stalls::{STALL, Stalls, Window, stalls};
 use crate::sut::{NodeRss, Sut, Writer};
 
 /// Highest latency the histograms track (longer ones are clamped to it), in microseconds.
@@ -64,6 +65,8 @@ struct Tally {
     warmup_ok: u64,
     errors: BTreeMap<String, u64>,
     warmup_errors: u64,
+    /// When each measured successful request completed ([`stalls`]).
+    done: Vec<Instant>,
 }
 
 impl Tally {
@@ -74,6 +77,7 @@ impl Tally {
             warmup_ok: 0,
             errors: BTreeMap::new(),
             warmup_errors: 0,
+            done: Vec::new(),
         })
     }
 }
@@ -94,6 +98,8 @@ pub(crate) struct LevelResult {
     pub(crate) warmup_ops: u64,
     pub(crate) warmup_errors: u64,
     pub(crate) rss: Vec<NodeRss>,
+    /// Spans of at least [`STALL`] in which no write completed.
+    pub(crate) stalls: Stalls,
     /// Latencies of the measured operations, in microseconds (merged over rounds by `compare`).
     #[serde(skip)]
     pub(crate) hist: Histogram<u64>,
@@ -149,7 +155,9 @@ async fn client_loop(
         let measured = start >= measure_from;
         match outcome {
             Ok(_) if measured => {
-                t.hist.saturating_record(micros(start.elapsed()).max(1));
+                let now = Instant::now();
+                t.hist.saturating_record(micros(now - start).max(1));
+                t.done.push(now);
                 t.ok += 1;
             }
             Ok(_) => t.warmup_ok += 1,
@@ -189,7 +197,11 @@ async fn batch_loop(
             .collect();
         let (written, failed) = writer.write_batch(&ops).await;
         if start >= measure_from {
-            t.hist.saturating_record(micros(start.elapsed()).max(1));
+            let now = Instant::now();
+            t.hist.saturating_record(micros(now - start).max(1));
+            if written > 0 {
+                t.done.push(now);
+            }
             t.ok += written;
             for label in &failed {
                 *t.errors.entry(label.clone()).or_default() += 1;
@@ -245,14 +257,17 @@ async fn throughput_levels(
     for &clients in &args.clients {
         let level = measure_level(sut, clients, &load).await?;
         println!(
-            "clients={} batch={} ops/s={:.1} p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2} errors={}",
+            "clients={} batch={} ops/s={:.1} p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2} errors={} stalls={} stalled_ms={:.0} longest_stall_ms={:.1}",
             level.clients,
             args.batch,
             level.ops_per_sec,
             level.p50_ms,
             level.p99_ms,
             level.p999_ms,
-            level.errors
+            level.errors,
+            level.stalls.count,
+            level.stalls.total_ms,
+            level.stalls.longest_ms
         );
         results.push(level);
     }
@@ -282,7 +297,12 @@ pub(crate) async fn measure_level(
     let leader = sut.leader().await?;
     let mut tasks = JoinSet::new();
     let measure_from = Instant::now() + load.warmup;
-    let end = measure_from + load.duration;
+    let window = Window {
+        from: measure_from,
+        to: measure_from + load.duration,
+        wall: SystemTime::now() + load.warmup,
+    };
+    let end = window.to;
     for c in 0..clients {
         let node = match load.mode {
             Mode::Leader => leader,
@@ -301,8 +321,10 @@ pub(crate) async fn measure_level(
     let mut hist = new_histogram()?;
     let (mut ok, mut warmup_ok, mut warmup_errors) = (0, 0, 0);
     let mut error_codes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut done = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let t = joined.map_err(|e| Failure::runtime(format!("client task failed: {e}")))??;
+        let mut t = joined.map_err(|e| Failure::runtime(format!("client task failed: {e}")))??;
+        done.append(&mut t.done);
         hist.add(&t.hist)
             .map_err(|e| Failure::runtime(format!("cannot merge histograms: {e}")))?;
         ok += t.ok;
@@ -333,6 +355,7 @@ pub(crate) async fn measure_level(
         warmup_ops: warmup_ok,
         warmup_errors,
         rss: sut.rss(),
+        stalls: stalls(done, window, STALL),
         hist,
     })
 }

@@ -8,6 +8,7 @@ use crate::failover::FailoverReport;
 use crate::load::LevelResult;
 use crate::rolling::RollingReport;
 use crate::rss::RssReport;
+use crate::stalls::{STALL, Stalls};
 use crate::sut::NodeRss;
 
 /// One system, mode and client count over all rounds.
@@ -26,6 +27,8 @@ pub(crate) struct Cell {
     pub(crate) p99_ms: f64,
     pub(crate) p999_ms: f64,
     pub(crate) errors: u64,
+    /// All rounds' stalls together.
+    pub(crate) stalls: Stalls,
     pub(crate) rounds: Vec<LevelResult>,
 }
 
@@ -132,6 +135,7 @@ pub(crate) fn render(
             );
         }
     }
+    stall_table(&mut t, args, cells);
     if !failovers.is_empty() {
         line(&mut t, String::new());
         line(
@@ -265,4 +269,42 @@ pub(crate) fn render(
         }
     }
     t
+}
+
+/// Stalls per cell: how often the whole write path stopped, which percentiles cannot tell.
+fn stall_table(t: &mut String, args: &CompareArgs, cells: &[Cell]) {
+    let measured = args.duration.as_secs_f64() * f64::from(args.rounds);
+    if measured <= 0.0 {
+        return;
+    }
+    t.push_str(&format!(
+        "\nStalls: spans of {} ms or more in which no write completed (every client in flight waited through them), per 10 s measured, and the longest.\n\n",
+        STALL.as_millis()
+    ));
+    t.push_str("| mode | clients | raft-sidecar stalls per 10 s | raft-sidecar ms stalled per 10 s | raft-sidecar longest ms | etcd stalls per 10 s | etcd ms stalled per 10 s | etcd longest ms |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let per10 = |x: f64| x * 10.0 / measured;
+    let show = |c: Option<&Cell>| {
+        c.map_or_else(
+            || "– | – | –".to_owned(),
+            |c| {
+                format!(
+                    "{:.1} | {:.0} | {:.1}",
+                    per10(c.stalls.count as f64),
+                    per10(c.stalls.total_ms),
+                    c.stalls.longest_ms
+                )
+            },
+        )
+    };
+    for &mode in &args.modes {
+        for &clients in &args.clients {
+            t.push_str(&format!(
+                "| {} | {clients} | {} | {} |\n",
+                format!("{mode:?}").to_lowercase(),
+                show(cell(cells, System::Sidecar, mode, clients)),
+                show(cell(cells, System::Etcd, mode, clients))
+            ));
+        }
+    }
 }
