@@ -67,7 +67,7 @@ def main():
     totals = {}
     for level in report["results"]:
         print(f"clients={level['clients']}")
-        for span in level["stalls"]["spans"]:
+        for span in level["stalls"].get("spans", []):  # absent when there were none
             start = utc(span["at"])
             end = start + span["ms"] / 1000
             kinds = sorted({k for t, k in events if start - BEFORE_S <= t <= end})

@@ -135,6 +135,15 @@ pub enum Mode {
     Spread,
 }
 
+impl Mode {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Mode::Leader => "leader",
+            Mode::Spread => "spread",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
     /// Numbers of concurrent clients to measure, one after the other (comma separated).

@@ -126,7 +126,7 @@ pub(crate) fn render(
                 &mut t,
                 format!(
                     "| {} | {clients} | {} | {} | {ratio} | {} | {} | {p99} |",
-                    format!("{mode:?}").to_lowercase(),
+                    mode.label(),
                     rate(a),
                     rate(b),
                     lat(a),
@@ -301,7 +301,7 @@ fn stall_table(t: &mut String, args: &CompareArgs, cells: &[Cell]) {
         for &clients in &args.clients {
             t.push_str(&format!(
                 "| {} | {clients} | {} | {} |\n",
-                format!("{mode:?}").to_lowercase(),
+                mode.label(),
                 show(cell(cells, System::Sidecar, mode, clients)),
                 show(cell(cells, System::Etcd, mode, clients))
             ));
