@@ -6,7 +6,7 @@
 //! the applied log id, so exactly-once holds across crashes: either the operation and its dedupe
 //! record are both on disk with the applied id, or neither is and the entry is applied again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,8 +89,7 @@ pub(super) fn apply_entries(
     retention: u64,
 ) -> Result<(AppliedState, Vec<ApplyResponse>), StoreError> {
     let mut batch = WriteBatch::default();
-    // Dedupe changes made earlier in this batch, not yet visible in the DB (None = deleted).
-    let mut overlay: HashMap<String, Option<DedupeRecord>> = HashMap::new();
+    let mut unwritten = Unwritten::default();
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         state.last_applied = Some(entry.log_id);
@@ -103,7 +102,7 @@ pub(super) fn apply_entries(
             EntryPayload::Normal(proposal) => {
                 let term = entry.log_id.leader_id.term;
                 let outcomes =
-                    apply_proposal(db, &mut state, &mut batch, &mut overlay, &proposal, term)?;
+                    apply_proposal(db, &mut state, &mut batch, &mut unwritten, &proposal, term)?;
                 let keep_from = state.journal.retained_from(retention);
                 if keep_from > state.journal.first_index {
                     let cf = db.cf(Cf::Journal)?;
@@ -123,11 +122,30 @@ pub(super) fn apply_entries(
     Ok((state, responses))
 }
 
+/// Dedupe changes made earlier in the same `apply` call: the DB shows them only once its batch
+/// is written.
+#[derive(Default)]
+struct Unwritten {
+    /// Per id, the record written (`Some`) or deleted (`None`).
+    records: HashMap<String, Option<DedupeRecord>>,
+    /// The records written, oldest commit first (the replicated clock never moves back).
+    by_commit: VecDeque<(u64, String)>,
+}
+
+impl Unwritten {
+    fn known(&self, db: &Db, id: &str) -> Result<Option<DedupeRecord>, StoreError> {
+        match self.records.get(id) {
+            Some(cached) => Ok(*cached),
+            None => db.get::<DedupeRecord>(Cf::Dedupe, id.as_bytes()),
+        }
+    }
+}
+
 fn apply_proposal(
     db: &Db,
     state: &mut AppliedState,
     batch: &mut WriteBatch,
-    overlay: &mut HashMap<String, Option<DedupeRecord>>,
+    unwritten: &mut Unwritten,
     proposal: &Proposal,
     term: u64,
 ) -> Result<Vec<journal::OpOutcome>, StoreError> {
@@ -135,13 +153,10 @@ fn apply_proposal(
     let horizon = journal::advance_clock(&mut state.journal, proposal);
     // Garbage collection only: whether a record is live is decided by the horizon in
     // `apply_operation`, so it does not depend on how entries were grouped into calls.
-    expire_dedupe(db, batch, overlay, expired_below..horizon)?;
+    expire_dedupe(db, batch, unwritten, expired_below..horizon)?;
     let mut outcomes = Vec::with_capacity(proposal.operations.len());
     for op in &proposal.operations {
-        let known = match overlay.get(&op.id) {
-            Some(cached) => *cached,
-            None => db.get::<DedupeRecord>(Cf::Dedupe, op.id.as_bytes())?,
-        };
+        let known = unwritten.known(db, &op.id)?;
         let (outcome, record) =
             journal::apply_operation(&mut state.journal, known.as_ref(), op, term);
         if let Some(record) = record {
@@ -151,7 +166,10 @@ fn apply_proposal(
                 expiry_key(record.committed_at_ms, &op.id),
                 [],
             );
-            overlay.insert(op.id.clone(), Some(record));
+            unwritten.records.insert(op.id.clone(), Some(record));
+            unwritten
+                .by_commit
+                .push_back((record.committed_at_ms, op.id.clone()));
             db.put(
                 batch,
                 Cf::Journal,
@@ -167,23 +185,39 @@ fn apply_proposal(
     Ok(outcomes)
 }
 
-/// Forget dedupe records committed in `expiring` (milliseconds).
+/// Forget dedupe records committed in `expiring` (milliseconds): the ones on disk and the ones
+/// written earlier in this `apply` call.
 ///
 /// Its start is the horizon before this proposal: everything committed earlier was expired in
 /// the same write that moved the horizon there, and the horizon never moves back, so no record
 /// is ever committed below it again. Reading only this range matters: the expiry keys deleted
 /// before stay behind as tombstones until RocksDB compacts them away, and an iterator from the
 /// start of the column family stepped over all of them on every apply, a whole window of ids.
+///
+/// The record under an expiring key's id is deleted without reading it first. It is the record
+/// that key was written for: an id is written again only once its record is below the horizon,
+/// and by then the write that moved the horizon past the record deleted it and its key.
 fn expire_dedupe(
     db: &Db,
     batch: &mut WriteBatch,
-    overlay: &mut HashMap<String, Option<DedupeRecord>>,
+    unwritten: &mut Unwritten,
     expiring: std::ops::Range<u64>,
 ) -> Result<(), StoreError> {
     if expiring.is_empty() {
         return Ok(());
     }
+    let dedupe = db.cf(Cf::Dedupe)?;
     let cf = db.cf(Cf::DedupeExpiry)?;
+    // A batch spanning more than a window (a follower catching up on a quiet cluster) expires
+    // records it wrote itself, which the iterator below cannot see.
+    let expired = unwritten
+        .by_commit
+        .partition_point(|(at_ms, _)| *at_ms < expiring.end);
+    for (at_ms, id) in unwritten.by_commit.drain(..expired) {
+        batch.delete_cf(dedupe, id.as_bytes());
+        batch.delete_cf(cf, expiry_key(at_ms, &id));
+        unwritten.records.insert(id, None);
+    }
     let mut bounds = rocksdb::ReadOptions::default();
     bounds.set_iterate_lower_bound(index_key(expiring.start));
     bounds.set_iterate_upper_bound(index_key(expiring.end));
@@ -196,19 +230,11 @@ fn expire_dedupe(
                 "key shorter than 8 bytes".into(),
             ));
         }
-        let at_ms = parse_index_key(db, Cf::DedupeExpiry, &key[..8])?;
         let id = String::from_utf8(key[8..].to_vec())
             .map_err(|_| db.corrupt(Cf::DedupeExpiry, show_key(&key), "id is not UTF-8".into()))?;
-        let current = match overlay.get(&id) {
-            Some(cached) => *cached,
-            None => db.get::<DedupeRecord>(Cf::Dedupe, id.as_bytes())?,
-        };
-        // Only drop the record this expiry key was written for.
-        if current.is_some_and(|r| r.committed_at_ms == at_ms) {
-            batch.delete_cf(db.cf(Cf::Dedupe)?, id.as_bytes());
-            overlay.insert(id, None);
-        }
+        batch.delete_cf(dedupe, id.as_bytes());
         batch.delete_cf(cf, &key);
+        unwritten.records.insert(id, None);
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
 use openraft::{CommittedLeaderId, Entry as RaftEntry, EntryPayload};
+use rocksdb::perf::PerfMetric;
 
 use super::*;
 use crate::journal::{JournalState, OpOutcome, StoredOperation};
@@ -446,6 +447,32 @@ async fn dedupe_outcomes_do_not_depend_on_how_entries_are_grouped_into_apply_cal
         vec![OpOutcome::Appended { index: 3, term: 1 }],
         "a is past the window"
     );
+    // What stays on disk does not depend on it either: the call that wrote a's first record
+    // also expired it, and leaves neither that record nor its expiry key behind (a follower
+    // catching up on a quiet cluster applies calls that span more than a window).
+    assert_eq!(dedupe_rows(&one_call.db), dedupe_rows(&many_calls.db));
+    assert_eq!(
+        dedupe_rows(&one_call.db)
+            .into_iter()
+            .filter(|(cf, _)| *cf == Cf::DedupeExpiry)
+            .collect::<Vec<_>>(),
+        vec![
+            (Cf::DedupeExpiry, expiry_key(1_200, "b")),
+            (Cf::DedupeExpiry, expiry_key(1_600, "a")),
+        ]
+    );
+}
+
+/// Every key of the dedupe and dedupe expiry families, with its family.
+fn dedupe_rows(db: &Db) -> Vec<(Cf, Vec<u8>)> {
+    let mut rows = Vec::new();
+    for cf in [Cf::Dedupe, Cf::DedupeExpiry] {
+        let handle = db.cf(cf).unwrap();
+        for item in db.raw().iterator_cf(handle, IteratorMode::Start) {
+            rows.push((cf, item.unwrap().0.to_vec()));
+        }
+    }
+    rows
 }
 
 /// Leader A stamps the replicated clock at 100 s; leader B's clock is 20 s behind, more than
@@ -605,6 +632,33 @@ async fn a_build_waiting_for_its_turn_gives_up_when_the_store_is_dropped() {
     drop(open(dir.path(), 100));
 }
 
+/// RocksDB's count of `metric` on this thread while `f` runs.
+fn counted<T>(metric: rocksdb::perf::PerfMetric, f: impl FnOnce() -> T) -> (T, u64) {
+    use rocksdb::perf::{PerfContext, PerfStatsLevel, set_perf_stats};
+    set_perf_stats(PerfStatsLevel::EnableCount);
+    let mut perf = PerfContext::default();
+    perf.reset();
+    let out = f();
+    let count = perf.metric(metric);
+    set_perf_stats(PerfStatsLevel::Disable);
+    (out, count)
+}
+
+/// A store holding 2,000 dedupe records committed at 1 s, with a 500 ms window.
+fn two_thousand_ids_at_one_second(dir: &std::path::Path) -> (Db, AppliedState) {
+    let (db, _) = Db::open(dir, "c").unwrap();
+    let early = (0..2_000).map(|n| op(&format!("early-{n}"), "x")).collect();
+    let state = apply_entries(
+        &db,
+        AppliedState::default(),
+        vec![entry(1, 1, early, 1_000, 500)],
+        10_000,
+    )
+    .unwrap()
+    .0;
+    (db, state)
+}
+
 /// Expiry must not slow down with history. The records earlier applies expired stay in RocksDB
 /// as tombstones until a compaction drops them; an apply must look only at what expires at its
 /// own horizon and never step over those again (RocksDB counts the deleted entries a read steps
@@ -612,12 +666,9 @@ async fn a_build_waiting_for_its_turn_gives_up_when_the_store_is_dropped() {
 /// about 500 ops/s instead of 12,000 under load once the window was reached.
 #[test]
 fn expiring_dedupe_records_never_steps_over_the_ones_expired_before() {
-    use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
     let dir = tempfile::tempdir().unwrap();
-    let (db, _) = Db::open(dir.path(), "c").unwrap();
+    let (db, state) = two_thousand_ids_at_one_second(dir.path());
     let apply = |state, e| apply_entries(&db, state, vec![e], 10_000).unwrap().0;
-    let early = (0..2_000).map(|n| op(&format!("early-{n}"), "x")).collect();
-    let state = apply(AppliedState::default(), entry(1, 1, early, 1_000, 500));
     // Past the window of all 2,000: they expire here.
     let state = apply(state, entry(1, 2, vec![op("a", "x")], 1_600, 500));
     assert_eq!(
@@ -626,15 +677,39 @@ fn expiring_dedupe_records_never_steps_over_the_ones_expired_before() {
         "expired"
     );
 
-    set_perf_stats(PerfStatsLevel::EnableCount);
-    let mut perf = PerfContext::default();
-    perf.reset();
-    let state = apply(state, entry(1, 3, vec![op("b", "x")], 1_700, 500));
-    let stepped_over = perf.metric(PerfMetric::InternalDeleteSkippedCount);
-    set_perf_stats(PerfStatsLevel::Disable);
+    let (state, stepped_over) = counted(PerfMetric::InternalDeleteSkippedCount, || {
+        apply(state, entry(1, 3, vec![op("b", "x")], 1_700, 500))
+    });
     assert!(
         stepped_over < 10,
         "the apply stepped over {stepped_over} deleted entries"
     );
     assert_eq!(state.journal.next_index, 2_003);
+}
+
+/// Expiring an id costs no read of its record: the expiry index names it, and the record under
+/// it is the one that key was written for. Reading each one made expiry a second point lookup
+/// per operation once the window was full.
+#[test]
+fn expiring_dedupe_records_reads_none_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, state) = two_thousand_ids_at_one_second(dir.path());
+    // Past the window of all 2,000: they expire here, and "a" is looked up.
+    let (state, lookups) = counted(PerfMetric::GetFromMemtableCount, || {
+        apply_entries(
+            &db,
+            state,
+            vec![entry(1, 2, vec![op("a", "x")], 1_600, 500)],
+            10_000,
+        )
+        .unwrap()
+        .0
+    });
+    assert!(lookups < 10, "the apply made {lookups} point lookups");
+    assert_eq!(
+        db.get::<DedupeRecord>(Cf::Dedupe, b"early-0").unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(state.journal.next_index, 2_002);
 }
