@@ -451,10 +451,17 @@ impl JournalReader {
     }
 
     /// The dedupe record of a committed operation id, if remembered.
+    ///
+    /// A record below the dedupe horizon is forgotten, as `apply` treats it. Applies delete
+    /// such records in the write that moves the horizon past them, but stores written by
+    /// earlier versions can still hold a few.
     pub async fn lookup(&self, id: String) -> Result<Option<DedupeRecord>, StoreError> {
-        self.db
-            .blocking(move |db| db.get(Cf::Dedupe, id.as_bytes()))
-            .await
+        let horizon = self.progress.borrow().journal.dedupe_horizon_ms;
+        let record = self
+            .db
+            .blocking(move |db| db.get::<DedupeRecord>(Cf::Dedupe, id.as_bytes()))
+            .await?;
+        Ok(record.filter(|r| r.committed_at_ms >= horizon))
     }
 }
 
