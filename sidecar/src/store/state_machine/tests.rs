@@ -409,6 +409,15 @@ fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// "a" at 1 s and "b" at 1.2 s with a 500 ms window, then `third` at 1.6 s, past a's window.
+fn a_and_b_then_one_past_as_window(third: &str) -> Vec<Entry> {
+    vec![
+        entry(1, 1, vec![op("a", "1")], 1_000, 500),
+        entry(1, 2, vec![op("b", "1")], 1_200, 500),
+        entry(1, 3, vec![op(third, "1")], 1_600, 500),
+    ]
+}
+
 /// `entries` applied to two new stores: all in one call, and one call per entry. Returns each
 /// store (with its directory) and its outcomes.
 async fn applied_both_ways(
@@ -432,14 +441,8 @@ async fn applied_both_ways(
 
 #[tokio::test]
 async fn dedupe_outcomes_do_not_depend_on_how_entries_are_grouped_into_apply_calls() {
-    let [(_a, _, all_at_once), (_b, _, one_by_one)] = applied_both_ways(|| {
-        vec![
-            entry(1, 1, vec![op("a", "1")], 1_000, 500),
-            entry(1, 2, vec![op("b", "1")], 1_200, 500),
-            entry(1, 3, vec![op("a", "1")], 1_600, 500),
-        ]
-    })
-    .await;
+    let [(_a, _, all_at_once), (_b, _, one_by_one)] =
+        applied_both_ways(|| a_and_b_then_one_past_as_window("a")).await;
     assert_eq!(all_at_once, one_by_one);
     assert_eq!(
         one_by_one[2],
@@ -454,14 +457,8 @@ async fn dedupe_outcomes_do_not_depend_on_how_entries_are_grouped_into_apply_cal
 /// good).
 #[tokio::test]
 async fn what_a_store_keeps_does_not_depend_on_how_entries_are_grouped_into_apply_calls() {
-    let [(_a, one_call, _), (_b, many_calls, _)] = applied_both_ways(|| {
-        vec![
-            entry(1, 1, vec![op("a", "1")], 1_000, 500),
-            entry(1, 2, vec![op("b", "1")], 1_200, 500),
-            entry(1, 3, vec![op("c", "1")], 1_600, 500),
-        ]
-    })
-    .await;
+    let [(_a, one_call, _), (_b, many_calls, _)] =
+        applied_both_ways(|| a_and_b_then_one_past_as_window("c")).await;
     let kept = dedupe_rows(&one_call.db);
     assert_eq!(kept, dedupe_rows(&many_calls.db));
     let keys: Vec<_> = kept.into_iter().map(|(cf, key, _)| (cf, key)).collect();
@@ -647,7 +644,7 @@ async fn a_build_waiting_for_its_turn_gives_up_when_the_store_is_dropped() {
 }
 
 /// RocksDB's count of `metric` on this thread while `f` runs.
-fn counted<T>(metric: rocksdb::perf::PerfMetric, f: impl FnOnce() -> T) -> (T, u64) {
+fn counted<T>(metric: PerfMetric, f: impl FnOnce() -> T) -> (T, u64) {
     use rocksdb::perf::{PerfContext, PerfStatsLevel, set_perf_stats};
     set_perf_stats(PerfStatsLevel::EnableCount);
     let mut perf = PerfContext::default();
