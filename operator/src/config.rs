@@ -73,6 +73,12 @@ pub struct RunConfig {
     /// Requeue interval of an idle cluster (keeps conditions fresh).
     #[arg(long, env = "RAFT_OPERATOR_REQUEUE_IDLE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub requeue_idle: Duration,
+    /// After SIGTERM or SIGINT: how long in-flight reconciles may take to finish and the leader
+    /// Lease to be released, together; what is unfinished then is abandoned (a reconcile is
+    /// resumed by whichever replica leads next). Keep it under the pod's
+    /// terminationGracePeriodSeconds (30 s in the chart).
+    #[arg(long, env = "RAFT_OPERATOR_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -226,6 +232,7 @@ impl RunConfig {
             ("sidecar-timeout", self.sidecar_timeout),
             ("requeue-active", self.requeue_active),
             ("requeue-idle", self.requeue_idle),
+            ("shutdown-grace", self.shutdown_grace),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));

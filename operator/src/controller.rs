@@ -17,7 +17,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use raft_crds::RaftCluster;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use warp::Filter;
 
@@ -37,7 +38,8 @@ where
     }
 }
 
-/// Run until `shutdown` resolves; in-flight reconciles finish first. With leader election the
+/// Run until `shutdown` resolves; in-flight reconciles finish first, within
+/// `config.shutdown_grace` (then they are abandoned). With leader election the
 /// controllers start only once this replica holds the Lease; losing it returns an error at once,
 /// without waiting for in-flight reconciles (a standby may already be taking over), and the
 /// caller exits non-zero so that the Deployment restarts the process as a fresh standby.
@@ -71,11 +73,13 @@ pub async fn run(
         restores: Default::default(),
     });
 
-    // One signal fanned out to every controller; the metrics server stops after them.
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    // One signal fanned out to every controller, carrying the instant the grace ends; the
+    // metrics server stops after them.
+    let grace = config.shutdown_grace;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(None::<Instant>);
     tokio::spawn(async move {
         shutdown.await;
-        let _ = shutdown_tx.send(true);
+        let _ = shutdown_tx.send(Some(Instant::now() + grace));
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Served while a standby too: /healthz and /readyz answer ok and raft_operator_leader is 0.
@@ -96,11 +100,10 @@ pub async fn run(
             let mut standby_shutdown = shutdown_rx.clone();
             tokio::select! {
                 () = elector.acquire() => {}
-                // The guard `wait_for` returns is not Send: dropped inside the block.
-                () = async { let _ = standby_shutdown.wait_for(|s| *s).await; } => {
+                () = signalled(&mut standby_shutdown) => {
                     info!("shutdown while standby");
                     let _ = stop_tx.send(true);
-                    let _ = server.await;
+                    stop_server(server, &shutdown_rx).await;
                     return Ok(());
                 }
             }
@@ -123,12 +126,17 @@ pub async fn run(
     let controllers = join_all(scopes.into_iter().map(|ns| {
         let mut shutdown = shutdown_rx.clone();
         controller(&client, ns, ctx.clone(), async move {
-            let _ = shutdown.wait_for(|s| *s).await;
+            signalled(&mut shutdown).await;
         })
     }));
+    let mut grace_rx = shutdown_rx.clone();
+    let past_grace = past_grace(&mut grace_rx);
     let result = match leadership {
         None => {
-            controllers.await;
+            tokio::select! {
+                _ = controllers => {}
+                () = past_grace => abandoned(grace),
+            }
             Ok(())
         }
         Some((
@@ -139,14 +147,25 @@ pub async fn run(
             },
             lost_silently,
         )) => {
-            tokio::select! {
-                _ = controllers => {
-                    // Held until here so that no standby starts while reconciles finish.
-                    let _ = release.send(());
-                    let _ = task.await;
+            let drained = tokio::select! {
+                _ = controllers => Ok(()),
+                () = past_grace => {
+                    abandoned(grace);
                     Ok(())
                 }
-                why = lost => {
+                why = lost => Err(why),
+            };
+            match drained {
+                Ok(()) => {
+                    // Held until here so that no standby starts while reconciles finish.
+                    let _ = release.send(());
+                    let left = remaining(&shutdown_rx).max(RELEASE_AT_LEAST);
+                    if tokio::time::timeout(left, task).await.is_err() {
+                        warn!(waited = ?left, "the leader Lease was not released in time; a standby takes over when it expires");
+                    }
+                    Ok(())
+                }
+                Err(why) => {
                     // A renewing task gone without a word no longer renews: lost as well.
                     let why = why.unwrap_or(lost_silently);
                     error!(error = %why, "stopping the controllers");
@@ -159,9 +178,55 @@ pub async fn run(
     info!("controller stopped");
     let _ = stop_tx.send(true);
     if result.is_ok() {
-        let _ = server.await;
+        stop_server(server, &shutdown_rx).await;
     }
     result
+}
+
+/// What the Lease release gets even when the reconciles used up the grace: one short API call.
+const RELEASE_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// Resolves once the shutdown signal came (never if its sender is gone without one).
+async fn signalled(shutdown: &mut watch::Receiver<Option<Instant>>) {
+    if shutdown.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once the grace that followed the shutdown signal is over.
+async fn past_grace(shutdown: &mut watch::Receiver<Option<Instant>>) {
+    signalled(shutdown).await;
+    let end = *shutdown.borrow();
+    if let Some(end) = end {
+        tokio::time::sleep_until(end).await;
+    }
+}
+
+/// Time left of the grace (all of it before the signal came).
+fn remaining(shutdown: &watch::Receiver<Option<Instant>>) -> Duration {
+    let end = *shutdown.borrow();
+    end.map_or(Duration::MAX, |end| {
+        end.saturating_duration_since(Instant::now())
+    })
+}
+
+fn abandoned(grace: Duration) {
+    warn!(
+        ?grace,
+        "in-flight reconciles did not finish within the shutdown grace; abandoned (the next leader resumes them)"
+    );
+}
+
+/// The metrics server closes its connections; a client that keeps one open is not waited for
+/// past the grace.
+async fn stop_server(
+    server: tokio::task::JoinHandle<()>,
+    shutdown: &watch::Receiver<Option<Instant>>,
+) {
+    let left = remaining(shutdown).max(RELEASE_AT_LEAST);
+    if tokio::time::timeout(left, server).await.is_err() {
+        warn!("the metrics server did not stop in time; exiting anyway");
+    }
 }
 
 /// The renewing side of an acquired Lease: `lost` says why it was lost; a message on `release`

@@ -47,7 +47,8 @@ fn main() -> ExitCode {
 
 fn run(config: raft_operator::config::RunConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    let grace = config.shutdown_grace;
+    let result = runtime.block_on(async {
         let client = kube::Client::try_default().await?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -56,10 +57,16 @@ fn run(config: raft_operator::config::RunConfig) -> anyhow::Result<()> {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            tracing::info!("shutdown signal received; finishing in-flight reconciles");
+            tracing::info!(
+                ?grace,
+                "shutdown signal received; finishing in-flight reconciles"
+            );
         };
         // A lost Lease is an error: exiting non-zero gets the process restarted as a standby.
         raft_operator::controller::run(client, config, shutdown).await?;
         Ok(())
-    })
+    });
+    // `run` bounded its own drain; nothing left on the runtime is waited for.
+    runtime.shutdown_background();
+    result
 }

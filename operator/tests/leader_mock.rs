@@ -32,6 +32,9 @@ enum Mode {
     Fail,
     /// Never answers.
     Hang,
+    /// Lists `cluster` as the only RaftCluster; never answers anything else, so that its
+    /// reconcile hangs at its first read.
+    StuckReconcile,
 }
 
 type Interpose = Box<dyn FnOnce(&mut Fake) + Send>;
@@ -116,6 +119,15 @@ impl Fake {
     ) -> Option<Response<Body>> {
         match self.mode {
             Mode::Hang => return None,
+            Mode::StuckReconcile => {
+                self.others.push(format!("{method} {path}"));
+                if method == Method::GET && path.ends_with("/raftclusters") && !watch {
+                    return Some(ok(&json!({"apiVersion": "consensus.unrdf.io/v1alpha1",
+                        "kind": "RaftClusterList", "metadata": {"resourceVersion": "1"},
+                        "items": [stuck_cluster()]})));
+                }
+                return None;
+            }
             Mode::Fail => return Some(status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError")),
             Mode::Serve => {}
         }
@@ -430,6 +442,7 @@ fn run_config(metrics_addr: std::net::SocketAddr, identity: &str) -> RunConfig {
         sidecar_timeout: Duration::from_secs(1),
         requeue_active: Duration::from_secs(2),
         requeue_idle: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(2),
         leader_election: LeaderElectionArgs::default(),
     };
     c.leader_election = LeaderElectionArgs {
@@ -477,6 +490,29 @@ async fn wait_for_text(addr: std::net::SocketAddr, path: &str, wanted: &str) {
     assert!(found.is_ok(), "{path} never said {wanted:?}");
 }
 
+type Run = tokio::task::JoinHandle<Result<(), LeaderError>>;
+
+/// `controller::run` on `fake`, and the sender of its shutdown signal.
+fn started(fake: &Shared, config: RunConfig) -> (tokio::sync::oneshot::Sender<()>, Run) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(raft_operator::controller::run(
+        client(fake),
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, run)
+}
+
+async fn stops_cleanly_within(limit: Duration, run: Run) {
+    let result = tokio::time::timeout(limit, run).await;
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "still running {limit:?} after the shutdown signal: {result:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_standby_serves_health_and_metrics_and_starts_no_controller() {
     let fake = Fake::new(Some(held_by("b")));
@@ -493,14 +529,7 @@ async fn a_standby_serves_health_and_metrics_and_starts_no_controller() {
         })
     };
     let addr = free_port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(raft_operator::controller::run(
-        client(&fake),
-        run_config(addr, "a"),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, run) = started(&fake, run_config(addr, "a"));
     wait_for_text(addr, "/metrics", "raft_operator_leader 0").await;
     // Three lease durations as a standby: 30 more attempts at the 100 ms retry period.
     let reads = fake.lock().unwrap().lease_reads;
@@ -525,8 +554,7 @@ async fn a_standby_serves_health_and_metrics_and_starts_no_controller() {
         assert!(f.others.is_empty(), "a standby watched: {:?}", f.others);
     }
     stop.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), run).await;
-    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    stops_cleanly_within(Duration::from_secs(5), run).await;
     renewer.abort();
 }
 
@@ -562,24 +590,61 @@ async fn the_leader_runs_the_controllers_and_stops_with_an_error_when_it_loses_t
 async fn a_leader_shut_down_cleanly_releases_the_lease() {
     let fake = Fake::new(None);
     let addr = free_port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(raft_operator::controller::run(
-        client(&fake),
-        run_config(addr, "a"),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, run) = started(&fake, run_config(addr, "a"));
     wait_for_text(addr, "/metrics", "raft_operator_leader 1").await;
     assert_eq!(fake.lock().unwrap().holder().as_deref(), Some("a"));
     stop.send(()).unwrap();
-    let t = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(60), run).await;
-    eprintln!(
-        "DEBUG took {:?} holder {:?}",
-        t.elapsed(),
-        fake.lock().unwrap().holder()
-    );
-    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    stops_cleanly_within(Duration::from_secs(60), run).await;
     assert_eq!(fake.lock().unwrap().holder(), None, "not released");
+}
+
+#[tokio::test]
+async fn a_leader_whose_api_server_stops_answering_still_stops_within_its_grace() {
+    let fake = Fake::new(None);
+    let addr = free_port();
+    let (stop, run) = started(&fake, run_config(addr, "a"));
+    wait_for_text(addr, "/metrics", "raft_operator_leader 1").await;
+    fake.lock().unwrap().mode = Mode::Hang;
+    stop.send(()).unwrap();
+    // The grace is 2 s (run_config); releasing the Lease can never finish here.
+    stops_cleanly_within(Duration::from_secs(10), run).await;
+    assert_eq!(fake.lock().unwrap().holder().as_deref(), Some("a"));
+}
+
+fn stuck_cluster() -> Value {
+    json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster",
+        "metadata": {"name": "stuck", "namespace": "team-a", "uid": "u-1", "generation": 1,
+            "resourceVersion": "1"},
+        "spec": {"replicas": 3}})
+}
+
+#[tokio::test]
+async fn a_reconcile_stuck_on_the_api_server_is_abandoned_when_the_grace_ends() {
+    let fake = Fake::new(None);
+    fake.lock().unwrap().mode = Mode::StuckReconcile;
+    let addr = free_port();
+    let mut config = run_config(addr, "a");
+    config.leader_election = Default::default();
+    let (stop, run) = started(&fake, config);
+    // The reconcile has started once it asks for anything but the list and the watch.
+    let reconciling = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let asked = fake.lock().unwrap().others.clone();
+            if asked.iter().any(|c| !c.ends_with("/raftclusters")) {
+                return asked;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reconciling.is_ok(), "no reconcile started");
+    let signalled = Instant::now();
+    stop.send(()).unwrap();
+    // The grace is 2 s (run_config).
+    stops_cleanly_within(Duration::from_secs(10), run).await;
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "stopped after {:?}: the reconcile was not given its grace",
+        signalled.elapsed()
+    );
 }

@@ -122,6 +122,7 @@ fn config() -> RunConfig {
         sidecar_timeout: Duration::from_secs(1),
         requeue_active: Duration::from_secs(2),
         requeue_idle: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(2),
         leader_election: Default::default(),
     }
 }
