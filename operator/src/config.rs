@@ -67,6 +67,11 @@ pub struct RunConfig {
     /// Deadline of each call to a sidecar's admin API.
     #[arg(long, env = "RAFT_OPERATOR_SIDECAR_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub sidecar_timeout: Duration,
+    /// Deadline of each call to the Kubernetes API server, for the start of its answer (a
+    /// watch answers at once). A call past it fails, and so does its reconcile, which is tried
+    /// again.
+    #[arg(long, env = "RAFT_OPERATOR_API_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub api_timeout: Duration,
     /// Requeue interval while a step is in flight or waiting.
     #[arg(long, env = "RAFT_OPERATOR_REQUEUE_ACTIVE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub requeue_active: Duration,
@@ -230,6 +235,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, d) in [
             ("sidecar-timeout", self.sidecar_timeout),
+            ("api-timeout", self.api_timeout),
             ("requeue-active", self.requeue_active),
             ("requeue-idle", self.requeue_idle),
             ("shutdown-grace", self.shutdown_grace),

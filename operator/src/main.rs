@@ -49,7 +49,7 @@ fn run(config: raft_operator::config::RunConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let grace = config.shutdown_grace;
     let result = runtime.block_on(async {
-        let client = kube::Client::try_default().await?;
+        let client = raft_operator::api_client::connect(config.api_timeout).await?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let shutdown = async move {

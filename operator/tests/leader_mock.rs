@@ -183,6 +183,11 @@ impl Fake {
 
 /// A client whose every call the fake answers.
 fn client(fake: &Shared) -> kube::Client {
+    client_within(fake, Duration::MAX)
+}
+
+/// A client whose every call the fake answers, with the operator's deadline on each answer.
+fn client_within(fake: &Shared, deadline: Duration) -> kube::Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let fake = fake.clone();
     tokio::spawn(async move {
@@ -208,7 +213,10 @@ fn client(fake: &Shared) -> kube::Client {
             }
         }
     });
-    kube::Client::new(service, "default")
+    kube::Client::new(
+        tower::Layer::layer(&raft_operator::api_client::deadline(deadline), service),
+        "default",
+    )
 }
 
 fn config(identity: &str) -> ElectionConfig {
@@ -440,6 +448,7 @@ fn run_config(metrics_addr: std::net::SocketAddr, identity: &str) -> RunConfig {
         cluster_domain: "cluster.local".into(),
         sidecar_image: "raft-sidecar:test".into(),
         sidecar_timeout: Duration::from_secs(1),
+        api_timeout: Duration::from_secs(30),
         requeue_active: Duration::from_secs(2),
         requeue_idle: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(2),
@@ -647,4 +656,38 @@ async fn a_reconcile_stuck_on_the_api_server_is_abandoned_when_the_grace_ends() 
         "stopped after {:?}: the reconcile was not given its grace",
         signalled.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_reconcile_whose_api_call_gets_no_answer_fails_at_the_deadline_and_is_tried_again() {
+    let fake = Fake::new(None);
+    fake.lock().unwrap().mode = Mode::StuckReconcile;
+    let addr = free_port();
+    let mut config = run_config(addr, "a");
+    config.leader_election = Default::default();
+    let run = tokio::spawn(raft_operator::controller::run(
+        client_within(&fake, Duration::from_millis(500)),
+        config,
+        std::future::pending(),
+    ));
+    // Each try begins with a read of the cluster; the retry follows the failure after the
+    // requeue (2 s in run_config).
+    let read = "GET /apis/consensus.unrdf.io/v1alpha1/namespaces/team-a/raftclusters/stuck";
+    let tried_again = tokio::time::timeout(Duration::from_secs(10), async {
+        while fake
+            .lock()
+            .unwrap()
+            .others
+            .iter()
+            .filter(|c| *c == read)
+            .count()
+            < 2
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let asked = fake.lock().unwrap().others.clone();
+    assert!(tried_again.is_ok(), "one try, stuck for good: {asked:?}");
+    run.abort();
 }

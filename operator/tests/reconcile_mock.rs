@@ -120,6 +120,7 @@ fn config() -> RunConfig {
         cluster_domain: "cluster.local".into(),
         sidecar_image: "raft-sidecar:test".into(),
         sidecar_timeout: Duration::from_secs(1),
+        api_timeout: Duration::from_secs(30),
         requeue_active: Duration::from_secs(2),
         requeue_idle: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(2),
