@@ -51,10 +51,7 @@ pub async fn restore(
     from: &FromBackupSpec,
     jobs: &JobParams,
 ) -> Result<Option<Staged>, Error> {
-    let failed = |reason: String| Error::Restore {
-        pod: pod.to_owned(),
-        reason,
-    };
+    let failed = failed_in(pod);
     let work = async {
         match from.source() {
             Some(Destination::S3(s3)) => {
@@ -85,10 +82,7 @@ async fn from_bucket(
     s3: &S3Destination,
     backup: &str,
 ) -> Result<Option<Staged>, Error> {
-    let failed = |reason: String| Error::Restore {
-        pod: pod.to_owned(),
-        reason,
-    };
+    let failed = failed_in(pod);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
     let prefix = s3.prefix.clone().unwrap_or_default();
     let config = super::s3_config(&secrets, s3, prefix)
@@ -153,6 +147,14 @@ async fn from_volume(
     Ok(report
         .result
         .map(|done| staged(location, report.manifest, &done)))
+}
+
+/// Makes the error of a restore into `pod` that failed for the reason given.
+fn failed_in(pod: &str) -> impl Fn(String) -> Error + Copy + '_ {
+    move |reason| Error::Restore {
+        pod: pod.to_owned(),
+        reason,
+    }
 }
 
 fn staged(location: String, manifest: BackupManifest, done: &RestoreResult) -> Staged {
