@@ -30,6 +30,8 @@ pub(crate) struct Restart {
     was_leader: bool,
     /// SIGTERM until the process exited.
     stop_ms: f64,
+    /// It had not exited [`STOP_GRACE`] after SIGTERM and was killed, as an orchestrator does.
+    killed: bool,
     /// Started again until caught up with the leader.
     catch_up_ms: f64,
     /// The longest time without an acknowledged write, from this SIGTERM to the next one.
@@ -44,6 +46,8 @@ pub(crate) struct RollingReport {
     pub(crate) nodes: usize,
     pub(crate) clients: u32,
     pub(crate) restarts: Vec<Restart>,
+    /// Members killed because they had not exited [`STOP_GRACE`] after SIGTERM.
+    pub(crate) killed: u64,
     /// Term changes seen in the answers over the whole run (each is at least one election).
     pub(crate) elections: u64,
     /// The longest time without an acknowledged write, from the first SIGTERM to the end.
@@ -61,6 +65,10 @@ pub(crate) struct RollingReport {
     pub(crate) retried: BTreeMap<String, u64>,
     pub(crate) took_ms: f64,
 }
+
+/// How long a member may take to exit after SIGTERM before it is killed (Kubernetes' default
+/// `terminationGracePeriodSeconds`).
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// What one client saw.
 #[derive(Default)]
@@ -107,11 +115,21 @@ pub(crate) async fn rolling_on(args: &RollingArgs, mut sut: Sut) -> Result<Rolli
     let mut restarts = Vec::new();
     for i in order {
         let at = Instant::now();
-        sut.sigterm(i, Duration::from_secs(30)).await?;
+        // A member that outlives the grace is killed and the run goes on: what it cost the
+        // clients is part of the figures, and the rest of the comparison is not lost.
+        let killed = match sut.sigterm(i, STOP_GRACE).await {
+            Ok(()) => false,
+            Err(Failure::Runtime(why) | Failure::Config(why)) => {
+                eprintln!("bench: rolling restart: {why}; killing it");
+                sut.reap_killed(i).await?;
+                true
+            }
+        };
         let stop_ms = at.elapsed().as_secs_f64() * 1e3;
         eprintln!(
-            "bench: rolling restart: {} stopped in {stop_ms:.0} ms",
-            sut.name(i)
+            "bench: rolling restart: {} {} in {stop_ms:.0} ms",
+            sut.name(i),
+            if killed { "killed" } else { "stopped" }
         );
         tokio::time::sleep(args.down).await;
         let back = Instant::now();
@@ -122,6 +140,7 @@ pub(crate) async fn rolling_on(args: &RollingArgs, mut sut: Sut) -> Result<Rolli
             node: sut.name(i).to_string(),
             was_leader: i == leader,
             stop_ms,
+            killed,
             catch_up_ms: back.elapsed().as_secs_f64() * 1e3,
             longest_gap_ms: 0.0,
         });
@@ -165,6 +184,7 @@ pub(crate) async fn rolling_on(args: &RollingArgs, mut sut: Sut) -> Result<Rolli
         bench: "rolling-restart",
         nodes: n,
         clients: args.clients,
+        killed: restarts.iter().filter(|r| r.killed).count() as u64,
         restarts,
         elections,
         longest_gap_ms: gaps.iter().copied().fold(0.0, f64::max),
@@ -180,7 +200,7 @@ pub(crate) async fn rolling_on(args: &RollingArgs, mut sut: Sut) -> Result<Rolli
         took_ms: started.elapsed().as_secs_f64() * 1e3,
     };
     eprintln!(
-        "bench: rolling restart of {} {} nodes under {} clients: {} election(s), longest write gap {:.0} ms, {:.0} ms in gaps over {:.0} ms, {} acknowledged, {} failed, retried {:?}",
+        "bench: rolling restart of {} {} nodes under {} clients: {} election(s), longest write gap {:.0} ms, {:.0} ms in gaps over {:.0} ms, {} acknowledged, {} failed, retried {:?}, {} killed after SIGTERM",
         n,
         r.system.label(),
         r.clients,
@@ -190,7 +210,8 @@ pub(crate) async fn rolling_on(args: &RollingArgs, mut sut: Sut) -> Result<Rolli
         threshold,
         r.acknowledged,
         r.failed,
-        r.retried
+        r.retried,
+        r.killed
     );
     Ok(r)
 }

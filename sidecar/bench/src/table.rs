@@ -162,11 +162,12 @@ pub(crate) fn render(
         line(
             &mut t,
             format!(
-                "| rolling restart (SIGTERM, 2 s down, start, caught up; followers first, the leader last; {} clients) | elections | longest write gap ms | ms in gaps > 100 ms | failed writes | retried answers |",
-                args.rolling_clients
+                "| rolling restart (SIGTERM, 2 s down, start, caught up; followers first, the leader last; {} clients) | elections | longest write gap ms | ms in gaps > 100 ms | failed writes | retried answers | killed, not out {} s after SIGTERM |",
+                args.rolling_clients,
+                crate::rolling::STOP_GRACE.as_secs()
             ),
         );
-        line(&mut t, "|---|---:|---:|---:|---:|---|".into());
+        line(&mut t, "|---|---:|---:|---:|---:|---|---:|".into());
         for r in rollings {
             let retried = r
                 .retried
@@ -177,7 +178,7 @@ pub(crate) fn render(
             line(
                 &mut t,
                 format!(
-                    "| {} | {} | {:.0} | {:.0} | {} | {} |",
+                    "| {} | {} | {:.0} | {:.0} | {} | {} | {} |",
                     r.system.label(),
                     r.elections,
                     r.longest_gap_ms,
@@ -187,7 +188,8 @@ pub(crate) fn render(
                         "none".into()
                     } else {
                         retried
-                    }
+                    },
+                    r.killed
                 ),
             );
         }
