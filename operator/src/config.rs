@@ -69,8 +69,10 @@ pub struct RunConfig {
     pub sidecar_timeout: Duration,
     /// Deadline of each call to the Kubernetes API server, for the start of its answer (a
     /// watch answers at once). A call past it fails, and so does its reconcile, which is tried
-    /// again.
-    #[arg(long, env = "RAFT_OPERATOR_API_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// again. The default is above the API server's own limit on a request (its
+    /// --request-timeout, 60 s by default), so a call that times out here is one the API server
+    /// stopped answering, not one it was still committing.
+    #[arg(long, env = "RAFT_OPERATOR_API_TIMEOUT", default_value = "70s", value_parser = humantime::parse_duration)]
     pub api_timeout: Duration,
     /// Requeue interval while a step is in flight or waiting.
     #[arg(long, env = "RAFT_OPERATOR_REQUEUE_ACTIVE", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -80,8 +82,9 @@ pub struct RunConfig {
     pub requeue_idle: Duration,
     /// After SIGTERM or SIGINT: how long in-flight reconciles may take to finish and the leader
     /// Lease to be released, together; what is unfinished then is abandoned (a reconcile is
-    /// resumed by whichever replica leads next). Keep it under the pod's
-    /// terminationGracePeriodSeconds (30 s in the chart).
+    /// resumed by whichever replica leads next). The process may take up to 2 s more (the
+    /// release and the metrics server get at least 1 s each): keep it at least 2 s under the
+    /// pod's terminationGracePeriodSeconds (30 s in the chart). At most 1 h.
     #[arg(long, env = "RAFT_OPERATOR_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     #[command(flatten)]
@@ -229,7 +232,12 @@ pub enum ConfigError {
     LeaseNamespace(String),
     #[error("--leader-election-lease-name {0:?} is not an object name")]
     LeaseName(String),
+    #[error("--shutdown-grace {0:?} is longer than {max:?}", max = MAX_SHUTDOWN_GRACE)]
+    ShutdownGrace(Duration),
 }
+
+/// Longest `--shutdown-grace`: far more than any pod's termination grace period.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(60 * 60);
 
 impl RunConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -243,6 +251,9 @@ impl RunConfig {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
+            return Err(ConfigError::ShutdownGrace(self.shutdown_grace));
         }
         let ok = !self.cluster_domain.is_empty()
             && self
@@ -331,6 +342,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--requeue-active")
+        );
+        c.requeue_active = Duration::from_secs(2);
+        c.shutdown_grace = MAX_SHUTDOWN_GRACE + Duration::from_secs(1);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--shutdown-grace")
         );
     }
 

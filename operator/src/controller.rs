@@ -79,6 +79,7 @@ pub async fn run(
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(None::<Instant>);
     tokio::spawn(async move {
         shutdown.await;
+        // `validate` caps the grace, so the sum cannot overflow.
         let _ = shutdown_tx.send(Some(Instant::now() + grace));
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -129,51 +130,7 @@ pub async fn run(
             signalled(&mut shutdown).await;
         })
     }));
-    let mut grace_rx = shutdown_rx.clone();
-    let past_grace = past_grace(&mut grace_rx);
-    let result = match leadership {
-        None => {
-            tokio::select! {
-                _ = controllers => {}
-                () = past_grace => abandoned(grace),
-            }
-            Ok(())
-        }
-        Some((
-            Leadership {
-                lost,
-                release,
-                task,
-            },
-            lost_silently,
-        )) => {
-            let drained = tokio::select! {
-                _ = controllers => Ok(()),
-                () = past_grace => {
-                    abandoned(grace);
-                    Ok(())
-                }
-                why = lost => Err(why),
-            };
-            match drained {
-                Ok(()) => {
-                    // Held until here so that no standby starts while reconciles finish.
-                    let _ = release.send(());
-                    let left = remaining(&shutdown_rx).max(RELEASE_AT_LEAST);
-                    if tokio::time::timeout(left, task).await.is_err() {
-                        warn!(waited = ?left, "the leader Lease was not released in time; a standby takes over when it expires");
-                    }
-                    Ok(())
-                }
-                Err(why) => {
-                    // A renewing task gone without a word no longer renews: lost as well.
-                    let why = why.unwrap_or(lost_silently);
-                    error!(error = %why, "stopping the controllers");
-                    Err(why)
-                }
-            }
-        }
-    };
+    let result = drain(controllers, leadership, &shutdown_rx, grace).await;
     metrics.set_leader(false);
     info!("controller stopped");
     let _ = stop_tx.send(true);
@@ -181,6 +138,72 @@ pub async fn run(
         stop_server(server, &shutdown_rx).await;
     }
     result
+}
+
+/// How the controllers ended after the shutdown signal.
+enum Drained {
+    /// Every in-flight reconcile finished within the grace.
+    Finished,
+    /// The grace ended first; the reconciles were dropped.
+    Abandoned,
+}
+
+/// Wait for the controllers to stop (they stop taking work at the signal and finish what is
+/// in flight), for at most the grace; then give the Lease up, if this replica holds one. A lost
+/// Lease ends the wait at once, with its error.
+async fn drain(
+    controllers: impl Future<Output = Vec<()>>,
+    leadership: Option<(Leadership, LeaderError)>,
+    shutdown: &watch::Receiver<Option<Instant>>,
+    grace: Duration,
+) -> Result<(), LeaderError> {
+    let mut grace_rx = shutdown.clone();
+    let past_grace = past_grace(&mut grace_rx);
+    let Some((
+        Leadership {
+            lost,
+            release,
+            task,
+        },
+        lost_silently,
+    )) = leadership
+    else {
+        tokio::select! {
+            _ = controllers => {}
+            () = past_grace => warn_abandoned(grace),
+        }
+        return Ok(());
+    };
+    let drained = tokio::select! {
+        _ = controllers => Ok(Drained::Finished),
+        () = past_grace => Ok(Drained::Abandoned),
+        why = lost => Err(why),
+    };
+    match drained {
+        Ok(Drained::Finished) => {
+            // Held until here so that no standby starts while reconciles finish.
+            let _ = release.send(());
+            let left = remaining(shutdown).max(RELEASE_AT_LEAST);
+            if tokio::time::timeout(left, task).await.is_err() {
+                warn!(waited = ?left, "the leader Lease was not released in time; a standby takes over when it expires");
+            }
+            Ok(())
+        }
+        Ok(Drained::Abandoned) => {
+            warn_abandoned(grace);
+            // Not released: writes the dropped reconciles sent may still land, and the Lease
+            // running out is what keeps a standby from acting beside them.
+            task.abort();
+            warn!("the leader Lease is left to expire; a standby takes over then");
+            Ok(())
+        }
+        Err(why) => {
+            // A renewing task gone without a word no longer renews: lost as well.
+            let why = why.unwrap_or(lost_silently);
+            error!(error = %why, "stopping the controllers");
+            Err(why)
+        }
+    }
 }
 
 /// What the Lease release gets even when the reconciles used up the grace: one short API call.
@@ -210,7 +233,8 @@ fn remaining(shutdown: &watch::Receiver<Option<Instant>>) -> Duration {
     })
 }
 
-fn abandoned(grace: Duration) {
+/// Log that the grace ended with reconciles still in flight.
+fn warn_abandoned(grace: Duration) {
     warn!(
         ?grace,
         "in-flight reconciles did not finish within the shutdown grace; abandoned (the next leader resumes them)"

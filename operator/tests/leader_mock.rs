@@ -32,8 +32,8 @@ enum Mode {
     Fail,
     /// Never answers.
     Hang,
-    /// Lists `cluster` as the only RaftCluster; never answers anything else, so that its
-    /// reconcile hangs at its first read.
+    /// Lists `stuck_cluster()` as the only RaftCluster and serves the Lease; never answers
+    /// anything else, so that the cluster's reconcile hangs at its first read.
     StuckReconcile,
 }
 
@@ -119,6 +119,8 @@ impl Fake {
     ) -> Option<Response<Body>> {
         match self.mode {
             Mode::Hang => return None,
+            // The Lease is served as usual.
+            Mode::StuckReconcile if path == PATH || path == COLLECTION => {}
             Mode::StuckReconcile => {
                 self.others.push(format!("{method} {path}"));
                 if method == Method::GET && path.ends_with("/raftclusters") && !watch {
@@ -214,7 +216,10 @@ fn client_within(fake: &Shared, deadline: Duration) -> kube::Client {
         }
     });
     kube::Client::new(
-        tower::Layer::layer(&raft_operator::api_client::deadline(deadline), service),
+        tower::Layer::layer(
+            &raft_operator::api_client::call_deadline_layer(deadline),
+            service,
+        ),
         "default",
     )
 }
@@ -620,6 +625,10 @@ async fn a_leader_whose_api_server_stops_answering_still_stops_within_its_grace(
     assert_eq!(fake.lock().unwrap().holder().as_deref(), Some("a"));
 }
 
+/// The first call of the stuck cluster's reconcile.
+const STUCK_READ: &str =
+    "GET /apis/consensus.unrdf.io/v1alpha1/namespaces/team-a/raftclusters/stuck";
+
 fn stuck_cluster() -> Value {
     json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster",
         "metadata": {"name": "stuck", "namespace": "team-a", "uid": "u-1", "generation": 1,
@@ -635,13 +644,9 @@ async fn a_reconcile_stuck_on_the_api_server_is_abandoned_when_the_grace_ends() 
     let mut config = run_config(addr, "a");
     config.leader_election = Default::default();
     let (stop, run) = started(&fake, config);
-    // The reconcile has started once it asks for anything but the list and the watch.
+    // The reconcile has started once it reads its cluster (the watchers' lists come first).
     let reconciling = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let asked = fake.lock().unwrap().others.clone();
-            if asked.iter().any(|c| !c.ends_with("/raftclusters")) {
-                return asked;
-            }
+        while !fake.lock().unwrap().others.iter().any(|c| c == STUCK_READ) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -672,14 +677,13 @@ async fn a_reconcile_whose_api_call_gets_no_answer_fails_at_the_deadline_and_is_
     ));
     // Each try begins with a read of the cluster; the retry follows the failure after the
     // requeue (2 s in run_config).
-    let read = "GET /apis/consensus.unrdf.io/v1alpha1/namespaces/team-a/raftclusters/stuck";
     let tried_again = tokio::time::timeout(Duration::from_secs(10), async {
         while fake
             .lock()
             .unwrap()
             .others
             .iter()
-            .filter(|c| *c == read)
+            .filter(|c| *c == STUCK_READ)
             .count()
             < 2
         {
@@ -690,4 +694,24 @@ async fn a_reconcile_whose_api_call_gets_no_answer_fails_at_the_deadline_and_is_
     let asked = fake.lock().unwrap().others.clone();
     assert!(tried_again.is_ok(), "one try, stuck for good: {asked:?}");
     run.abort();
+}
+
+#[tokio::test]
+async fn a_leader_that_abandons_a_reconcile_leaves_its_lease_to_expire_as_a_fence() {
+    let fake = Fake::new(None);
+    fake.lock().unwrap().mode = Mode::StuckReconcile;
+    let addr = free_port();
+    let (stop, run) = started(&fake, run_config(addr, "a"));
+    let reconciling = tokio::time::timeout(Duration::from_secs(10), async {
+        while !fake.lock().unwrap().others.iter().any(|c| c == STUCK_READ) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reconciling.is_ok(), "no reconcile started");
+    stop.send(()).unwrap();
+    stops_cleanly_within(Duration::from_secs(10), run).await;
+    // Not released: a standby waits out the lease, so the dropped reconcile's writes cannot
+    // land beside its own.
+    assert_eq!(fake.lock().unwrap().holder().as_deref(), Some("a"));
 }

@@ -117,14 +117,14 @@ pub(crate) async fn rolling_on(args: &RollingArgs, mut sut: Sut) -> Result<Rolli
         let at = Instant::now();
         // A member that outlives the grace is killed and the run goes on: what it cost the
         // clients is part of the figures, and the rest of the comparison is not lost.
-        let killed = match sut.sigterm(i, STOP_GRACE).await {
-            Ok(()) => false,
-            Err(Failure::Runtime(why) | Failure::Config(why)) => {
-                eprintln!("bench: rolling restart: {why}; killing it");
-                sut.reap_killed(i).await?;
-                true
-            }
-        };
+        let killed = !sut.sigterm(i, STOP_GRACE).await?;
+        if killed {
+            eprintln!(
+                "bench: rolling restart: {} still running {STOP_GRACE:?} after SIGTERM; killing it",
+                sut.name(i)
+            );
+            sut.reap_killed(i).await?;
+        }
         let stop_ms = at.elapsed().as_secs_f64() * 1e3;
         eprintln!(
             "bench: rolling restart: {} {} in {stop_ms:.0} ms",

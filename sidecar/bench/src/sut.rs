@@ -231,12 +231,17 @@ impl Sut {
     }
 
     /// SIGTERM node `i` and wait up to `grace` for it to exit, as an orchestrator stops it.
-    pub(crate) async fn sigterm(&mut self, i: usize, grace: Duration) -> Result<(), Failure> {
+    /// `Ok(false)`: still running after `grace` (the caller decides what then).
+    pub(crate) async fn sigterm(&mut self, i: usize, grace: Duration) -> Result<bool, Failure> {
         let stopped = match &mut self.nodes {
             Nodes::Sidecar(c) => c.terminate(i, grace).await.map(|_| ()),
             Nodes::Etcd(c) => c.terminate(i, grace).await,
         };
-        stopped.map_err(|e| Failure::runtime(format!("cannot stop node {i}: {e}")))
+        match stopped {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(Failure::runtime(format!("cannot stop node {i}: {e}"))),
+        }
     }
 
     pub(crate) fn restart(&mut self, i: usize) -> Result<(), Failure> {
