@@ -149,8 +149,9 @@ enum Drained {
 }
 
 /// Wait for the controllers to stop (they stop taking work at the signal and finish what is
-/// in flight), for at most the grace; then give the Lease up, if this replica holds one. A lost
-/// Lease ends the wait at once, with its error.
+/// in flight), for at most the grace. If this replica holds the Lease, it gives it up once they
+/// finished, and leaves it to expire when the grace ended first. A lost Lease ends the wait at
+/// once, with its error.
 async fn drain(
     controllers: impl Future<Output = Vec<()>>,
     leadership: Option<(Leadership, LeaderError)>,
@@ -192,8 +193,11 @@ async fn drain(
         Ok(Drained::Abandoned) => {
             warn_abandoned(grace);
             // Not released: writes the dropped reconciles sent may still land, and the Lease
-            // running out is what keeps a standby from acting beside them.
+            // running out is what keeps a standby from acting beside them. The renewing task
+            // is gone before `release` is dropped (its closing would read as "release").
             task.abort();
+            let _ = task.await;
+            drop(release);
             warn!("the leader Lease is left to expire; a standby takes over then");
             Ok(())
         }
