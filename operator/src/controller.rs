@@ -184,7 +184,7 @@ async fn drain(
         Ok(Drained::Finished) => {
             // Held until here so that no standby starts while reconciles finish.
             let _ = release.send(());
-            let left = remaining(shutdown).max(RELEASE_AT_LEAST);
+            let left = remaining(shutdown).max(AFTER_GRACE_AT_LEAST);
             if tokio::time::timeout(left, task).await.is_err() {
                 warn!(waited = ?left, "the leader Lease was not released in time; a standby takes over when it expires");
             }
@@ -210,8 +210,9 @@ async fn drain(
     }
 }
 
-/// What the Lease release gets even when the reconciles used up the grace: one short API call.
-const RELEASE_AT_LEAST: Duration = Duration::from_secs(1);
+/// What the Lease release and the metrics server's drain each get even when the reconciles used
+/// up the grace (one short API call; closing idle connections).
+const AFTER_GRACE_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// Resolves once the shutdown signal came (never if its sender is gone without one).
 async fn signalled(shutdown: &mut watch::Receiver<Option<Instant>>) {
@@ -251,7 +252,7 @@ async fn stop_server(
     server: tokio::task::JoinHandle<()>,
     shutdown: &watch::Receiver<Option<Instant>>,
 ) {
-    let left = remaining(shutdown).max(RELEASE_AT_LEAST);
+    let left = remaining(shutdown).max(AFTER_GRACE_AT_LEAST);
     if tokio::time::timeout(left, server).await.is_err() {
         warn!("the metrics server did not stop in time; exiting anyway");
     }

@@ -629,6 +629,34 @@ async fn a_leader_whose_api_server_stops_answering_still_stops_within_its_grace(
 const STUCK_READ: &str =
     "GET /apis/consensus.unrdf.io/v1alpha1/namespaces/team-a/raftclusters/stuck";
 
+/// A fake in [`Mode::StuckReconcile`].
+fn stuck_fake() -> Shared {
+    let fake = Fake::new(None);
+    fake.lock().unwrap().mode = Mode::StuckReconcile;
+    fake
+}
+
+/// Wait (up to 10 s) until the stuck cluster's reconcile has begun `times` times: each try
+/// begins with a read of the cluster, after the watchers' lists.
+async fn stuck_reads_reach(fake: &Shared, times: usize) {
+    let count = || {
+        let f = fake.lock().unwrap();
+        f.others.iter().filter(|c| *c == STUCK_READ).count()
+    };
+    let reached = tokio::time::timeout(Duration::from_secs(10), async {
+        while count() < times {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let asked = fake.lock().unwrap().others.clone();
+    assert!(
+        reached.is_ok(),
+        "the stuck reconcile began {} times, not {times}: {asked:?}",
+        count()
+    );
+}
+
 fn stuck_cluster() -> Value {
     json!({"apiVersion": "consensus.unrdf.io/v1alpha1", "kind": "RaftCluster",
         "metadata": {"name": "stuck", "namespace": "team-a", "uid": "u-1", "generation": 1,
@@ -638,20 +666,13 @@ fn stuck_cluster() -> Value {
 
 #[tokio::test]
 async fn a_reconcile_stuck_on_the_api_server_is_abandoned_when_the_grace_ends() {
-    let fake = Fake::new(None);
-    fake.lock().unwrap().mode = Mode::StuckReconcile;
+    let fake = stuck_fake();
     let addr = free_port();
     let mut config = run_config(addr, "a");
     config.leader_election = Default::default();
     let (stop, run) = started(&fake, config);
     // The reconcile has started once it reads its cluster (the watchers' lists come first).
-    let reconciling = tokio::time::timeout(Duration::from_secs(10), async {
-        while !fake.lock().unwrap().others.iter().any(|c| c == STUCK_READ) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(reconciling.is_ok(), "no reconcile started");
+    stuck_reads_reach(&fake, 1).await;
     let signalled = Instant::now();
     stop.send(()).unwrap();
     // The grace is 2 s (run_config).
@@ -665,8 +686,7 @@ async fn a_reconcile_stuck_on_the_api_server_is_abandoned_when_the_grace_ends() 
 
 #[tokio::test]
 async fn a_reconcile_whose_api_call_gets_no_answer_fails_at_the_deadline_and_is_tried_again() {
-    let fake = Fake::new(None);
-    fake.lock().unwrap().mode = Mode::StuckReconcile;
+    let fake = stuck_fake();
     let addr = free_port();
     let mut config = run_config(addr, "a");
     config.leader_election = Default::default();
@@ -677,38 +697,16 @@ async fn a_reconcile_whose_api_call_gets_no_answer_fails_at_the_deadline_and_is_
     ));
     // Each try begins with a read of the cluster; the retry follows the failure after the
     // requeue (2 s in run_config).
-    let tried_again = tokio::time::timeout(Duration::from_secs(10), async {
-        while fake
-            .lock()
-            .unwrap()
-            .others
-            .iter()
-            .filter(|c| *c == STUCK_READ)
-            .count()
-            < 2
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let asked = fake.lock().unwrap().others.clone();
-    assert!(tried_again.is_ok(), "one try, stuck for good: {asked:?}");
+    stuck_reads_reach(&fake, 2).await;
     run.abort();
 }
 
 #[tokio::test]
 async fn a_leader_that_abandons_a_reconcile_leaves_its_lease_to_expire_as_a_fence() {
-    let fake = Fake::new(None);
-    fake.lock().unwrap().mode = Mode::StuckReconcile;
+    let fake = stuck_fake();
     let addr = free_port();
     let (stop, run) = started(&fake, run_config(addr, "a"));
-    let reconciling = tokio::time::timeout(Duration::from_secs(10), async {
-        while !fake.lock().unwrap().others.iter().any(|c| c == STUCK_READ) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(reconciling.is_ok(), "no reconcile started");
+    stuck_reads_reach(&fake, 1).await;
     stop.send(()).unwrap();
     stops_cleanly_within(Duration::from_secs(10), run).await;
     // Not released: a standby waits out the lease, so the dropped reconcile's writes cannot

@@ -139,6 +139,12 @@ impl Default for JournalState {
 }
 
 impl JournalState {
+    /// Whether `record` is still within the dedupe window: committed at or after the horizon.
+    /// Applies and lookups both decide by this, whatever garbage collection has deleted yet.
+    pub fn remembers(&self, record: &DedupeRecord) -> bool {
+        record.committed_at_ms >= self.dedupe_horizon_ms
+    }
+
     /// Newest appended index (0 when nothing was ever appended).
     pub fn last_index(&self) -> u64 {
         self.next_index - 1
@@ -165,7 +171,7 @@ pub fn apply_operation(
 ) -> (OpOutcome, Option<DedupeRecord>) {
     let committed_at_ms = state.clock_ms;
     let digest = op.content_digest();
-    let live = known.filter(|rec| rec.committed_at_ms >= state.dedupe_horizon_ms);
+    let live = known.filter(|rec| state.remembers(rec));
     match live {
         Some(rec) if rec.digest == digest => (
             OpOutcome::Duplicate {

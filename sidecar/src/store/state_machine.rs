@@ -456,12 +456,12 @@ impl JournalReader {
     /// such records in the write that moves the horizon past them, but stores written by
     /// earlier versions can still hold a few.
     pub async fn lookup(&self, id: String) -> Result<Option<DedupeRecord>, StoreError> {
-        let horizon = self.progress.borrow().journal.dedupe_horizon_ms;
+        let journal = self.progress.borrow().journal;
         let record = self
             .db
             .blocking(move |db| db.get::<DedupeRecord>(Cf::Dedupe, id.as_bytes()))
             .await?;
-        Ok(record.filter(|r| r.committed_at_ms >= horizon))
+        Ok(record.filter(|r| journal.remembers(r)))
     }
 }
 
